@@ -1,0 +1,36 @@
+# Two commands from a fresh clone: `make demo` and `make test`.
+# Each creates .venv when missing and installs the package (editable) with what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps re-run the install when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@ $(VENV)/.installed-run
+
+demo: $(VENV)/.installed-run
+	$(BIN)/python -m tmx.demo
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check tmx tests benchmarks examples
+	$(BIN)/ruff format --check tmx tests benchmarks examples
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix tmx tests benchmarks examples
+	$(BIN)/ruff format tmx tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output

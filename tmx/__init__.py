@@ -1,0 +1,16 @@
+"""tmx: measure and explain what neural networks compute.
+
+The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only re-exports.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import transforms
+from .transforms import TransformationSet
+
+try:
+    __version__ = version("tmx-measures")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["TransformationSet", "__version__", "transforms"]

@@ -1,0 +1,96 @@
+"""Argument validation helpers shared by every module.
+
+Each helper raises ``ValueError`` naming the argument and saying what was expected, so that a
+user sees at once which argument of which function was wrong.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def real_vector(
+    value: Any,
+    name: str,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
+    allow_empty: bool = False,
+) -> tuple[float, ...]:
+    """A non-empty 1-D sequence (or scalar) of finite real numbers, as a tuple of floats."""
+    if isinstance(value, str | bytes):
+        raise ValueError(
+            f"{name} must be a number or a sequence of numbers; got {_describe(value)}"
+        )
+    arr = np.asarray(value, dtype=object).reshape(-1) if np.ndim(value) <= 1 else None
+    if arr is None:
+        raise ValueError(f"{name} must be a scalar or 1-D sequence; got shape {np.shape(value)}")
+    out = []
+    for v in arr:
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{name} must contain only real numbers; got {_describe(v)}")
+        f = float(v)
+        if not np.isfinite(f):
+            raise ValueError(f"{name} must contain only finite numbers; got {f}")
+        if positive and f <= 0:
+            raise ValueError(f"{name} must contain only positive numbers; got {f}")
+        if nonnegative and f < 0:
+            raise ValueError(f"{name} must contain only non-negative numbers; got {f}")
+        out.append(f)
+    if not out and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(out)
+
+
+def int_vector(value: Any, name: str, *, allow_empty: bool = False) -> tuple[int, ...]:
+    """A non-empty 1-D sequence (or scalar) of integers (integral floats are refused)."""
+    if isinstance(value, str | bytes) or np.ndim(value) > 1:
+        raise ValueError(f"{name} must be an integer or a 1-D sequence of integers")
+    out = []
+    for v in np.asarray(value, dtype=object).reshape(-1):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Integral):
+            raise ValueError(f"{name} must contain only integers; got {_describe(v)}")
+        out.append(int(v))
+    if not out and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(out)
+
+
+def choice(value: Any, name: str, options: Iterable[str]) -> str:
+    """One of a fixed set of strings."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}; got {_describe(value)}")
+    return value
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {_describe(value)}")
+    return int(value)
+
+
+def finite_real(value: Any, name: str) -> float:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number; got {_describe(value)}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return float(value)
+
+
+def image_size(value: Any, name: str) -> tuple[int, int]:
+    """An image size: an int (square) or a pair (height, width) of positive ints."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, Sequence | np.ndarray) or len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair (height, width); got {_describe(value)}")
+    return positive_int(value[0], name), positive_int(value[1], name)

@@ -1,0 +1,57 @@
+"""Transformation sets: data with labeled parameters, applied as TensorFlow ops on NHWC batches.
+
+Build sets with the constructors below, combine them with :func:`product` and :func:`union`,
+apply them with :func:`apply` / :func:`apply_many`, and map feature maps back with
+:func:`invert`. See ``tmx.transforms._set`` for the geometric conventions (pixel centres at
+integer coordinates, y pointing down, counter-clockwise rotations in degrees).
+"""
+
+from ._apply import apply, apply_many, invert, point_matrix
+from ._seed import GROUP_NAMES, seed_groups
+from ._set import (
+    FILLS,
+    INTERPOLATIONS,
+    TransformationSet,
+    brightness,
+    contrast,
+    custom,
+    flip,
+    from_dict,
+    gaussian_noise,
+    identity,
+    product,
+    roll,
+    rot90,
+    rotation,
+    scale,
+    shear,
+    translation,
+    union,
+)
+
+__all__ = [
+    "FILLS",
+    "GROUP_NAMES",
+    "INTERPOLATIONS",
+    "TransformationSet",
+    "apply",
+    "apply_many",
+    "brightness",
+    "contrast",
+    "custom",
+    "flip",
+    "from_dict",
+    "gaussian_noise",
+    "identity",
+    "invert",
+    "point_matrix",
+    "product",
+    "roll",
+    "rot90",
+    "rotation",
+    "scale",
+    "seed_groups",
+    "shear",
+    "translation",
+    "union",
+]

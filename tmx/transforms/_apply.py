@@ -1,0 +1,412 @@
+"""Applying transformation sets to NHWC batches, and inverting them on feature maps.
+
+Everything is TensorFlow ops, so :func:`apply` and :func:`invert` run inside a ``tf.function``
+(the forward-pass graph of the cube). Consecutive interpolated geometric operations of one
+transformation (rotation, translation, scale, shear with the same sampling options) are composed
+into one matrix and resampled once; their inverse is the exact inverse of that matrix. Flips,
+quarter turns and cyclic shifts are exact index operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import _validate as v
+from ._set import (
+    FILLS,
+    INTERPOLATIONS,
+    ROTATION,
+    SCALE,
+    SHEAR_X,
+    SHEAR_Y,
+    TRANSLATION,
+    TRANSLATION_REL,
+    Op,
+    TransformationSet,
+    chain_needs_input_size,
+    check_index,
+)
+
+
+def _tf():
+    import tensorflow as tf  # imported lazily: building sets needs no TensorFlow
+
+    return tf
+
+
+# -- geometry -----------------------------------------------------------------------------------
+def point_matrix(op: Op, height: int, width: int, pixel_scale=(1.0, 1.0)) -> np.ndarray:
+    """The 3×3 homogeneous matrix mapping a point (x, y, 1) of the input to the output.
+
+    ``pixel_scale`` = (sx, sy) rescales pixel-unit parameters (translations) for a feature map:
+    sx = w / W_input, sy = h / H_input.
+    """
+    p = op.params
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    if op.kind == TRANSLATION:
+        return np.array(
+            [[1, 0, p["dx"] * pixel_scale[0]], [0, 1, p["dy"] * pixel_scale[1]], [0, 0, 1]]
+        )
+    if op.kind == TRANSLATION_REL:
+        return np.array([[1, 0, p["dx_rel"] * width], [0, 1, p["dy_rel"] * height], [0, 0, 1]])
+    if op.kind == ROTATION:
+        t = np.deg2rad(p["angle"])
+        a = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    elif op.kind == SCALE:
+        a = np.eye(2) * p["scale"]
+    elif op.kind == SHEAR_X:
+        a = np.array([[1.0, np.tan(np.deg2rad(p["shear_x"]))], [0.0, 1.0]])
+    elif op.kind == SHEAR_Y:
+        a = np.array([[1.0, 0.0], [np.tan(np.deg2rad(p["shear_y"])), 1.0]])
+    else:  # pragma: no cover - only affine kinds reach here
+        raise ValueError(f"{op.kind.name} is not an affine operation")
+    c = np.array([cx, cy])
+    m = np.eye(3)
+    m[:2, :2] = a
+    m[:2, 2] = c - a @ c
+    return m
+
+
+def _tf_params(m: np.ndarray) -> np.ndarray:
+    """The 8 parameters of ``ImageProjectiveTransformV3`` for an output→input point matrix."""
+    m = m / m[2, 2]
+    return m.reshape(-1)[:8].astype(np.float32)
+
+
+def _resample(x, params, interpolation: str, fill: str, fill_value: float):
+    """Resample a batch with output→input projective matrices.
+
+    ``params``: (8,) or (1, 8) for one matrix shared by the batch, or (B, 8) per image (numpy or
+    tensor). TensorFlow's ``WRAP`` fill does not wrap the bilinear neighbours of a point near the
+    seam (a 0.5 px cyclic shift of a one-hot row sums to 1.5), so for ``fill="wrap"`` the batch
+    is padded cyclically by half a period on each side and the matrices are offset by the pad:
+    exact for every point within half a period of the image (rotations, translations, scalings
+    down to 0.5); TensorFlow's wrap handles points further out.
+    """
+    tf = _tf()
+    if not tf.is_tensor(params):
+        params = tf.constant(np.atleast_2d(params).astype(np.float32))
+    if not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
+    height, width = int(x.shape[1]), int(x.shape[2])
+    if fill == "wrap":
+        py, px = min(height, height // 2 + 1), min(width, width // 2 + 1)
+        x = tf.concat([x[:, -py:], x, x[:, :py]], axis=1)
+        x = tf.concat([x[:, :, -px:], x, x[:, :, :px]], axis=2)
+        a0, a1, a2, b0, b1, b2, c0, c1 = tf.unstack(params, axis=1)
+        params = tf.stack(
+            [a0 + px * c0, a1 + px * c1, a2 + px, b0 + py * c0, b1 + py * c1, b2 + py, c0, c1],
+            axis=1,
+        )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=params,
+        output_shape=tf.constant([height, width], tf.int32),
+        fill_value=tf.constant(fill_value, tf.float32),
+        interpolation=interpolation.upper(),
+        fill_mode=fill.upper(),
+    )
+
+
+def _groups(chain: Sequence[Op]) -> list[list[Op]]:
+    """Split a chain into runs: consecutive affine ops with equal sampling options form one run."""
+    runs: list[list[Op]] = []
+    for op in chain:
+        if (
+            op.kind.category == "affine"
+            and runs
+            and runs[-1][0].kind.category == "affine"
+            and runs[-1][0].options == op.options
+        ):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _run_matrix(run: Sequence[Op], height: int, width: int, pixel_scale) -> np.ndarray:
+    m = np.eye(3)
+    for op in run:  # first op applied first: its matrix is rightmost
+        m = point_matrix(op, height, width, pixel_scale) @ m
+    return m
+
+
+# -- batches ------------------------------------------------------------------------------------
+def _as_batch(x: Any, name: str):
+    """(tensor, was_numpy): a rank-4 floating tensor with static height and width."""
+    tf = _tf()
+    was_numpy = not tf.is_tensor(x)
+    if was_numpy:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
+        if arr.dtype.kind != "f":
+            arr = arr.astype(np.float32)
+        x = tf.convert_to_tensor(arr)
+    elif not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
+    if x.shape.rank != 4:
+        raise ValueError(
+            f"{name} must be a rank-4 NHWC batch (batch, height, width, channels); got shape "
+            f"{tuple(x.shape)}. Add a batch axis with x[None] or a channel axis with x[..., None]."
+        )
+    if x.shape[1] is None or x.shape[2] is None:
+        raise ValueError(f"{name} must have a static height and width; got shape {x.shape}")
+    return x, was_numpy
+
+
+def _sample_index(sample_index: Any, batch):
+    """Sample indices as int64 (default: positions in the batch)."""
+    tf = _tf()
+    if sample_index is None:
+        return tf.range(batch, dtype=tf.int64)
+    return tf.cast(tf.reshape(sample_index, [-1]), tf.int64)
+
+
+def _apply_op(op: Op, x, j: int, sample_index):
+    tf = _tf()
+    p = op.params
+    kind = op.kind
+    if kind.category == "custom":
+        out = kind.fn(x, **p)
+        out = tf.convert_to_tensor(out)
+        if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
+            raise ValueError(
+                f"custom transformation {kind.name!r} must return a batch of the input's shape "
+                f"{tuple(x.shape)}; got {tuple(out.shape)}"
+            )
+        return tf.cast(out, x.dtype)
+    if kind.name == "flip":
+        axes = {"none": [], "x": [2], "y": [1], "xy": [1, 2]}[p["flip"]]
+        return tf.reverse(x, axes) if axes else x
+    if kind.name == "rot90":
+        return _rot90(x, p["k"])
+    if kind.name == "roll":
+        return tf.roll(x, shift=[p["dy"], p["dx"]], axis=[1, 2])
+    if kind.name == "brightness":
+        return x * tf.cast(p["factor"], x.dtype)
+    if kind.name == "contrast":
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        return mean + tf.cast(p["factor"], x.dtype) * (x - mean)
+    if kind.name == "gaussian_noise":
+        return x + tf.cast(p["std"], x.dtype) * _noise(x, op.option("seed"), j, sample_index)
+    raise AssertionError(f"unhandled operation {kind.name}")  # pragma: no cover
+
+
+def _rot90(x, k: int):
+    tf = _tf()
+    k = int(k) % 4
+    if k % 2 and x.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"rot90 with an odd k needs square images or feature maps; got "
+            f"height {x.shape[1]} and width {x.shape[2]}"
+        )
+    return tf.image.rot90(x, k) if k else x
+
+
+def _noise(x, seed: int, j: int, sample_index):
+    """Standard normal noise shaped like x, keyed by (seed, j, sample index) per sample."""
+    tf = _tf()
+    batch = tf.shape(x)[0]
+    idx = _sample_index(sample_index, batch)
+    seeds = tf.stack(
+        [tf.fill([batch], tf.constant(seed, tf.int64)), idx + tf.constant(j << 32, tf.int64)],
+        axis=1,
+    )
+    shape = tf.shape(x)[1:]
+    return tf.map_fn(
+        lambda s: tf.random.stateless_normal(shape, seed=s, dtype=x.dtype),
+        seeds,
+        fn_output_signature=tf.TensorSpec(x.shape[1:], x.dtype),
+    )
+
+
+def _apply_chain(chain: Sequence[Op], x, j: int, sample_index):
+    height, width = int(x.shape[1]), int(x.shape[2])
+    for run in _groups(chain):
+        head = run[0]
+        if head.kind.category == "affine":
+            m = _run_matrix(run, height, width, (1.0, 1.0))
+            x = _resample(
+                x,
+                _tf_params(np.linalg.inv(m)),
+                head.option("interpolation"),
+                head.option("fill"),
+                head.option("fill_value"),
+            )
+        else:
+            for op in run:
+                x = _apply_op(op, x, j, sample_index)
+    return x
+
+
+def _to_output(y, was_numpy: bool):
+    return y.numpy() if was_numpy else y
+
+
+def apply(tset: TransformationSet, x: Any, j: int, *, sample_index: Any = None) -> Any:
+    """Apply transformation ``j`` of ``tset`` to a batch.
+
+    Parameters
+    ----------
+    tset : TransformationSet
+    x : array-like or tf.Tensor, shape (batch, height, width, channels)
+        NHWC images. Integer images are converted to float32.
+    j : int
+        Index of the transformation (negative counts from the end).
+    sample_index : array-like of int, optional
+        The samples' indices in the data set; only noise uses them (noise of sample i under
+        transformation j depends on (seed, j, i) alone). Default: positions 0..batch−1.
+
+    Returns
+    -------
+    numpy.ndarray if ``x`` was a numpy array, otherwise a ``tf.Tensor``; same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> img = np.zeros((1, 5, 5, 1), np.float32); img[0, 0, 4, 0] = 1   # top-right corner
+    >>> out = tmx.transforms.apply(tmx.transforms.rotation(90), img, 0)
+    >>> np.argwhere(out[0, ..., 0] > 0.5).tolist()                       # now top-left
+    [[0, 0]]
+    """
+    j = check_index(tset, j)
+    x, was_numpy = _as_batch(x, "x")
+    return _to_output(_apply_chain(tset.elements[j], x, j, sample_index), was_numpy)
+
+
+def apply_many(
+    tset: TransformationSet,
+    x: Any,
+    indices: Sequence[int] | None = None,
+    *,
+    sample_index: Any = None,
+) -> Any:
+    """Apply several transformations to a batch: shape (batch, K, height, width, channels).
+
+    ``indices`` defaults to every transformation of the set. Each transformation is one
+    independent op (TensorFlow runs them in parallel); ``benchmarks/transforms.py`` compares this
+    with a single op over the batch tiled K times (within noise of each other on 2 cores).
+    """
+    tf = _tf()
+    if indices is None:
+        indices = list(range(len(tset)))
+    else:
+        indices = [check_index(tset, j) for j in v.int_vector(indices, "indices")]
+    x, was_numpy = _as_batch(x, "x")
+    out = tf.stack([_apply_chain(tset.elements[j], x, j, sample_index) for j in indices], axis=1)
+    return _to_output(out, was_numpy)
+
+
+# -- inverse ------------------------------------------------------------------------------------
+def invert(
+    tset: TransformationSet,
+    fmap: Any,
+    j: int,
+    *,
+    input_size: int | tuple[int, int] | None = None,
+    interpolation: str | None = None,
+    fill: str | None = None,
+) -> Any:
+    """Map feature maps computed on transformed inputs back by the inverse of transformation j.
+
+    b = g_j⁻¹ · fmap, computed at the feature map's own resolution: rotations, scalings and
+    shears act about the map's centre; pixel translations and cyclic shifts are rescaled by the
+    map's size relative to the input (dx · w / W, dy · h / H); relative translations need no
+    rescaling. A chain of interpolated operations is undone with the exact inverse of its
+    composed matrix, in one resampling; flips, quarter turns and whole-pixel cyclic shifts are
+    undone exactly (a cyclic shift that is not a whole number of pixels on the map is resampled
+    with ``fill="wrap"``). Photometric transformations act as the identity on feature maps.
+
+    Parameters
+    ----------
+    tset : TransformationSet
+    fmap : array-like or tf.Tensor, shape (batch, h, w, channels)
+        Feature maps of any spatial size and channel count.
+    j : int
+        The transformation that produced the inputs of ``fmap``.
+    input_size : int or (H, W), optional
+        The size of the model's input images; required when transformation j has pixel-unit
+        parameters (translations, rolls) and the map size differs from the input's.
+    interpolation, fill : str, optional
+        Override the set's sampling options for the inverse.
+
+    Raises
+    ------
+    ValueError
+        If transformation j cannot be inverted (noise; a custom function without ``inverse``).
+    """
+    j = check_index(tset, j)
+    chain = tset.elements[j]
+    for op in chain:
+        if not op.kind.invertible:
+            why = (
+                "random noise has no inverse"
+                if op.kind.category == "noise"
+                else "it was built with custom(..., inverse=None)"
+            )
+            raise ValueError(
+                f"transformation {j} ({tset.labels[j]}) of the set cannot be inverted on "
+                f"feature maps: {why}"
+            )
+    if interpolation is not None:
+        v.choice(interpolation, "interpolation", INTERPOLATIONS)
+    if fill is not None:
+        v.choice(fill, "fill", FILLS)
+    x, was_numpy = _as_batch(fmap, "fmap")
+    height, width = int(x.shape[1]), int(x.shape[2])
+    if input_size is None:
+        if chain_needs_input_size(chain):
+            raise ValueError(
+                f"input_size is required to invert transformation {j} ({tset.labels[j]}) on a "
+                "feature map: its pixel shifts are rescaled by the map's size relative to the "
+                "input's; pass input_size=(H, W) of the model input"
+            )
+        input_size = (height, width)
+    in_h, in_w = v.image_size(input_size, "input_size")
+    scale_xy = (width / in_w, height / in_h)
+    for run in reversed(_groups(chain)):
+        head = run[0]
+        if head.kind.category == "affine":
+            m = _run_matrix(run, height, width, scale_xy)
+            # the inverse image's output→input point map is the forward point map itself
+            x = _resample(
+                x,
+                _tf_params(m),
+                interpolation or head.option("interpolation"),
+                fill or head.option("fill"),
+                head.option("fill_value"),
+            )
+            continue
+        for op in reversed(run):
+            x = _invert_op(op, x, scale_xy, interpolation, fill)
+    return _to_output(x, was_numpy)
+
+
+def _invert_op(op: Op, x, scale_xy, interpolation, fill):
+    tf = _tf()
+    kind, p = op.kind, op.params
+    if kind.category == "photometric" or (kind.category == "custom" and not kind.geometric):
+        return x
+    if kind.category == "custom":
+        out = tf.convert_to_tensor(kind.inverse(x, **p))
+        if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
+            raise ValueError(
+                f"the inverse of custom transformation {kind.name!r} must return feature maps of "
+                f"the input's shape {tuple(x.shape)}; got {tuple(out.shape)}"
+            )
+        return tf.cast(out, x.dtype)
+    if kind.name == "flip":
+        return _apply_op(op, x, 0, None)
+    if kind.name == "rot90":
+        return _rot90(x, -p["k"])
+    if kind.name == "roll":
+        sx, sy = -p["dx"] * scale_xy[0], -p["dy"] * scale_xy[1]
+        if abs(sx - round(sx)) < 1e-9 and abs(sy - round(sy)) < 1e-9:
+            return tf.roll(x, shift=[round(sy), round(sx)], axis=[1, 2])
+        m = np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]])
+        return _resample(x, _tf_params(np.linalg.inv(m)), interpolation or "bilinear", "wrap", 0.0)
+    raise AssertionError(f"unhandled operation {kind.name}")  # pragma: no cover
