@@ -5,7 +5,9 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import transforms
+from . import inspect, transforms
+from .cube import activations
+from .store import open, save
 from .transforms import TransformationSet
 
 try:
@@ -13,4 +15,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["TransformationSet", "__version__", "transforms"]
+__all__ = [
+    "TransformationSet",
+    "__version__",
+    "activations",
+    "inspect",
+    "open",
+    "save",
+    "transforms",
+]
