@@ -85,3 +85,20 @@ def test_resume_refuses_a_different_cube(data, tmp_path):
     with pytest.raises(FileExistsError):
         tmx.save(cube, path)
     assert forward_runner(other).batches == 0  # refused before any forward pass
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", None])
+def test_compression_options_round_trip(data, tmp_path, compression):
+    cube = tmx.activations(small_cnn(), data[:6], TSET, layers=["conv1", "dense"])
+    path = tmx.save(cube, tmp_path / "c.zarr", compression=compression)
+    codecs = [c["name"] for c in zarr.open_array(f"{path}/activation").metadata.to_dict()["codecs"]]
+    assert ({"zstd": "zstd", "lz4": "blosc"}.get(compression) in codecs) == (
+        compression is not None
+    )
+    xr.testing.assert_identical(tmx.open(path).compute(), cube.compute())
+
+
+def test_bad_compression_is_refused(data, tmp_path):
+    cube = tmx.activations(small_cnn(), data[:2], layers=["dense"])
+    with pytest.raises(ValueError, match="compression must be one of"):
+        tmx.save(cube, tmp_path / "c.zarr", compression="gzip9")

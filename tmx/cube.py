@@ -206,8 +206,7 @@ class ForwardRunner:
             outputs = model(batch, training=False)
             if not isinstance(outputs, list | tuple):
                 outputs = [outputs]
-            flat = [tf.reshape(tf.cast(o, tf.float32), (spb, k, -1)) for o in outputs]
-            return flat[0] if len(flat) == 1 else tf.concat(flat, axis=2)
+            return [tf.cast(o, tf.float32) for o in outputs]
 
         return forward
 
@@ -216,10 +215,10 @@ class ForwardRunner:
     ) -> np.ndarray:
         """Activations of one block: (samples, len(indices), units), float32."""
         x_block = np.asarray(x_block, dtype=np.float32)
-        n = x_block.shape[0]
+        n, k = x_block.shape[0], len(indices)
         fn = self._function(indices, x_block.shape[1:])
-        spb = self.samples_per_batch(len(indices))
-        out = []
+        spb = self.samples_per_batch(k)
+        out: np.ndarray | None = None
         for start in range(0, n, spb):
             xb = x_block[start : start + spb]
             ib = np.asarray(sample_index[start : start + spb], dtype=np.int64)
@@ -227,12 +226,17 @@ class ForwardRunner:
             if real < spb:  # fixed batch shape: pad the last batch, drop the padding
                 xb = np.concatenate([xb, np.zeros((spb - real, *xb.shape[1:]), xb.dtype)])
                 ib = np.concatenate([ib, np.zeros(spb - real, np.int64)])
-            result = fn(xb, ib).numpy()[:real]
+            results = [r.numpy().reshape(spb, k, -1) for r in fn(xb, ib)]
+            if out is None:  # one copy: each layer's output straight into the block
+                widths = [r.shape[2] for r in results]
+                offsets = np.concatenate([[0], np.cumsum(widths)])
+                out = np.empty((n, k, int(offsets[-1])), np.float32)
+            for r, lo, hi in zip(results, offsets[:-1], offsets[1:], strict=True):
+                out[start : start + real, :, lo:hi] = r[:real]
             with self._lock:
                 self.batches += 1
-                self.images += spb * len(indices)
-            out.append(result)
-        return np.concatenate(out, axis=0) if len(out) > 1 else out[0]
+                self.images += spb * k
+        return out
 
 
 def _run_block(runner: ForwardRunner, x_block, sample_index, indices):
