@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +32,8 @@ import xarray as xr
 import tmx
 from tmx import transforms as T
 
+from ._timing import median_seconds
+
 
 def small_cnn() -> keras.Model:
     inp = keras.Input((28, 28, 1))
@@ -45,15 +45,6 @@ def small_cnn() -> keras.Model:
     h = keras.layers.Dense(32, activation="relu", name="dense")(h)
     out = keras.layers.Dense(10, name="logits")(h)
     return keras.Model(inp, out, name="small_cnn")
-
-
-def median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -101,10 +92,13 @@ def main() -> None:
     run_store()  # trace the cube's compiled function once
 
     rows = [
-        ("bare tf.function loop (transform + forward)", median(run_bare, repeats)),
-        ("bare loop, pre-transformed inputs", median(run_bare_pre, repeats)),
-        ("tmx cube, chunks stored into an array", median(run_store, repeats)),
-        ("tmx cube, .values", median(lambda: cube.values, repeats)),
+        (
+            "bare tf.function loop (transform + forward)",
+            median_seconds(run_bare, repeats, warmup=False),
+        ),
+        ("bare loop, pre-transformed inputs", median_seconds(run_bare_pre, repeats, warmup=False)),
+        ("tmx cube, chunks stored into an array", median_seconds(run_store, repeats, warmup=False)),
+        ("tmx cube, .values", median_seconds(lambda: cube.values, repeats, warmup=False)),
     ]
 
     tmp = tempfile.mkdtemp(prefix="tmx-bench-")
@@ -114,12 +108,14 @@ def main() -> None:
         def run_save():
             tmx.save(cube, path, overwrite=True)
 
-        save_s = median(run_save, repeats)
+        save_s = median_seconds(run_save, repeats, warmup=False)
         rows.append(("tmx.save (compute + write Zarr)", save_s))
         computed = xr.DataArray(
             out, dims=cube.dims, coords=cube.coords, name=cube.name, attrs=cube.attrs
         ).chunk(dict(zip(cube.dims, cube.data.chunksize, strict=True)))
-        write_s = median(lambda: tmx.save(computed, path, overwrite=True), repeats)
+        write_s = median_seconds(
+            lambda: tmx.save(computed, path, overwrite=True), repeats, warmup=False
+        )
         rows.append(("tmx.save of a computed cube (write only)", write_s))
         reopened = tmx.open(path)
         np.testing.assert_array_equal(reopened.values, out)

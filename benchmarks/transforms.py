@@ -13,8 +13,6 @@ Prints medians over repeats and ratios against the first row, all measured in th
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,15 +22,7 @@ import tensorflow as tf
 from tmx import transforms as T
 from tmx.transforms._apply import _resample, _tf_params, point_matrix
 
-
-def median_time(fn, repeats: int = 7) -> float:
-    fn()  # warm-up (graph tracing, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from ._timing import median_seconds
 
 
 def main(n: int = 256, t: int = 16, size: int = 28) -> None:
@@ -78,7 +68,7 @@ def main(n: int = 256, t: int = 16, size: int = 28) -> None:
     print(f"{'method':50s} {'seconds':>9s} {'images/s':>11s} {'ratio':>7s}")
     base = None
     for name, fn, factor in rows:
-        sec = median_time(fn) * factor
+        sec = median_seconds(fn, 7) * factor
         base = base or sec
         print(f"{name:50s} {sec:9.4f} {n * t / sec:11.0f} {sec / base:7.2f}")
 

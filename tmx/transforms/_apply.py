@@ -171,14 +171,7 @@ def _apply_op(op: Op, x, j: int, sample_index):
     p = op.params
     kind = op.kind
     if kind.category == "custom":
-        out = kind.fn(x, **p)
-        out = tf.convert_to_tensor(out)
-        if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
-            raise ValueError(
-                f"custom transformation {kind.name!r} must return a batch of the input's shape "
-                f"{tuple(x.shape)}; got {tuple(out.shape)}"
-            )
-        return tf.cast(out, x.dtype)
+        return _call_custom(kind.fn, x, p, f"custom transformation {kind.name!r}")
     if kind.name == "flip":
         axes = {"none": [], "x": [2], "y": [1], "xy": [1, 2]}[p["flip"]]
         return tf.reverse(x, axes) if axes else x
@@ -194,6 +187,18 @@ def _apply_op(op: Op, x, j: int, sample_index):
     if kind.name == "gaussian_noise":
         return x + tf.cast(p["std"], x.dtype) * _noise(x, op.option("seed"), j, sample_index)
     raise AssertionError(f"unhandled operation {kind.name}")  # pragma: no cover
+
+
+def _call_custom(fn, x, params: dict[str, Any], what: str):
+    """Call a user function on a batch and check it kept the batch's spatial shape."""
+    tf = _tf()
+    out = tf.convert_to_tensor(fn(x, **params))
+    if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
+        raise ValueError(
+            f"{what} must return a batch of the input's shape {tuple(x.shape)}; "
+            f"got {tuple(out.shape)}"
+        )
+    return tf.cast(out, x.dtype)
 
 
 def _rot90(x, k: int):
@@ -392,13 +397,9 @@ def _invert_op(op: Op, x, scale_xy, interpolation, fill):
     if kind.category == "photometric" or (kind.category == "custom" and not kind.geometric):
         return x
     if kind.category == "custom":
-        out = tf.convert_to_tensor(kind.inverse(x, **p))
-        if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
-            raise ValueError(
-                f"the inverse of custom transformation {kind.name!r} must return feature maps of "
-                f"the input's shape {tuple(x.shape)}; got {tuple(out.shape)}"
-            )
-        return tf.cast(out, x.dtype)
+        return _call_custom(
+            kind.inverse, x, p, f"the inverse of custom transformation {kind.name!r}"
+        )
     if kind.name == "flip":
         return _apply_op(op, x, 0, None)
     if kind.name == "rot90":

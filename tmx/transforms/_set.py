@@ -441,6 +441,21 @@ def _opts_text(options: tuple) -> str:
     return "".join(f", {k}={val!r}" for k, val in options)
 
 
+def _sampled(
+    kind: Kind,
+    argname: str,
+    values: tuple[float, ...],
+    interpolation: str,
+    fill: str,
+    fill_value: float,
+    extra: str = "",
+) -> TransformationSet:
+    """A one-parameter interpolated set (rotation, scale, shear) with its description."""
+    opts = _sampling_options(interpolation, fill, fill_value)
+    desc = f"{kind.name}({argname}={_short_list(values)}{extra}{_opts_text(opts)})"
+    return _single(kind, [(a,) for a in values], opts, desc)
+
+
 def identity(n: int = 1) -> TransformationSet:
     """The identity transformation, repeated ``n`` times (T = n).
 
@@ -475,13 +490,7 @@ def rotation(
     down, R(θ) = [[cos θ, sin θ], [−sin θ, cos θ]].
     """
     values = v.real_vector(angles, "angles")
-    opts = _sampling_options(interpolation, fill, fill_value)
-    return _single(
-        ROTATION,
-        [(a,) for a in values],
-        opts,
-        f"rotation(angles={_short_list(values)}{_opts_text(opts)})",
-    )
+    return _sampled(ROTATION, "angles", values, interpolation, fill, fill_value)
 
 
 def translation(
@@ -539,13 +548,7 @@ def scale(
 ) -> TransformationSet:
     """Isotropic scalings about the image centre (factor > 1 enlarges the content)."""
     values = v.real_vector(factors, "factors", positive=True)
-    opts = _sampling_options(interpolation, fill, fill_value)
-    return _single(
-        SCALE,
-        [(s,) for s in values],
-        opts,
-        f"scale(factors={_short_list(values)}{_opts_text(opts)})",
-    )
+    return _sampled(SCALE, "factors", values, interpolation, fill, fill_value)
 
 
 def shear(
@@ -566,13 +569,7 @@ def shear(
         raise ValueError("angles of a shear must lie strictly between -90 and 90 degrees")
     axis = v.choice(axis, "axis", ("x", "y"))
     kind = SHEAR_X if axis == "x" else SHEAR_Y
-    opts = _sampling_options(interpolation, fill, fill_value)
-    return _single(
-        kind,
-        [(a,) for a in values],
-        opts,
-        f"shear(angles={_short_list(values)}, axis={axis!r}{_opts_text(opts)})",
-    )
+    return _sampled(kind, "angles", values, interpolation, fill, fill_value, f", axis={axis!r}")
 
 
 def flip(axes: str | Sequence[str] = ("x",)) -> TransformationSet:
