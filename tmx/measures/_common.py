@@ -1,0 +1,298 @@
+"""Shared machinery of the measures: cube validation, labeled results, chunked float64 moments.
+
+Every measure validates its input with :func:`check_cube`, computes with plain numpy on blocks
+(through dask when the cube is lazy, directly when it is numpy-backed: the same functions, so
+the same numbers), and wraps the result with :func:`unit_result`, which carries the cube's unit
+coordinates and records the options in ``attrs``.
+
+Moments are accumulated in float64 and merged between chunks with the pairwise update of Chan,
+Golub & LeVeque (1979), so a unit with mean 1e4 and standard deviation 1e-2 keeps its digits:
+per block, ``count``, ``mean`` and ``M2`` (sum of squared deviations from the mean) are computed
+with two passes; blocks are merged with
+
+    n = n_a + n_b,  δ = m_b − m_a,  m = m_a + δ n_b / n,  M2 = M2_a + M2_b + δ² n_a n_b / n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+DIMS = ("sample", "transformation", "unit")
+UNIT_COORDS = ("layer", "channel", "y", "x")
+DISPERSIONS = ("std", "var")
+ZERO_DIVS = ("tmeasures", "nan")
+
+
+# -- validation ---------------------------------------------------------------------------------
+def check_cube(
+    cube: Any,
+    name: str = "cube",
+    *,
+    min_samples: int = 1,
+    min_transformations: int = 1,
+    need: str = "",
+) -> xr.DataArray:
+    """Validate a cube: an ``xr.DataArray`` with dims (sample, transformation, unit) (any order)
+    and the unit coordinates ``layer``, ``channel``, ``y``, ``x``. Returns it transposed.
+
+    ``min_samples`` / ``min_transformations``: the statistic's minimum N / T (``need`` says why).
+    """
+    if not isinstance(cube, xr.DataArray):
+        raise ValueError(
+            f"{name} must be an xr.DataArray with dims {DIMS} (see tmx.activations); got "
+            f"{type(cube).__name__}"
+        )
+    if set(cube.dims) != set(DIMS):
+        raise ValueError(f"{name} must have dims exactly {DIMS}; got {cube.dims}")
+    missing = [c for c in UNIT_COORDS if c not in cube.coords]
+    if missing:
+        raise ValueError(
+            f"{name} lacks the unit coordinates {missing}: every unit needs layer, channel, y, x "
+            "(−1 where a layer has no such axis), as tmx.activations provides"
+        )
+    for c in UNIT_COORDS:
+        if cube[c].dims != ("unit",):
+            raise ValueError(f"{name}: coordinate {c!r} must lie along 'unit'; got {cube[c].dims}")
+    if cube.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric; got dtype {cube.dtype}")
+    cube = cube.transpose(*DIMS)
+    n, t = cube.sizes["sample"], cube.sizes["transformation"]
+    why = f" ({need})" if need else ""
+    if n < min_samples:
+        raise ValueError(
+            f"{name} has N = {n} samples; this measure needs at least {min_samples}{why}"
+        )
+    if t < min_transformations:
+        raise ValueError(
+            f"{name} has T = {t} transformations; this measure needs at least "
+            f"{min_transformations}{why}"
+        )
+    return cube
+
+
+def check_ddof(ddof: Any, n: int, t: int, what: Sequence[str]) -> int:
+    """ddof must be a non-negative int smaller than every count a dispersion is taken over."""
+    if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or ddof < 0:
+        raise ValueError(f"ddof must be a non-negative integer; got {ddof!r}")
+    counts = {"sample": n, "transformation": t}
+    for dim in what:
+        if counts[dim] <= ddof:
+            raise ValueError(
+                f"ddof={ddof} needs more than {ddof} {dim}s; the cube has {counts[dim]} "
+                f"(a dispersion over {dim}s needs N > ddof)"
+            )
+    return int(ddof)
+
+
+def choice(value: Any, name: str, options: Sequence[Any]) -> Any:
+    if value not in options or isinstance(value, bool):
+        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}")
+    return value
+
+
+def is_lazy(obj: xr.DataArray | xr.Dataset) -> bool:
+    if isinstance(obj, xr.Dataset):
+        return any(isinstance(v.data, da.Array) for v in obj.data_vars.values())
+    return isinstance(obj.data, da.Array)
+
+
+# -- results ------------------------------------------------------------------------------------
+def unit_coords_of(obj: xr.DataArray | xr.Dataset) -> dict[str, Any]:
+    """Every coordinate of ``obj`` that lies along ``unit`` only."""
+    return {k: c.variable for k, c in obj.coords.items() if c.dims == ("unit",)}
+
+
+def base_attrs(cube: xr.DataArray, measure: str, **options: Any) -> dict[str, Any]:
+    """Provenance for a result: the measure, N, T, its options and the library version."""
+    from .. import __version__
+
+    attrs: dict[str, Any] = {
+        "measure": measure,
+        "n_samples": int(cube.sizes["sample"]),
+        "n_transformations": int(cube.sizes["transformation"]),
+    }
+    for key, value in options.items():
+        attrs[key] = "none" if value is None else value
+    attrs["tmx_version"] = __version__
+    for key in ("model_name", "model_weights_sha256", "transforms_description"):
+        if key in cube.attrs:
+            attrs[f"cube_{key}"] = cube.attrs[key]
+    return attrs
+
+
+def unit_result(
+    values: Any, cube: xr.DataArray, name: str, attrs: Mapping[str, Any]
+) -> xr.DataArray:
+    """A per-unit DataArray over ``unit`` with the cube's unit coordinates."""
+    return xr.DataArray(
+        values, dims=("unit",), coords=unit_coords_of(cube), name=name, attrs=dict(attrs)
+    )
+
+
+# -- dispersions --------------------------------------------------------------------------------
+def dispersion_from_m2(m2, count, ddof: int, dispersion: str):
+    """D from the sum of squared deviations: M2 / (n − ddof), or its square root."""
+    var = m2 / (count - ddof)
+    var = np.maximum(var, 0.0)
+    return np.sqrt(var) if dispersion == "std" else var
+
+
+def divide(num: Any, den: Any, zero_div: str) -> Any:
+    """num / den with the zero-division policy of measures.md (numpy or dask, no warnings).
+
+    ``"tmeasures"``: 0/0 → 1, x/0 → +inf. ``"nan"``: 0/0 → NaN, x/0 → +inf. (x ≥ 0.)
+    """
+    if isinstance(num, da.Array) or isinstance(den, da.Array):
+        return da.map_blocks(_divide, num, den, zero_div, dtype=np.float64)
+    return _divide(num, den, zero_div)
+
+
+def _divide(num: Any, den: Any, zero_div: str) -> Any:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    zero = den == 0
+    both = zero & (num == 0)
+    out = np.where(zero & ~both, np.inf, out)
+    return np.where(both, 1.0 if zero_div == "tmeasures" else np.nan, out)
+
+
+# -- chunked moments ----------------------------------------------------------------------------
+def block_moments(x: np.ndarray, axis: int) -> np.ndarray:
+    """(n, mean, M2) of a block along ``axis``, stacked: shape (3, *x.shape) with ``axis`` of
+    size 1. Two passes in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=axis, keepdims=True)
+    m2 = ((x - mean) ** 2).sum(axis=axis, keepdims=True)
+    return np.stack([np.full(mean.shape, float(x.shape[axis])), mean, m2])
+
+
+def merge_moments(stacked: np.ndarray, axis: int, keepdims: bool = True) -> np.ndarray:
+    """Merge stacked moments along ``axis`` (an axis of ``stacked``, after the leading 3).
+
+    The k-way form of Chan et al.'s update: n = Σ n_k, m = Σ n_k m_k / n,
+    M2 = Σ M2_k + Σ n_k (m_k − m)²; no difference of large sums, so no cancellation.
+    """
+    n, mean, m2 = stacked[0], stacked[1], stacked[2]
+    ax = axis - 1
+    total = n.sum(axis=ax, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grand = np.where(total > 0, (n * mean).sum(axis=ax, keepdims=True) / total, 0.0)
+    spread = m2.sum(axis=ax, keepdims=True) + (n * (mean - grand) ** 2).sum(axis=ax, keepdims=True)
+    out = np.stack([total, grand, spread])
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _reduce_step(x, axis, keepdims, **kwargs):
+    (ax,) = axis
+    return merge_moments(x, ax, keepdims=True)
+
+
+def _reduce_last(x, axis, keepdims, **kwargs):
+    (ax,) = axis
+    return merge_moments(x, ax, keepdims=keepdims)
+
+
+def moments(data: Any, axis: int) -> Any:
+    """Per-position (n, mean, M2) of ``data`` along ``axis``: shape (3, *shape without axis).
+
+    float64 whatever the input dtype. ``data`` numpy: computed directly. ``data`` dask: one
+    ``map_blocks`` step per block (several reductions over the same cube in one graph share the
+    cube's blocks, so a lazy cube's forward passes run once) and a tree merge across the blocks
+    along ``axis``.
+    """
+    if not isinstance(data, da.Array):
+        return np.squeeze(block_moments(data, axis), axis=axis + 1)
+    nb = data.numblocks[axis]
+    chunks = tuple((1,) * nb if i == axis else c for i, c in enumerate(data.chunks))
+    per_block = data.map_blocks(
+        block_moments, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
+    )
+    if nb == 1:
+        return per_block[(slice(None),) * (axis + 1) + (0,)]
+    return da.reduction(
+        per_block,
+        chunk=_reduce_step,
+        combine=_reduce_step,
+        aggregate=_reduce_last,
+        axis=axis + 1,
+        keepdims=False,
+        dtype=np.float64,
+        concatenate=True,
+    )
+
+
+# -- grouping units by (layer, channel) ----------------------------------------------------------
+def channel_groups(obj: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Group codes of the units by (layer, channel), in order of first appearance.
+
+    Returns ``codes`` (one int per unit) and the coordinates of each group: ``layer``,
+    ``channel``, ``y`` = ``x`` = −1 where the layer has spatial axes (the pooled unit stands for
+    the whole map), the unit's own y/x otherwise, and ``units`` (how many units were pooled).
+    """
+    layer = np.asarray(obj["layer"].values).astype(str)
+    channel = np.asarray(obj["channel"].values)
+    ys = np.asarray(obj["y"].values)
+    xs = np.asarray(obj["x"].values)
+    keys: dict[tuple[str, int], int] = {}
+    codes = np.empty(len(layer), dtype=np.int64)
+    for u, key in enumerate(zip(layer.tolist(), channel.tolist(), strict=True)):
+        codes[u] = keys.setdefault(key, len(keys))
+    g_layer = np.array([k[0] for k in keys], dtype=str)
+    g_channel = np.array([k[1] for k in keys], dtype=np.int64)
+    counts = np.bincount(codes, minlength=len(keys))
+    first = np.full(len(keys), -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    spatial = counts > 1
+    g_y = np.where(spatial, -1, ys[first]).astype(np.int64)
+    g_x = np.where(spatial, -1, xs[first]).astype(np.int64)
+    return codes, {"layer": g_layer, "channel": g_channel, "y": g_y, "x": g_x, "units": counts}
+
+
+def spatial_layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
+    """Layers with spatial axes (some unit with y ≥ 0 or x ≥ 0), in order of appearance."""
+    layer = np.asarray(obj["layer"].values).astype(str)
+    has = (np.asarray(obj["y"].values) >= 0) | (np.asarray(obj["x"].values) >= 0)
+    return list(dict.fromkeys(layer[has].tolist()))
+
+
+def group_reduce(values: Any, codes: np.ndarray, n_groups: int, how: str = "mean") -> Any:
+    """Reduce ``values`` (last axis = unit) within each group: "mean" or "max"; numpy or dask.
+
+    The unit axis is gathered into one chunk (per-unit results are small; for activations a
+    block holds all units of its samples, as the cube's default chunks do).
+    """
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    if isinstance(values, da.Array):
+        values = values.rechunk({values.ndim - 1: -1})
+        return values.map_blocks(
+            _group_reduce_block,
+            codes,
+            counts,
+            how,
+            dtype=np.float64,
+            chunks=(*values.chunks[:-1], (n_groups,)),
+        )
+    return _group_reduce_block(values, codes, counts, how)
+
+
+def _group_reduce_block(
+    values: np.ndarray, codes: np.ndarray, counts: np.ndarray, how: str
+) -> np.ndarray:
+    values = np.moveaxis(np.asarray(values, dtype=np.float64), -1, 0)
+    order = np.argsort(codes, kind="stable")  # every group 0..G−1 has at least one unit
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1])
+    if how == "mean":
+        out = np.add.reduceat(values[order], starts, axis=0)
+        out /= counts.reshape(-1, *([1] * (values.ndim - 1)))
+    elif how == "max":
+        out = np.maximum.reduceat(values[order], starts, axis=0)
+    else:  # pragma: no cover - callers validate
+        raise ValueError(f"unknown group reduction {how!r}")
+    return np.moveaxis(out, 0, -1)

@@ -1,0 +1,165 @@
+"""Same-equivariance: map each feature map back by the inverse of its transformation.
+
+b[i, j, u] = (g_j⁻¹ · a(g_j x_i))[u]: the (y, x) map of every channel of every layer with
+spatial axes is mapped back by the inverse of transformation j, at the map's own resolution
+(``tmx.transforms.invert``). Any invariance measure of b is the same-equivariance version of
+that measure, e.g. NVSE = ``normalized_variance(invert(cube, tset))``. A layer exactly
+equivariant to an exact group action (a circular convolution under cyclic shifts) has NVSE = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..transforms import TransformationSet, from_dict
+from ..transforms import invert as invert_maps
+from ._common import check_cube
+
+
+def _layer_grid(cube: xr.DataArray, name: str, idx: np.ndarray) -> tuple[int, int, int] | None:
+    """(h, w, c) of a layer whose units form a full (y, x, channel) grid; None if not spatial."""
+    ys = np.asarray(cube["y"].values)[idx]
+    xs = np.asarray(cube["x"].values)[idx]
+    cs = np.asarray(cube["channel"].values)[idx]
+    if (ys < 0).any() or (xs < 0).any():
+        return None
+    h, w, c = int(ys.max()) + 1, int(xs.max()) + 1, int(cs.max()) + 1
+    gy, gx, gc = (g.reshape(-1) for g in np.meshgrid(range(h), range(w), range(c), indexing="ij"))
+    contiguous = len(idx) == 0 or np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))
+    if (
+        len(idx) != h * w * c
+        or not contiguous
+        or not (np.array_equal(ys, gy) and np.array_equal(xs, gx) and np.array_equal(cs, gc))
+    ):
+        raise ValueError(
+            f"cube: the units of layer {name!r} are not a whole (y, x, channel) grid in "
+            "(y, x, channel) order; invert needs whole feature maps (do not select single "
+            "units of a layer before inverting)"
+        )
+    return h, w, c
+
+
+def _invert_block(
+    block: np.ndarray,
+    tset: TransformationSet,
+    shape: tuple[int, int, int],
+    input_size: tuple[int, int] | None,
+    options: dict[str, Any],
+    block_info: dict | None = None,
+) -> np.ndarray:
+    start = block_info[0]["array-location"][1][0] if block_info else 0
+    s, t, _ = block.shape
+    out = np.empty(block.shape, np.float32)
+    for jj in range(t):
+        maps = np.asarray(block[:, jj], dtype=np.float32).reshape(s, *shape)
+        back = invert_maps(tset, maps, start + jj, input_size=input_size, **options)
+        out[:, jj] = np.asarray(back).reshape(s, -1)
+    return out
+
+
+def invert(
+    cube: xr.DataArray,
+    transforms: TransformationSet | None = None,
+    *,
+    input_size: int | tuple[int, int] | None = None,
+    interpolation: str | None = None,
+    fill: str | None = None,
+) -> xr.DataArray:
+    """The inverse-transformed cube b[i, j, u] = (g_j⁻¹ · a(g_j x_i))[u], lazily.
+
+    Parameters
+    ----------
+    cube : xr.DataArray
+        An activation cube (numpy- or dask-backed; the result is lazy when the cube is).
+    transforms : TransformationSet, optional
+        The cube's transformations; default: rebuilt from ``cube.attrs["transforms"]``.
+    input_size : int or (H, W), optional
+        The model input's size, to rescale pixel shifts; default ``cube.attrs["input_shape"]``.
+    interpolation, fill : str, optional
+        Override the set's sampling options for the inverse.
+
+    Returns
+    -------
+    xr.DataArray
+        Same dims; only the units of layers with spatial axes (whole (y, x, channel) grids), in
+        the cube's order. ``attrs["equivariance_dropped_layers"]`` lists the layers without
+        spatial axes that were dropped.
+
+    Raises
+    ------
+    ValueError
+        If the set does not match the cube, is not invertible, or no layer has spatial axes.
+    """
+    cube = check_cube(cube)
+    if transforms is None:
+        if "transforms" not in cube.attrs:
+            raise ValueError(
+                "transforms: the cube's attrs do not record its transformation set; pass it"
+            )
+        transforms = from_dict(cube.attrs["transforms"])
+    if not isinstance(transforms, TransformationSet):
+        raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")
+    t = cube.sizes["transformation"]
+    if len(transforms) != t:
+        raise ValueError(
+            f"transforms has T = {len(transforms)} transformations but the cube has {t}"
+        )
+    if "transform" in cube.coords:
+        labels = [str(s) for s in np.asarray(cube["transform"].values)]
+        if labels != list(transforms.labels):
+            raise ValueError(
+                "transforms does not match the cube's 'transform' coordinate (were "
+                "transformations selected or reordered?); pass the matching set, e.g. "
+                "tset[indices]"
+            )
+    if not transforms.invertible:
+        bad = [
+            lbl
+            for lbl, chain in zip(transforms.labels, transforms.elements, strict=True)
+            if not all(op.kind.invertible for op in chain)
+        ]
+        raise ValueError(f"transforms cannot be inverted on feature maps: {bad[:5]}")
+    if input_size is None and "input_shape" in cube.attrs:
+        input_size = tuple(int(s) for s in cube.attrs["input_shape"][:2])
+    options = {"interpolation": interpolation, "fill": fill}
+    layer_of = np.asarray(cube["layer"].values).astype(str)
+    kept, dropped, parts = [], [], []
+    for name in dict.fromkeys(layer_of.tolist()):
+        idx = np.flatnonzero(layer_of == name)
+        shape = _layer_grid(cube, name, idx)
+        if shape is None:
+            dropped.append(name)
+            continue
+        kept.append(idx)
+        data = cube.data[:, :, idx[0] : idx[-1] + 1]
+        if isinstance(data, da.Array):
+            data = data.rechunk({2: -1})
+            parts.append(
+                data.map_blocks(
+                    _invert_block, transforms, shape, input_size, options, dtype=np.float32
+                )
+            )
+        else:
+            parts.append(_invert_block(np.asarray(data), transforms, shape, input_size, options))
+    if not kept:
+        raise ValueError(
+            f"cube has no layer with spatial axes to invert (layers: {dropped}); "
+            "same-equivariance needs feature maps"
+        )
+    units = np.concatenate(kept)
+    concat = da.concatenate if isinstance(parts[0], da.Array) else np.concatenate
+    data = concat(parts, axis=2)
+    template = cube.isel(unit=units)
+    attrs = {
+        **cube.attrs,
+        "equivariance": "inverted (same-equivariance)",
+        "equivariance_transforms": transforms.description,
+        "equivariance_dropped_layers": dropped,
+    }
+    return xr.DataArray(
+        data, dims=template.dims, coords=template.coords, name=cube.name, attrs=attrs
+    )

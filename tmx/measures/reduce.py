@@ -1,0 +1,202 @@
+"""Reductions of per-unit results: per layer and per channel.
+
+``by_layer(nv)`` is the usual summary of a measure: one number per layer. By default it is the
+unweighted mean over the layer's units with finite values; how many units were excluded as
+non-finite (an inf from a unit that never varies across samples, a NaN from 0/0) is kept beside
+it, so that a summary never silently hides them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._common import ZERO_DIVS, channel_groups, choice, divide, group_reduce
+
+REDUCES = ("mean", "median", "max", "min", "ratio_of_means")
+
+
+def _layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
+    if "unit" not in obj.dims or "layer" not in obj.coords:
+        raise ValueError(
+            "per_unit must be a per-unit result: a 'unit' dim with a 'layer' coordinate "
+            "(as every tmx measure returns)"
+        )
+    return list(dict.fromkeys(np.asarray(obj["layer"].values).astype(str).tolist()))
+
+
+def _reduce(values: xr.DataArray, how: str, finite_only: bool) -> tuple[xr.DataArray, Any]:
+    finite = np.isfinite(values)
+    kept = values.where(finite) if finite_only else values
+    if how == "median":
+        kept = kept.chunk({"unit": -1}) if kept.chunks is not None else kept
+    skipna = True if finite_only else False
+    out = getattr(kept, how)("unit", skipna=skipna)
+    excluded = (~finite).sum("unit") if finite_only else xr.zeros_like(out, dtype=np.int64)
+    return out, excluded
+
+
+def by_layer(
+    per_unit: xr.DataArray | xr.Dataset,
+    *,
+    reduce: str = "mean",
+    finite_only: bool = True,
+    zero_div: str | None = None,
+) -> xr.DataArray | xr.Dataset:
+    """One value per layer from a per-unit result.
+
+    Parameters
+    ----------
+    per_unit : xr.DataArray or xr.Dataset
+        A measure's result: a ``unit`` dim with a ``layer`` coordinate (other dims, such as
+        bootstrap replicates, are kept).
+    reduce : {"mean", "median", "max", "min", "ratio_of_means"}
+        "ratio_of_means" needs a Dataset with ``tv`` and ``sv`` (``normalized_variance(...,
+        parts=True)``): mean_u TV / mean_u SV per layer, the seed package's layer value.
+    finite_only : bool, default True
+        Exclude units with non-finite values (for "ratio_of_means": units where TV or SV is
+        non-finite) and report how many in the ``excluded`` coordinate.
+    zero_div : {"tmeasures", "nan"}, optional
+        For "ratio_of_means": the policy of a zero mean SV (default: the one recorded in the
+        Dataset's attrs, else "tmeasures").
+
+    Returns
+    -------
+    xr.DataArray (or Dataset for a Dataset input with a reduce other than ratio_of_means)
+        Over ``layer`` (layers in order of appearance), with coordinates ``excluded`` (units
+        left out as non-finite) and ``units`` (units in the layer).
+    """
+    choice(reduce, "reduce", REDUCES)
+    if not isinstance(finite_only, bool):
+        raise ValueError(f"finite_only must be True or False; got {finite_only!r}")
+    layers = _layers(per_unit)
+    layer_of = np.asarray(per_unit["layer"].values).astype(str)
+    if reduce == "ratio_of_means":
+        if not isinstance(per_unit, xr.Dataset) or not {"tv", "sv"} <= set(per_unit.data_vars):
+            raise ValueError(
+                "reduce='ratio_of_means' needs the parts of the measure: pass "
+                "normalized_variance(cube, parts=True) (a Dataset with tv and sv)"
+            )
+        zero_div = zero_div or per_unit.attrs.get("zero_div", "tmeasures")
+        choice(zero_div, "zero_div", ZERO_DIVS)
+        rows, excluded = [], []
+        for name in layers:
+            sub = per_unit.isel(unit=np.flatnonzero(layer_of == name))
+            ok = np.isfinite(sub["tv"]) & np.isfinite(sub["sv"])
+            tv = sub["tv"].where(ok) if finite_only else sub["tv"]
+            sv = sub["sv"].where(ok) if finite_only else sub["sv"]
+            mean_tv, mean_sv = tv.mean("unit"), sv.mean("unit")
+            rows.append(xr.apply_ufunc(divide, mean_tv, mean_sv, zero_div, dask="allowed"))
+            excluded.append((~ok).sum("unit") if finite_only else xr.zeros_like(mean_tv, int))
+        out = _stack(rows, excluded, layers, layer_of, "normalized_variance")
+        out.attrs = {
+            **per_unit.attrs,
+            "reduce": reduce,
+            "finite_only": finite_only,
+            "zero_div": zero_div,
+        }
+        return out
+    if isinstance(per_unit, xr.Dataset):
+        return xr.Dataset(
+            {
+                k: by_layer(v, reduce=reduce, finite_only=finite_only)
+                for k, v in per_unit.data_vars.items()
+                if "unit" in v.dims
+            },
+            attrs={**per_unit.attrs, "reduce": reduce, "finite_only": finite_only},
+        )
+    rows, excluded = [], []
+    for name in layers:
+        value, n_bad = _reduce(
+            per_unit.isel(unit=np.flatnonzero(layer_of == name)), reduce, finite_only
+        )
+        rows.append(value)
+        excluded.append(n_bad)
+    out = _stack(rows, excluded, layers, layer_of, per_unit.name)
+    out.attrs = {**per_unit.attrs, "reduce": reduce, "finite_only": finite_only}
+    return out
+
+
+def _stack(rows, excluded, layers, layer_of, name) -> xr.DataArray:
+    drop = ["layer", "channel", "y", "x", "unit", "units"]
+    rows = [r.drop_vars([d for d in drop if d in r.coords]) for r in rows]
+    out = xr.concat(rows, dim="layer", coords="minimal", compat="override")
+    bad = xr.concat(excluded, dim="layer", coords="minimal", compat="override")
+    out = out.assign_coords(
+        layer=("layer", np.array(layers, dtype=str)),
+        units=("layer", np.array([(layer_of == n).sum() for n in layers], dtype=np.int64)),
+        excluded=bad.astype(np.int64).variable if bad.ndim == 1 else bad.astype(np.int64),
+    )
+    return out.rename(name)
+
+
+def by_channel(
+    per_unit: xr.DataArray, *, reduce: str = "mean", finite_only: bool = True
+) -> xr.DataArray:
+    """One value per (layer, channel): the units of each channel (its (y, x) map) reduced.
+
+    Parameters
+    ----------
+    per_unit : xr.DataArray
+        A measure's per-unit result (other dims, e.g. replicates, are kept).
+    reduce : {"mean", "max", "min"}
+    finite_only : bool, default True
+        Leave out non-finite units (counted in the ``excluded`` coordinate).
+
+    Returns
+    -------
+    xr.DataArray
+        Dims (..., ``layer``, ``channel``); a layer with fewer channels than the widest is
+        padded with NaN (and ``units`` = 0 there).
+    """
+    choice(reduce, "reduce", ("mean", "max", "min"))
+    if not isinstance(per_unit, xr.DataArray):
+        raise ValueError("per_unit must be a per-unit DataArray (a measure's result)")
+    _layers(per_unit)
+    codes, groups = channel_groups(per_unit)
+    n_groups = len(groups["layer"])
+    per_unit = per_unit.transpose(..., "unit")
+    data = per_unit.data
+    finite = np.isfinite(data) if finite_only else np.ones(data.shape, bool)
+    n_finite = group_reduce(finite.astype(np.float64), codes, n_groups, "mean") * groups["units"]
+    if reduce == "mean":
+        total = group_reduce(np.where(finite, data, 0.0), codes, n_groups, "mean")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = total * groups["units"] / n_finite
+    else:
+        sign = 1.0 if reduce == "max" else -1.0
+        values = sign * group_reduce(np.where(finite, sign * data, -np.inf), codes, n_groups, "max")
+        values = np.where(n_finite > 0, values, np.nan)
+    layers = list(dict.fromkeys(groups["layer"].tolist()))
+    width = int(groups["channel"].max()) + 1
+    row = np.array([layers.index(name) for name in groups["layer"]])
+    flat = row * width + groups["channel"]
+    lead = data.shape[:-1]
+    grid = np.full((*lead, len(layers) * width), np.nan)
+    excluded = np.zeros((*lead, len(layers) * width), np.int64)
+    units = np.zeros(len(layers) * width, np.int64)
+    values, n_finite = (np.asarray(v) for v in _compute(values, n_finite))
+    grid[..., flat] = values
+    excluded[..., flat] = (groups["units"] - n_finite).round().astype(np.int64)
+    units[flat] = groups["units"]
+    dims = (*per_unit.dims[:-1], "layer", "channel")
+    shape = (*lead, len(layers), width)
+    coords = {k: c for k, c in per_unit.coords.items() if "unit" not in c.dims}
+    coords.update(
+        layer=("layer", np.array(layers, dtype=str)),
+        channel=("channel", np.arange(width)),
+        units=(("layer", "channel"), units.reshape(len(layers), width)),
+        excluded=(dims, excluded.reshape(shape)),
+    )
+    out = xr.DataArray(grid.reshape(shape), dims=dims, coords=coords, name=per_unit.name)
+    out.attrs = {**per_unit.attrs, "reduce": reduce, "finite_only": finite_only}
+    return out
+
+
+def _compute(*arrays):
+    """numpy arrays from numpy or dask (one compute for all)."""
+    import dask
+
+    return dask.compute(*arrays)

@@ -1,0 +1,260 @@
+"""The variance family: transformation, sample and normalized variance.
+
+With a[i, j, u] the activation of unit u for sample i under transformation j (N samples,
+T transformations) and D a dispersion (standard deviation or variance, with ``ddof``):
+
+    TV[u] = mean_i D_j a[i, j, u]      (how much a unit changes under the transformations)
+    SV[u] = mean_j D_i a[i, j, u]      (how much it changes across samples)
+    NV[u] = TV[u] / SV[u]              (0: invariant; 1: as variable as across samples)
+
+Both TV and SV come from **one pass** over the cube: two float64 moment reductions over the
+same blocks in one dask graph, so a lazy cube's forward passes run once.
+
+References
+----------
+Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances in
+convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._common import (
+    DISPERSIONS,
+    ZERO_DIVS,
+    base_attrs,
+    channel_groups,
+    check_cube,
+    check_ddof,
+    choice,
+    dispersion_from_m2,
+    divide,
+    group_reduce,
+    moments,
+    spatial_layers,
+)
+
+POOLS = (None, "mean", "pre_mean", "pre_max")
+
+
+def _cells(data: Any, axis: int, ddof: int, dispersion: str) -> Any:
+    """D along ``axis`` for every other position: (N, U) for axis 1, (T, U) for axis 0."""
+    m = moments(data, axis)
+    return dispersion_from_m2(m[2], m[0], ddof, dispersion)
+
+
+def _tv_sv(data: Any, ddof: int, dispersion: str) -> tuple[Any, Any]:
+    """Per-unit TV and SV of an (N, T, U) array (numpy or dask) in float64."""
+    tv = _cells(data, 1, ddof, dispersion).mean(axis=0)
+    sv = _cells(data, 0, ddof, dispersion).mean(axis=0)
+    return tv, sv
+
+
+def pool_activations(cube: xr.DataArray, how: str) -> xr.DataArray:
+    """Pool the activations of each (layer, channel) over (y, x): a cube with one unit per
+    channel (y = x = −1 for pooled maps; units of layers without spatial axes unchanged)."""
+    codes, groups = channel_groups(cube)
+    data = group_reduce(cube.data, codes, len(groups["layer"]), how)
+    coords = {k: c for k, c in cube.coords.items() if "unit" not in c.dims}
+    coords.update({k: ("unit", v) for k, v in groups.items()})
+    coords["unit"] = ("unit", np.arange(len(groups["layer"])))
+    return xr.DataArray(data, dims=cube.dims, coords=coords, name=cube.name, attrs=cube.attrs)
+
+
+def _check_pool(cube: xr.DataArray, pool: Any) -> Any:
+    choice(pool, "pool", POOLS)
+    if pool is not None and not spatial_layers(cube):
+        raise ValueError(
+            f"pool={pool!r} pools units over (y, x), but no layer of the cube has spatial axes "
+            f"(layers: {sorted(set(np.asarray(cube['layer'].values).astype(str).tolist()))}); "
+            "use pool=None"
+        )
+    return pool
+
+
+def _strata(cube: xr.DataArray, by: Any, ddof: int) -> list[np.ndarray] | None:
+    """Sample indices of each stratum of ``by`` (a coordinate along ``sample``)."""
+    if by is None:
+        return None
+    if not isinstance(by, str) or by not in cube.coords or cube[by].dims != ("sample",):
+        along = [k for k, c in cube.coords.items() if c.dims == ("sample",) and k != "sample"]
+        raise ValueError(
+            f"by must name a coordinate along 'sample' (e.g. 'label'); got {by!r}; "
+            f"available: {along}"
+        )
+    values = np.asarray(cube[by].values)
+    strata = []
+    for value in dict.fromkeys(values.tolist()):
+        idx = np.flatnonzero(values == value)
+        if len(idx) <= ddof:
+            raise ValueError(
+                f"by={by!r}: stratum {value!r} has {len(idx)} sample(s); the sample variance "
+                f"with ddof={ddof} needs more than {ddof}"
+            )
+        strata.append(idx)
+    return strata
+
+
+def variance_parts(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    zero_div: str = "tmeasures",
+    pool: str | None = None,
+    by: str | None = None,
+    measure: str = "normalized_variance",
+) -> xr.Dataset:
+    """TV, SV and NV per unit (or per channel when pooled) in one pass: a Dataset (tv, sv, nv).
+
+    The options are those of :func:`normalized_variance`.
+    """
+    cube = check_cube(cube, min_samples=2, min_transformations=2, need="a dispersion needs two")
+    choice(dispersion, "dispersion", DISPERSIONS)
+    choice(zero_div, "zero_div", ZERO_DIVS)
+    pool = _check_pool(cube, pool)
+    ddof = check_ddof(ddof, cube.sizes["sample"], cube.sizes["transformation"], DIMS_BOTH)
+    strata = _strata(cube, by, ddof)
+    target = pool_activations(cube, pool[4:]) if pool in ("pre_mean", "pre_max") else cube
+    codes = groups = None
+    if pool == "mean":
+        codes, groups = channel_groups(cube)
+
+    def parts_of(data: Any) -> tuple[Any, Any, Any]:
+        tv, sv = _tv_sv(data, ddof, dispersion)
+        if codes is not None:  # average TV and SV over (y, x) separately, then divide
+            tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
+            sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
+        return tv, sv, divide(tv, sv, zero_div)
+
+    if strata is None:
+        tv, sv, nv = parts_of(target.data)
+    else:  # the measure within each stratum, averaged per unit
+        parts = [parts_of(target.data[idx]) for idx in strata]
+        tv, sv, nv = (sum(p[k] for p in parts) / len(parts) for k in range(3))
+    if groups is not None:
+        coords = {k: ("unit", v) for k, v in groups.items()}
+        coords["unit"] = ("unit", np.arange(len(groups["layer"])))
+    else:
+        coords = {k: c.variable for k, c in target.coords.items() if c.dims == ("unit",)}
+    attrs = base_attrs(
+        cube, measure, dispersion=dispersion, ddof=ddof, zero_div=zero_div, pool=pool, by=by
+    )
+    ds = xr.Dataset(
+        {
+            "tv": xr.Variable("unit", tv, {"long_name": "transformation variance"}),
+            "sv": xr.Variable("unit", sv, {"long_name": "sample variance"}),
+            "nv": xr.Variable("unit", nv, {"long_name": "normalized variance"}),
+        },
+        coords=coords,
+        attrs=attrs,
+    )
+    return ds
+
+
+DIMS_BOTH = ("sample", "transformation")
+
+
+def transformation_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    pool: str | None = None,
+    by: str | None = None,
+) -> xr.DataArray:
+    """Transformation variance per unit: TV[u] = mean_i D_j a[i, j, u].
+
+    Parameters
+    ----------
+    cube : xr.DataArray
+        Dims (sample, transformation, unit) with the unit coordinates of ``tmx.activations``;
+        numpy- or dask-backed (the result is lazy when the cube is).
+    dispersion : {"std", "var"}, default "std"
+        D is the standard deviation (the convention of the reference PyTorch library
+        ``tmeasures``, whose "variances" are standard deviations) or the variance (the seed
+        package ``transformational_measures_tf``).
+    ddof : int, default 1
+        Delta degrees of freedom of D.
+    pool : {None, "mean", "pre_mean", "pre_max"}
+        None: per unit. "mean": per (layer, channel), the mean over (y, x) of the per-unit
+        values (the seed's per-feature measures). "pre_mean"/"pre_max": pool the activations
+        over (y, x) first, then compute. Units of layers without spatial axes pass unchanged;
+        a cube with no spatial layer at all is a ``ValueError``.
+    by : str, optional
+        Stratify by a sample coordinate (e.g. "label"): compute within each stratum and average.
+
+    Returns
+    -------
+    xr.DataArray
+        Over ``unit`` with the cube's unit coordinates (pooled: one unit per channel), float64,
+        ``attrs`` recording the options, N and T.
+    """
+    ds = variance_parts(
+        cube, dispersion=dispersion, ddof=ddof, pool=pool, by=by, measure="transformation_variance"
+    )
+    return _single(ds, "tv", "transformation_variance")
+
+
+def sample_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    pool: str | None = None,
+    by: str | None = None,
+) -> xr.DataArray:
+    """Sample variance per unit: SV[u] = mean_j D_i a[i, j, u].
+
+    Options as in :func:`transformation_variance`.
+    """
+    ds = variance_parts(
+        cube, dispersion=dispersion, ddof=ddof, pool=pool, by=by, measure="sample_variance"
+    )
+    return _single(ds, "sv", "sample_variance")
+
+
+def normalized_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    zero_div: str = "tmeasures",
+    pool: str | None = None,
+    by: str | None = None,
+    parts: bool = False,
+) -> xr.DataArray | xr.Dataset:
+    """Normalized variance per unit: NV[u] = TV[u] / SV[u] (0 = invariant).
+
+    Parameters
+    ----------
+    cube, dispersion, ddof, pool, by
+        As in :func:`transformation_variance`.
+    zero_div : {"tmeasures", "nan"}, default "tmeasures"
+        A zero SV: "tmeasures" gives 0/0 → 1 and x/0 → +inf; "nan" gives 0/0 → NaN and
+        x/0 → +inf (the seed TF package).
+    parts : bool, default False
+        Return a Dataset with ``tv``, ``sv`` and ``nv`` (needed by
+        ``by_layer(..., reduce="ratio_of_means")``, the seed's layer value).
+
+    Notes
+    -----
+    TV and SV are computed in one pass over the cube. With ``by``, NV is the mean over strata
+    of the per-stratum ratios (``tv`` and ``sv`` of ``parts`` are the means of the parts).
+    The seed package's semantics: ``dispersion="var", zero_div="nan"`` (and ``pool="mean"``
+    for its per-feature measures), then ``by_layer(parts, reduce="ratio_of_means")``.
+    """
+    if not isinstance(parts, bool):
+        raise ValueError(f"parts must be True or False; got {parts!r}")
+    ds = variance_parts(cube, dispersion=dispersion, ddof=ddof, zero_div=zero_div, pool=pool, by=by)
+    return ds if parts else _single(ds, "nv", "normalized_variance")
+
+
+def _single(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
+    out = ds[var].rename(name)
+    out.attrs = {**ds.attrs, **out.attrs, "measure": name}
+    return out
