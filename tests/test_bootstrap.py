@@ -1,0 +1,114 @@
+"""bootstrap: the vectorised path equals explicit resampling; intervals are seeded and sane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tmx.measures import (
+    bootstrap,
+    by_layer,
+    normalized_variance,
+    sample_variance,
+    transformation_variance,
+)
+
+from .measures_util import cube_a, random_cube
+
+
+@pytest.mark.parametrize("over", ["sample", "transformation", ("sample", "transformation")])
+@pytest.mark.parametrize(
+    ("measure", "options"),
+    [
+        (normalized_variance, {}),
+        (transformation_variance, {"dispersion": "var"}),
+        (sample_variance, {"ddof": 0}),
+        (normalized_variance, {"pool": "mean", "zero_div": "nan"}),
+        (normalized_variance, {"pool": "pre_max"}),
+    ],
+)
+def test_vectorised_replicates_equal_explicit_resampling(over, measure, options):
+    cube = random_cube(7, n=8, t=5)
+    fast = bootstrap(measure, cube, n=15, over=over, seed=3, return_replicates=True, **options)
+    slow = bootstrap(
+        lambda c, **kw: measure(c, **kw),
+        cube,
+        n=15,
+        over=over,
+        seed=3,
+        return_replicates=True,
+        **options,
+    )
+    assert fast.attrs["path"] == "vectorised" and slow.attrs["path"] == "loop"
+    np.testing.assert_allclose(fast.replicates, slow.replicates, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.estimate, measure(cube, **options), rtol=1e-10)
+    np.testing.assert_allclose(fast.low, slow.low, rtol=1e-9, atol=1e-12)
+
+
+def test_intervals_are_seeded_cover_the_estimate_and_shrink_with_n_samples():
+    small = random_cube(1, n=10, t=6)
+    large = random_cube(1, n=200, t=6)
+    a = bootstrap(normalized_variance, small, n=200, seed=1)
+    b = bootstrap(normalized_variance, small, n=200, seed=1)
+    c = bootstrap(normalized_variance, small, n=200, seed=2)
+    xr.testing.assert_identical(a, b)
+    assert not np.allclose(a.low, c.low)
+    assert ((a.low <= a.estimate) & (a.estimate <= a.high)).mean() > 0.8
+    wide = float((a.high - a.low).mean())
+    narrow = float(
+        (
+            bootstrap(normalized_variance, large, n=200, seed=1).high
+            - bootstrap(normalized_variance, large, n=200, seed=1).low
+        ).mean()
+    )
+    assert narrow < wide / 2
+
+
+def test_per_layer_intervals_including_ratio_of_means():
+    cube = cube_a()
+    out = bootstrap(normalized_variance, cube, n=50, seed=0, by_layer="mean")
+    assert out.estimate.dims == ("layer",)
+    np.testing.assert_allclose(out.estimate, by_layer(normalized_variance(cube)), rtol=1e-10)
+    seed_style = bootstrap(
+        normalized_variance,
+        cube,
+        n=50,
+        seed=0,
+        by_layer="ratio_of_means",
+        dispersion="var",
+        zero_div="nan",
+    )
+    parts = normalized_variance(cube, parts=True, dispersion="var", zero_div="nan")
+    np.testing.assert_allclose(
+        seed_style.estimate, by_layer(parts, reduce="ratio_of_means"), rtol=1e-10
+    )
+
+
+def test_lazy_and_numpy_cubes_give_the_same_intervals():
+    cube = random_cube(4, n=12, t=4)
+    eager = bootstrap(normalized_variance, cube, n=30, seed=5)
+    lazy = bootstrap(normalized_variance, cube.chunk({"sample": 5}), n=30, seed=5)
+    xr.testing.assert_allclose(eager, lazy, rtol=1e-9)
+
+
+def test_other_measures_use_the_loop():
+    cube = random_cube(2, n=6, t=4)
+    out = bootstrap(lambda c: c.mean("transformation").std("sample"), cube, n=5, over="sample")
+    assert out.attrs["path"] == "loop" and out.estimate.dims == ("unit",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 1}, "n must be"),
+        ({"over": "units"}, "over must be"),
+        ({"ci": 1.5}, "ci must lie"),
+        ({"seed": "a"}, "seed must be"),
+        ({"by_layer": "sum"}, "by_layer must be one of"),
+        ({"parts": True}, "parts=True"),
+    ],
+)
+def test_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bootstrap(normalized_variance, random_cube(), **kwargs)

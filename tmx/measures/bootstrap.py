@@ -1,0 +1,305 @@
+"""Bootstrap confidence intervals for measures that average over samples and transformations.
+
+``bootstrap(tmx.normalized_variance, cube, n=1000)`` resamples samples and/or transformations
+with replacement and reports percentile confidence intervals per unit (or per layer).
+
+For the variance family the resampling is **vectorised**: a resample is a vector of
+multiplicities (how often each sample / transformation was drawn), and every replicate's TV and
+SV are weighted moments of the same data. One streaming pass over the cube's sample blocks
+computes all replicates at once with matrix products (BLAS), on data centred per block so that
+the weighted sums of squares do not cancel:
+
+    TV*_b = (1/N) Σ_i w_bi D_{v_b}(a[i, ·, u]),   SV*_b = (1/T) Σ_j v_bj D_{w_b}(a[·, j, u])
+
+with w_b the sample multiplicities (Σ w = N) and v_b the transformation multiplicities
+(Σ v = T) of replicate b, and D_w the dispersion of a weighted sample with count Σ w. Replicate
+0 has all multiplicities 1: it is the estimate itself. Every other measure is bootstrapped by
+recomputing it on each resample (a loop; the cube is loaded first when it is lazy and small).
+
+References
+----------
+Efron, B. & Tibshirani, R. (1993). An Introduction to the Bootstrap. Chapman & Hall (ch. 13,
+percentile intervals).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ._common import (
+    DISPERSIONS,
+    ZERO_DIVS,
+    base_attrs,
+    channel_groups,
+    check_cube,
+    check_ddof,
+    choice,
+    dispersion_from_m2,
+    divide,
+    group_reduce,
+    merge_moments,
+)
+from .reduce import REDUCES
+from .reduce import by_layer as _by_layer
+from .variance import (
+    normalized_variance,
+    pool_activations,
+    sample_variance,
+    transformation_variance,
+)
+
+OVER = ("sample", "transformation")
+_VECTORISED = {
+    transformation_variance: "tv",
+    sample_variance: "sv",
+    normalized_variance: "nv",
+}
+_WORK_BYTES = 64 * 2**20  # per replicate batch in the vectorised path
+
+
+def _check_over(over: Any) -> tuple[str, ...]:
+    items = (over,) if isinstance(over, str) else tuple(over)
+    if not items or any(o not in OVER for o in items) or len(set(items)) != len(items):
+        raise ValueError(f"over must be 'sample', 'transformation' or both (a tuple); got {over!r}")
+    return items
+
+
+def _multiplicities(rng: np.random.Generator, n_boot: int, size: int, resample: bool):
+    """(n_boot + 1, size) draw counts; row 0 (the estimate) and non-resampled dims are ones."""
+    out = np.ones((n_boot + 1, size))
+    if resample:
+        idx = rng.integers(0, size, size=(n_boot, size))
+        out[1:] = np.apply_along_axis(np.bincount, 1, idx, minlength=size)
+    return out
+
+
+def _weighted_replicates(
+    data: Any, w: np.ndarray, v: np.ndarray, ddof: int, dispersion: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """TV and SV of every replicate, (B, U) each, in one pass over the sample blocks."""
+    n, t, u = data.shape
+    b_total = w.shape[0]
+    tv_acc = np.zeros((b_total, u))
+    sv_moments = None
+    bounds = np.cumsum((0, *data.chunks[0])) if isinstance(data, da.Array) else (0, n)
+    for lo, hi in itertools.pairwise(bounds):
+        block = data[lo:hi]
+        x = np.asarray(block.compute() if isinstance(block, da.Array) else block, np.float64)
+        s = x.shape[0]
+        batch = max(1, int(_WORK_BYTES // (8 * s * max(t, 1) * u)))
+        xt = x - x.mean(axis=1, keepdims=True)  # centred over transformations, per (i, u)
+        xs = x - x.mean(axis=0, keepdims=True)  # centred over the block's samples, per (j, u)
+        xbar = x.mean(axis=0)
+        xt2, xs2 = xt**2, xs**2
+        block_moments = []
+        for b0 in range(0, b_total, batch):
+            vb, wb = v[b0 : b0 + batch], w[b0 : b0 + batch, lo:hi]
+            # TV: dispersion over transformations with multiplicities v, per (b, i, u)
+            s1 = np.einsum("bj,sju->bsu", vb, xt, optimize=True)
+            s2 = np.einsum("bj,sju->bsu", vb, xt2, optimize=True)
+            count = vb.sum(axis=1)[:, None, None]
+            d = dispersion_from_m2(s2 - s1**2 / count, count, ddof, dispersion)
+            tv_acc[b0 : b0 + batch] += np.einsum("bs,bsu->bu", wb, d, optimize=True)
+            # SV: weighted moments over this block's samples with multiplicities w, per (b, j, u)
+            weight = wb.sum(axis=1)[:, None, None]
+            s1 = np.einsum("bs,sju->bju", wb, xs, optimize=True)
+            s2 = np.einsum("bs,sju->bju", wb, xs2, optimize=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shift = np.where(weight > 0, s1 / weight, 0.0)
+            mean = xbar[None] + shift
+            m2 = np.where(weight > 0, s2 - s1 * shift, 0.0)
+            block_moments.append(np.stack([np.broadcast_to(weight, m2.shape), mean, m2]))
+        current = np.concatenate(block_moments, axis=1)[:, :, None]  # (3, B, 1, T, U)
+        if sv_moments is None:
+            sv_moments = current
+        else:
+            both = np.concatenate([sv_moments, current], axis=2)
+            sv_moments = merge_moments(both, axis=2, keepdims=True)
+    m = sv_moments[:, :, 0]
+    sv_cells = dispersion_from_m2(m[2], m[0], ddof, dispersion)  # (B, T, U)
+    sv = np.einsum("bj,bju->bu", v, sv_cells, optimize=True) / t
+    return tv_acc / n, sv
+
+
+def _vectorised(
+    measure: Callable,
+    cube: xr.DataArray,
+    w: np.ndarray,
+    v: np.ndarray,
+    options: dict[str, Any],
+) -> tuple[xr.Dataset, xr.DataArray]:
+    """Replicates (with replicate 0 the estimate) of a variance-family measure."""
+    dispersion = choice(options.get("dispersion", "std"), "dispersion", DISPERSIONS)
+    zero_div = choice(options.get("zero_div", "tmeasures"), "zero_div", ZERO_DIVS)
+    pool = options.get("pool")
+    ddof = check_ddof(
+        options.get("ddof", 1), cube.sizes["sample"], cube.sizes["transformation"], OVER
+    )
+    # validate the options the measure's own way (and get its attrs and unit coords)
+    template = measure(cube.isel(sample=slice(0, 2 + ddof)), **options)
+    target = pool_activations(cube, pool[4:]) if pool in ("pre_mean", "pre_max") else cube
+    tv, sv = _weighted_replicates(target.data, w, v, ddof, dispersion)
+    if pool == "mean":
+        codes, groups = channel_groups(cube)
+        tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
+        sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
+    nv = divide(tv, sv, zero_div)
+    coords = {k: c.variable for k, c in template.coords.items() if c.dims == ("unit",)}
+    parts = xr.Dataset(
+        {k: (("replicate", "unit"), val) for k, val in (("tv", tv), ("sv", sv), ("nv", nv))},
+        coords=coords,
+        attrs=template.attrs,
+    )
+    main = parts[_VECTORISED[measure]].rename(template.name)
+    main.attrs = dict(template.attrs)
+    return parts, main
+
+
+def _loop(
+    measure: Callable, cube: xr.DataArray, w: np.ndarray, v: np.ndarray, options: dict[str, Any]
+) -> xr.DataArray:
+    """Replicates by recomputing the measure on each resample (replicate 0 = the estimate)."""
+    if isinstance(cube.data, da.Array):
+        if cube.nbytes > 2**30:
+            warnings.warn(
+                "bootstrap recomputes this measure on every resample of a lazy cube larger "
+                "than 1 GiB: each replicate recomputes the cube. Save it with tmx.save and "
+                "bootstrap the opened store, or load a subset.",
+                stacklevel=3,
+            )
+        else:
+            cube = cube.load()
+    results = []
+    for b in range(w.shape[0]):
+        idx = np.repeat(np.arange(w.shape[1]), w[b].astype(int))
+        jdx = np.repeat(np.arange(v.shape[1]), v[b].astype(int))
+        result = measure(cube.isel(sample=idx, transformation=jdx), **options)
+        if isinstance(result, xr.Dataset):
+            raise ValueError(
+                "measure must return a DataArray to be bootstrapped (pass the measure's main "
+                "output, e.g. a lambda selecting one variable)"
+            )
+        results.append(result.compute())
+    return xr.concat(results, dim="replicate", coords="minimal", compat="override")
+
+
+def bootstrap(
+    measure: Callable[..., xr.DataArray],
+    cube: xr.DataArray,
+    *,
+    n: int = 1000,
+    over: str | Sequence[str] = ("sample", "transformation"),
+    seed: int = 0,
+    ci: float = 0.95,
+    by_layer: str | None = None,
+    return_replicates: bool = False,
+    **options: Any,
+) -> xr.Dataset:
+    """Percentile bootstrap confidence intervals of a measure, per unit or per layer.
+
+    Parameters
+    ----------
+    measure : callable
+        A measure of ``tmx`` (``normalized_variance``, ``transformation_variance``, …) or any
+        function ``measure(cube, **options) -> DataArray`` over ``unit`` (or over ``layer``).
+    cube : xr.DataArray
+        The activation cube.
+    n : int, default 1000
+        Number of bootstrap replicates.
+    over : "sample", "transformation" or both
+        What is resampled with replacement.
+    seed : int, default 0
+        Seed of the resampling (``numpy.random.default_rng``): same seed, same intervals.
+    ci : float, default 0.95
+        Coverage of the percentile interval.
+    by_layer : str, optional
+        Bootstrap the per-layer summary instead of the per-unit values: a ``reduce`` of
+        :func:`tmx.by_layer` ("mean", "median", …, or "ratio_of_means" for the variance
+        family).
+    return_replicates : bool, default False
+        Also return the replicates (dim ``replicate``).
+    **options
+        Passed to the measure (e.g. ``dispersion="var"``, ``pool="mean"``).
+
+    Returns
+    -------
+    xr.Dataset
+        ``estimate`` (the measure on the whole cube), ``low``, ``high`` (the (1 − ci)/2 and
+        (1 + ci)/2 quantiles of the replicates, NaN-aware), and ``replicates`` if asked;
+        ``attrs`` record n, over, seed, ci, the method and the measure's own attrs.
+
+    Notes
+    -----
+    The variance family (without ``by``) is vectorised: one pass over the cube computes every
+    replicate with matrix products, memory bounded by the cube's sample blocks; for a lazy cube
+    each block's forward pass runs once. Other measures are recomputed per replicate.
+    """
+    cube = check_cube(cube)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise ValueError(f"n must be an integer >= 2; got {n!r}")
+    over = _check_over(over)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if not isinstance(ci, float | int) or not 0 < ci < 1:
+        raise ValueError(f"ci must lie strictly between 0 and 1; got {ci!r}")
+    if by_layer is not None:
+        choice(by_layer, "by_layer", REDUCES)
+    if not callable(measure):
+        raise ValueError(f"measure must be a callable measure; got {measure!r}")
+    if options.get("parts"):
+        raise ValueError("parts=True is not bootstrapped; use by_layer='ratio_of_means'")
+    rng = np.random.default_rng(int(seed))
+    w = _multiplicities(rng, int(n), cube.sizes["sample"], "sample" in over)
+    v = _multiplicities(rng, int(n), cube.sizes["transformation"], "transformation" in over)
+    vectorised = measure in _VECTORISED and options.get("by") is None
+    if vectorised:
+        parts, reps = _vectorised(measure, cube, w, v, options)
+        if by_layer == "ratio_of_means":
+            reps = _by_layer(parts, reduce="ratio_of_means")
+        elif by_layer is not None:
+            reps = _by_layer(reps, reduce=by_layer)
+    else:
+        if by_layer == "ratio_of_means":
+            raise ValueError("by_layer='ratio_of_means' needs a variance-family measure")
+        reps = _loop(measure, cube, w, v, options)
+        if by_layer is not None:
+            reps = _by_layer(reps, reduce=by_layer)
+    reps = reps.transpose("replicate", ...)
+    values = np.asarray(reps.values, dtype=np.float64)
+    alpha = (1 - ci) / 2
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN units give NaN bounds
+        low, high = np.nanquantile(values[1:], [alpha, 1 - alpha], axis=0)
+    estimate = reps.isel(replicate=0, drop=True)
+    out = xr.Dataset(
+        {
+            "estimate": estimate,
+            "low": estimate.copy(data=low),
+            "high": estimate.copy(data=high),
+        }
+    )
+    if return_replicates:
+        out["replicates"] = reps.isel(replicate=slice(1, None))
+    name = getattr(measure, "__name__", "measure")
+    out.attrs = {
+        **(reps.attrs or {}),
+        **base_attrs(
+            cube,
+            f"bootstrap({name})",
+            n=int(n),
+            over=list(over),
+            seed=int(seed),
+            ci=float(ci),
+            by_layer=by_layer,
+        ),
+        "method": "percentile",
+        "path": "vectorised" if vectorised else "loop",
+    }
+    return out
