@@ -1,0 +1,345 @@
+"""Distance family (TD, SD, ND): brute force, degenerate units, laziness, chunking, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.spatial.distance import pdist
+
+from tmx.measures import distance as dist_mod
+from tmx.measures.distance import normalized_distance, sample_distance, transformation_distance
+
+N, T = 7, 5
+COMBOS = [
+    ("unit", "euclidean", False),
+    ("channel", "euclidean", False),
+    ("channel", "euclidean", True),
+    ("channel", "cosine", False),
+    ("channel", "cosine", True),
+]
+
+
+def build(dense: np.ndarray, conv: np.ndarray) -> xr.DataArray:
+    """A cube from dense (N, T, C) and conv (N, T, H, W, C) activations, (y, x, c) unit order."""
+    n, t, c_d = dense.shape
+    h, w, c = conv.shape[2:]
+    ys, xs, cs = (g.ravel() for g in np.meshgrid(range(h), range(w), range(c), indexing="ij"))
+    arr = np.concatenate([dense, conv.reshape(n, t, -1)], axis=2)
+    return xr.DataArray(
+        arr,
+        dims=("sample", "transformation", "unit"),
+        coords={
+            "layer": ("unit", ["dense"] * c_d + ["conv"] * len(cs)),
+            "channel": ("unit", np.r_[np.arange(c_d), cs]),
+            "y": ("unit", np.r_[np.full(c_d, -1), ys]),
+            "x": ("unit", np.r_[np.full(c_d, -1), xs]),
+            "label": ("sample", np.arange(n) % 2),
+            "angle": ("transformation", np.linspace(0, 90, t)),
+        },
+        name="activation",
+    )
+
+
+def random_cube(seed: int = 0, ties: bool = False) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(N, T, 3))
+    conv = rng.normal(size=(N, T, 2, 3, 2)) + 0.7  # offset: cosine distances are not all ~1
+    if ties:  # repeated values (none zero): the sorted formula must handle ties
+        dense, conv = (np.round(a * 2) / 2 + 0.25 for a in (dense, conv))
+    return build(dense.astype(np.float32), conv.astype(np.float32))
+
+
+def groups_of(cube: xr.DataArray, per: str) -> list[np.ndarray]:
+    if per == "unit":
+        return [np.array([u]) for u in range(cube.sizes["unit"])]
+    keys = list(zip(cube.layer.values.tolist(), cube.channel.values.tolist(), strict=True))
+    return [np.flatnonzero([k == key for k in keys]) for key in dict.fromkeys(keys)]
+
+
+def mean_pairs(vectors: np.ndarray, metric: str, normalize: bool) -> float:
+    if normalize:
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return float(pdist(vectors, metric).mean())
+
+
+def brute(cube: xr.DataArray, per: str, metric: str, normalize: bool) -> tuple[np.ndarray, ...]:
+    """Explicit loops over samples / transformations and groups; pdist enumerates the pairs."""
+    a = np.asarray(cube.transpose("sample", "transformation", "unit").values, dtype=np.float64)
+    n, t, _ = a.shape
+    td, sd = [], []
+    for idx in groups_of(cube, per):
+        td.append(np.mean([mean_pairs(a[i][:, idx], metric, normalize) for i in range(n)]))
+        sd.append(np.mean([mean_pairs(a[:, j][:, idx], metric, normalize) for j in range(t)]))
+    td, sd = np.array(td), np.array(sd)
+    return td, sd, td / sd
+
+
+def close(actual, expected, rtol: float = 1e-10, atol: float = 0.0) -> None:
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+# -- against brute force ------------------------------------------------------------------------
+@pytest.mark.parametrize(("per", "metric", "normalize"), COMBOS)
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
+def test_brute_force(per, metric, normalize, lazy, ties):
+    cube = random_cube(ties=ties)
+    td, sd, nd = brute(cube, per, metric, normalize)
+    if lazy:
+        cube = cube.chunk({"sample": 3, "transformation": 2, "unit": 4})
+    opts = {"per": per, "metric": metric, "normalize": normalize}
+    ds = normalized_distance(cube, parts=True, **opts)
+    assert set(ds.data_vars) == {"td", "sd", "nd"}
+    close(ds.td, td)
+    close(ds.sd, sd)
+    close(ds.nd, nd)
+    close(transformation_distance(cube, **opts), td)
+    close(sample_distance(cube, **opts), sd)
+    close(normalized_distance(cube, **opts), nd)
+
+
+def test_transposed_cube_and_float64():
+    cube = random_cube(3)
+    td, sd, nd = brute(cube, "channel", "euclidean", False)
+    moved = cube.astype(np.float64).transpose("unit", "sample", "transformation")
+    close(normalized_distance(moved, per="channel"), nd)
+    close(transformation_distance(moved, per="channel"), td)
+    close(sample_distance(moved, per="channel"), sd)
+
+
+# -- degenerate units ---------------------------------------------------------------------------
+def degenerate_cube() -> xr.DataArray:
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(N, 1))
+    tr = rng.normal(size=(1, T))
+    dense = np.stack(
+        [
+            np.broadcast_to(s, (N, T)),  # 0: depends only on the sample (invariant)
+            np.broadcast_to(tr, (N, T)),  # 1: depends only on the transformation
+            np.full((N, T), 1.5),  # 2: constant
+            rng.normal(size=(N, T)),  # 3: noise
+        ],
+        axis=-1,
+    )
+    maps_s = rng.normal(size=(N, 1, 2, 3)) + 1.0
+    maps_t = rng.normal(size=(1, T, 2, 3)) + 1.0
+    conv = np.stack(
+        [np.broadcast_to(maps_s, (N, T, 2, 3)), np.broadcast_to(maps_t, (N, T, 2, 3))], axis=-1
+    )
+    return build(dense.astype(np.float32), conv.astype(np.float32))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_invariant_variant_constant_units(lazy):
+    cube = degenerate_cube()
+    if lazy:
+        cube = cube.chunk({"sample": 2, "unit": 5})
+    ds = normalized_distance(cube, parts=True).compute()
+    td, sd, nd = ds.td.values, ds.sd.values, ds.nd.values
+    assert td[0] == 0 and sd[0] > 0 and nd[0] == 0  # invariant: exactly 0
+    assert td[1] > 0 and sd[1] == 0 and nd[1] == np.inf  # transformation only: SD = 0
+    assert td[2] == 0 and sd[2] == 0 and nd[2] == 1  # constant: 0/0 → 1 (tmeasures)
+    assert 0 < nd[3] < np.inf
+    assert np.isnan(normalized_distance(cube, zero_div="nan").values[2])
+    assert normalized_distance(cube, zero_div="nan").values[1] == np.inf
+    conv = np.asarray(cube.layer.values) == "conv"
+    ch = np.asarray(cube.channel.values)
+    assert np.all(td[conv & (ch == 0)] == 0)
+    assert np.all(sd[conv & (ch == 1)] == 0)
+
+
+@pytest.mark.parametrize(
+    ("metric", "normalize"), [("euclidean", False), ("euclidean", True), ("cosine", False)]
+)
+def test_invariant_channels(metric, normalize):
+    cube = degenerate_cube()
+    ds = normalized_distance(cube, per="channel", metric=metric, normalize=normalize, parts=True)
+    assert list(ds.layer.values) == ["dense"] * 4 + ["conv"] * 2
+    atol = 0.0 if metric == "euclidean" else 1e-12  # 1 − â·â rounds to ~1e-16
+    close(ds.td.values[4], 0.0, atol=atol)  # conv channel 0: one map per sample
+    close(ds.sd.values[5], 0.0, atol=atol)  # conv channel 1: one map per transformation
+    assert ds.td.values[5] > 0 and ds.sd.values[4] > 0
+    if metric == "euclidean":
+        assert ds.nd.values[5] == np.inf and ds.nd.values[4] == 0
+
+
+def test_cosine_and_normalize_with_zero_vectors():
+    # one layer with a 1 × 2 map and one channel; N = 2, T = 3
+    maps = np.array(
+        [
+            [[0, 0], [0, 0], [1, 2]],  # pairs: (0, 0) → 0, (0, v) → 1, (0, v) → 1
+            [[1, 0], [0, 1], [2, 0]],  # cos: 1, 0, 1
+        ],
+        dtype=np.float32,
+    )
+    cube = build(np.zeros((2, 3, 0), np.float32), maps.reshape(2, 3, 1, 2, 1))
+    td = transformation_distance(cube, per="channel", metric="cosine")
+    close(td, [2 / 3])
+    # normalized euclidean: sample 0 distances 0, 1, 1; sample 1 (e1, e2, e1): √2, 0, √2
+    td = transformation_distance(cube, per="channel", normalize=True)
+    close(td, [(2 / 3 + 2 * np.sqrt(2) / 3) / 2])
+    # sample pairs under each transformation: (0, e1) → 1, (0, e2) → 1, ((1, 2), (2, 0)) → 1 − 1/√5
+    sd = sample_distance(cube, per="channel", metric="cosine")
+    close(sd, [(1 + 1 + (1 - 2 / (np.sqrt(5) * 2))) / 3])
+
+
+def test_normalize_removes_scale():
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(N, 1, 2, 3, 2)) * rng.uniform(0.5, 3.0, size=(1, T, 1, 1, 1))
+    cube = build(rng.normal(size=(N, T, 1)).astype(np.float32), maps)
+    conv = slice(1, None)
+    raw = transformation_distance(cube, per="channel")
+    assert np.all(raw.values[conv] > 0.1)
+    close(transformation_distance(cube, per="channel", normalize=True).values[conv], 0, atol=1e-7)
+    close(transformation_distance(cube, per="channel", metric="cosine").values[conv], 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("per", ["unit", "channel"])
+def test_large_offset_keeps_digits(per):
+    """Translation invariance in float64: sorted gaps / shifted Gram do not cancel."""
+    cube = random_cube(4).astype(np.float64)
+    base = normalized_distance(cube, per=per, parts=True)
+    shifted = normalized_distance(cube + 1e6, per=per, parts=True)
+    for k in ("td", "sd", "nd"):
+        close(shifted[k], base[k], rtol=1e-8)
+
+
+# -- laziness, chunking, order ------------------------------------------------------------------
+CHUNKINGS = [
+    {"sample": 1, "transformation": 1, "unit": 1},
+    {"sample": 3, "transformation": 2, "unit": 4},
+    {"sample": -1, "transformation": -1, "unit": -1},
+    {"sample": (2, 5), "transformation": (4, 1), "unit": (3, 5, 7)},
+]
+
+
+@pytest.mark.parametrize(("per", "metric", "normalize"), COMBOS[:2] + COMBOS[-1:])
+def test_chunking_independence_and_parity(per, metric, normalize):
+    cube = random_cube(5)
+    opts = {"per": per, "metric": metric, "normalize": normalize}
+    expected = normalized_distance(cube, parts=True, **opts)
+    for chunks in CHUNKINGS:
+        lazy = normalized_distance(cube.chunk(chunks), parts=True, **opts)
+        for k in ("td", "sd", "nd"):
+            assert isinstance(lazy[k].data, da.Array)
+            close(lazy[k], expected[k])
+        assert lazy.attrs == expected.attrs
+        for name in ("layer", "channel", "y", "x"):
+            np.testing.assert_array_equal(lazy[name].values, expected[name].values)
+
+
+@pytest.mark.parametrize("per", ["unit", "channel"])
+def test_small_chunk_budget_splits_blocks(per):
+    cube = random_cube(6)
+    expected = normalized_distance(cube, per=per, parts=True)
+    with dask.config.set({"array.chunk-size": "300B"}):
+        lazy = normalized_distance(cube.chunk({"sample": 4}), per=per, parts=True)
+        assert lazy.td.data.numblocks[0] > 1
+        for k in ("td", "sd", "nd"):
+            close(lazy[k], expected[k])
+
+
+def test_unit_chunks_keep_groups_whole():
+    cube = random_cube()
+    codes = np.array([0, 1, 2, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4])  # (layer, channel) codes
+    cuts = dist_mod._cuts(codes, len(codes))
+    assert cuts.tolist() == [0, 1, 2, 3, 15]
+    chunks = dist_mod._unit_chunks((4, 4, 7), cuts, cap=2)
+    assert chunks == (2, 1, 12)  # cuts at 2 and 3; the interleaved layer stays whole
+    assert dist_mod._unit_chunks((15,), np.arange(16), cap=4) == (4, 4, 4, 3)
+    assert dist_mod._split((5, 2), 2) == (2, 2, 1, 2)
+    assert cube.sizes["unit"] == len(codes)
+
+
+def test_order_independence():
+    cube = random_cube(7)
+    rng = np.random.default_rng(0)
+    perm = cube.isel(sample=rng.permutation(N), transformation=rng.permutation(T))
+    for per, metric, normalize in COMBOS:
+        opts = {"per": per, "metric": metric, "normalize": normalize}
+        a = normalized_distance(cube, parts=True, **opts)
+        b = normalized_distance(perm, parts=True, **opts)
+        for k in ("td", "sd", "nd"):
+            close(b[k], a[k])
+
+
+@pytest.mark.parametrize("per", ["unit", "channel"])
+def test_one_graph_computes_each_block_once(per):
+    cube = random_cube(8)
+    calls: list[tuple[int, ...]] = []
+    lock = threading.Lock()
+
+    def record(block: np.ndarray) -> np.ndarray:
+        if block.size:
+            with lock:
+                calls.append(block.shape)
+        return block
+
+    base = da.from_array(cube.values, chunks=(3, 2, 5))
+    counted = base.map_blocks(record, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    lazy = cube.copy(data=counted)
+    nd = normalized_distance(lazy, per=per)
+    assert isinstance(nd.data, da.Array) and not calls
+    nd.compute()
+    assert len(calls) == base.npartitions
+    calls.clear()
+    ds = normalized_distance(lazy, per=per, parts=True)
+    td, sd = dask.compute(ds.td.data, ds.sd.data)
+    assert len(calls) == base.npartitions
+    close(td, transformation_distance(cube, per=per))
+    close(sd, sample_distance(cube, per=per))
+
+
+# -- results and errors -------------------------------------------------------------------------
+def test_result_coords_names_and_attrs():
+    cube = random_cube()
+    per_unit = transformation_distance(cube)
+    assert per_unit.name == "transformation_distance" and per_unit.dims == ("unit",)
+    for name in ("layer", "channel", "y", "x"):
+        np.testing.assert_array_equal(per_unit[name].values, cube[name].values)
+    per_ch = normalized_distance(cube, per="channel", metric="cosine", zero_div="nan")
+    assert per_ch.name == "normalized_distance"
+    assert per_ch.layer.values.tolist() == ["dense"] * 3 + ["conv"] * 2
+    assert per_ch.channel.values.tolist() == [0, 1, 2, 0, 1]
+    assert per_ch.y.values.tolist() == [-1] * 5 and per_ch.x.values.tolist() == [-1] * 5
+    assert per_ch.units.values.tolist() == [1, 1, 1, 6, 6]
+    attrs = per_ch.attrs
+    assert attrs["measure"] == "normalized_distance" and attrs["pairs"] == "all"
+    assert (attrs["per"], attrs["metric"], attrs["normalize"]) == ("channel", "cosine", False)
+    assert attrs["zero_div"] == "nan" and (attrs["n_samples"], attrs["n_transformations"]) == (N, T)
+    assert sample_distance(cube).attrs["measure"] == "sample_distance"
+    assert per_unit.dtype == np.float64
+
+
+def test_errors():
+    cube = random_cube()
+    with pytest.raises(ValueError, match="per='channel'"):
+        transformation_distance(cube, metric="cosine")
+    with pytest.raises(ValueError, match="per='channel'"):
+        sample_distance(cube, normalize=True)
+    with pytest.raises(ValueError, match="per must be one of"):
+        normalized_distance(cube, per="layer")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        normalized_distance(cube, per="channel", metric="manhattan")
+    with pytest.raises(ValueError, match="zero_div"):
+        normalized_distance(cube, zero_div="zero")
+    with pytest.raises(ValueError, match="normalize"):
+        transformation_distance(cube, per="channel", normalize="yes")
+    with pytest.raises(ValueError, match="parts"):
+        normalized_distance(cube, parts=1)
+    with pytest.raises(ValueError, match="T = 1"):
+        transformation_distance(cube.isel(transformation=[0]))
+    with pytest.raises(ValueError, match="N = 1"):
+        sample_distance(cube.isel(sample=[0]), per="channel")
+    with pytest.raises(ValueError, match="N = 1"):
+        normalized_distance(cube.isel(sample=[0]))
+    with pytest.raises(ValueError, match=r"xr\.DataArray"):
+        transformation_distance(cube.values)
+    # one transformation is enough for SD, one sample for TD
+    assert sample_distance(cube.isel(transformation=[0])).sizes["unit"] == 15
+    assert transformation_distance(cube.isel(sample=[0])).sizes["unit"] == 15

@@ -1,0 +1,443 @@
+"""The distance family: transformation, sample and normalized distance.
+
+With a[i, j, u] the activation of unit u for sample i under transformation j (N samples,
+T transformations) and δ a distance between activations:
+
+    TD[u] = mean_i  mean_{j < k} δ(a[i, j, u], a[i, k, u])    (all T(T−1)/2 pairs per sample)
+    SD[u] = mean_j  mean_{i < k} δ(a[i, j, u], a[k, j, u])    (all N(N−1)/2 pairs per transform)
+    ND[u] = TD[u] / SD[u]                                      (0: invariant)
+
+Always **all** pairs: the reference library averages only the pairs inside one batch, so its
+values change with the batch size; these do not (nor with chunking, nor with the order of the
+samples and transformations).
+
+``per="unit"``: a[i, j, u] is a scalar and δ = |a − b|. The mean over the pairs is computed from
+the sorted values in O(n log n) instead of O(n²): with x_(0) ≤ … ≤ x_(n−1),
+
+    Σ_{i<j} |x_i − x_j| = Σ_k x_(k) (2k − n + 1) = Σ_{k=1}^{n−1} (x_(k) − x_(k−1)) · k (n − k),
+
+the second form (summation by parts) adds non-negative terms only, so nothing cancels however
+large the mean is compared to the spread.
+
+``per="channel"``: one vector per (layer, channel), the channel's (y, x) map (h·w values); a
+unit of a layer without spatial axes is its own channel with a 1-vector. δ is the euclidean
+or the cosine distance between those vectors, for all pairs at once from the Gram matrix
+(‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b, clamped at 0, in float64; the vectors are first shifted by the
+first vector of their set, which leaves euclidean distances unchanged and keeps the Gram free of
+cancellation). Cosine: δ = 1 − a·b / (‖a‖ ‖b‖), with δ = 0 between two zero vectors and δ = 1
+between a zero and a non-zero vector. ``normalize=True`` divides each vector by its L2 norm
+first (zero vectors stay zero).
+
+Cost: per unit O(N T log T + T N log N) per unit; per channel O(N T² + T N²) per unit (Gram
+products). Memory of a lazy cube's blocks: TD needs every transformation of a sample (blocks
+s × T × u), SD every sample of a transformation (blocks N × t × u); s, t and u are chosen so
+that a block's float64 copy stays within dask's ``array.chunk-size`` where that is possible (at
+least one sample or transformation and, for ``per="channel"``, whole channels: a channel's
+units are spread over its whole layer in (y, x, channel) order, so an SD block holds at least
+N × 1 × (units of the layer)). Gram matrices are built in batches of at most ~32 MiB.
+
+References
+----------
+Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances in
+convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.utils import parse_bytes
+
+from ._common import ZERO_DIVS, base_attrs, channel_groups, check_cube, choice, divide
+
+PERS = ("unit", "channel")
+METRICS = ("euclidean", "cosine")
+GRAM_BYTES = 32 * 2**20  # at most this much per batch of Gram matrices (and their distances)
+
+
+# -- kernels on numpy blocks --------------------------------------------------------------------
+def _unit_pairs(v: np.ndarray) -> np.ndarray:
+    """Mean |x_j − x_k| over all pairs j < k along axis 1 of ``v`` (A, n, U) → (A, U)."""
+    n = v.shape[1]
+    gaps = np.diff(np.sort(v, axis=1), axis=1)  # (A, n − 1, U), all ≥ 0
+    k = np.arange(1, n, dtype=np.float64)
+    total = np.einsum("akU,k->aU", gaps, k * (n - k))
+    return total / (n * (n - 1) / 2)
+
+
+def _vector_pairs(v: np.ndarray, metric: str) -> np.ndarray:
+    """Mean distance over all pairs of the n vectors of each set: ``v`` (B, n, d) → (B,)."""
+    b_sets, n, d = v.shape
+    if metric == "euclidean":
+        if d == 1:
+            return _unit_pairs(v)[:, 0]
+        v = v - v[:, :1, :]  # shift by the set's first vector: same distances, no cancellation
+        zero = None
+    else:
+        norms = np.sqrt(np.einsum("bnd,bnd->bn", v, v))
+        zero = norms == 0
+        v = v / np.where(zero, 1.0, norms)[..., None]
+    out = np.empty(b_sets, dtype=np.float64)
+    step = max(1, GRAM_BYTES // (3 * 8 * n * n))
+    diag = np.arange(n)
+    for s in range(0, b_sets, step):
+        w = v[s : s + step]
+        gram = w @ np.swapaxes(w, 1, 2)  # (b, n, n)
+        if metric == "euclidean":
+            sq = gram[:, diag, diag]
+            dist = sq[:, :, None] + sq[:, None, :] - 2.0 * gram
+            np.maximum(dist, 0.0, out=dist)
+            np.sqrt(dist, out=dist)
+        else:
+            np.clip(gram, -1.0, 1.0, out=gram)
+            dist = 1.0 - gram
+            z = zero[s : s + step]
+            dist[z[:, :, None] & z[:, None, :]] = 0.0  # two zero vectors: distance 0
+        dist[:, diag, diag] = 0.0
+        out[s : s + step] = dist.sum(axis=(1, 2)) / (n * (n - 1))
+    return out
+
+
+def _channel_pairs(v: np.ndarray, codes: np.ndarray, metric: str, normalize: bool) -> np.ndarray:
+    """Per-channel mean pair distance: ``v`` (A, n, u) with group ``codes`` (u,) → (A, G).
+
+    The groups of a block are the consecutive codes min(codes)..max(codes); groups of the same
+    size d are gathered into (A·G_d, n, d) sets and handled together.
+    """
+    local = codes - codes.min()
+    sizes = np.bincount(local)
+    order = np.argsort(local, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.full((v.shape[0], len(sizes)), np.nan)
+    for d in np.unique(sizes[sizes > 0]):
+        groups = np.flatnonzero(sizes == d)
+        idx = order[starts[groups][:, None] + np.arange(d)]  # (G_d, d) unit positions
+        w = v[:, :, idx]  # (A, n, G_d, d)
+        if normalize:
+            norms = np.sqrt(np.einsum("angd,angd->ang", w, w))
+            w = w / np.where(norms == 0, 1.0, norms)[..., None]
+        a, n, g, _ = w.shape
+        sets = np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(a * g, n, d)
+        out[:, groups] = _vector_pairs(sets, metric).reshape(a, g)
+    return out
+
+
+def _cells(
+    x: np.ndarray, codes: np.ndarray, *, axis: int, per: str, metric: str, normalize: bool
+) -> np.ndarray:
+    """Mean pair distance along ``axis`` (0: samples, 1: transformations) of a block
+    (s, t, u): (t, groups) for axis 0, (s, groups) for axis 1. float64."""
+    v = np.asarray(x, dtype=np.float64)
+    if axis == 0:
+        v = v.transpose(1, 0, 2)
+    if per == "unit":
+        return _unit_pairs(v)
+    return _channel_pairs(v, np.asarray(codes), metric, normalize)
+
+
+# -- chunking of a lazy cube --------------------------------------------------------------------
+def _cuts(codes: np.ndarray | None, n_units: int) -> np.ndarray:
+    """Unit positions where a chunk may end without splitting a group (0 and U included)."""
+    if codes is None:
+        return np.arange(n_units + 1)
+    n_groups = int(codes.max()) + 1
+    pos = np.arange(n_units)
+    first = np.full(n_groups, n_units)
+    last = np.full(n_groups, -1)
+    np.minimum.at(first, codes, pos)
+    np.maximum.at(last, codes, pos)
+    cover = np.zeros(n_units + 2, dtype=np.int64)
+    np.add.at(cover, first + 1, 1)
+    np.add.at(cover, last + 1, -1)
+    inside = np.cumsum(cover)[: n_units + 1] > 0  # position b lies inside a group
+    return np.flatnonzero(~inside)
+
+
+def _unit_chunks(existing: tuple[int, ...], cuts: np.ndarray, cap: int) -> tuple[int, ...]:
+    """The cube's unit chunks, merged where they would split a group, then split (at allowed
+    positions) into pieces of at most ``cap`` units where possible."""
+    bounds = np.intersect1d(np.cumsum((0, *existing)), cuts)
+    out: list[int] = []
+    for a, b in pairwise(bounds.tolist()):
+        start = a
+        while b - start > cap:
+            nxt = int(cuts[np.searchsorted(cuts, start + cap, side="right") - 1])
+            if nxt <= start:  # one group larger than cap: take it whole
+                nxt = int(cuts[np.searchsorted(cuts, start, side="right")])
+            if nxt >= b:
+                break
+            out.append(nxt - start)
+            start = nxt
+        out.append(b - start)
+    return tuple(out)
+
+
+def _split(chunks: tuple[int, ...], cap: int) -> tuple[int, ...]:
+    out: list[int] = []
+    for c in chunks:
+        out += [cap] * (c // cap) + ([c % cap] if c % cap else [])
+    return tuple(out)
+
+
+def _lazy_cells(
+    data: da.Array, codes: np.ndarray, *, axis: int, per: str, metric: str, normalize: bool
+) -> da.Array:
+    """Per (sample | transformation, group) mean pair distance of a dask (N, T, U) array.
+
+    The pair axis is gathered into one chunk; blocks are kept within ``array.chunk-size``
+    (float64) where possible by splitting the other two axes.
+    """
+    budget = parse_bytes(dask.config.get("array.chunk-size"))
+    n_pair = data.shape[axis]
+    other = 1 - axis
+    grouped = per == "channel"
+    u_chunks = _unit_chunks(
+        data.chunks[2],
+        _cuts(codes if grouped else None, data.shape[2]),
+        max(1, budget // (8 * n_pair)),
+    )
+    o_cap = max(1, budget // (8 * n_pair * max(u_chunks)))
+    chunks: dict[int, Any] = {axis: -1, other: _split(data.chunks[other], o_cap), 2: u_chunks}
+    data = data.rechunk(chunks)
+    bounds = np.cumsum((0, *u_chunks))
+    if grouped:
+        g_chunks = tuple(len(np.unique(codes[a:b])) for a, b in pairwise(bounds.tolist()))
+    else:
+        g_chunks = u_chunks
+    codes_da = da.from_array(codes, chunks=(u_chunks,))
+    ind = "stu"
+    out_ind = ind[other] + "u"
+    return da.blockwise(
+        _cells,
+        out_ind,
+        data,
+        ind,
+        codes_da,
+        "u",
+        adjust_chunks={"u": g_chunks},
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+        axis=axis,
+        per=per,
+        metric=metric,
+        normalize=normalize,
+    )
+
+
+# -- assembly -----------------------------------------------------------------------------------
+def _check_options(per: Any, metric: Any, normalize: Any) -> None:
+    choice(per, "per", PERS)
+    choice(metric, "metric", METRICS)
+    if not isinstance(normalize, bool | np.bool_):
+        raise ValueError(f"normalize must be True or False; got {normalize!r}")
+    if per == "unit" and (metric != "euclidean" or normalize):
+        raise ValueError(
+            f"per='unit' compares scalars, for which metric={metric!r} / normalize={normalize!r} "
+            "is meaningless (a scalar's cosine distance and L2-normalization only see its sign); "
+            "use per='channel' to compare each channel's (y, x) map as a vector"
+        )
+
+
+def _distance_parts(
+    cube: Any,
+    which: tuple[str, ...],
+    measure: str,
+    *,
+    per: str,
+    metric: str,
+    normalize: bool,
+    zero_div: str | None = None,
+) -> xr.Dataset:
+    """A Dataset over ``unit`` with the requested parts among "td", "sd", "nd"."""
+    _check_options(per, metric, normalize)
+    if zero_div is not None:
+        choice(zero_div, "zero_div", ZERO_DIVS)
+    need_t = "td" in which or "nd" in which
+    need_s = "sd" in which or "nd" in which
+    cube = check_cube(
+        cube,
+        min_samples=2 if need_s else 1,
+        min_transformations=2 if need_t else 1,
+        need="a pairwise distance needs a pair",
+    )
+    if per == "channel":
+        codes, groups = channel_groups(cube)
+        coords: dict[str, Any] = {k: ("unit", v) for k, v in groups.items()}
+        coords["unit"] = ("unit", np.arange(len(groups["layer"])))
+    else:
+        codes = np.arange(cube.sizes["unit"])
+        coords = {k: c.variable for k, c in cube.coords.items() if c.dims == ("unit",)}
+    lazy = isinstance(cube.data, da.Array)
+    opts = {"per": per, "metric": metric, "normalize": bool(normalize)}
+
+    def cells(axis: int) -> Any:
+        if lazy:
+            return _lazy_cells(cube.data, codes, axis=axis, **opts)
+        return _cells(cube.values, codes, axis=axis, **opts)
+
+    values: dict[str, Any] = {}
+    if need_t:
+        values["td"] = cells(1).mean(axis=0)
+    if need_s:
+        values["sd"] = cells(0).mean(axis=0)
+    if "nd" in which:
+        if lazy:
+            td = values["td"]
+            sd = values["sd"].rechunk(td.chunks)
+            values["nd"] = da.map_blocks(divide, td, sd, zero_div=zero_div, dtype=np.float64)
+        else:
+            values["nd"] = divide(values["td"], values["sd"], zero_div)
+    names = {"td": "transformation", "sd": "sample", "nd": "normalized"}
+    extra = {} if zero_div is None else {"zero_div": zero_div}
+    attrs = base_attrs(cube, measure, **opts, **extra, pairs="all")
+    return xr.Dataset(
+        {
+            k: xr.Variable("unit", values[k], {"long_name": f"{names[k]} distance"})
+            for k in ("td", "sd", "nd")
+            if k in which
+        },
+        coords=coords,
+        attrs=attrs,
+    )
+
+
+def _single(ds: xr.Dataset, var: str, name: str) -> xr.DataArray:
+    out = ds[var].rename(name)
+    out.attrs = {**ds.attrs, **out.attrs, "measure": name}
+    return out
+
+
+# -- public functions ---------------------------------------------------------------------------
+def transformation_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+) -> xr.DataArray:
+    """Transformation distance: TD[u] = mean_i mean_{j<k} δ(a[i, j, u], a[i, k, u]).
+
+    The mean, over samples, of the mean distance between the activations of a sample under
+    every pair of distinct transformations (all T(T − 1)/2 pairs; T ≥ 2).
+
+    Parameters
+    ----------
+    cube : xr.DataArray
+        Dims (sample, transformation, unit) with the unit coordinates of ``tmx.activations``;
+        numpy- or dask-backed (the result is lazy when the cube is).
+    per : {"unit", "channel"}, default "unit"
+        "unit": each unit's scalar activation, δ = |a − b| (O(T log T) per cell from the sorted
+        values). "channel": each (layer, channel)'s (y, x) map as one vector; a unit of a layer
+        without spatial axes is its own channel (a 1-vector).
+    metric : {"euclidean", "cosine"}, default "euclidean"
+        Distance between vectors (``per="channel"`` only for "cosine"). Cosine distance is
+        1 − a·b / (‖a‖ ‖b‖), 0 between two zero vectors and 1 between a zero and a non-zero one.
+    normalize : bool, default False
+        L2-normalize each vector before comparing (zero vectors stay zero);
+        ``per="channel"`` only.
+
+    Returns
+    -------
+    xr.DataArray
+        float64 over ``unit``: the cube's units for ``per="unit"``; for ``per="channel"`` one
+        entry per (layer, channel) with coordinates ``layer``, ``channel``, ``y``, ``x``
+        (−1 for a channel pooled over a map) and ``units`` (its vector length). ``attrs``
+        record the options (``pairs="all"``), N and T.
+
+    Raises
+    ------
+    ValueError
+        T < 2; an unknown ``per`` or ``metric``; ``per="unit"`` with ``metric="cosine"`` or
+        ``normalize=True``.
+
+    References
+    ----------
+    Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
+    in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+    """
+    ds = _distance_parts(
+        cube,
+        ("td",),
+        "transformation_distance",
+        per=per,
+        metric=metric,
+        normalize=normalize,
+    )
+    return _single(ds, "td", "transformation_distance")
+
+
+def sample_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+) -> xr.DataArray:
+    """Sample distance: SD[u] = mean_j mean_{i<k} δ(a[i, j, u], a[k, j, u]).
+
+    The mean, over transformations, of the mean distance between the activations of every pair
+    of distinct samples under that transformation (all N(N − 1)/2 pairs; N ≥ 2). Options and
+    result as in :func:`transformation_distance`. A lazy cube is regrouped so that a block holds
+    every sample: N × t × u values per block (see the module notes on memory).
+
+    References
+    ----------
+    Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
+    in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+    """
+    ds = _distance_parts(
+        cube, ("sd",), "sample_distance", per=per, metric=metric, normalize=normalize
+    )
+    return _single(ds, "sd", "sample_distance")
+
+
+def normalized_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+    zero_div: str = "tmeasures",
+    parts: bool = False,
+) -> xr.DataArray | xr.Dataset:
+    """Normalized distance: ND[u] = TD[u] / SD[u] (0 = invariant, 1 = as variable as across
+    samples).
+
+    Parameters
+    ----------
+    cube, per, metric, normalize
+        As in :func:`transformation_distance`.
+    zero_div : {"tmeasures", "nan"}, default "tmeasures"
+        A zero SD: "tmeasures" gives 0/0 → 1 and x/0 → +inf; "nan" gives 0/0 → NaN and
+        x/0 → +inf.
+    parts : bool, default False
+        Return a Dataset with ``td``, ``sd`` and ``nd``.
+
+    Notes
+    -----
+    TD and SD are built in one graph from the same cube blocks, so one ``compute`` of the
+    result (or ``dask.compute`` of the parts) runs each of a lazy cube's blocks once.
+
+    References
+    ----------
+    Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
+    in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+    """
+    if not isinstance(parts, bool):
+        raise ValueError(f"parts must be True or False; got {parts!r}")
+    ds = _distance_parts(
+        cube,
+        ("td", "sd", "nd"),
+        "normalized_distance",
+        per=per,
+        metric=metric,
+        normalize=normalize,
+        zero_div=zero_div,
+    )
+    return ds if parts else _single(ds, "nd", "normalized_distance")
