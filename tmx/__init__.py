@@ -5,8 +5,24 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import inspect, transforms
+from . import inspect, measures, transforms
 from .cube import activations
+from .measures import (
+    adjust_pvalues,
+    anova,
+    anova_invariance,
+    bootstrap,
+    by_channel,
+    by_layer,
+    goodfellow,
+    invert,
+    normalized_distance,
+    normalized_variance,
+    sample_distance,
+    sample_variance,
+    transformation_distance,
+    transformation_variance,
+)
 from .store import open, save
 from .transforms import TransformationSet
 
@@ -19,8 +35,23 @@ __all__ = [
     "TransformationSet",
     "__version__",
     "activations",
+    "adjust_pvalues",
+    "anova",
+    "anova_invariance",
+    "bootstrap",
+    "by_channel",
+    "by_layer",
+    "goodfellow",
     "inspect",
+    "invert",
+    "measures",
+    "normalized_distance",
+    "normalized_variance",
     "open",
+    "sample_distance",
+    "sample_variance",
     "save",
+    "transformation_distance",
+    "transformation_variance",
     "transforms",
 ]

@@ -1,15 +1,21 @@
 """Invariance and same-equivariance measures: pure functions over the activation cube."""
 
+from .anova import adjust_pvalues, anova, anova_invariance
 from .bootstrap import bootstrap
 from .distance import normalized_distance, sample_distance, transformation_distance
 from .equivariance import invert
+from .goodfellow import goodfellow
 from .reduce import by_channel, by_layer
 from .variance import normalized_variance, sample_variance, transformation_variance
 
 __all__ = [
+    "adjust_pvalues",
+    "anova",
+    "anova_invariance",
     "bootstrap",
     "by_channel",
     "by_layer",
+    "goodfellow",
     "invert",
     "normalized_distance",
     "normalized_variance",
