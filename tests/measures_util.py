@@ -60,3 +60,18 @@ def random_cube(seed: int = 0, n: int = 9, t: int = 5) -> xr.DataArray:
         },
         label=np.arange(n) % 3,
     )
+
+
+def flat_cube(arr, transforms=None, chunks=None, layers=None) -> xr.DataArray:
+    """A cube of units without spatial axes; ``layers`` names each unit (default "conv")."""
+    u = arr.shape[2]
+    coords = {
+        "layer": ("unit", list(layers) if layers is not None else ["conv"] * u),
+        "channel": ("unit", np.arange(u)),
+        "y": ("unit", np.full(u, -1)),
+        "x": ("unit", np.full(u, -1)),
+    }
+    if transforms is not None:
+        coords["transform"] = ("transformation", transforms)
+    cube = xr.DataArray(arr, dims=("sample", "transformation", "unit"), coords=coords)
+    return cube.chunk(chunks) if chunks else cube

@@ -5,10 +5,11 @@ import math
 import dask.array as da
 import numpy as np
 import pytest
-import xarray as xr
 from scipy import stats
 
 from tmx.measures.anova import adjust_pvalues, anova, anova_invariance
+
+from .measures_util import flat_cube
 
 CHUNKINGS = [
     None,
@@ -21,16 +22,7 @@ CHUNKINGS = [
 
 def make_cube(arr, transforms=None, chunks=None):
     u = arr.shape[2]
-    coords = {
-        "layer": ("unit", ["conv"] * (u // 2) + ["dense"] * (u - u // 2)),
-        "channel": ("unit", np.arange(u)),
-        "y": ("unit", np.full(u, -1)),
-        "x": ("unit", np.full(u, -1)),
-    }
-    if transforms is not None:
-        coords["transform"] = ("transformation", transforms)
-    cube = xr.DataArray(arr, dims=("sample", "transformation", "unit"), coords=coords)
-    return cube.chunk(chunks) if chunks else cube
+    return flat_cube(arr, transforms, chunks, ["conv"] * (u // 2) + ["dense"] * (u - u // 2))
 
 
 def random_cube_array(seed=0, n=17, t=6, u=9):

@@ -5,26 +5,16 @@ import math
 import dask.array as da
 import numpy as np
 import pytest
-import xarray as xr
 from scipy import stats
 
 from tmx.measures.goodfellow import goodfellow
 
+from .measures_util import flat_cube
+
 LABELS = ["rotate", "shift", "identity", "scale"]
 
 
-def make_cube(arr, transforms=None, chunks=None):
-    u = arr.shape[2]
-    coords = {
-        "layer": ("unit", ["conv"] * u),
-        "channel": ("unit", np.arange(u)),
-        "y": ("unit", np.full(u, -1)),
-        "x": ("unit", np.full(u, -1)),
-    }
-    if transforms is not None:
-        coords["transform"] = ("transformation", transforms)
-    cube = xr.DataArray(arr, dims=("sample", "transformation", "unit"), coords=coords)
-    return cube.chunk(chunks) if chunks else cube
+make_cube = flat_cube
 
 
 def random_array(seed=0, n=40, t=4, u=6):
