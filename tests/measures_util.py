@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "design" / "reference"
+# Cube A of the design note measures.md (a copy of shared/design/reference/cube_a.npz)
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 
 def make_cube(layers: dict[str, np.ndarray], **sample_coords) -> xr.DataArray:

@@ -6,6 +6,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 from importlib.metadata import PackageNotFoundError, version
 
 from . import inspect, measures, transforms
+from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
     adjust_pvalues,
@@ -36,11 +37,13 @@ __all__ = [
     "__version__",
     "activations",
     "adjust_pvalues",
+    "analyze",
     "anova",
     "anova_invariance",
     "bootstrap",
     "by_channel",
     "by_layer",
+    "evaluate",
     "goodfellow",
     "inspect",
     "invert",

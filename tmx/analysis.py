@@ -1,0 +1,244 @@
+"""Accuracy under transformations, and a measure beside accuracy per transformation group.
+
+``evaluate`` answers "how well does the model do under each transformation?"; ``analyze``
+answers the seed package's question "does the invariance measure of a group of transformations
+go with the accuracy under that group?" — without its side effects: it is a pure function (the
+seed's Analyzer transposed its data set in place, so a second call swapped TV and SV).
+
+Both run the model through the same compiled, fixed-batch forward pass as ``tmx.activations``;
+``analyze`` records the measured layers and the model output in one cube per group, so the
+measure and the accuracy come from one forward pass per block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from . import _validate as v
+from .cube import activations
+from .measures import by_layer, normalized_variance
+from .transforms import TransformationSet, seed_groups
+
+
+def _labels(y: Any, n: int) -> np.ndarray:
+    y = np.asarray(y.values if isinstance(y, xr.DataArray) else y)
+    if y.ndim == 2:  # one-hot
+        y = y.argmax(axis=1)
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise ValueError(
+            f"y must hold one integer class per sample ({n},) or one-hot rows (N, C); got "
+            f"shape {y.shape} and dtype {y.dtype}"
+        )
+    return y.astype(np.int64)
+
+
+def _scores(outputs: np.ndarray, y: np.ndarray, from_logits: bool | None) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy per transformation from outputs (N, T, C)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    n_classes = outputs.shape[2]
+    if y.max(initial=0) >= n_classes or y.min(initial=0) < 0:
+        raise ValueError(f"y has classes outside 0..{n_classes - 1} (the model's outputs)")
+    if from_logits is None:  # probabilities: in [0, 1] with rows summing to 1
+        sums = outputs.sum(axis=2)
+        from_logits = not (
+            (outputs >= 0).all() and (outputs <= 1).all() and np.allclose(sums, 1, atol=1e-3)
+        )
+    if from_logits:
+        shifted = outputs - outputs.max(axis=2, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    else:
+        log_p = np.log(np.clip(outputs, 1e-7, 1.0))
+    picked = np.take_along_axis(log_p, y[:, None, None], axis=2)[:, :, 0]  # (N, T)
+    correct = outputs.argmax(axis=2) == y[:, None]
+    return {
+        "accuracy": correct.mean(axis=0),
+        "loss": -picked.mean(axis=0),
+        "from_logits": bool(from_logits),
+    }
+
+
+def evaluate(
+    model: Any,
+    x: Any,
+    y: Any,
+    transforms: TransformationSet | None = None,
+    *,
+    batch_size: int = 256,
+    from_logits: bool | None = None,
+    safe_mode: bool = True,
+) -> xr.Dataset:
+    """Accuracy and loss of a classifier under each transformation.
+
+    Parameters
+    ----------
+    model : keras.Model or path
+        A classifier whose (single) output is class logits or probabilities.
+    x : array-like
+        Untransformed samples (as for :func:`tmx.activations`).
+    y : array-like
+        Integer classes (N,) or one-hot rows (N, C).
+    transforms : TransformationSet, optional
+        Default: the identity.
+    batch_size : int, default 256
+    from_logits : bool, optional
+        Whether the outputs are logits; default: probabilities if every output row lies in
+        [0, 1] and sums to 1, logits otherwise.
+
+    Returns
+    -------
+    xr.Dataset
+        Over ``transformation`` (with the set's parameter coordinates): ``accuracy`` (fraction
+        of samples whose largest output is the true class) and ``loss`` (mean cross-entropy
+        −log p_y, probabilities clipped at 1e-7).
+    """
+    cube = activations(
+        model, x, transforms, layers=[-1], batch_size=batch_size, safe_mode=safe_mode
+    )
+    y = _labels(y, cube.sizes["sample"])
+    scores = _scores(cube.values, y, from_logits)
+    return _score_dataset(cube, scores)
+
+
+def _score_dataset(cube: xr.DataArray, scores: dict[str, Any]) -> xr.Dataset:
+    coords = {k: c for k, c in cube.coords.items() if c.dims == ("transformation",)}
+    ds = xr.Dataset(
+        {
+            "accuracy": ("transformation", scores["accuracy"], {"long_name": "accuracy"}),
+            "loss": ("transformation", scores["loss"], {"long_name": "mean cross-entropy"}),
+        },
+        coords=coords,
+    )
+    ds.attrs = {
+        "n_samples": int(cube.sizes["sample"]),
+        "from_logits": scores["from_logits"],
+        "model_name": cube.attrs.get("model_name", ""),
+        "transforms_description": cube.attrs.get("transforms_description", ""),
+    }
+    return ds
+
+
+def analyze(
+    model: Any,
+    x: Any,
+    y: Any,
+    groups: Mapping[str, TransformationSet] | None = None,
+    *,
+    measure: Callable[..., xr.DataArray] = normalized_variance,
+    n: int = 8,
+    layers: list[Any] | None = None,
+    reduce: str = "mean",
+    batch_size: int = 256,
+    from_logits: bool | None = None,
+    progress: bool = False,
+    safe_mode: bool = True,
+    **options: Any,
+) -> xr.Dataset:
+    """A measure (per layer and overall) beside the accuracy, for every transformation group.
+
+    Parameters
+    ----------
+    model : keras.Model or path
+        A classifier (logits or probabilities as its single output).
+    x, y : array-like
+        Untransformed NHWC samples and their integer classes (or one-hot rows).
+    groups : dict of name → TransformationSet, optional
+        Default: ``tmx.transforms.seed_groups(n, size=x's size)``, the seed package's seven
+        MNIST groups.
+    measure : callable, default ``tmx.normalized_variance``
+        A per-unit measure ``measure(cube, **options)``.
+    n : int, default 8
+        Transformations per group when ``groups`` is None.
+    layers : list, optional
+        Layers to measure (descriptors as in ``tmx.activations``); default every layer.
+    reduce : str, default "mean"
+        How ``tmx.by_layer`` summarises each layer; ``overall`` applies it to all units.
+    progress : bool
+        Show a progress bar per group.
+    **options
+        Passed to the measure.
+
+    Returns
+    -------
+    xr.Dataset
+        Over ``group`` (and ``layer``): ``measure`` (group, layer), ``excluded`` (group, layer;
+        non-finite units left out), ``overall`` (group), ``accuracy`` and ``loss`` (group; the
+        mean over the group's transformations). Calling it twice gives the same result.
+    """
+    from . import inspect as _inspect
+
+    model = _inspect.load_model(model, safe_mode=safe_mode)
+    if groups is None:
+        size = tuple(np.shape(x)[1:3])
+        groups = seed_groups(v.positive_int(n, "n"), size=size)
+    if not isinstance(groups, Mapping) or not groups:
+        raise ValueError("groups must be a non-empty dict of name -> TransformationSet")
+    for name, tset in groups.items():
+        if not isinstance(tset, TransformationSet):
+            raise ValueError(
+                f"groups[{name!r}] must be a TransformationSet; got {type(tset).__name__}"
+            )
+    if not callable(measure):
+        raise ValueError(f"measure must be callable; got {measure!r}")
+    descriptors = list(_inspect.default_endpoints(model) if layers is None else layers)
+    out_name = _inspect.resolve(model, [-1])[0].name
+    names = [e.name for e in _inspect.resolve(model, descriptors)]
+    with_output = descriptors if out_name in names else [*descriptors, -1]
+    rows = []
+    for name, tset in groups.items():
+        cube = activations(
+            model, x, tset, layers=with_output, batch_size=batch_size, safe_mode=safe_mode
+        )
+        y_int = _labels(y, cube.sizes["sample"])
+        measured = cube.isel(unit=np.flatnonzero(np.isin(cube.layer.values, names)))
+        outputs = cube.isel(unit=np.flatnonzero(cube.layer.values == out_name))
+        per_unit = measure(measured, **options)
+        context = _progress(progress, name)
+        with context:
+            per_unit, logits = dask.compute(per_unit, outputs.data)
+        scores = _scores(logits, y_int, from_logits)
+        layer_values = by_layer(per_unit, reduce=reduce)
+        overall = by_layer(
+            per_unit.assign_coords(layer=("unit", np.full(per_unit.sizes["unit"], "all"))),
+            reduce=reduce,
+        )
+        rows.append(
+            xr.Dataset(
+                {
+                    "measure": layer_values.drop_vars(["units", "excluded"]),
+                    "excluded": layer_values["excluded"].drop_vars("units"),
+                    "overall": overall.isel(layer=0, drop=True).drop_vars(
+                        ["units", "excluded"], errors="ignore"
+                    ),
+                    "accuracy": float(np.mean(scores["accuracy"])),
+                    "loss": float(np.mean(scores["loss"])),
+                    "n_transformations": len(tset),
+                }
+            )
+        )
+    result = xr.concat(rows, dim="group", coords="minimal", compat="override")
+    result = result.assign_coords(group=("group", np.array(list(groups), dtype=str)))
+    result["measure"].attrs = {"long_name": getattr(measure, "__name__", "measure")}
+    result.attrs = {
+        "measure": getattr(measure, "__name__", "measure"),
+        "reduce": reduce,
+        "n_samples": int(np.shape(x)[0]),
+        "model_name": str(model.name),
+        **{f"option_{k}": ("none" if val is None else val) for k, val in options.items()},
+    }
+    return result
+
+
+def _progress(progress: bool, name: str):
+    import contextlib
+
+    if not progress:
+        return contextlib.nullcontext()
+    from dask.diagnostics import ProgressBar
+
+    print(f"group {name}:", flush=True)
+    return ProgressBar()
