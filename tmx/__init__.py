@@ -5,7 +5,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import inspect, measures, transforms
+from . import datasets, inspect, measures, models, transforms
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -43,11 +43,13 @@ __all__ = [
     "bootstrap",
     "by_channel",
     "by_layer",
+    "datasets",
     "evaluate",
     "goodfellow",
     "inspect",
     "invert",
     "measures",
+    "models",
     "normalized_distance",
     "normalized_variance",
     "open",
