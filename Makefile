@@ -27,7 +27,7 @@ docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict --site-dir site
 
 demo: $(VENV)/.installed-run
-	$(BIN)/python -m tmx.demo
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m tmx.demo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check tmx tests benchmarks examples

@@ -112,3 +112,40 @@ def test_other_measures_use_the_loop():
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap(normalized_variance, random_cube(), **kwargs)
+
+
+def test_percentile_and_bias_corrected_bounds_match_independent_formulas():
+    from scipy.stats import norm
+
+    cube = random_cube(8, n=15, t=5)
+    for method in ("percentile", "bc"):
+        out = bootstrap(
+            normalized_variance, cube, n=60, seed=4, method=method, return_replicates=True
+        )
+        reps = out.replicates.values
+        est = out.estimate.values
+        for u in range(reps.shape[1]):
+            r = reps[:, u][np.isfinite(reps[:, u])]
+            if method == "percentile":
+                levels = [0.025, 0.975]
+            else:
+                share = ((r < est[u]).sum() + 0.5 * (r == est[u]).sum()) / len(r)
+                share = min(max(share, 0.5 / len(r)), 1 - 0.5 / len(r))
+                z0 = norm.ppf(share)
+                levels = norm.cdf(2 * z0 + norm.ppf([0.025, 0.975]))
+            np.testing.assert_allclose(
+                [out.low.values[u], out.high.values[u]], np.quantile(r, levels), rtol=1e-12
+            )
+        assert out.attrs["method"] == method
+
+
+def test_bias_corrected_intervals_cover_the_estimate_more_often():
+    cube = random_cube(9, n=12, t=4)
+    bc = bootstrap(normalized_variance, cube, n=200, seed=0)
+    pct = bootstrap(normalized_variance, cube, n=200, seed=0, method="percentile")
+
+    def covered(res):
+        return float(((res.low <= res.estimate) & (res.estimate <= res.high)).mean())
+
+    assert covered(bc) >= covered(pct)
+    assert covered(bc) > 0.9

@@ -102,3 +102,30 @@ def test_bad_compression_is_refused(data, tmp_path):
     cube = tmx.activations(small_cnn(), data[:2], layers=["dense"])
     with pytest.raises(ValueError, match="compression must be one of"):
         tmx.save(cube, tmp_path / "c.zarr", compression="gzip9")
+
+
+def test_resume_with_a_cube_rebuilt_after_a_crash(data, tmp_path, monkeypatch):
+    """A new process rebuilds the cube (new 'created' time): resume must accept it."""
+    model = small_cnn()
+    first = tmx.activations(model, data, TSET, layers=["dense"], chunks={"sample": 5})
+    original = ForwardRunner.__call__
+
+    def failing(self, x_block, sample_index, indices):
+        if sample_index[0] == 15:
+            raise RuntimeError("killed")
+        return original(self, x_block, sample_index, indices)
+
+    monkeypatch.setattr(ForwardRunner, "__call__", failing)
+    path = tmp_path / "cube.zarr"
+    with pytest.raises(RuntimeError):
+        tmx.save(first, path)
+    monkeypatch.setattr(ForwardRunner, "__call__", original)
+    rebuilt = tmx.activations(model, data, TSET, layers=["dense"], chunks={"sample": 5})
+    rebuilt.attrs["created"] = "2099-01-01T00:00:00+00:00"
+    tmx.save(rebuilt, path, resume=True)
+    back = tmx.open(path)
+    assert back.attrs["created"] == first.attrs["created"]  # the store keeps its own
+    np.testing.assert_allclose(back.values, first.values, rtol=1e-6, atol=1e-6)
+    rebuilt.attrs["model_name"] = "another"
+    with pytest.raises(ValueError, match="model_name"):
+        tmx.save(rebuilt, tmp_path / "cube.zarr", resume=True)

@@ -5,7 +5,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, inspect, measures, models, transforms
+from . import datasets, inspect, measures, models, plot, transforms
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -53,6 +53,7 @@ __all__ = [
     "normalized_distance",
     "normalized_variance",
     "open",
+    "plot",
     "sample_distance",
     "sample_variance",
     "save",

@@ -26,8 +26,9 @@ Group attributes:
     Attribute values are stored as JSON; a tuple is stored as ``{"__tmx_tuple__": [...]}``
     so that it comes back as a tuple.
 ``tmx_fingerprint``
-    sha256 of the canonical JSON of ``tmx_manifest``. ``resume=True`` compares it with the
-    fingerprint of the cube being saved; :func:`open` checks it against the manifest.
+    sha256 of the canonical JSON of ``tmx_manifest``; :func:`open` checks it against the
+    manifest. ``resume=True`` compares the store's manifest with the cube's, leaving out the
+    volatile attrs (``created``): a cube rebuilt after a crash is the same cube.
 
 Arrays (members of the group):
 
@@ -427,7 +428,30 @@ def _fingerprint(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical_json(manifest).encode()).hexdigest()
 
 
+# Attrs that differ between two builds of the same cube (a cube rebuilt after a crash has a new
+# creation time): ignored when deciding whether a store holds the cube being resumed.
+VOLATILE_ATTRS = ("created",)
+
+
+def _without_volatile(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(manifest)
+    attrs = out.get("attrs")
+    if isinstance(attrs, Mapping):
+        out["attrs"] = {k: val for k, val in attrs.items() if k not in VOLATILE_ATTRS}
+    return out
+
+
+def _same_cube(store_manifest: Any, cube_manifest: Mapping[str, Any]) -> bool:
+    """Whether a store's manifest describes the cube being saved (volatile attrs aside)."""
+    if not isinstance(store_manifest, Mapping):
+        return False
+    return _fingerprint(_without_volatile(store_manifest)) == _fingerprint(
+        _without_volatile(cube_manifest)
+    )
+
+
 def _manifest_differences(store: Mapping[str, Any], cube: Mapping[str, Any]) -> list[str]:
+    store, cube = _without_volatile(store), _without_volatile(cube)
     out = []
     for key in ("name", "dims", "shape", "chunks", "dtype"):
         if store.get(key) != cube.get(key):
@@ -794,8 +818,9 @@ def save(
         Directory of the store (local filesystem).
     resume : bool
         Finish an interrupted save: validate that ``store`` holds this cube (same dims,
-        shape, chunks, dtype, coordinates and attrs, compared through the stored
-        fingerprint) and compute only the chunks that are not yet written. If ``store``
+        shape, chunks, dtype, coordinates and attrs, the creation time aside, so a cube
+        rebuilt in a new process after a crash resumes) and compute only the chunks that are
+        not yet written; the store keeps its original attrs. If ``store``
         does not exist, save from scratch.
     overwrite : bool
         Replace an existing store. Only a tmx cube store (or an empty directory) is ever
@@ -863,7 +888,7 @@ def save(
             shutil.rmtree(path)
         elif resume:
             attrs = _group_attrs(path) or {}
-            if attrs.get("tmx_fingerprint") != fingerprint:
+            if not _same_cube(attrs.get("tmx_manifest"), manifest):
                 diffs = _manifest_differences(attrs.get("tmx_manifest") or {}, manifest)
                 raise ValueError(
                     f"cannot resume: the store {path} holds a different cube ("

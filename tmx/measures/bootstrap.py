@@ -64,6 +64,51 @@ _VECTORISED = {
 _WORK_BYTES = 64 * 2**20  # per replicate batch in the vectorised path
 
 
+def _column_quantiles(sorted_values: np.ndarray, count: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Linear-interpolation quantiles (numpy's default) per column at per-column levels ``q``,
+    over the first ``count`` entries of each column of ``sorted_values`` (NaN sorted last)."""
+    pos = q * (count - 1)
+    below = np.clip(np.floor(pos).astype(np.int64), 0, np.maximum(count - 1, 0))
+    above = np.clip(below + 1, 0, np.maximum(count - 1, 0))
+    lo = np.take_along_axis(sorted_values, below[None], axis=0)[0]
+    hi = np.take_along_axis(sorted_values, above[None], axis=0)[0]
+    frac = pos - below
+    with np.errstate(invalid="ignore"):
+        out = np.where(lo == hi, lo, lo + (hi - lo) * frac)
+    return np.where(count > 0, out, np.nan)
+
+
+def interval(
+    estimate: np.ndarray, replicates: np.ndarray, ci: float, method: str = "bc"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap interval bounds per position from ``replicates`` (B, ...) of ``estimate``.
+
+    Non-finite replicates are left out; a position whose estimate is not finite gets NaN.
+    """
+    from scipy.stats import norm
+
+    estimate = np.asarray(estimate, dtype=np.float64)
+    finite = np.isfinite(replicates)
+    count = finite.sum(axis=0)
+    ordered = np.sort(np.where(finite, replicates, np.nan), axis=0)
+    alpha = (1 - ci) / 2
+    levels = np.array([alpha, 1 - alpha])
+    if method == "percentile":
+        q = np.broadcast_to(levels.reshape(2, *([1] * estimate.ndim)), (2, *estimate.shape))
+    else:
+        with np.errstate(invalid="ignore"):
+            below = (finite & (replicates < estimate)).sum(axis=0)
+            ties = (finite & (replicates == estimate)).sum(axis=0)
+            share = (below + 0.5 * ties) / np.maximum(count, 1)
+        share = np.clip(share, 0.5 / np.maximum(count, 1), 1 - 0.5 / np.maximum(count, 1))
+        z0 = norm.ppf(share)
+        q = norm.cdf(2 * z0[None] + norm.ppf(levels).reshape(2, *([1] * estimate.ndim)))
+    low = _column_quantiles(ordered, count, q[0])
+    high = _column_quantiles(ordered, count, q[1])
+    bad = ~np.isfinite(estimate)
+    return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
+
+
 def _check_over(over: Any) -> tuple[str, ...]:
     items = (over,) if isinstance(over, str) else tuple(over)
     if not items or any(o not in OVER for o in items) or len(set(items)) != len(items):
@@ -80,12 +125,27 @@ def _multiplicities(rng: np.random.Generator, n_boot: int, size: int, resample: 
     return out
 
 
+def _weighted_dispersion(vb, xt, xt2, ddof: int, dispersion: str) -> np.ndarray:
+    """Dispersion over transformations with multiplicities ``vb`` (b, T) of centred data
+    ``xt`` (s, T, U): (s, b, U), in place to limit temporaries."""
+    s1 = np.matmul(vb, xt)
+    m2 = np.matmul(vb, xt2)
+    count = vb.sum(axis=1)[None, :, None]
+    np.multiply(s1, s1, out=s1)
+    s1 /= count
+    m2 -= s1
+    m2 /= count - ddof
+    np.maximum(m2, 0.0, out=m2)
+    return np.sqrt(m2, out=m2) if dispersion == "std" else m2
+
+
 def _weighted_replicates(
     data: Any, w: np.ndarray, v: np.ndarray, ddof: int, dispersion: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """TV and SV of every replicate, (B, U) each, in one pass over the sample blocks."""
     n, t, u = data.shape
     b_total = w.shape[0]
+    resample_t = bool((v != 1).any())
     tv_acc = np.zeros((b_total, u))
     sv_moments = None
     bounds = np.cumsum((0, *data.chunks[0])) if isinstance(data, da.Array) else (0, n)
@@ -93,24 +153,30 @@ def _weighted_replicates(
         block = data[lo:hi]
         x = np.asarray(block.compute() if isinstance(block, da.Array) else block, np.float64)
         s = x.shape[0]
-        batch = max(1, int(_WORK_BYTES // (8 * s * max(t, 1) * u)))
         xt = x - x.mean(axis=1, keepdims=True)  # centred over transformations, per (i, u)
         xs = x - x.mean(axis=0, keepdims=True)  # centred over the block's samples, per (j, u)
         xbar = x.mean(axis=0)
         xt2, xs2 = xt**2, xs**2
+        if not resample_t:
+            cells = dispersion_from_m2(xt2.sum(axis=1), t, ddof, dispersion)  # (s, U)
+        # replicates per batch: the (s, batch, U) intermediates stay within _WORK_BYTES
+        batch = max(1, min(b_total, int(_WORK_BYTES // (8 * s * u))))
         block_moments = []
         for b0 in range(0, b_total, batch):
             vb, wb = v[b0 : b0 + batch], w[b0 : b0 + batch, lo:hi]
-            # TV: dispersion over transformations with multiplicities v, per (b, i, u)
-            s1 = np.einsum("bj,sju->bsu", vb, xt, optimize=True)
-            s2 = np.einsum("bj,sju->bsu", vb, xt2, optimize=True)
-            count = vb.sum(axis=1)[:, None, None]
-            d = dispersion_from_m2(s2 - s1**2 / count, count, ddof, dispersion)
-            tv_acc[b0 : b0 + batch] += np.einsum("bs,bsu->bu", wb, d, optimize=True)
-            # SV: weighted moments over this block's samples with multiplicities w, per (b, j, u)
+            if not resample_t:  # per-cell dispersions, re-weighted: one matrix product
+                tv_acc[b0 : b0 + batch] += wb @ cells
+            else:  # dispersion over transformations with multiplicities v: (s, b, U) GEMMs
+                tv_acc[b0 : b0 + batch] += np.einsum(
+                    "sb,sbu->bu",
+                    wb.T,
+                    _weighted_dispersion(vb, xt, xt2, ddof, dispersion),
+                    optimize=True,
+                )
+            # SV: weighted moments over this block's samples with multiplicities w: (b, T·U) GEMM
             weight = wb.sum(axis=1)[:, None, None]
-            s1 = np.einsum("bs,sju->bju", wb, xs, optimize=True)
-            s2 = np.einsum("bs,sju->bju", wb, xs2, optimize=True)
+            s1 = (wb @ xs.reshape(s, -1)).reshape(-1, t, u)
+            s2 = (wb @ xs2.reshape(s, -1)).reshape(-1, t, u)
             with np.errstate(invalid="ignore", divide="ignore"):
                 shift = np.where(weight > 0, s1 / weight, 0.0)
             mean = xbar[None] + shift
@@ -199,10 +265,11 @@ def bootstrap(
     seed: int = 0,
     ci: float = 0.95,
     by_layer: str | None = None,
+    method: str = "bc",
     return_replicates: bool = False,
     **options: Any,
 ) -> xr.Dataset:
-    """Percentile bootstrap confidence intervals of a measure, per unit or per layer.
+    """Bootstrap confidence intervals of a measure, per unit or per layer.
 
     Parameters
     ----------
@@ -223,6 +290,13 @@ def bootstrap(
         Bootstrap the per-layer summary instead of the per-unit values: a ``reduce`` of
         :func:`tmx.by_layer` ("mean", "median", …, or "ratio_of_means" for the variance
         family).
+    method : {"bc", "percentile"}, default "bc"
+        "percentile": the (1 − ci)/2 and (1 + ci)/2 quantiles of the replicates. "bc": the
+        bias-corrected percentile interval (Efron 1987): with z0 = Φ⁻¹(share of replicates below
+        the estimate, ties counted half), the quantile levels Φ(2 z0 ± z_(1+ci)/2). Resampling
+        with replacement duplicates samples and transformations, which shrinks dispersions, so
+        the replicates of a variance-type measure sit to one side of the estimate; plain
+        percentile intervals then often exclude the estimate, "bc" corrects that shift.
     return_replicates : bool, default False
         Also return the replicates (dim ``replicate``).
     **options
@@ -231,9 +305,9 @@ def bootstrap(
     Returns
     -------
     xr.Dataset
-        ``estimate`` (the measure on the whole cube), ``low``, ``high`` (the (1 − ci)/2 and
-        (1 + ci)/2 quantiles of the replicates, NaN-aware), and ``replicates`` if asked;
-        ``attrs`` record n, over, seed, ci, the method and the measure's own attrs.
+        ``estimate`` (the measure on the whole cube), ``low``, ``high`` (the interval's bounds,
+        from the finite replicates; NaN where the estimate is not finite), and ``replicates``
+        if asked; ``attrs`` record n, over, seed, ci, the method and the measure's own attrs.
 
     Notes
     -----
@@ -251,6 +325,7 @@ def bootstrap(
         raise ValueError(f"ci must lie strictly between 0 and 1; got {ci!r}")
     if by_layer is not None:
         choice(by_layer, "by_layer", REDUCES)
+    choice(method, "method", ("bc", "percentile"))
     if not callable(measure):
         raise ValueError(f"measure must be a callable measure; got {measure!r}")
     if options.get("parts"):
@@ -273,10 +348,7 @@ def bootstrap(
             reps = _by_layer(reps, reduce=by_layer)
     reps = reps.transpose("replicate", ...)
     values = np.asarray(reps.values, dtype=np.float64)
-    alpha = (1 - ci) / 2
-    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN units give NaN bounds
-        low, high = np.nanquantile(values[1:], [alpha, 1 - alpha], axis=0)
+    low, high = interval(values[0], values[1:], ci, method)
     estimate = reps.isel(replicate=0, drop=True)
     out = xr.Dataset(
         {
@@ -299,7 +371,7 @@ def bootstrap(
             ci=float(ci),
             by_layer=by_layer,
         ),
-        "method": "percentile",
+        "method": method,
         "path": "vectorised" if vectorised else "loop",
     }
     return out

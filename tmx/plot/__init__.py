@@ -1,0 +1,26 @@
+"""Figures of tmx results, built with matplotlib.
+
+Every function returns a :class:`matplotlib.figure.Figure` and never calls ``plt.show()``;
+those with an ``ax`` argument draw into a given axes (and return its figure) or create a new
+figure. Import explicitly: ``import tmx.plot``.
+
+- :func:`layer_curves`: per-layer results (and bootstrap intervals) over the layers.
+- :func:`unit_heatmap`: the per-unit values of one layer, channels × spatial positions.
+- :func:`accuracy_scatter`: accuracy against a measure, one point per transformation group.
+- :func:`transform_preview`: a grid of inputs under the transformations of a set.
+- :func:`overlay`: a heat map (attribution, feature map) drawn over an image.
+"""
+
+from .analysis import accuracy_scatter
+from .layers import layer_curves
+from .overlay import overlay
+from .transforms import transform_preview
+from .units import unit_heatmap
+
+__all__ = [
+    "accuracy_scatter",
+    "layer_curves",
+    "overlay",
+    "transform_preview",
+    "unit_heatmap",
+]
