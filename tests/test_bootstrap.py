@@ -149,3 +149,23 @@ def test_bias_corrected_intervals_cover_the_estimate_more_often():
 
     assert covered(bc) >= covered(pct)
     assert covered(bc) > 0.9
+
+
+def test_replicates_are_stable_for_large_mean_small_spread():
+    from .measures_util import make_cube
+
+    rng = np.random.default_rng(0)
+    values = (1e4 + 1e-2 * rng.normal(size=(60, 6, 3))).astype(np.float32)
+    cube = make_cube({"dense": values}).chunk({"sample": 7})
+    for over in ("sample", ("sample", "transformation")):
+        fast = bootstrap(normalized_variance, cube, n=8, seed=1, over=over, return_replicates=True)
+        slow = bootstrap(
+            lambda c: normalized_variance(c),
+            cube.compute(),
+            n=8,
+            seed=1,
+            over=over,
+            return_replicates=True,
+        )
+        np.testing.assert_allclose(fast.replicates, slow.replicates, rtol=1e-6)
+        np.testing.assert_allclose(fast.estimate, normalized_variance(cube), rtol=1e-6)

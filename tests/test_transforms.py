@@ -474,6 +474,10 @@ def test_seed_groups_structure_and_units():
     # more transformations than pixels: 1-pixel steps
     assert T.seed_groups(40, size=28)["translation_y"].parameters["dy"].values[-1] == 39
     assert T.seed_groups(1)["rotation_translation_x"] == T.rotation(0)
+    filled = T.seed_groups(2, fill_value=-0.5)["rotation"]
+    out = T.apply(filled, np.zeros((1, 5, 5, 1), np.float32) + 1, 1)  # 180°: no corner loss
+    assert filled == T.rotation([0.0, 180.0], fill_value=-0.5)
+    assert out.min() == pytest.approx(1.0)
 
 
 def test_seed_groups_seed_semantics_reproduce_the_seed_parameters():

@@ -44,7 +44,6 @@ from ._common import (
     dispersion_from_m2,
     divide,
     group_reduce,
-    merge_moments,
 )
 from .reduce import REDUCES
 from .reduce import by_layer as _by_layer
@@ -147,49 +146,42 @@ def _weighted_replicates(
     b_total = w.shape[0]
     resample_t = bool((v != 1).any())
     tv_acc = np.zeros((b_total, u))
-    sv_moments = None
+    # SV: weighted sums over samples around a per-(j, u) shift c (the first block's mean, so
+    # deviations are of the order of the spread and S2 − S1²/S0 does not cancel)
+    shift = s0 = s1 = s2 = None
     bounds = np.cumsum((0, *data.chunks[0])) if isinstance(data, da.Array) else (0, n)
     for lo, hi in itertools.pairwise(bounds):
         block = data[lo:hi]
         x = np.asarray(block.compute() if isinstance(block, da.Array) else block, np.float64)
         s = x.shape[0]
+        if shift is None:
+            shift = x.mean(axis=0)
+            s0 = np.zeros(b_total)
+            s1 = np.zeros((b_total, t * u))
+            s2 = np.zeros((b_total, t * u))
+        xs = (x - shift).reshape(s, t * u)
+        wb_all = w[:, lo:hi]
+        s0 += wb_all.sum(axis=1)
+        s1 += wb_all @ xs
+        s2 += wb_all @ (xs * xs)
         xt = x - x.mean(axis=1, keepdims=True)  # centred over transformations, per (i, u)
-        xs = x - x.mean(axis=0, keepdims=True)  # centred over the block's samples, per (j, u)
-        xbar = x.mean(axis=0)
-        xt2, xs2 = xt**2, xs**2
-        if not resample_t:
+        xt2 = xt * xt
+        if not resample_t:  # per-cell dispersions, re-weighted: one matrix product
             cells = dispersion_from_m2(xt2.sum(axis=1), t, ddof, dispersion)  # (s, U)
+            tv_acc += wb_all @ cells
+            continue
         # replicates per batch: the (s, batch, U) intermediates stay within _WORK_BYTES
         batch = max(1, min(b_total, int(_WORK_BYTES // (8 * s * u))))
-        block_moments = []
         for b0 in range(0, b_total, batch):
-            vb, wb = v[b0 : b0 + batch], w[b0 : b0 + batch, lo:hi]
-            if not resample_t:  # per-cell dispersions, re-weighted: one matrix product
-                tv_acc[b0 : b0 + batch] += wb @ cells
-            else:  # dispersion over transformations with multiplicities v: (s, b, U) GEMMs
-                tv_acc[b0 : b0 + batch] += np.einsum(
-                    "sb,sbu->bu",
-                    wb.T,
-                    _weighted_dispersion(vb, xt, xt2, ddof, dispersion),
-                    optimize=True,
-                )
-            # SV: weighted moments over this block's samples with multiplicities w: (b, T·U) GEMM
-            weight = wb.sum(axis=1)[:, None, None]
-            s1 = (wb @ xs.reshape(s, -1)).reshape(-1, t, u)
-            s2 = (wb @ xs2.reshape(s, -1)).reshape(-1, t, u)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                shift = np.where(weight > 0, s1 / weight, 0.0)
-            mean = xbar[None] + shift
-            m2 = np.where(weight > 0, s2 - s1 * shift, 0.0)
-            block_moments.append(np.stack([np.broadcast_to(weight, m2.shape), mean, m2]))
-        current = np.concatenate(block_moments, axis=1)[:, :, None]  # (3, B, 1, T, U)
-        if sv_moments is None:
-            sv_moments = current
-        else:
-            both = np.concatenate([sv_moments, current], axis=2)
-            sv_moments = merge_moments(both, axis=2, keepdims=True)
-    m = sv_moments[:, :, 0]
-    sv_cells = dispersion_from_m2(m[2], m[0], ddof, dispersion)  # (B, T, U)
+            vb, wb = v[b0 : b0 + batch], wb_all[b0 : b0 + batch]
+            tv_acc[b0 : b0 + batch] += np.einsum(
+                "sb,sbu->bu",
+                wb.T,
+                _weighted_dispersion(vb, xt, xt2, ddof, dispersion),
+                optimize=True,
+            )
+    m2 = (s2 - s1 * s1 / s0[:, None]).reshape(b_total, t, u)
+    sv_cells = dispersion_from_m2(m2, s0[:, None, None], ddof, dispersion)  # (B, T, U)
     sv = np.einsum("bj,bju->bu", v, sv_cells, optimize=True) / t
     return tv_acc / n, sv
 

@@ -46,6 +46,7 @@ def seed_groups(
     size: int | tuple[int, int] = 28,
     semantics: str = "tmx",
     fill: str | None = None,
+    fill_value: float = 0.0,
 ) -> dict[str, TransformationSet]:
     """The seven transformation groups of the seed's MNIST data set, each with n transformations.
 
@@ -64,6 +65,9 @@ def seed_groups(
     fill : str, optional
         Padding mode for rotations and translations; default "constant" ("nearest" for
         ``semantics="seed"``).
+    fill_value : float, default 0.0
+        The value of ``fill="constant"`` (use the background of standardised images, e.g.
+        −mean/std, so that rotated corners look like background).
 
     Returns
     -------
@@ -83,15 +87,19 @@ def seed_groups(
 
     def rotations(count: int) -> TransformationSet:
         angles = [i * (360 // count) if seed else 360.0 * i / count for i in range(count)]
-        return rotation([float(a) for a in angles], fill=fill)
+        return rotation([float(a) for a in angles], fill=fill, fill_value=fill_value)
 
     def shifts_x(count: int) -> TransformationSet:
         s = step(width, count)
-        return translation([sign * i * s for i in range(count)], 0.0, fill=fill)
+        return translation(
+            [sign * i * s for i in range(count)], 0.0, fill=fill, fill_value=fill_value
+        )
 
     def shifts_y(count: int) -> TransformationSet:
         s = step(height, count)
-        return translation(0.0, [sign * i * s for i in range(count)], fill=fill)
+        return translation(
+            0.0, [sign * i * s for i in range(count)], fill=fill, fill_value=fill_value
+        )
 
     half_up, half_down = (n + 1) // 2, n // 2
 
