@@ -168,27 +168,29 @@ def _write(out, results, analysis, cube, rotations, x, config) -> dict[str, Path
         plt.close(fig)
         paths[name] = path
 
-    nv_keys = ["NV rotation", "NV translation", "NVSE rot90"]
-    save(
-        tmx.plot.layer_curves({k: results[k] for k in nv_keys}, title="Invariance per layer"),
-        "nv_per_layer.png",
-    )
-    save(
-        tmx.plot.layer_curves(
-            {k: results[k] for k in ["ANOVA fraction rotation"]},
-            title="Units with a significant rotation effect (ANOVA, Bonferroni)",
-            ylabel="fraction of units",
+    curves = [  # (file, series, title, y label)
+        (
+            "nv_per_layer.png",
+            ["NV rotation", "NV translation", "NVSE rot90"],
+            "Invariance per layer",
+            None,
         ),
-        "anova_per_layer.png",
-    )
-    save(
-        tmx.plot.layer_curves(
-            {k: results[k] for k in ["Goodfellow rotation"]},
-            title="Goodfellow invariance score (local / global firing rate)",
-            ylabel="score",
+        (
+            "anova_per_layer.png",
+            ["ANOVA fraction rotation"],
+            "Units with a significant rotation effect (ANOVA, Bonferroni)",
+            "fraction of units",
         ),
-        "goodfellow_per_layer.png",
-    )
+        (
+            "goodfellow_per_layer.png",
+            ["Goodfellow rotation"],
+            "Goodfellow invariance score (local / global firing rate)",
+            "score",
+        ),
+    ]
+    for filename, keys, title, ylabel in curves:
+        fig = tmx.plot.layer_curves({k: results[k] for k in keys}, title=title, ylabel=ylabel)
+        save(fig, filename)
     nv_units = tmx.normalized_variance(cube, zero_div="nan")
     spatial = [n for n in cube.attrs["layers"] if (cube.y.where(cube.layer == n) >= 0).any()]
     layer = spatial[-1] if spatial else cube.attrs["layers"][0]
