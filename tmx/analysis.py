@@ -79,7 +79,7 @@ def evaluate(
     model : keras.Model or path
         A classifier whose (single) output is class logits or probabilities.
     x : array-like
-        Untransformed samples (as for :func:`tmx.activations`).
+        Untransformed samples (as for ``tmx.activations``).
     y : array-like
         Integer classes (N,) or one-hot rows (N, C).
     transforms : TransformationSet, optional

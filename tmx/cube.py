@@ -7,7 +7,7 @@ the exposed model on them — in inference mode, through a compiled ``tf.functio
 batch shape — and returns every recorded unit; the cube's unit chunks are slices of that task's
 result, so however many unit chunks there are, each block's forward pass runs once.
 
-The model enters the graph once, as its own key holding a :class:`ForwardRunner`: on a
+The model enters the graph once, as its own key holding a ``ForwardRunner``: on a
 ``dask.distributed`` cluster it travels to each worker once (serialised as a ``.keras`` file),
 not once per task, and each worker compiles it once.
 """
@@ -477,7 +477,7 @@ def activations(
 
 
 def forward_runner(cube: xr.DataArray) -> ForwardRunner:
-    """The :class:`ForwardRunner` inside a cube's graph (for diagnostics and tests)."""
+    """The ``ForwardRunner`` inside a cube's graph (for diagnostics and tests)."""
     graph = cube.data.__dask_graph__()
     for key, value in graph.items():
         if isinstance(key, str) and key.startswith("tmx-model-"):

@@ -173,7 +173,7 @@ def digits(
 
     1. ``sklearn.datasets.load_digits()``; the 8×8 images (values 0..16) are divided by 16 to
        lie in [0, 1].
-    2. Resized to ``size × size`` with :func:`resize_bilinear` (``scipy.ndimage.zoom`` with
+    2. Resized to ``size × size`` with ``resize_bilinear`` (``scipy.ndimage.zoom`` with
        ``order=1``, corner-aligned bilinear interpolation; values stay in [0, 1]).
     3. Split with ``sklearn.model_selection.train_test_split(..., test_size=test_size,
        stratify=labels, random_state=seed)``, so every class has the same proportion (±1

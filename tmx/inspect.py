@@ -22,7 +22,7 @@ layer. It is described by any of
   a layer that is called several times (a shared layer) and is required for such a layer;
   ``index`` picks one tensor when the layer has several inputs (``link="input"``, e.g. ``Add``)
   or several outputs, and defaults to 0, the first;
-* an :class:`Endpoint` returned by :func:`resolve`.
+* an ``Endpoint`` returned by ``resolve``.
 
 Calls are numbered in the order the model was built (the order of the layer's inbound nodes).
 For a layer inside a sub-model that is itself called ``m`` times, the call of the inner layer
@@ -437,7 +437,7 @@ def find_layer(
 ) -> keras.Layer:
     """The first layer, searching last-to-first by default, that meets all given criteria.
 
-    The criteria are those of :func:`find_layers` and combine with AND. The search goes depth
+    The criteria are those of ``find_layers`` and combine with AND. The search goes depth
     first through nested sub-models in ``model.layers`` order; with ``reverse=True`` (the
     default) that order is walked backwards, so ``find_layer(model, cls="Conv2D")`` is the last
     convolution, even one inside a nested backbone.
@@ -483,7 +483,7 @@ def logits_layer(model: keras.Model, *, output: int = 0) -> keras.Layer:
     ``Dense(n, activation="softmax")`` this is the Dense layer either way.
 
     Note that when the activation is fused (``activation="softmax"``) the logits are the
-    layer's *pre-activation*, which no endpoint can give (:func:`resolve` names layer outputs,
+    layer's *pre-activation*, which no endpoint can give (``resolve`` names layer outputs,
     which are post-activation); this is why the layer itself is returned. To read the logits,
     rebuild the head with a linear activation sharing the same weights.
 
@@ -544,7 +544,7 @@ def logits_layer(model: keras.Model, *, output: int = 0) -> keras.Layer:
 def last_pooling_layer(model: keras.Model) -> keras.Layer:
     """The last ``GlobalAveragePooling*``, ``GlobalMaxPooling*`` or ``Flatten`` layer.
 
-    Searched like :func:`find_layer` (last-to-first, nested sub-models included).
+    Searched like ``find_layer`` (last-to-first, nested sub-models included).
 
     Raises
     ------
@@ -566,7 +566,7 @@ def layer_names(model: keras.Model) -> list[str]:
 
     For a functional or Sequential model these are the operations of its graph (layers,
     input layers and ``keras.ops`` calls), depth first in graph order. For a subclassed model
-    they are the layers found by walking ``model.layers`` (usable with :func:`find_layer`, not
+    they are the layers found by walking ``model.layers`` (usable with ``find_layer``, not
     as endpoints).
     """
     model = _require_model(model)
@@ -811,18 +811,18 @@ def _subclassed_input(model: keras.Model) -> Any:
 
 
 def resolve(model: Any, endpoints: Any, *, safe_mode: bool = True) -> list[Endpoint]:
-    """Resolve endpoint descriptors to :class:`Endpoint` records.
+    """Resolve endpoint descriptors to ``Endpoint`` records.
 
     Parameters
     ----------
     model : keras.Model or str or os.PathLike
         A functional or built Sequential model, or the path of a ``.keras`` file (loaded with
-        :func:`load_model`). A subclassed model only has the endpoint ``-1``, its output.
+        ``load_model``). A subclassed model only has the endpoint ``-1``, its output.
     endpoints : list or descriptor
         A list of endpoint descriptors (see the module docstring), or one descriptor. A tuple
         is always one path descriptor, never a list of endpoints.
     safe_mode : bool, default True
-        Used when ``model`` is a path; see :func:`load_model`.
+        Used when ``model`` is a path; see ``load_model``.
 
     Returns
     -------
@@ -967,9 +967,9 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
         A functional or built Sequential model (or a ``.keras`` path). For a subclassed model
         only the endpoint ``-1`` (its output) is accepted.
     endpoints : list or descriptor
-        Endpoint descriptors, see :func:`resolve`.
+        Endpoint descriptors, see ``resolve``.
     safe_mode : bool, default True
-        Used when ``model`` is a path; see :func:`load_model`.
+        Used when ``model`` is a path; see ``load_model``.
 
     Returns
     -------
@@ -981,7 +981,7 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
     Raises
     ------
     ValueError
-        As :func:`resolve`; also for a subclassed model with any endpoint but ``-1``.
+        As ``resolve``; also for a subclassed model with any endpoint but ``-1``.
 
     Notes
     -----
@@ -1151,7 +1151,7 @@ def biases(model: Any, *, fold: bool = True, safe_mode: bool = True) -> dict[str
     fold : bool, default True
         Fold ``BatchNormalization`` layers into the preceding kernel layer's bias.
     safe_mode : bool, default True
-        Used when ``model`` is a path; see :func:`load_model`.
+        Used when ``model`` is a path; see ``load_model``.
 
     Returns
     -------
@@ -1240,7 +1240,7 @@ def structure(model: Any, *, safe_mode: bool = True) -> xr.Dataset:
         The model (or a ``.keras`` path). A subclassed model's rows come from walking
         ``model.layers``, with unknown shapes and calls.
     safe_mode : bool, default True
-        Used when ``model`` is a path; see :func:`load_model`.
+        Used when ``model`` is a path; see ``load_model``.
     """
     model = load_model(model, safe_mode=safe_mode)
     graph = _model_graph(model)

@@ -21,7 +21,7 @@ from . import _validate as v
 
 __all__ = ["cache_path", "default_cache_dir", "small_cnn", "trained_small_cnn"]
 
-#: Hyper-parameters of :func:`trained_small_cnn`; part of what the cache file stands for.
+#: Hyper-parameters of ``trained_small_cnn``; part of what the cache file stands for.
 LEARNING_RATE = 5e-3
 BATCH_SIZE = 64
 
@@ -88,7 +88,7 @@ def small_cnn(
 
 
 def default_cache_dir() -> Path:
-    """The directory where :func:`trained_small_cnn` caches models.
+    """The directory where ``trained_small_cnn`` caches models.
 
     ``$TMX_CACHE_DIR`` if set and non-empty, else ``$XDG_CACHE_HOME/tmx`` if
     ``XDG_CACHE_HOME`` is set and non-empty, else ``~/.cache/tmx``. Not created here.
@@ -113,11 +113,11 @@ def cache_path(
     size: int = 28,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """The cache file of :func:`trained_small_cnn` for these arguments.
+    """The cache file of ``trained_small_cnn`` for these arguments.
 
     ``<cache_dir>/small_cnn-v{tmx version}-s{seed}-e{epochs}-{size}px.keras``, with characters
     of the version other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``.
-    ``cache_dir=None`` means :func:`default_cache_dir`.
+    ``cache_dir=None`` means ``default_cache_dir``.
 
     Returns
     -------
@@ -142,7 +142,7 @@ def trained_small_cnn(
     retrain: bool = False,
     verbose: bool = False,
 ) -> keras.Model:
-    """:func:`small_cnn` trained on the digits, cached on disk after the first call.
+    """``small_cnn`` trained on the digits, cached on disk after the first call.
 
     Parameters
     ----------
@@ -154,7 +154,7 @@ def trained_small_cnn(
     size : int, default 28
         Image height and width (at least 8).
     cache_dir : path, optional
-        Directory of the cache; default :func:`default_cache_dir` (``$TMX_CACHE_DIR``, else
+        Directory of the cache; default ``default_cache_dir`` (``$TMX_CACHE_DIR``, else
         ``$XDG_CACHE_HOME/tmx``, else ``~/.cache/tmx``). Created when missing.
     retrain : bool, default False
         Train and overwrite the cache even when a cached model exists.
@@ -185,7 +185,7 @@ def trained_small_cnn(
     different TensorFlow/Keras versions, CPU instruction sets (oneDNN code paths), thread
     counts or GPUs may give slightly different weights.
 
-    Cache: the file is :func:`cache_path` (keyed by tmx version, seed, epochs and size) and is
+    Cache: the file is ``cache_path`` (keyed by tmx version, seed, epochs and size) and is
     loaded with ``keras.models.load_model(path, safe_mode=True)``. It is written atomically (a
     temporary file in the same directory, then ``os.replace``), so an interrupted run never
     leaves a partial cache file. A cache file that cannot be loaded (or holds a model of the

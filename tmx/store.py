@@ -17,7 +17,7 @@ Group attributes:
     ``1``.
 ``tmx_complete``
     ``false`` while a save is under way or was interrupted, ``true`` once every chunk is
-    written. :func:`open` refuses incomplete stores.
+    written. ``open`` refuses incomplete stores.
 ``tmx_manifest``
     Everything needed to rebuild the cube exactly except the values: ``name``, ``dims``,
     ``shape``, ``chunks`` (the regular chunk shape), ``dtype``, ``attrs`` and, for each
@@ -26,7 +26,7 @@ Group attributes:
     Attribute values are stored as JSON; a tuple is stored as ``{"__tmx_tuple__": [...]}``
     so that it comes back as a tuple.
 ``tmx_fingerprint``
-    sha256 of the canonical JSON of ``tmx_manifest``; :func:`open` checks it against the
+    sha256 of the canonical JSON of ``tmx_manifest``; ``open`` checks it against the
     manifest. ``resume=True`` compares the store's manifest with the cube's, leaving out the
     volatile attrs (``created``): a cube rebuilt after a crash is the same cube.
 
@@ -46,7 +46,7 @@ one array per coordinate, named like the coordinate
     after data chunk ``(i, j, k)`` has been written.
 
 The store can also be read by ``xarray.open_zarr`` (without the exact dtype and attribute
-restoration that :func:`open` does).
+restoration that ``open`` does).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ KNOWN_COORDS: dict[str, tuple[str, ...]] = {
 #: Default chunk size for cubes that are not dask-backed.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
-# Zarr data types and codecs that :func:`open` accepts. None of them can run code when read:
+# Zarr data types and codecs that ``open`` accepts. None of them can run code when read:
 # there is no object/pickle data type or codec here.
 _SAFE_DATA_TYPES = frozenset(
     {
@@ -858,7 +858,7 @@ def save(
     empty data array and ``tmx_complete: false``; each data chunk is written, then flagged
     in ``_tmx_chunks_done``; only at the end is ``tmx_complete`` set to true. When a chunk
     fails, ``save`` waits for the chunks already being written and re-raises the error; the
-    store is then incomplete and :func:`open` refuses it until
+    store is then incomplete and ``open`` refuses it until
     ``save(cube, store, resume=True)`` has finished it.
     """
     resume = _check_flag(resume, "resume")
@@ -936,7 +936,7 @@ def save(
 
 
 def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.DataArray:
-    """Open a cube saved with :func:`save`, lazily.
+    """Open a cube saved with ``save``, lazily.
 
     The store is validated before any value is read: it must exist, be a Zarr format 3
     group marked as a tmx cube (``tmx_format: "cube"``, ``tmx_format_version: 1``), be
@@ -953,7 +953,7 @@ def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.Dat
     chunks : "auto-from-store", int, tuple, dict or "auto"
         Dask chunks of the returned cube. ``"auto-from-store"`` (default): one dask chunk
         per Zarr chunk. A dict maps dim names to chunk sizes (other dims keep the store's).
-        Anything else is passed to :func:`dask.array.from_zarr`.
+        Anything else is passed to ``dask.array.from_zarr``.
 
     Returns
     -------

@@ -1,8 +1,8 @@
 """Shared machinery of the measures: cube validation, labeled results, chunked float64 moments.
 
-Every measure validates its input with :func:`check_cube`, computes with plain numpy on blocks
+Every measure validates its input with ``check_cube``, computes with plain numpy on blocks
 (through dask when the cube is lazy, directly when it is numpy-backed: the same functions, so
-the same numbers), and wraps the result with :func:`unit_result`, which carries the cube's unit
+the same numbers), and wraps the result with ``unit_result``, which carries the cube's unit
 coordinates and records the options in ``attrs``.
 
 Moments are accumulated in float64 and merged between chunks with the pairwise update of Chan,

@@ -14,7 +14,7 @@ group is constant (MSW = 0) F = +inf, p = 0, unless all groups share one value (
 F = p = NaN. Constancy is tested exactly (min = max per group), as scipy does.
 
 A small p says the transformations move the unit's mean: the unit is *not* invariant in mean.
-:func:`anova_invariance` tests every unit at level ``alpha`` with a multiple-testing correction
+``anova_invariance`` tests every unit at level ``alpha`` with a multiple-testing correction
 (Bonferroni; Holm 1979; Benjamini & Hochberg 1995).
 
 References
@@ -198,15 +198,15 @@ def anova_invariance(
         The level: family-wise error rate (``"bonferroni"``, ``"holm"``), false discovery rate
         (``"fdr_bh"``) or per-unit level (``None``).
     correction : "bonferroni" | "holm" | "fdr_bh" | None
-        The multiple-testing correction over the m tested units (see :func:`adjust_pvalues`).
+        The multiple-testing correction over the m tested units (see ``adjust_pvalues``).
 
     Returns
     -------
     xr.Dataset
-        Over ``unit``: ``f``, ``p`` (as :func:`anova`), ``p_adjusted`` and ``reject`` (bool:
+        Over ``unit``: ``f``, ``p`` (as ``anova``), ``p_adjusted`` and ``reject`` (bool:
         p_adjusted ≤ alpha, the transformation effect is significant, the unit is **not**
         invariant). Units whose p is not finite (constant units, NaN activations) are not tested:
-        p_adjusted NaN, reject False. attrs: those of :func:`anova` with ``measure`` =
+        p_adjusted NaN, reject False. attrs: those of ``anova`` with ``measure`` =
         "anova_invariance", ``alpha``, ``correction`` ("none" for None), ``m`` (the number of
         tested units) and, for ``"bonferroni"`` and None, ``f_critical``: the F above which a unit
         rejects, the **upper**-tail quantile ``scipy.stats.f.isf(alpha / m, dfn, dfd)``
@@ -222,7 +222,7 @@ def anova_invariance(
     The result is computed (numpy-backed) even for a lazy cube: m and the corrections need every
     p-value at once (the corrections sort them; ``m`` and ``f_critical`` are attrs). For a lazy
     cube that is not stored, this runs its forward passes once here; to share one pass with other
-    measures, compute ``anova(cube)`` together with them and correct with :func:`adjust_pvalues`.
+    measures, compute ``anova(cube)`` together with them and correct with ``adjust_pvalues``.
     """
     alpha = _check_alpha(alpha)
     correction = choice(correction, "correction", CORRECTIONS)

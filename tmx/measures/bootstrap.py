@@ -280,7 +280,7 @@ def bootstrap(
         Coverage of the percentile interval.
     by_layer : str, optional
         Bootstrap the per-layer summary instead of the per-unit values: a ``reduce`` of
-        :func:`tmx.by_layer` ("mean", "median", …, or "ratio_of_means" for the variance
+        ``tmx.by_layer`` ("mean", "median", …, or "ratio_of_means" for the variance
         family).
     method : {"bc", "percentile"}, default "bc"
         "percentile": the (1 − ci)/2 and (1 + ci)/2 quantiles of the replicates. "bc": the

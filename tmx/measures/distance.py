@@ -383,7 +383,7 @@ def sample_distance(
 
     The mean, over transformations, of the mean distance between the activations of every pair
     of distinct samples under that transformation (all N(N − 1)/2 pairs; N ≥ 2). Options and
-    result as in :func:`transformation_distance`. A lazy cube is regrouped so that a block holds
+    result as in ``transformation_distance``. A lazy cube is regrouped so that a block holds
     every sample: N × t × u values per block (see the module notes on memory).
 
     References
@@ -412,7 +412,7 @@ def normalized_distance(
     Parameters
     ----------
     cube, per, metric, normalize
-        As in :func:`transformation_distance`.
+        As in ``transformation_distance``.
     zero_div : {"tmeasures", "nan"}, default "tmeasures"
         A zero SD: "tmeasures" gives 0/0 → 1 and x/0 → +inf; "nan" gives 0/0 → NaN and
         x/0 → +inf.

@@ -111,7 +111,7 @@ def variance_parts(
 ) -> xr.Dataset:
     """TV, SV and NV per unit (or per channel when pooled) in one pass: a Dataset (tv, sv, nv).
 
-    The options are those of :func:`normalized_variance`.
+    The options are those of ``normalized_variance``.
     """
     cube = check_cube(cube, min_samples=2, min_transformations=2, need="a dispersion needs two")
     choice(dispersion, "dispersion", DISPERSIONS)
@@ -210,7 +210,7 @@ def sample_variance(
 ) -> xr.DataArray:
     """Sample variance per unit: SV[u] = mean_j D_i a[i, j, u].
 
-    Options as in :func:`transformation_variance`.
+    Options as in ``transformation_variance``.
     """
     ds = variance_parts(
         cube, dispersion=dispersion, ddof=ddof, pool=pool, by=by, measure="sample_variance"
@@ -233,7 +233,7 @@ def normalized_variance(
     Parameters
     ----------
     cube, dispersion, ddof, pool, by
-        As in :func:`transformation_variance`.
+        As in ``transformation_variance``.
     zero_div : {"tmeasures", "nan"}, default "tmeasures"
         A zero SV: "tmeasures" gives 0/0 → 1 and x/0 → +inf; "nan" gives 0/0 → NaN and
         x/0 → +inf (the seed TF package).

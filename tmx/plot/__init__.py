@@ -1,14 +1,14 @@
 """Figures of tmx results, built with matplotlib.
 
-Every function returns a :class:`matplotlib.figure.Figure` and never calls ``plt.show()``;
+Every function returns a ``matplotlib.figure.Figure`` and never calls ``plt.show()``;
 those with an ``ax`` argument draw into a given axes (and return its figure) or create a new
 figure. Import explicitly: ``import tmx.plot``.
 
-- :func:`layer_curves`: per-layer results (and bootstrap intervals) over the layers.
-- :func:`unit_heatmap`: the per-unit values of one layer, channels × spatial positions.
-- :func:`accuracy_scatter`: accuracy against a measure, one point per transformation group.
-- :func:`transform_preview`: a grid of inputs under the transformations of a set.
-- :func:`overlay`: a heat map (attribution, feature map) drawn over an image.
+- ``layer_curves``: per-layer results (and bootstrap intervals) over the layers.
+- ``unit_heatmap``: the per-unit values of one layer, channels × spatial positions.
+- ``accuracy_scatter``: accuracy against a measure, one point per transformation group.
+- ``transform_preview``: a grid of inputs under the transformations of a set.
+- ``overlay``: a heat map (attribution, feature map) drawn over an image.
 """
 
 from .analysis import accuracy_scatter

@@ -1,4 +1,4 @@
-"""Shared helpers of :mod:`tmx.plot`: readable names, figure/axes handling, colours."""
+"""Shared helpers of ``tmx.plot``: readable names, figure/axes handling, colours."""
 
 from __future__ import annotations
 

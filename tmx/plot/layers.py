@@ -179,7 +179,7 @@ def layer_curves(
     Parameters
     ----------
     results : xr.DataArray, xr.Dataset, or a list or dict of those
-        A per-layer result (a DataArray over ``layer``, e.g. from :func:`tmx.by_layer`) or a
+        A per-layer result (a DataArray over ``layer``, e.g. from ``tmx.by_layer``) or a
         bootstrap result (a Dataset with ``estimate``, ``low`` and ``high`` over ``layer``,
         from ``tmx.bootstrap(..., by_layer=...)``). A list or dict draws several series (several
         measures, or several models) on one axes; dict keys label the series.

@@ -102,7 +102,7 @@ def overlay(
         finite range for display).
     heatmap : numpy.ndarray
         (h, w) values, resized to (H, W) by bilinear interpolation (see
-        :func:`resize_bilinear`: ``scipy.ndimage.zoom`` with ``order=1, grid_mode=True``, i.e.
+        ``resize_bilinear``: ``scipy.ndimage.zoom`` with ``order=1, grid_mode=True``, i.e.
         each heat-map cell covers an equal block of image pixels). Non-finite cells are not
         drawn.
     alpha : float, default 0.5

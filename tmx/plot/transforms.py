@@ -76,7 +76,7 @@ def transform_preview(
     Parameters
     ----------
     tset : TransformationSet
-        The transformations, applied with :func:`tmx.transforms.apply_many`.
+        The transformations, applied with ``tmx.transforms.apply_many``.
     x : numpy.ndarray
         NHWC inputs; the first ``n_samples`` are shown.
     n_samples : int, default 4

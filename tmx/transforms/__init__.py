@@ -1,8 +1,8 @@
 """Transformation sets: data with labeled parameters, applied as TensorFlow ops on NHWC batches.
 
-Build sets with the constructors below, combine them with :func:`product` and :func:`union`,
-apply them with :func:`apply` / :func:`apply_many`, and map feature maps back with
-:func:`invert`. See ``tmx.transforms._set`` for the geometric conventions (pixel centres at
+Build sets with the constructors below, combine them with ``product`` and ``union``,
+apply them with ``apply`` / ``apply_many``, and map feature maps back with
+``invert``. See ``tmx.transforms._set`` for the geometric conventions (pixel centres at
 integer coordinates, y pointing down, counter-clockwise rotations in degrees).
 """
 

@@ -1,6 +1,6 @@
 """Applying transformation sets to NHWC batches, and inverting them on feature maps.
 
-Everything is TensorFlow ops, so :func:`apply` and :func:`invert` run inside a ``tf.function``
+Everything is TensorFlow ops, so ``apply`` and ``invert`` run inside a ``tf.function``
 (the forward-pass graph of the cube). Consecutive interpolated geometric operations of one
 transformation (rotation, translation, scale, shear with the same sampling options) are composed
 into one matrix and resampled once; their inverse is the exact inverse of that matrix. Flips,

@@ -1,8 +1,8 @@
 """Transformation sets as plain, immutable data.
 
-A :class:`TransformationSet` is a tuple of T *elements*; each element is a chain of primitive
-operations (:class:`Op`) applied left to right. Sets compare and hash by value, carry labeled
-parameters (:attr:`TransformationSet.parameters`, an ``xr.Dataset`` over ``transformation``) and a
+A ``TransformationSet`` is a tuple of T *elements*; each element is a chain of primitive
+operations (``Op``) applied left to right. Sets compare and hash by value, carry labeled
+parameters (``TransformationSet.parameters``, an ``xr.Dataset`` over ``transformation``) and a
 readable description. Nothing here imports TensorFlow: applying and inverting live in ``_apply``.
 
 Conventions (used by every geometric operation)
@@ -194,7 +194,7 @@ def _short_list(values: Sequence[Any], limit: int = 6) -> str:
 class TransformationSet:
     """An immutable set of T transformations with labeled parameters.
 
-    Build one with the constructors of :mod:`tmx.transforms` (``rotation``, ``translation``, …,
+    Build one with the constructors of ``tmx.transforms`` (``rotation``, ``translation``, …,
     ``product``, ``union``, ``custom``) rather than directly. Sets compare and hash by value
     (two sets with the same transformations in the same order are equal, however they were
     built); ``description`` records how the set was built and is what a cube stores in its attrs.
@@ -332,7 +332,7 @@ class TransformationSet:
         return TransformationSet(elems, self.description)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe description from which :func:`from_dict` rebuilds an equal set.
+        """A JSON-safe description from which ``from_dict`` rebuilds an equal set.
 
         Custom transformations are recorded by name only and cannot be rebuilt.
         """
@@ -383,7 +383,7 @@ def _json_scalar(x: Any) -> Any:
 
 
 def from_dict(spec: Mapping[str, Any] | str) -> TransformationSet:
-    """Rebuild a set from :meth:`TransformationSet.to_dict` (or its JSON string).
+    """Rebuild a set from ``TransformationSet.to_dict`` (or its JSON string).
 
     The input is treated as untrusted: kinds must be built-in, values are validated, nothing is
     evaluated. Custom transformations cannot be rebuilt (their code is not stored).
@@ -511,12 +511,12 @@ def translation(
         ``dx_rel``, ``dy_rel``). A scalar is broadcast against the other sequence.
     relative : bool, default False
     interpolation, fill, fill_value
-        As in :func:`rotation`.
+        As in ``rotation``.
 
     Notes
     -----
     On a feature map of width w, a pixel translation of an input of width W is inverted as a
-    translation by dx · w / W (and dy · h / H): :func:`invert` needs the input's size for it.
+    translation by dx · w / W (and dy · h / H): ``invert`` needs the input's size for it.
     """
     xs = v.real_vector(dx, "dx")
     ys = v.real_vector(dy, "dy")
@@ -596,7 +596,7 @@ def roll(shifts: Sequence[Any] | int, axis: str = "x") -> TransformationSet:
     ----------
     shifts : int or sequence
         Integers with ``axis="x"`` or ``"y"``; pairs (dx, dy) with ``axis="xy"``. Positive shifts
-        move content right/down, like :func:`translation`.
+        move content right/down, like ``translation``.
     axis : {"x", "y", "xy"}
     """
     axis = v.choice(axis, "axis", ("x", "y", "xy"))
@@ -635,7 +635,7 @@ def gaussian_noise(std: Sequence[float] | float, seed: int = 0) -> Transformatio
     """Additive Gaussian noise x ↦ x + std · ε, ε ~ N(0, 1), seeded and reproducible.
 
     The noise of sample i under transformation j depends only on (seed, j, i), where i is the
-    sample's index (``sample_index`` of :func:`apply`, by default its position in the batch),
+    sample's index (``sample_index`` of ``apply``, by default its position in the batch),
     never on the batch size. Noise cannot be inverted on feature maps.
     """
     values = v.real_vector(std, "std", nonnegative=True)
