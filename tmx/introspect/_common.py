@@ -1,0 +1,80 @@
+"""Inputs of the introspectors: responses (sample, unit) from a cube or any labeled array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+
+def as_responses(data: Any, *, transformation: Any = None, name: str = "responses") -> xr.DataArray:
+    """Responses with dims ``(sample, unit)`` and a ``layer`` coordinate on ``unit``.
+
+    ``data`` is a DataArray with dims (sample, unit), or a cube (sample, transformation, unit):
+    ``transformation=None`` needs T = 1 (it is dropped); an int selects that transformation;
+    ``"stack"`` stacks sample × transformation into one ``sample`` dim (coordinates
+    ``source_sample`` and ``source_transformation`` say where each row came from). Lazy data
+    stays lazy. A DataArray without a ``layer`` coordinate is treated as one layer "responses".
+    """
+    if not isinstance(data, xr.DataArray):
+        raise ValueError(
+            f"{name} must be an xr.DataArray with dims (sample, unit) or a cube (sample, "
+            f"transformation, unit); got {type(data).__name__}"
+        )
+    dims = set(data.dims)
+    if dims == {"sample", "transformation", "unit"}:
+        t = data.sizes["transformation"]
+        if transformation is None:
+            if t != 1:
+                raise ValueError(
+                    f"{name} has T = {t} transformations: pass transformation=<index> to use one "
+                    'of them, or transformation="stack" to use every (sample, transformation) row'
+                )
+            data = data.isel(transformation=0, drop=True)
+        elif isinstance(transformation, str) and transformation == "stack":
+            data = data.transpose("sample", "transformation", "unit")
+            n = data.sizes["sample"]
+            src_s = np.repeat(np.arange(n), t)
+            src_t = np.tile(np.arange(t), n)
+            keep = {k: c.variable for k, c in data.coords.items() if c.dims == ("unit",)}
+            values = data.data.reshape(n * t, data.sizes["unit"])
+            data = xr.DataArray(
+                values,
+                dims=("sample", "unit"),
+                coords={
+                    **keep,
+                    "sample": np.arange(n * t),
+                    "source_sample": ("sample", src_s),
+                    "source_transformation": ("sample", src_t),
+                },
+                name=data.name,
+                attrs=data.attrs,
+            )
+        elif isinstance(transformation, int | np.integer) and not isinstance(transformation, bool):
+            if not -t <= transformation < t:
+                raise ValueError(f"transformation={transformation} is out of range for T = {t}")
+            data = data.isel(transformation=int(transformation), drop=True)
+        else:
+            raise ValueError(
+                f'transformation must be None, an int or "stack"; got {transformation!r}'
+            )
+    elif dims != {"sample", "unit"}:
+        raise ValueError(
+            f"{name} must have dims (sample, unit) or (sample, transformation, unit); "
+            f"got {data.dims}"
+        )
+    data = data.transpose("sample", "unit")
+    if "layer" not in data.coords:
+        data = data.assign_coords(layer=("unit", np.full(data.sizes["unit"], "responses")))
+    return data
+
+
+def layers_of(responses: xr.DataArray) -> list[str]:
+    """Layer names in order of first appearance."""
+    return list(dict.fromkeys(np.asarray(responses["layer"].values).astype(str).tolist()))
+
+
+def layer_positions(responses: xr.DataArray, layer: str) -> np.ndarray:
+    """Integer positions of a layer's units."""
+    return np.flatnonzero(np.asarray(responses["layer"].values).astype(str) == layer)
