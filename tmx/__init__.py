@@ -5,7 +5,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, inspect, measures, models, plot, transforms
+from . import datasets, inspect, introspect, measures, models, plot, transforms
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -47,6 +47,7 @@ __all__ = [
     "evaluate",
     "goodfellow",
     "inspect",
+    "introspect",
     "invert",
     "measures",
     "models",

@@ -1,0 +1,166 @@
+"""Gaussian-mixture familiarity against direct scikit-learn computations."""
+
+from __future__ import annotations
+
+import sys
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from sklearn.mixture import GaussianMixture
+
+from tmx.introspect.familiarity import familiarity
+
+LAYERS = np.array(["a"] * 3 + ["b"] * 4)
+
+
+def _responses(n: int, seed: int, chunks: tuple[int, ...] | None = None) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    values = rng.normal(size=(n, 7)) + 3.0 * labels[:, None]
+    data = values if chunks is None else da.from_array(values, chunks=(chunks, -1))
+    return xr.DataArray(
+        data,
+        dims=("sample", "unit"),
+        coords={
+            "sample": np.arange(100, 100 + n),
+            "label": ("sample", labels),
+            "layer": ("unit", LAYERS),
+            "channel": ("unit", np.arange(7)),
+        },
+    )
+
+
+def _direct(x: np.ndarray, y: np.ndarray, components: int, covariance: str, seed: int):
+    model = GaussianMixture(n_components=components, covariance_type=covariance, random_state=seed)
+    return model.fit(x).score_samples(y)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_matches_sklearn(covariance: str) -> None:
+    fit, sco = _responses(60, 0), _responses(17, 1)
+    out = familiarity(fit, sco, components=3, covariance=covariance, seed=4)
+    assert out["familiarity"].dims == ("sample", "layer")
+    assert out["familiarity"].dtype == np.float64
+    assert list(out["layer"].values) == ["a", "b"]
+    np.testing.assert_array_equal(out["sample"].values, sco["sample"].values)
+    np.testing.assert_array_equal(out["label"].values, sco["label"].values)
+    for name in ("a", "b"):
+        cols = LAYERS == name
+        exp = _direct(fit.values[:, cols], sco.values[:, cols], 3, covariance, 4)
+        np.testing.assert_allclose(
+            out["familiarity"].sel(layer=name).values, exp, rtol=0, atol=1e-10
+        )
+    assert out.attrs == {"components": 3, "covariance": covariance, "seed": 4, "by": "None"}
+
+
+def test_default_score_is_fit_on_and_reproducible() -> None:
+    fit = _responses(40, 2)
+    one = familiarity(fit, components=2)
+    xr.testing.assert_identical(one, familiarity(fit, fit, components=2))
+    xr.testing.assert_identical(one, familiarity(fit, components=2))
+    exp = _direct(fit.values[:, LAYERS == "b"], fit.values[:, LAYERS == "b"], 2, "diag", 0)
+    np.testing.assert_allclose(one["familiarity"].sel(layer="b").values, exp, rtol=0, atol=1e-10)
+
+
+def test_dask_parity_and_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = sys.modules["tmx.introspect.familiarity"]
+
+    eager = familiarity(_responses(50, 3), _responses(19, 4), components=2)
+    lazy = familiarity(
+        _responses(50, 3, chunks=(13, 30, 7)), _responses(19, 4, chunks=(5, 9, 5)), components=2
+    )
+    np.testing.assert_allclose(eager["familiarity"].values, lazy["familiarity"].values, atol=1e-10)
+    monkeypatch.setattr(mod, "_NUMPY_CHUNK", 4)
+    chunked = familiarity(_responses(50, 3), _responses(19, 4), components=2)
+    np.testing.assert_allclose(
+        eager["familiarity"].values, chunked["familiarity"].values, atol=1e-10
+    )
+    only_b = familiarity(_responses(50, 3), _responses(19, 4), components=2, layers=["b"])
+    assert list(only_b["layer"].values) == ["b"]
+    np.testing.assert_allclose(
+        only_b["familiarity"].values[:, 0], eager["familiarity"].sel(layer="b").values, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_by_label_matches_per_label_models(covariance: str) -> None:
+    fit, sco = _responses(60, 5), _responses(15, 6)
+    out = familiarity(fit, sco, components=2, covariance=covariance, by="label", seed=1)
+    assert out["familiarity"].dims == ("sample", "layer", "label_model")
+    np.testing.assert_array_equal(out["label_model"].values, [0, 1])
+    labels_fit, labels_sco = fit["label"].values, sco["label"].values
+    for name in ("a", "b"):
+        cols = LAYERS == name
+        for lab in (0, 1):
+            x = fit.values[labels_fit == lab][:, cols]
+            exp = _direct(x, sco.values[:, cols], 2, covariance, 1)
+            got = out["familiarity"].sel(layer=name, label_model=lab).values
+            np.testing.assert_allclose(got, exp, rtol=0, atol=1e-10)
+        own = out["familiarity_own"].sel(layer=name).values
+        full = out["familiarity"].sel(layer=name).values
+        np.testing.assert_array_equal(own, full[np.arange(len(labels_sco)), labels_sco])
+    assert out.attrs["by"] == "label"
+
+
+def test_by_label_score_without_labels() -> None:
+    fit = _responses(40, 7)
+    sco = _responses(9, 8).drop_vars("label")
+    with pytest.raises(ValueError, match="score"):
+        familiarity(fit, sco, components=2, by="label")
+    own = familiarity(fit, components=2, by="label")
+    assert "familiarity_own" in own
+
+
+def test_outlier_scores_lower() -> None:
+    fit = _responses(80, 9)
+    sco = _responses(10, 10)
+    values = sco.values.copy()
+    values[3] = 25.0
+    sco = sco.copy(data=values)
+    out = familiarity(fit, sco, components=2)
+    for name in ("a", "b"):
+        f = out["familiarity"].sel(layer=name).values
+        assert f[3] < np.delete(f, 3).min()
+
+
+def test_cube_inputs() -> None:
+    base = _responses(30, 11)
+    cube = xr.concat([base, base * 2.0], dim="transformation").transpose(
+        "sample", "transformation", "unit"
+    )
+    out = familiarity(cube, components=2, transformation=1)
+    cols = LAYERS == "a"
+    x = base.values[:, cols] * 2.0
+    np.testing.assert_allclose(
+        out["familiarity"].sel(layer="a").values, _direct(x, x, 2, "diag", 0), atol=1e-10
+    )
+    stacked = familiarity(cube, components=2, transformation="stack")
+    assert stacked.sizes["sample"] == 60
+
+
+def test_errors() -> None:
+    fit = _responses(20, 12)
+    with pytest.raises(ValueError, match="components"):
+        familiarity(fit, components=0)
+    with pytest.raises(ValueError, match="components"):
+        familiarity(fit, components=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="covariance"):
+        familiarity(fit, covariance="spherical")
+    with pytest.raises(ValueError, match="unknown layers"):
+        familiarity(fit, layers=["zzz"])
+    with pytest.raises(ValueError, match="by='nope'"):
+        familiarity(fit, by="nope")
+    with pytest.raises(ValueError, match="fewer than components"):
+        familiarity(fit, components=21)
+    few = fit.assign_coords(label=("sample", np.where(np.arange(20) < 2, 7, 0)))
+    with pytest.raises(ValueError, match="label=7 has 2 samples"):
+        familiarity(few, components=3, by="label")
+    with pytest.raises(ValueError, match="same units"):
+        familiarity(fit, fit.isel(unit=slice(0, 5)))
+    other = fit.assign_coords(layer=("unit", np.array(["a"] * 4 + ["b"] * 3)))
+    with pytest.raises(ValueError, match="'layer'"):
+        familiarity(fit, other)
+    with pytest.raises(ValueError, match="'channel'"):
+        familiarity(fit, fit.assign_coords(channel=("unit", np.arange(7)[::-1])))

@@ -1,0 +1,146 @@
+"""Inactive Unit Analysis (IUA): how many units are (near) zero on each probe, per layer.
+
+A re-implementation of DNIKit's Inactive Unit Analysis (Apple, *Data and Network Introspection
+Kit*, 2021) on tmx responses, with two fixes: dense layers (units without ``y``/``x``) are
+handled like any other layer (DNIKit crashed on them), and per-unit statistics are kept at full
+unit resolution (no spatial pooling), with the unit coordinates (``layer``, ``channel``, ``y``,
+``x``, ...) carried over.
+
+The responses are streamed: per sample chunk, the inactive mask is reduced to per-unit counts and
+per-(probe, layer) counts, and the chunk results are summed / concatenated. Only a
+``(sample, layer)`` integer array and a ``(unit,)`` integer array are ever held in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from tmx.introspect._common import as_responses, layer_positions, layers_of
+
+__all__ = ["iua"]
+
+_NUMPY_CHUNK = 4096
+
+
+def _layer_onehot(responses: xr.DataArray, layers: list[str]) -> np.ndarray:
+    """``(unit, layer)`` int64 matrix with a 1 where the unit belongs to the layer."""
+    onehot = np.zeros((responses.sizes["unit"], len(layers)), dtype=np.int64)
+    for j, layer in enumerate(layers):
+        onehot[layer_positions(responses, layer), j] = 1
+    return onehot
+
+
+def _chunk_counts(block: np.ndarray, atol: float, onehot: np.ndarray) -> tuple[Any, Any]:
+    """Per-unit inactive counts ``(unit,)`` and per-probe per-layer counts ``(rows, layer)``."""
+    mask = (np.abs(block) <= atol).astype(np.int64)
+    return mask.sum(axis=0), mask @ onehot
+
+
+def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr.Dataset:
+    """Inactive Unit Analysis of responses, per layer and per unit.
+
+    A unit is *inactive* on a probe (a sample) when its absolute response is at most ``atol``:
+    ``|a| <= atol``. NaN responses are never inactive (``|nan| <= atol`` is false).
+
+    Parameters
+    ----------
+    responses : xr.DataArray
+        Responses with dims ``(sample, unit)`` and a ``layer`` coordinate on ``unit``, or a cube
+        ``(sample, transformation, unit)`` (see ``transformation``). Numpy- or dask-backed; a
+        dask array is reduced chunk by chunk and never loaded whole.
+    atol : float, default 1e-8
+        Absolute tolerance under which a response counts as zero. Must be ``>= 0``.
+    transformation : None, int or "stack", optional
+        How a cube is turned into responses (see :func:`tmx.introspect._common.as_responses`):
+        ``None`` needs a single transformation, an int selects one, ``"stack"`` uses every
+        ``(sample, transformation)`` row as a probe.
+
+    Returns
+    -------
+    xr.Dataset
+        ``inactive_per_probe`` (sample, layer), int64
+            Number of the layer's units that are inactive on each probe.
+        ``mean_inactive`` (layer), float64
+            Mean of ``inactive_per_probe`` over probes.
+        ``std_inactive`` (layer), float64
+            Population standard deviation (``ddof=0``) of ``inactive_per_probe`` over probes.
+        ``inactive_count`` (unit), int64
+            Number of probes on which each unit is inactive; unit coordinates are kept.
+        ``inactive_proportion`` (unit), float64
+            ``inactive_count / n_samples`` (NaN when there are no probes).
+        ``n_units`` (layer), int64
+            Number of units in each layer.
+
+        The ``layer`` dimension coordinate holds the layer names in order of first
+        appearance. The unit coordinates are kept on ``unit``, with the per-unit layer name
+        renamed ``unit_layer`` (a coordinate cannot share its name with the ``layer``
+        dimension). Sample coordinates of the responses (such as ``label``) are carried on
+        ``sample``. Attributes ``atol`` and ``n_samples``.
+
+    Raises
+    ------
+    ValueError
+        If ``atol`` is negative or not finite, or the responses are malformed.
+
+    References
+    ----------
+    Apple, *Data and Network Introspection Kit (DNIKit)*, "Inactive Unit Analysis", 2021.
+    """
+    atol = float(atol)
+    if not np.isfinite(atol) or atol < 0:
+        raise ValueError(f"atol must be a finite number >= 0; got {atol!r}")
+    r = as_responses(responses, transformation=transformation)
+    layers = layers_of(r)
+    onehot = _layer_onehot(r, layers)
+    n_samples = r.sizes["sample"]
+    data = r.data
+
+    if isinstance(data, da.Array):
+        mask = (da.abs(data) <= atol).astype(np.int64)
+        counts_lazy = mask.sum(axis=0)
+        per_probe_lazy = mask @ da.from_array(onehot, chunks=onehot.shape)
+        counts, per_probe = dask.compute(counts_lazy, per_probe_lazy)
+        counts = np.asarray(counts, dtype=np.int64)
+        per_probe = np.asarray(per_probe, dtype=np.int64)
+    else:
+        data = np.asarray(data)
+        counts = np.zeros(r.sizes["unit"], dtype=np.int64)
+        per_probe = np.zeros((n_samples, len(layers)), dtype=np.int64)
+        for start in range(0, n_samples, _NUMPY_CHUNK):
+            stop = min(start + _NUMPY_CHUNK, n_samples)
+            c, p = _chunk_counts(data[start:stop], atol, onehot)
+            counts += c
+            per_probe[start:stop] = p
+
+    if n_samples > 0:
+        mean = per_probe.mean(axis=0, dtype=np.float64)
+        std = per_probe.std(axis=0, ddof=0, dtype=np.float64)
+        proportion = counts / float(n_samples)
+    else:
+        mean = np.full(len(layers), np.nan)
+        std = np.full(len(layers), np.nan)
+        proportion = np.full(counts.shape, np.nan)
+
+    sample_coords = {k: c.variable for k, c in r.coords.items() if c.dims == ("sample",)}
+    unit_coords = {
+        ("unit_layer" if k == "layer" else k): c.variable
+        for k, c in r.coords.items()
+        if c.dims == ("unit",)
+    }
+    return xr.Dataset(
+        {
+            "inactive_per_probe": (("sample", "layer"), per_probe),
+            "mean_inactive": ("layer", mean),
+            "std_inactive": ("layer", std),
+            "inactive_count": ("unit", counts),
+            "inactive_proportion": ("unit", np.asarray(proportion, dtype=np.float64)),
+            "n_units": ("layer", onehot.sum(axis=0).astype(np.int64)),
+        },
+        coords={**sample_coords, **unit_coords, "layer": np.asarray(layers, dtype=str)},
+        attrs={"atol": atol, "n_samples": int(n_samples)},
+    )
