@@ -1,0 +1,241 @@
+"""Tests of Principal Filter Analysis (Suau, Zappella & Apostoloff 2020)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from tmx.introspect.pfa import pfa, pfa_recipe
+
+DATA = Path(__file__).parent / "data" / "pfa_responses.npz"
+
+
+def _dense(blocks: list[np.ndarray], names: list[str] | None = None) -> xr.DataArray:
+    names = names or [f"layer_{i}" for i in range(len(blocks))]
+    x = np.concatenate(blocks, axis=1)
+    lay = np.repeat(names, [b.shape[1] for b in blocks])
+    m = np.full(x.shape[1], -1)
+    return xr.DataArray(
+        x,
+        dims=("sample", "unit"),
+        coords={"layer": ("unit", lay), "y": ("unit", m), "x": ("unit", m), "channel": ("unit", m)},
+    )
+
+
+@pytest.fixture(scope="module")
+def reference() -> xr.DataArray:
+    d = np.load(DATA)
+    return _dense([d["layer_0"], d["layer_1"], d["layer_2"]])
+
+
+@pytest.fixture(scope="module")
+def reference_stats(reference: xr.DataArray) -> xr.Dataset:
+    return pfa(reference)
+
+
+def test_reference_kl(reference_stats: xr.Dataset) -> None:
+    rec = pfa_recipe(reference_stats, "kl")
+    assert rec["recommended"].values.tolist() == [99, 52, 20]
+    np.testing.assert_allclose(rec["kl"].values, [1.129494, 0.844131, 1.332729], atol=1e-6)
+    np.testing.assert_allclose(rec["ratio"].values, 1 - rec["kl"].values / np.log([128, 64, 32]))
+    assert rec["keep"].sum("channel").values.tolist() == [99, 52, 20]
+    assert rec["original"].values.tolist() == [128, 64, 32]
+
+
+def test_reference_energy(reference_stats: xr.Dataset) -> None:
+    rec = pfa_recipe(reference_stats, "energy", energy=0.98)
+    assert rec["recommended"].values.tolist() == [82, 45, 17]
+    assert np.all(rec["kept_energy"].values >= 0.98)
+
+
+def test_size_strategy(reference_stats: xr.Dataset) -> None:
+    rec = pfa_recipe(reference_stats, "size", size=0.5)
+    assert int(rec["recommended"].sum()) == round(0.5 * 224)
+    full = pfa_recipe(reference_stats, "size", size=1.0)
+    assert full["recommended"].values.tolist() == [128, 64, 32]
+
+
+@pytest.mark.parametrize("unit_strategy", [None, "l1max", "l1min", "absmax", "absmin"])
+def test_unit_strategies(reference_stats: xr.Dataset, unit_strategy: str | None) -> None:
+    rec = pfa_recipe(reference_stats, unit_strategy=unit_strategy)
+    for i, n in enumerate([128, 64, 32]):
+        order = rec["removal_order"].values[i, :n]
+        assert sorted(order.tolist()) == list(range(n))
+        kept = np.flatnonzero(rec["keep"].values[i])
+        assert set(kept.tolist()) == set(order[n - int(rec["recommended"][i]) :].tolist())
+        assert not rec["keep"].values[i, n:].any()
+
+
+def test_l1max_removes_redundant_channel() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    x = np.column_stack([x, x[:, 0] + 1e-3 * rng.normal(size=200)])  # 4 duplicates 0
+    stats = pfa(_dense([x]))
+    order = pfa_recipe(stats, unit_strategy="l1max")["removal_order"].values[0]
+    assert order[0] in (0, 4)
+
+
+def test_covariance_streamed_uneven_chunks() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(101, 6)) @ rng.normal(size=(6, 6)) + rng.normal(size=6) * 5
+    y = rng.normal(size=(101, 3))
+    r = _dense([x, y])
+    lazy = r.copy(data=da.from_array(r.values, chunks=((7, 30, 1, 50, 13), (4, 5))))
+    stats = pfa(lazy)
+    np.testing.assert_allclose(stats["covariance"].values[0, :6, :6], np.cov(x.T), rtol=1e-10)
+    np.testing.assert_allclose(stats["covariance"].values[1, :3, :3], np.cov(y.T), rtol=1e-10)
+    assert np.isnan(stats["covariance"].values[1, 3:, :]).all()
+    assert int(stats["n_samples"]) == 101
+
+
+def test_stability_large_mean_small_std() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 3))
+    x[:, 1] = 1e4 + 1e-3 * rng.normal(size=300)
+    r = _dense([x])
+    lazy = r.copy(data=da.from_array(r.values, chunks=((17, 100, 183), 3)))
+    cov = pfa(lazy)["covariance"].values[0]
+    expected = np.cov(x.T)
+    np.testing.assert_allclose(cov, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+    np.testing.assert_allclose(cov[1, 1], expected[1, 1], rtol=1e-8)
+
+
+def test_eigenvectors_ordered_like_eigenvalues(reference_stats: xr.Dataset) -> None:
+    for i, n in enumerate([128, 64, 32]):
+        a = reference_stats["covariance"].values[i, :n, :n]
+        w = reference_stats["eigenvalues"].values[i, :n]
+        v = reference_stats["eigenvectors"].values[i, :n, :n]
+        assert np.all(np.diff(w) <= 0)
+        for k in (0, 1, n // 2, n - 1):
+            np.testing.assert_allclose(a @ v[:, k], w[k] * v[:, k], atol=1e-9 * w[0])
+    assert np.isnan(reference_stats["eigenvalues"].values[2, 32:]).all()
+
+
+def _conv(values: np.ndarray) -> xr.DataArray:
+    """(sample, y, x, channel) -> responses in (y, x, channel) unit order."""
+    n, h, w, c = values.shape
+    yy, xx, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+    return xr.DataArray(
+        values.reshape(n, -1),
+        dims=("sample", "unit"),
+        coords={
+            "layer": ("unit", np.full(h * w * c, "conv")),
+            "y": ("unit", yy.ravel()),
+            "x": ("unit", xx.ravel()),
+            "channel": ("unit", cc.ravel()),
+        },
+    )
+
+
+@pytest.mark.parametrize("pool", ["max", "mean", "sum"])
+def test_spatial_pooling(pool: str) -> None:
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(40, 3, 2, 5))
+    stats = pfa(_conv(v), pool=pool)
+    pooled = {"max": v.max(axis=(1, 2)), "mean": v.mean(axis=(1, 2)), "sum": v.sum(axis=(1, 2))}
+    p = pooled[pool]
+    np.testing.assert_allclose(stats["mean"].values[0], p.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats["covariance"].values[0], np.cov(p.T), rtol=1e-10)
+    assert int(stats["n_units"][0]) == 30 and int(stats["n_channels"][0]) == 5
+    assert stats.attrs["pool"] == pool
+
+
+def test_known_channel_max() -> None:
+    v = np.zeros((4, 2, 2, 2))
+    v[:, 1, 0, 0] = [1.0, 2.0, 3.0, 4.0]  # channel 0: max at (1, 0)
+    v[:, 0, 1, 1] = [5.0, 5.0, 6.0, 6.0]  # channel 1: max at (0, 1)
+    stats = pfa(_conv(v), pool="max")
+    np.testing.assert_allclose(stats["mean"].values[0], [2.5, 5.5])
+    assert stats["channel_id"].values[0].tolist() == [0, 1]
+
+
+def test_inactive_units_never_kept() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(100, 10))
+    x[:, [2, 7]] = 3.0  # constant: inactive
+    stats = pfa(_dense([x]))
+    assert int(stats["n_active"][0]) == 8
+    for strategy, kw in [("kl", {}), ("energy", {"energy": 1.0}), ("size", {"size": 1.0})]:
+        rec = pfa_recipe(stats, strategy, **kw)
+        assert int(rec["recommended"][0]) <= 8
+        assert not rec["keep"].values[0, [2, 7]].any()
+        assert set(rec["removal_order"].values[0, :2].tolist()) == {2, 7}
+
+
+def test_fewer_samples_than_channels_warns() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(10, 30))
+    y = rng.normal(size=(10, 4))
+    with pytest.warns(UserWarning, match="Ledoit-Wolf"):
+        stats = pfa(_dense([x, y]))
+    assert stats.sizes["layer"] == 2
+    assert 0 < float(stats["shrinkage"][0]) <= 1 and float(stats["shrinkage"][1]) == 0
+    w = stats["eigenvalues"].values[0]
+    assert np.all(w > 0)  # shrinkage makes the covariance full rank
+    rec = pfa_recipe(stats)
+    assert 1 <= int(rec["recommended"][0]) <= 30
+
+
+def test_numpy_dask_parity(reference: xr.DataArray, reference_stats: xr.Dataset) -> None:
+    lazy = reference.copy(data=da.from_array(reference.values, chunks=(37, 100)))
+    stats = pfa(lazy)
+    for name in ("covariance", "eigenvalues", "mean", "variance"):
+        np.testing.assert_allclose(
+            stats[name].values, reference_stats[name].values, rtol=1e-10, atol=1e-12
+        )
+    a = pfa_recipe(stats)
+    b = pfa_recipe(reference_stats)
+    assert a["recommended"].values.tolist() == b["recommended"].values.tolist()
+    assert (a["keep"].values == b["keep"].values).all()
+
+
+def test_cube_input() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(20, 2, 5))
+    cube = xr.DataArray(x, dims=("sample", "transformation", "unit"))
+    stats = pfa(cube, transformation=1)
+    np.testing.assert_allclose(stats["covariance"].values[0], np.cov(x[:, 1].T), rtol=1e-10)
+
+
+def test_errors(reference_stats: xr.Dataset) -> None:
+    r = _dense([np.random.default_rng(7).normal(size=(5, 3))])
+    with pytest.raises(ValueError, match="pool"):
+        pfa(r, pool="median")
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        pfa(r.isel(sample=slice(0, 1)))
+    with pytest.raises(ValueError, match="strategy"):
+        pfa_recipe(reference_stats, "bogus")
+    with pytest.raises(ValueError, match="energy"):
+        pfa_recipe(reference_stats, "energy", energy=1.5)
+    with pytest.raises(ValueError, match="energy"):
+        pfa_recipe(reference_stats, "energy", energy=0.0)
+    with pytest.raises(ValueError, match="size"):
+        pfa_recipe(reference_stats, "size")
+    with pytest.raises(ValueError, match="size"):
+        pfa_recipe(reference_stats, "size", size=0.0)
+    with pytest.raises(ValueError, match="unit_strategy"):
+        pfa_recipe(reference_stats, unit_strategy="random")
+
+
+def test_ledoit_wolf_shrinkage_matches_closed_form() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(12, 30)) @ rng.normal(size=(30, 30))
+    xc = x - x.mean(axis=0)
+    n, p = x.shape
+    x2 = xc**2
+    tr = x2.sum(axis=0) / n
+    mu = tr.sum() / p
+    delta_ = np.sum((xc.T @ xc) ** 2) / n**2
+    beta = min(
+        (np.sum(x2.T @ x2) / n - delta_) / (p * n), (delta_ - 2 * mu * tr.sum() + p * mu**2) / p
+    )
+    expected = beta / ((delta_ - 2 * mu * tr.sum() + p * mu**2) / p)  # scikit-learn's formula
+    r = _dense([x])
+    lazy = r.copy(data=da.from_array(r.values, chunks=((5, 7), 30)))
+    with pytest.warns(UserWarning):
+        stats = pfa(lazy)
+    assert float(stats["shrinkage"][0]) == pytest.approx(expected, rel=1e-10)
