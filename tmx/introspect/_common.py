@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -78,3 +79,14 @@ def layers_of(responses: xr.DataArray) -> list[str]:
 def layer_positions(responses: xr.DataArray, layer: str) -> np.ndarray:
     """Integer positions of a layer's units."""
     return np.flatnonzero(np.asarray(responses["layer"].values).astype(str) == layer)
+
+
+def sample_slices(data: Any, block: int = 4096) -> list[slice]:
+    """Slices over the sample axis to stream: a dask array's own sample chunks, otherwise
+    blocks of ``block`` rows."""
+    n = int(data.shape[0])
+    if isinstance(getattr(data, "chunks", None), tuple) and not isinstance(data, np.ndarray):
+        bounds = np.cumsum((0, *data.chunks[0]))
+    else:
+        bounds = np.append(np.arange(0, n, block), n)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]

@@ -12,7 +12,6 @@ chunk by chunk (its sample chunks when dask-backed) and never loaded whole.
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import Any
 
 import dask.array as da
@@ -20,7 +19,7 @@ import numpy as np
 import xarray as xr
 from sklearn.mixture import GaussianMixture
 
-from tmx.introspect._common import as_responses, layer_positions, layers_of
+from ._common import as_responses, layer_positions, layers_of, sample_slices
 
 __all__ = ["familiarity"]
 
@@ -43,13 +42,7 @@ def _load(
 
 def _sample_slices(responses: xr.DataArray) -> list[slice]:
     """Sample slices to score one at a time: dask chunks, or fixed-size numpy blocks."""
-    data = responses.data
-    n = responses.sizes["sample"]
-    if isinstance(data, da.Array):
-        bounds = np.cumsum((0, *data.chunks[0]))
-    else:
-        bounds = np.append(np.arange(0, n, _NUMPY_CHUNK), n)
-    return [slice(int(a), int(b)) for a, b in pairwise(bounds) if b > a]
+    return sample_slices(responses.data, _NUMPY_CHUNK)
 
 
 def _score(models: list[GaussianMixture], responses: xr.DataArray, pos: np.ndarray) -> np.ndarray:
@@ -131,7 +124,7 @@ def familiarity(
         Layers to analyse (default: all, in order of first appearance).
     transformation : None, int or "stack", optional
         How cubes are turned into responses (see
-        :func:`tmx.introspect._common.as_responses`); applied to both sets.
+        ``tmx.introspect._common.as_responses``); applied to both sets.
 
     Returns
     -------

@@ -20,7 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from tmx.introspect._common import as_responses, layer_positions, layers_of
+from ._common import as_responses, layer_positions, layers_of, sample_slices
 
 __all__ = ["iua"]
 
@@ -56,7 +56,7 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
     atol : float, default 1e-8
         Absolute tolerance under which a response counts as zero. Must be ``>= 0``.
     transformation : None, int or "stack", optional
-        How a cube is turned into responses (see :func:`tmx.introspect._common.as_responses`):
+        How a cube is turned into responses (see ``tmx.introspect._common.as_responses``):
         ``None`` needs a single transformation, an int selects one, ``"stack"`` uses every
         ``(sample, transformation)`` row as a probe.
 
@@ -111,11 +111,10 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
         data = np.asarray(data)
         counts = np.zeros(r.sizes["unit"], dtype=np.int64)
         per_probe = np.zeros((n_samples, len(layers)), dtype=np.int64)
-        for start in range(0, n_samples, _NUMPY_CHUNK):
-            stop = min(start + _NUMPY_CHUNK, n_samples)
-            c, p = _chunk_counts(data[start:stop], atol, onehot)
+        for sl in sample_slices(data, _NUMPY_CHUNK):
+            c, p = _chunk_counts(data[sl], atol, onehot)
             counts += c
-            per_probe[start:stop] = p
+            per_probe[sl] = p
 
     if n_samples > 0:
         mean = per_probe.mean(axis=0, dtype=np.float64)

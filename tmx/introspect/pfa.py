@@ -13,7 +13,6 @@ Ledoit-Wolf shrinkage covariance (with a warning) instead of being dropped.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._common import as_responses, layer_positions, layers_of
+from ._common import as_responses, layer_positions, layers_of, sample_slices
 
 _POOLS = ("max", "mean", "sum")
 _STRATEGIES = ("kl", "energy", "size")
@@ -78,15 +77,9 @@ class _Layer:
 
 def _blocks(data: Any) -> Any:
     """Yield (sample-chunk) numpy blocks with every unit, computing dask chunks one at a time."""
-    chunks = getattr(data, "chunks", None)
-    if chunks is not None and not isinstance(data, np.ndarray):
-        bounds = np.cumsum((0, *chunks[0]))
-    else:
-        bounds = np.arange(0, data.shape[0] + _NUMPY_CHUNK, _NUMPY_CHUNK)
-    for a, b in itertools.pairwise(bounds):
-        if b > a:
-            block = data[int(a) : int(b)]
-            yield np.asarray(block.compute() if hasattr(block, "compute") else block)
+    for sl in sample_slices(data, _NUMPY_CHUNK):
+        block = data[sl]
+        yield np.asarray(block.compute() if hasattr(block, "compute") else block)
 
 
 def _ledoit_wolf(cov: np.ndarray, n: int, fourth: float) -> tuple[np.ndarray, float]:
@@ -121,14 +114,14 @@ def pfa(
     ----------
     responses
         A cube (sample, transformation, unit) or a (sample, unit) DataArray with a ``layer``
-        coordinate (see :func:`tmx.introspect.as_responses`); numpy or dask backed. Dask data is
+        coordinate (see ``tmx.introspect.as_responses``); numpy or dask backed. Dask data is
         streamed one sample chunk at a time (all units of a chunk are loaded together).
     pool
         Spatial pooling of conv layers (layers whose units have ``y >= 0``): ``"max"``,
         ``"mean"`` or ``"sum"`` over the (y, x) units of each channel. Dense layers use their
         units as channels.
     transformation
-        Passed to :func:`as_responses`.
+        Passed to ``as_responses``.
     epsilon_inactive
         A channel whose variance is ``<= epsilon_inactive`` is inactive.
 
@@ -284,12 +277,12 @@ def pfa_recipe(
     size: float | None = None,
     unit_strategy: str | None = None,
 ) -> xr.Dataset:
-    """How many (and which) channels of each layer to keep, from :func:`pfa` statistics.
+    """How many (and which) channels of each layer to keep, from ``pfa`` statistics.
 
     Parameters
     ----------
     stats
-        The Dataset returned by :func:`pfa`.
+        The Dataset returned by ``pfa``.
     strategy
         ``"kl"`` (PFA-KL): with p_k = λ_k / Σλ over the layer's n channels,
         KL = Σ p_k log(p_k n) (0 log 0 = 0) and ratio = 1 − KL / log n; keep ceil(n · ratio).
