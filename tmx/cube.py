@@ -134,9 +134,10 @@ class ForwardRunner:
         self._lock = threading.Lock()
         cls = type(self)
         cls.unpickles += 1
-        cached = cls._cache.get(self.token())
+        token = self.token()  # hashes the model bytes: once
+        cached = cls._cache.get(token)
         if cached is not None:
-            cls._cache.move_to_end(self.token())
+            cls._cache.move_to_end(token)
             self._model, self._functions = cached
 
     def token(self) -> str:

@@ -44,6 +44,7 @@ from ._common import (
     dispersion_from_m2,
     divide,
     group_reduce,
+    unit_coords_of,
 )
 from .reduce import REDUCES
 from .reduce import by_layer as _by_layer
@@ -209,7 +210,7 @@ def _vectorised(
         tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
         sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
     nv = divide(tv, sv, zero_div)
-    coords = {k: c.variable for k, c in template.coords.items() if c.dims == ("unit",)}
+    coords = unit_coords_of(template)
     parts = xr.Dataset(
         {k: (("replicate", "unit"), val) for k, val in (("tv", tv), ("sv", sv), ("nv", nv))},
         coords=coords,

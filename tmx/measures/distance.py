@@ -53,7 +53,15 @@ import numpy as np
 import xarray as xr
 from dask.utils import parse_bytes
 
-from ._common import ZERO_DIVS, base_attrs, channel_groups, check_cube, choice, divide
+from ._common import (
+    ZERO_DIVS,
+    base_attrs,
+    channel_groups,
+    check_cube,
+    choice,
+    divide,
+    unit_coords_of,
+)
 
 PERS = ("unit", "channel")
 METRICS = ("euclidean", "cosine")
@@ -272,7 +280,7 @@ def _distance_parts(
         coords["unit"] = ("unit", np.arange(len(groups["layer"])))
     else:
         codes = np.arange(cube.sizes["unit"])
-        coords = {k: c.variable for k, c in cube.coords.items() if c.dims == ("unit",)}
+        coords = unit_coords_of(cube)
     lazy = isinstance(cube.data, da.Array)
     opts = {"per": per, "metric": metric, "normalize": bool(normalize)}
 

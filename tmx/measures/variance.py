@@ -36,6 +36,7 @@ from ._common import (
     group_reduce,
     moments,
     spatial_layers,
+    unit_coords_of,
 )
 
 POOLS = (None, "mean", "pre_mean", "pre_max")
@@ -140,7 +141,7 @@ def variance_parts(
         coords = {k: ("unit", v) for k, v in groups.items()}
         coords["unit"] = ("unit", np.arange(len(groups["layer"])))
     else:
-        coords = {k: c.variable for k, c in target.coords.items() if c.dims == ("unit",)}
+        coords = unit_coords_of(target)
     attrs = base_attrs(
         cube, measure, dispersion=dispersion, ddof=ddof, zero_div=zero_div, pool=pool, by=by
     )
