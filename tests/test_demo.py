@@ -40,3 +40,8 @@ def test_demo_pipeline_runs_and_writes_its_outputs(tmp_path, monkeypatch, capsys
     printed = capsys.readouterr().out
     assert "written:" in printed and str(paths["summary.csv"]) in printed
     assert (tmp_path / "cache").exists()  # the cached model went where we asked
+    page = paths["report.html"].read_text(encoding="utf-8")
+    assert page.count('<circle class="pt"') == 3 * 24  # pool2, dense, logits × tiny samples
+    assert page.count("data:image/png;base64,") == 3 * 2 * 8  # most / least familiar digits
+    assert paths["report.zarr"].is_dir()
+    assert "PFA keeps" in printed and "least familiar digit" in printed

@@ -164,3 +164,19 @@ def test_errors() -> None:
         familiarity(fit, other)
     with pytest.raises(ValueError, match="'channel'"):
         familiarity(fit, fit.assign_coords(channel=("unit", np.arange(7)[::-1])))
+
+
+def test_float32_is_fitted_like_sklearn_on_float32() -> None:
+    """float32 responses (a tmx cube's dtype) are fitted and scored in float32, exactly what
+    scikit-learn does with the same array."""
+    fit = _responses(80, 5)
+    fit32 = fit.astype(np.float32)
+    out = familiarity(fit32, components=2, seed=1)
+    for name in ("a", "b"):
+        cols = LAYERS == name
+        x = fit32.values[:, cols]
+        assert x.dtype == np.float32
+        exp = _direct(x, x, 2, "diag", 1)
+        np.testing.assert_allclose(out["familiarity"].sel(layer=name).values, exp, atol=1e-10)
+    out64 = familiarity(fit, components=2, seed=1)
+    np.testing.assert_allclose(out["familiarity"].values, out64["familiarity"].values, atol=1e-2)

@@ -239,3 +239,61 @@ def test_ledoit_wolf_shrinkage_matches_closed_form() -> None:
     with pytest.warns(UserWarning):
         stats = pfa(lazy)
     assert float(stats["shrinkage"][0]) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("pool", ["max", "mean", "sum"])
+def test_pooling_independent_of_unit_order(pool: str) -> None:
+    """The (y, x, c) grid fast path and the general gather give the same statistics."""
+    rng = np.random.default_rng(8)
+    grid = _conv(rng.normal(size=(50, 3, 4, 6)))
+    shuffled = grid.isel(unit=rng.permutation(grid.sizes["unit"]))
+    a, b = pfa(grid, pool=pool), pfa(shuffled, pool=pool)
+    for name in ("mean", "variance", "covariance", "eigenvalues"):
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_cross_products() -> None:
+    """float32 responses: per-chunk float32 cross-products, merged in float64, agree with
+    np.cov of the same values to float32 precision; gram="float64" to 1e-10."""
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=(3000, 24)) @ rng.normal(size=(24, 24)) + 5.0).astype(np.float32)
+    data = _dense([x]).chunk({"sample": (1000, 700, 1300)})
+    expected = np.cov(x.astype(np.float64), rowvar=False)
+    fast = pfa(data)
+    assert fast.attrs["gram"] == "input" and fast.attrs["dtype"] == "float32"
+    cov = fast["covariance"].values[0]
+    np.testing.assert_allclose(cov, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    exact = pfa(data, gram="float64")["covariance"].values[0]
+    np.testing.assert_allclose(exact, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="gram"):
+        pfa(data, gram="float16")
+
+
+def test_eigenvalues_only(reference: xr.DataArray, reference_stats: xr.Dataset) -> None:
+    stats = pfa(reference, eigenvectors=False)
+    assert "eigenvectors" not in stats and stats.attrs["eigenvectors"] == 0
+    np.testing.assert_allclose(
+        stats["eigenvalues"].values, reference_stats["eigenvalues"].values, rtol=1e-9, atol=1e-12
+    )
+    a, b = pfa_recipe(stats), pfa_recipe(reference_stats)
+    np.testing.assert_array_equal(a["recommended"].values, [99, 52, 20])
+    np.testing.assert_array_equal(a["keep"].values, b["keep"].values)
+    np.testing.assert_allclose(a["kl"].values, b["kl"].values, rtol=1e-9)
+    with pytest.raises(ValueError, match="eigenvectors"):
+        pfa(reference, eigenvectors="no")
+
+
+@pytest.mark.parametrize("unit_strategy", ["l1max", "l1min", "absmax", "absmin"])
+def test_unit_strategies_match_dnikit(unit_strategy: str) -> None:
+    """Removal orders equal DNIKit 2.0.0's on six random layers (tests/data/
+    make_pfa_units_dnikit.py ran DNIKit's own selection functions on these covariances)."""
+    import json
+
+    from tmx.introspect.pfa import _removal_order
+
+    cases = json.loads((Path(__file__).parent / "data" / "pfa_units_dnikit.json").read_text())
+    for case in cases:
+        cov = np.asarray(case["covariance"])
+        expected = case["removal_order"][unit_strategy]
+        order = _removal_order(cov, np.ones(cov.shape[0], dtype=bool), unit_strategy)
+        assert order[: len(expected)].tolist() == expected, case["seed"]

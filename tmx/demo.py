@@ -132,8 +132,13 @@ def run(config: Config = Config()) -> dict[str, Path]:
     analysis = tmx.analyze(model, x, y, groups, layers=list(cube.attrs["layers"]), zero_div="nan")
     _step("analysis over the seed package's seven groups", start)
 
+    introspection = _introspect(loaded, x, out, config)
+    _step("introspection: PFA, inactive units, data set report", start)
+
     paths = _write(out, results, analysis, cube, rotations, x, config)
+    paths.update(introspection.pop("paths"))
     _print_table(results, analysis, paths)
+    _print_introspection(introspection)
     _step("done", start)
     return paths
 
@@ -150,6 +155,50 @@ def _goodfellow_score(cube):
     # the reference is rotation(0), the untransformed digit; the local rate is taken over all
     # cells (local="top", the 2009 paper's, selects a few samples: too discrete to bootstrap)
     return tmx.goodfellow(cube, reference=0, local="all")["score"].rename("goodfellow_score")
+
+
+def _introspect(cube, x, out, config) -> dict:
+    """PFA and IUA over every rotated digit; a data set report of the unrotated digits."""
+    from tmx import introspect as ti
+
+    recipe = ti.pfa_recipe(ti.pfa(cube, transformation="stack"), "kl")
+    inactive = ti.iua(cube, transformation="stack")
+    layers = [n for n in ("pool2", "dense", "logits") if n in cube.attrs["layers"]]
+    report = ti.report(cube, transformation=0, layers=layers, seed=config.seed)
+    html = out / "report.html"
+    ti.report_html(report, html, images=x.values, title="tmx demo: test digits")
+    store = out / "report.zarr"
+    if store.exists():
+        import shutil
+
+        shutil.rmtree(store)
+    ti.save_report(report, store)
+    return {
+        "recipe": recipe,
+        "inactive": inactive,
+        "report": report,
+        "paths": {"report.html": html, "report.zarr": store},
+    }
+
+
+def _print_introspection(result: dict) -> None:
+    recipe, inactive, report = result["recipe"], result["inactive"], result["report"]
+    print()
+    print("introspection over every rotated digit (PFA-KL on max-pooled channels; inactive units)")
+    print(f"  {'layer':10s} {'channels':>9s} {'PFA keeps':>10s} {'inactive (mean fraction)':>26s}")
+    for name in recipe.layer.values:
+        units = int(inactive.n_units.sel(layer=name))
+        frac = float(inactive.mean_inactive.sel(layer=name)) / units
+        print(
+            f"  {name!s:10s} {int(recipe.original.sel(layer=name)):9d} "
+            f"{int(recipe.recommended.sel(layer=name)):10d} {frac:26.3f}"
+        )
+    print("data set report (unrotated digits):")
+    for name in report.layer.values:
+        fam = report.familiarity.sel(layer=name)
+        least = int(report.sample.values[int(np.argmin(fam.values))])
+        dup = int((report.duplicate_cluster.sel(layer=name) >= 0).sum())
+        print(f"  {name!s:10s} least familiar digit: sample {least}; near-duplicates: {dup}")
 
 
 def _write(out, results, analysis, cube, rotations, x, config) -> dict[str, Path]:

@@ -90,3 +90,13 @@ def sample_slices(data: Any, block: int = 4096) -> list[slice]:
     else:
         bounds = np.append(np.arange(0, n, block), n)
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def unit_index(positions: np.ndarray) -> slice | np.ndarray:
+    """A slice when the unit positions are contiguous (a view, no copy), else the positions."""
+    positions = np.asarray(positions)
+    if positions.size and np.array_equal(
+        positions, np.arange(positions[0], positions[0] + positions.size)
+    ):
+        return slice(int(positions[0]), int(positions[0]) + positions.size)
+    return positions

@@ -28,17 +28,21 @@ _NUMPY_CHUNK = 4096
 
 
 def _layer_onehot(responses: xr.DataArray, layers: list[str]) -> np.ndarray:
-    """``(unit, layer)`` int64 matrix with a 1 where the unit belongs to the layer."""
-    onehot = np.zeros((responses.sizes["unit"], len(layers)), dtype=np.int64)
+    """``(unit, layer)`` float32 matrix with a 1 where the unit belongs to the layer."""
+    onehot = np.zeros((responses.sizes["unit"], len(layers)), dtype=np.float32)
     for j, layer in enumerate(layers):
         onehot[layer_positions(responses, layer), j] = 1
     return onehot
 
 
 def _chunk_counts(block: np.ndarray, atol: float, onehot: np.ndarray) -> tuple[Any, Any]:
-    """Per-unit inactive counts ``(unit,)`` and per-probe per-layer counts ``(rows, layer)``."""
-    mask = (np.abs(block) <= atol).astype(np.int64)
-    return mask.sum(axis=0), mask @ onehot
+    """Per-unit inactive counts ``(unit,)`` and per-probe per-layer counts ``(rows, layer)``.
+
+    The per-layer counts are a float32 matrix product with the one-hot (BLAS; exact for
+    layers of fewer than 2**24 units), rounded back to integers."""
+    mask = np.abs(block) <= atol
+    per_probe = mask.astype(np.float32) @ onehot
+    return np.count_nonzero(mask, axis=0), np.rint(per_probe).astype(np.int64)
 
 
 def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr.Dataset:
@@ -101,9 +105,10 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
     data = r.data
 
     if isinstance(data, da.Array):
-        mask = (da.abs(data) <= atol).astype(np.int64)
-        counts_lazy = mask.sum(axis=0)
-        per_probe_lazy = mask @ da.from_array(onehot, chunks=onehot.shape)
+        mask = da.abs(data) <= atol
+        counts_lazy = mask.sum(axis=0, dtype=np.int64)
+        onehot32 = da.from_array(onehot, chunks=onehot.shape)
+        per_probe_lazy = da.rint(mask.astype(np.float32) @ onehot32)
         counts, per_probe = dask.compute(counts_lazy, per_probe_lazy)
         counts = np.asarray(counts, dtype=np.int64)
         per_probe = np.asarray(per_probe, dtype=np.int64)

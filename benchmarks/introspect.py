@@ -1,0 +1,370 @@
+"""tmx's introspectors (pfa, iua, familiarity) against DNIKit 2.0.0 on 10,000 × 512 responses.
+
+Run: .venv/bin/python -m benchmarks.introspect [--n 10000] [--units 512] [--repeats 3]
+         [--threads 1] [--batch-sizes 1024,4096]
+     .venv/bin/python -m benchmarks.introspect --setup-dnikit   # once: create the DNIKit venv
+
+Data (seeded, float32, one dense layer "dense" of ``--units`` units): ReLU of correlated Gaussian
+pre-activations with a low-rank structure (24 latent factors plus independent noise and a
+per-unit bias), so PFA recommends a non-trivial count; 5 % of the units are dead (always 0) and
+many others are often 0, so IUA has something to count.
+
+Baseline: DNIKit 2.0.0, run in the same benchmark on the same data (saved to a temporary .npy)
+by ``benchmarks/_dnikit_runner.py`` in its own venv, ``benchmarks/.venv-dnikit`` (DNIKit cannot
+share tmx's venv). ``--setup-dnikit`` creates it with the python running this script:
+
+    python -m venv benchmarks/.venv-dnikit
+    benchmarks/.venv-dnikit/bin/pip install dnikit==2.0.0 numpy==<tmx's> scipy==<tmx's> \
+        scikit-learn==<tmx's>
+
+pinning numpy, scipy and scikit-learn to the versions in tmx's venv, so that both sides run the
+same BLAS, eigensolvers and GaussianMixture and the ratios measure the libraries' own code.
+DNIKit 2.0.0 (2022) declares no upper bounds and works with numpy 2.4 / scipy 1.17 /
+scikit-learn 1.9 (tested: numpy 2.4.6, scipy 1.17.1, scikit-learn 1.9.1, annoy 1.17.3, Python
+3.11). Its dependency ``annoy`` is built from source and needs a C++ compiler; it is needed even
+here, since ``dnikit.introspectors`` imports Duplicates (which uses it) unconditionally. When the
+venv is absent or does not import ``dnikit.introspectors``, only tmx's times are printed.
+
+Threads: ``--threads`` (default 1) limits BLAS / OpenMP threads on both sides with
+threadpoolctl. One thread gives stable ratios on a shared machine; with the default thread pools
+(``--threads 0``) a busy machine makes both sides' BLAS calls (covariance, eigh, GMM) several
+times slower at random, and the ratios mean little.
+
+Rows (medians of ``--repeats``). tmx gets the in-memory DataArray and streams it in its own
+4096-row chunks; DNIKit reads the responses through a Producer of batches, and each DNIKit step
+that reads data is timed at every ``--batch-sizes`` (default 1024, DNIKit's Familiarity default,
+and 4096, tmx's chunk; at DNIKit's PFA / IUA default, 32, it is 3-50x slower) and the fastest
+is kept, so the baseline is DNIKit at its best of those (the table says which):
+
+- pfa: ``tmx.introspect.pfa`` vs ``PFA.introspect`` (covariance + eigendecomposition). Both are
+  bound by the same two LAPACK/BLAS calls (the 512 × 512 Gram matrix and ``eigh``); tmx also
+  centres each chunk before its Gram product (the stable update that keeps a unit with mean 1e4
+  and std 1e-3 exact; DNIKit's uncentred sums lose it), so this step alone is at parity or
+  slightly slower. ``pfa(eigenvectors=False)`` (``eigvalsh``; the recipe needs only the
+  eigenvalues) is compared with the same DNIKit step.
+- pfa_recipe (KL): ``pfa_recipe(stats, "kl")`` vs ``pfa.get_recipe(KL, L1Max)``; both pick the
+  count and the channels (tmx orders every active channel, DNIKit only the removed ones).
+- iua: ``tmx.introspect.iua`` vs ``IUA.introspect`` + ``.results``.
+- familiarity fit: ``familiarity(X, score=X[:1])`` (the fit plus scoring one sample; tmx has no
+  separate fit call) vs ``Familiarity.introspect`` with the GMM strategy; both fit
+  ``sklearn.mixture.GaussianMixture(5, "diag", random_state=seed)`` on the float32 responses
+  (DNIKit: max_iter=200; tmx: max_iter=100; both converge in 48 iterations here), so the fit is
+  at parity by construction.
+- familiarity scoring: scoring the 10,000 samples under a fitted model. tmx: the scoring loop
+  ``familiarity`` runs after its fit (``tmx.introspect.familiarity._score``, sklearn
+  ``score_samples`` per 4096-row chunk) on the model its ``_fit`` returns; DNIKit: the fitted
+  ``Familiarity`` stage in a ``pipeline`` (per batch and component, scipy
+  ``multivariate_normal.logpdf`` with the diagonal covariance expanded to a full 512 × 512
+  matrix, then one result object per sample). Both compute the same log-likelihood; the
+  cross-check scores the first 100 samples under tmx's fitted mixture with DNIKit's code.
+- familiarity end to end: ``familiarity(X)`` vs fit + scoring.
+
+Ratio = DNIKit / tmx (> 1: tmx is faster). Targets (the issue): ≥ 1 on pfa, iua and familiarity
+(each as a user runs it: spectrum + recipe, the IUA, fit + scoring), ≥ 20 on familiarity
+scoring; the indented rows are their steps, for information.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from tmx.introspect import familiarity, iua, pfa, pfa_recipe
+
+from ._timing import median_seconds
+
+# The module (``tmx.introspect.familiarity`` the attribute is the function): its fit and scoring
+# helpers are timed separately, see the module docstring.
+_familiarity_module = importlib.import_module("tmx.introspect.familiarity")
+
+HERE = Path(__file__).resolve().parent
+DNIKIT_VENV = HERE / ".venv-dnikit"
+DNIKIT_PYTHON = DNIKIT_VENV / "bin" / "python"
+RUNNER = HERE / "_dnikit_runner.py"
+LAYER = "dense"
+COMPONENTS = 5
+SEED = 0
+
+
+def make_responses(n: int, units: int, seed: int = SEED) -> np.ndarray:
+    """ReLU of low-rank correlated Gaussian pre-activations, float32, with 5 % dead units."""
+    rng = np.random.default_rng(seed)
+    k = 24
+    z = rng.standard_normal((n, k))
+    w = rng.standard_normal((k, units)) * rng.uniform(0.2, 1.5, size=(1, units)) / np.sqrt(k)
+    pre = z @ w + 0.3 * rng.standard_normal((n, units)) + rng.normal(0.0, 0.5, size=units)
+    dead = rng.choice(units, size=max(1, units // 20), replace=False)
+    pre[:, dead] = -1.0
+    return np.maximum(pre, 0.0).astype(np.float32)
+
+
+def as_dataarray(x: np.ndarray) -> xr.DataArray:
+    n, units = x.shape
+    return xr.DataArray(
+        x,
+        dims=("sample", "unit"),
+        coords={"sample": np.arange(n), "layer": ("unit", np.full(units, LAYER))},
+        name="responses",
+    )
+
+
+def dnikit_available() -> bool:
+    if not DNIKIT_PYTHON.exists():
+        return False
+    probe = subprocess.run(
+        [str(DNIKIT_PYTHON), "-c", "import dnikit.introspectors"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def setup_dnikit() -> None:
+    pins = [f"{pkg}=={version(pkg)}" for pkg in ("numpy", "scipy", "scikit-learn")]
+    cmds = [
+        [sys.executable, "-m", "venv", str(DNIKIT_VENV)],
+        [str(DNIKIT_VENV / "bin" / "pip"), "install", "dnikit==2.0.0", *pins],
+    ]
+    for cmd in cmds:
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    print(f"DNIKit venv ready: {DNIKIT_VENV} (keep it out of git)")
+
+
+def time_tmx(data: xr.DataArray, repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    sec: dict[str, float] = {}
+    out: dict[str, object] = {}
+    stats = pfa(data)
+    sec["pfa"] = median_seconds(lambda: pfa(data), repeats)
+    sec["pfa_values"] = median_seconds(lambda: pfa(data, eigenvectors=False), repeats)
+    sec["pfa_recipe"] = median_seconds(lambda: pfa_recipe(stats, "kl"), repeats)
+    recipe = pfa_recipe(stats, "kl")
+    sec["iua"] = median_seconds(lambda: iua(data), repeats)
+    out["pfa"], out["recipe"], out["iua"] = stats, recipe, iua(data)
+
+    one = data[:1]
+    sec["familiarity_fit"] = median_seconds(
+        lambda: familiarity(data, one, components=COMPONENTS, seed=SEED), repeats, warmup=False
+    )
+    pos = np.arange(data.sizes["unit"])
+    x32 = _familiarity_module._load(data, pos)
+    model = _familiarity_module._fit(x32, COMPONENTS, "diag", SEED)
+    sec["familiarity_score"] = median_seconds(
+        lambda: _familiarity_module._score([model], data, pos), repeats
+    )
+    sec["familiarity_total"] = median_seconds(
+        lambda: familiarity(data, components=COMPONENTS, seed=SEED), repeats, warmup=False
+    )
+    out["model"] = model
+    out["scores"] = _familiarity_module._score([model], data, pos)[:, 0]
+    return sec, out
+
+
+def run_dnikit(x: np.ndarray, model, args: argparse.Namespace) -> dict:
+    tmp = tempfile.mkdtemp(prefix="tmx-bench-dnikit-")
+    try:
+        path = os.path.join(tmp, "responses.npy")
+        np.save(path, x)
+        gmm = os.path.join(tmp, "tmx_gmm.npz")
+        np.savez(gmm, means=model.means_, covariances=model.covariances_, weights=model.weights_)
+        opts = {
+            "repeats": args.repeats,
+            "score_repeats": args.repeats,
+            "batch_sizes": args.batch_sizes,
+            "components": COMPONENTS,
+            "seed": SEED,
+            "threads": args.threads,
+            "tmx_gmm": gmm,
+        }
+        proc = subprocess.run(
+            [str(DNIKIT_PYTHON), str(RUNNER), path, json.dumps(opts)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the DNIKit runner failed:\n{proc.stderr}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# (key, label, target): the targeted rows are the issue's "pfa, iua and familiarity" as a user
+# runs them (a PFA is the spectrum plus its recipe); the others are their steps, for information.
+ROWS = [
+    ("pfa_both", "pfa + pfa_recipe", 1.0),
+    ("pfa_values_both", "pfa(eigenvectors=False) + pfa_recipe", 1.0),
+    ("iua", "iua", 1.0),
+    ("familiarity_total", "familiarity fit + scoring", 1.0),
+    ("familiarity_score", "familiarity scoring (all samples)", 20.0),
+    ("pfa", "  step: pfa (covariance + eigh)", None),
+    ("pfa_values", "  step: pfa(eigenvectors=False)", None),
+    ("pfa_recipe", "  step: pfa_recipe (KL + L1Max units)", None),
+    ("familiarity_fit", "  step: familiarity fit (GMM 5 diag)", None),
+]
+
+
+def print_table(tmx_s: dict[str, float], dnk: dict[str, dict[str, float]] | None) -> list[str]:
+    """Print the table; return the rows that miss their target."""
+    tmx_s = {
+        **tmx_s,
+        "pfa_both": tmx_s["pfa"] + tmx_s["pfa_recipe"],
+        "pfa_values_both": tmx_s["pfa_values"] + tmx_s["pfa_recipe"],
+    }
+    best: dict[str, tuple[float, str]] = {}
+    if dnk is not None:
+        for step, by_size in dnk.items():
+            size, sec = min(by_size.items(), key=lambda kv: kv[1])
+            best[step] = (sec, size if len(by_size) > 1 else "-")
+        best["pfa_both"] = (best["pfa"][0] + best["pfa_recipe"][0], best["pfa"][1])
+        best["pfa_values"] = best["pfa"]  # DNIKit always computes eigenvectors
+        best["pfa_values_both"] = best["pfa_both"]
+        best["familiarity_total"] = (
+            best["familiarity_fit"][0] + best["familiarity_score"][0],
+            best["familiarity_score"][1],
+        )
+    misses = []
+    print(
+        f"{'step':36s} {'tmx s':>8s} {'DNIKit s':>9s} {'batch':>6s} {'ratio':>7s} "
+        f"{'target':>7s}  met"
+    )
+    for key, label, target in ROWS:
+        t = tmx_s[key]
+        goal = "-" if target is None else f">={target:g}"
+        if dnk is None:
+            print(f"{label:36s} {t:8.4f} {'-':>9s} {'-':>6s} {'-':>7s} {goal:>7s}  -")
+            continue
+        d, size = best[key]
+        ratio = d / t
+        met = "-" if target is None else ("yes" if ratio >= target else "NO")
+        if target is not None and ratio < target:
+            misses.append(label)
+        print(f"{label:36s} {t:8.4f} {d:9.4f} {size:>6} {ratio:7.2f} {goal:>7s}  {met}")
+    return misses
+
+
+def print_checks(out: dict[str, object], check: dict) -> None:
+    stats, recipe, iu = out["pfa"], out["recipe"], out["iua"]
+    p = int(stats["n_channels"].values[0])
+    rec = int(recipe["recommended"].values[0])
+    dp = check["pfa"]
+    print("agreement:")
+    print(
+        f"  pfa KL recommended: tmx {rec} / DNIKit {dp['recommended']} of {p} "
+        f"({'same' if rec == dp['recommended'] else 'DIFFERENT'}); KL tmx "
+        f"{float(recipe['kl'].values[0]):.6f} / DNIKit {dp['kl']:.6f}; inactive channels tmx "
+        f"{p - int(stats['n_active'].values[0])} / DNIKit {dp['n_inactive']}"
+    )
+    eig_t = np.asarray(stats["eigenvalues"].values[0, :10])
+    eig_d = np.asarray(dp["eigenvalues_top"])
+    rel = np.max(np.abs(eig_t / eig_d - 1))
+    print(f"  pfa top-10 eigenvalues: max relative difference {rel:.1e}")
+    removed_t = set(np.asarray(recipe["removal_order"].values[0, : p - rec]).tolist())
+    removed_d = set(dp["removed"])
+    print(
+        f"  pfa removed channels (L1Max): tmx {len(removed_t)} / DNIKit {len(removed_d)}, "
+        f"{len(removed_t & removed_d)} in common"
+    )
+    di = check["iua"]
+    same_units = np.array_equal(
+        np.asarray(iu["inactive_count"].values), np.asarray(di["unit_inactive_count"])
+    )
+    print(
+        f"  iua per-unit inactive counts: {'identical' if same_units else 'DIFFERENT'}; mean "
+        f"inactive per probe tmx {float(iu['mean_inactive'].values[0]):.4f} / DNIKit "
+        f"{di['mean_inactive']:.4f}, std tmx {float(iu['std_inactive'].values[0]):.4f} / DNIKit "
+        f"{di['std_inactive']:.4f}"
+    )
+    tmx100 = np.asarray(out["scores"])[:100]
+    df = check["familiarity"]
+    if "scores_first100_tmx_model" in df:
+        same_model = np.asarray(df["scores_first100_tmx_model"])
+        print(
+            "  familiarity, tmx's fitted model scored by DNIKit's code (first 100): max |diff| "
+            f"{np.max(np.abs(same_model - tmx100)):.2e} "
+            f"(|score| ~ {np.median(np.abs(tmx100)):.0f}; "
+            "tmx scores float32 responses in float32 as scikit-learn does, DNIKit in float64)"
+        )
+    own = np.asarray(df["scores_first100"])
+    corr = np.corrcoef(own, tmx100)[0, 1]
+    print(
+        f"  familiarity, each library's own fit (first 100): Pearson r {corr:.6f}, max |diff| "
+        f"{np.max(np.abs(own - tmx100)):.2e} (both fit the float32 responses; DNIKit with "
+        "max_iter=200, tmx with max_iter=100)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--units", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda v: [int(b) for b in v.split(",")],
+        default=[1024, 4096],
+        help="DNIKit batch sizes, comma-separated; the fastest is kept per step",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS / OpenMP threads on both sides (threadpoolctl; default 1); 0: the libraries' "
+        "default (all cores)",
+    )
+    parser.add_argument(
+        "--setup-dnikit", action="store_true", help=f"create {DNIKIT_VENV} with DNIKit 2.0.0"
+    )
+    args = parser.parse_args()
+    if args.setup_dnikit:
+        setup_dnikit()
+        return
+    start = time.perf_counter()
+    x = make_responses(args.n, args.units)
+    data = as_dataarray(x)
+    if args.threads > 0:
+        threadpool_limits(args.threads)
+    tmx_s, out = time_tmx(data, args.repeats)
+    result = None
+    if dnikit_available():
+        result = run_dnikit(x, out["model"], args)
+    print(
+        f"{args.n} x {args.units} float32 responses, one layer; medians of {args.repeats}; "
+        f"ratio = DNIKit / tmx (> 1: tmx faster); DNIKit best of batch sizes "
+        f"{','.join(map(str, args.batch_sizes))}; "
+        f"BLAS threads {args.threads or 'default'}"
+    )
+    if result is None:
+        print(
+            "DNIKit 2.0.0 not found in benchmarks/.venv-dnikit: run "
+            "`python -m benchmarks.introspect --setup-dnikit` to compare"
+        )
+        print_table(tmx_s, None)
+    else:
+        v = result["versions"]
+        print(
+            f"DNIKit {v['dnikit']} (numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn "
+            f"{v['scikit-learn']}); tmx side numpy {version('numpy')}, scipy {version('scipy')}, "
+            f"scikit-learn {version('scikit-learn')}"
+        )
+        misses = print_table(tmx_s, result["seconds"])
+        print_checks(out, result["check"])
+        print("targets missed: " + (", ".join(misses) if misses else "none"))
+    print(f"total wall time {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

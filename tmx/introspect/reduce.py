@@ -1,0 +1,400 @@
+"""Dimension reduction of responses, per layer: PCA, incremental PCA, t-SNE, UMAP and PaCMAP.
+
+Each layer's units are reduced to ``dims`` components, one layer at a time, as DNIKit's
+``DimensionReduction`` (Apple, *Data and Network Introspection Kit*, 2021) does for its
+strategies. The methods are thin wrappers around their libraries: the numbers are the
+libraries' own, for the same data, seed and options.
+
+Memory: ``"incremental_pca"`` streams the responses by sample chunks (its dask chunks, or blocks
+of ``batch_size`` rows) and holds one chunk of one layer at a time (``chunk_rows ×
+n_layer_units × 8`` bytes, float64). Every other method needs the whole layer: each layer's
+responses are loaded in full, one layer at a time (``n_samples × n_layer_units × 8`` bytes,
+float64), plus the library's own working memory (t-SNE, UMAP and PaCMAP keep neighbour graphs
+of ``n_samples × n_neighbours`` entries).
+"""
+
+from __future__ import annotations
+
+import importlib
+from numbers import Integral, Real
+from types import ModuleType
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from sklearn.decomposition import PCA, IncrementalPCA
+
+from ._common import as_responses, layer_positions, layers_of, sample_slices
+
+__all__ = ["METHODS", "reduce"]
+
+METHODS = ("pca", "incremental_pca", "tsne", "umap", "pacmap")
+_PCA_TYPES = ("pca", "incremental_pca")
+_OPTIONAL = {"umap": ("umap", "umap-learn"), "pacmap": ("pacmap", "pacmap")}
+_RESERVED = ("n_components", "random_state")
+_ATTRS = ("method", "dims", "seed")
+_MIN_BATCH = 1024
+_TSNE_PERPLEXITY = 30.0
+_UMAP_NEIGHBOURS = 15
+_PACMAP_NEIGHBOURS = 10
+
+
+def _columns(positions: np.ndarray) -> slice | np.ndarray:
+    """A slice when the positions are contiguous (cheaper to index lazily), else the positions."""
+    if positions.size and np.array_equal(
+        positions, np.arange(positions[0], positions[0] + positions.size)
+    ):
+        return slice(int(positions[0]), int(positions[0]) + positions.size)
+    return positions
+
+
+def _load(data: Any, columns: slice | np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """A C-contiguous float64 numpy block of the given sample rows and unit columns."""
+    block = data[rows, columns]
+    if isinstance(block, da.Array):
+        block = block.compute()
+    return np.ascontiguousarray(np.asarray(block, dtype=np.float64))
+
+
+def _check_finite(block: np.ndarray, layer: str) -> None:
+    if not np.isfinite(block).all():
+        raise ValueError(f"responses of layer {layer!r} contain non-finite values (NaN or inf)")
+
+
+def _optional(method: str) -> ModuleType:
+    """Import the optional package of ``method``, with an install hint when it is missing."""
+    module, package = _OPTIONAL[method]
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f'method="{method}" needs the optional package {package}: '
+            f'pip install "tmx-measures[{method}]"'
+        ) from err
+
+
+def _pacmap_neighbours(n: int, options: dict[str, Any]) -> int | None:
+    """Largest ``n_neighbors <= 10`` whose near, mid-near and further pairs fit in ``n``
+    samples (PaCMAP's own rule: ``n_NB + round(n_NB * MN_ratio) + round(n_NB * FP_ratio) <
+    n``); None when even 1 does not fit."""
+    mn = float(options.get("MN_ratio", 0.5))
+    fp = float(options.get("FP_ratio", 2.0))
+    for k in range(_PACMAP_NEIGHBOURS, 0, -1):
+        if k + round(k * mn) + round(k * fp) < n:
+            return k
+    return None
+
+
+def _defaults(method: str, n: int, dims: int, seed: int | None, options: dict[str, Any]):
+    """The options passed to the library: the caller's, plus the small-sample defaults."""
+    opts = dict(options)
+    if method == "tsne":
+        # scikit-learn needs perplexity < n_samples; (n - 1) / 3 makes its 3 * perplexity + 1
+        # neighbours exactly all the other samples.
+        opts.setdefault("perplexity", min(_TSNE_PERPLEXITY, (n - 1) / 3))
+        if dims > 3:
+            opts.setdefault("method", "exact")  # Barnes-Hut supports at most 3 components
+    elif method == "umap":
+        opts.setdefault("n_neighbors", min(_UMAP_NEIGHBOURS, n - 1))
+        if seed is not None:
+            opts.setdefault("n_jobs", 1)  # UMAP forces 1 with a seed, and warns otherwise
+    elif method == "pacmap":
+        if "n_neighbors" not in opts:
+            k = _pacmap_neighbours(n, opts)
+            if k is None:
+                raise ValueError(
+                    f'method="pacmap" needs more samples: {n} cannot hold its nearest, '
+                    "mid-near and further pairs (at least 4 with the default ratios)"
+                )
+            opts["n_neighbors"] = k
+    return opts
+
+
+def _min_samples(method: str, dims: int) -> int:
+    if method == "umap":
+        return max(3, dims + 2)  # n_neighbors >= 2; the spectral init needs dims + 1 < n
+    if method == "pacmap":
+        return max(4, dims)
+    return max(2, dims)
+
+
+def _attr(value: Any) -> Any:
+    """A netCDF/zarr-friendly attribute value: str, int or float; anything else as a string."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    return str(value)
+
+
+def _blocks(data: Any, n: int, batch_size: int | None, dims: int) -> list[slice]:
+    """Sample slices for incremental PCA: the dask chunks (``batch_size`` None on a dask array)
+    or blocks of ``batch_size`` rows; slices with fewer than ``dims`` rows are merged into the
+    next one (the last into the previous one)."""
+    if batch_size is None:
+        slices = sample_slices(data, max(5 * dims, _MIN_BATCH))
+    else:
+        slices = [slice(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    merged: list[slice] = []
+    start = 0
+    for sl in slices:
+        if sl.stop - start >= dims:
+            merged.append(slice(start, sl.stop))
+            start = sl.stop
+    if start < n:
+        last = merged.pop()
+        merged.append(slice(last.start, n))
+    return merged
+
+
+def _incremental(
+    data: Any, columns: slice | np.ndarray, layer: str, blocks: list[slice], model: IncrementalPCA
+) -> np.ndarray:
+    """Fit ``model`` by ``partial_fit`` over the blocks, then transform them: two streamed
+    passes, one block in memory at a time."""
+    for sl in blocks:
+        block = _load(data, columns, sl)
+        _check_finite(block, layer)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            model.partial_fit(block)
+    out = np.empty((int(data.shape[0]), model.n_components), dtype=np.float64)
+    for sl in blocks:
+        out[sl] = model.transform(_load(data, columns, sl))
+    return out
+
+
+def reduce(
+    responses: Any,
+    method: str = "pca",
+    dims: int = 2,
+    *,
+    layers: list[str] | None = None,
+    transformation: Any = None,
+    seed: int | None = 0,
+    batch_size: int | None = None,
+    **options: Any,
+) -> xr.DataArray:
+    """Reduce each layer's responses to ``dims`` components.
+
+    Per layer, the ``(sample, unit)`` responses ``X`` of that layer's units are mapped to
+    ``(sample, dims)``:
+
+    - ``"pca"``: ``sklearn.decomposition.PCA(n_components=dims, random_state=seed,
+      **options).fit_transform(X)``, i.e. ``(X - mean(X)) V_k`` with ``V_k`` the top ``k =
+      dims`` right singular vectors of the centred ``X`` (Pearson 1901; Hotelling 1933).
+    - ``"incremental_pca"``: ``sklearn.decomposition.IncrementalPCA(n_components=dims,
+      batch_size=..., **options)`` fitted by ``partial_fit`` over sample chunks, then
+      ``transform`` chunk by chunk (Ross et al. 2008). Out of core: one chunk in memory at a
+      time. Exact PCA up to the incremental SVD's truncation after every chunk; on data with a
+      clear ``dims``-dimensional structure it finds the same subspace.
+    - ``"tsne"``: ``sklearn.manifold.TSNE(n_components=dims, random_state=seed,
+      **options).fit_transform(X)`` (van der Maaten & Hinton 2008).
+    - ``"umap"``: ``umap.UMAP(n_components=dims, random_state=seed, **options)
+      .fit_transform(X)`` (McInnes et al. 2018); needs the optional package umap-learn.
+    - ``"pacmap"``: ``pacmap.PaCMAP(n_components=dims, random_state=seed, **options)
+      .fit_transform(X)`` (Wang et al. 2021); needs the optional package pacmap.
+
+    Small-sample defaults (each overridable through ``options``), for ``n`` samples:
+
+    - t-SNE: ``perplexity = min(30, (n - 1) / 3)`` (scikit-learn needs ``perplexity < n``; its
+      default is 30), and ``method="exact"`` when ``dims > 3`` (Barnes-Hut supports 3 at most).
+    - UMAP: ``n_neighbors = min(15, n - 1)`` (UMAP truncates to ``n - 1`` itself, with a
+      warning), and ``n_jobs=1`` when ``seed`` is set (UMAP forces it, with a warning).
+    - PaCMAP: ``n_neighbors`` = the largest value ``<= 10`` (its default) for which the near,
+      mid-near and further pairs fit in ``n`` samples (``n_NB + round(n_NB * MN_ratio) +
+      round(n_NB * FP_ratio) < n``); 10 whenever ``n >= 36`` with the default ratios. Below
+      that PaCMAP would shrink the pair counts itself, with warnings, and fail below 4 samples.
+
+    A layer whose responses are identical for every sample (all units dead) is projected to 0
+    by t-SNE, UMAP and PaCMAP without calling them: their results are undefined there
+    (scikit-learn's Barnes-Hut t-SNE crashes the interpreter, PaCMAP divides by zero). PCA
+    projects it to 0 too, with an ``explained_variance_ratio`` of NaN (0 / 0). Dead units in
+    an otherwise varying layer need nothing special.
+
+    Parameters
+    ----------
+    responses : xr.DataArray
+        Responses ``(sample, unit)`` with a ``layer`` coordinate on ``unit``, or a cube
+        ``(sample, transformation, unit)``; numpy- or dask-backed (same results).
+    method : {"pca", "incremental_pca", "tsne", "umap", "pacmap"}, default "pca"
+        The reduction.
+    dims : int, default 2
+        Components per layer: ``1 <= dims <=`` the units of every selected layer and ``<=`` the
+        number of samples.
+    layers : list of str, optional
+        Layers to reduce (default: all, in order of first appearance).
+    transformation : None, int or "stack", optional
+        How a cube is turned into responses (see ``tmx.introspect.as_responses``).
+    seed : int or None, default 0
+        ``random_state`` of the estimator (PCA uses it only for its randomised solvers;
+        IncrementalPCA is deterministic and takes none). The same seed gives the same result.
+    batch_size : int, optional
+        Only for ``"incremental_pca"``: rows per ``partial_fit``, ``>= dims``. Default: the
+        dask chunks along ``sample`` for dask-backed responses, blocks of ``max(5 * dims,
+        1024)`` rows for numpy-backed ones. Pass it to get the same partition, hence the same
+        numbers, whatever the backend. Chunks with fewer than ``dims`` rows (IncrementalPCA
+        needs ``dims`` rows per ``partial_fit``) are merged into the next one, the last into
+        the previous one.
+    **options
+        Further keyword arguments of the estimator's constructor (not ``n_components`` nor
+        ``random_state``: use ``dims`` and ``seed``).
+
+    Returns
+    -------
+    xr.DataArray
+        ``projection`` with dims ``(sample, layer, component)``, float64. Coordinates: the
+        sample coordinates of the responses (``sample``, ``label``, ``source_sample``, ...),
+        ``layer`` (str) and ``component`` (0 .. dims - 1); for ``"pca"`` and
+        ``"incremental_pca"`` also ``explained_variance_ratio`` (layer, component). Attributes
+        ``method``, ``dims``, ``seed`` (``"None"`` when unset) and every option passed to the
+        estimator, defaults included (ints, floats and strings as they are, anything else as
+        a string; an option named like one of the first three is stored as
+        ``<method>_<name>``, e.g. ``tsne_method``). ``"incremental_pca"`` records
+        ``batch_size``: the rows per block, or ``"dask chunks"``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown method, ``dims`` not an int in range, an unknown layer, too few samples
+        for the method, non-finite responses (naming the layer), a bad ``batch_size`` or
+        ``batch_size`` with another method, a bad ``seed``, or ``n_components`` /
+        ``random_state`` in ``options``.
+    ImportError
+        When ``method`` is ``"umap"`` or ``"pacmap"`` and its optional package is missing.
+
+    References
+    ----------
+    Apple, *Data and Network Introspection Kit (DNIKit)*, "Dimension Reduction", 2021.
+    K. Pearson, "On lines and planes of closest fit to systems of points in space",
+    *Philosophical Magazine* 2(11), 1901.
+    D. Ross, J. Lim, R.-S. Lin, M.-H. Yang, "Incremental learning for robust visual tracking",
+    *International Journal of Computer Vision* 77, 2008.
+    L. van der Maaten, G. Hinton, "Visualizing data using t-SNE", *JMLR* 9, 2008.
+    L. McInnes, J. Healy, J. Melville, "UMAP: Uniform manifold approximation and projection for
+    dimension reduction", arXiv:1802.03426, 2018.
+    Y. Wang, H. Huang, C. Rudin, Y. Shaposhnik, "Understanding how dimension reduction tools
+    work: an empirical approach to deciphering t-SNE, UMAP, TriMap, and PaCMAP for data
+    visualization", *JMLR* 22, 2021.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of the projection methods {METHODS}; got {method!r}")
+    if isinstance(dims, bool) or not isinstance(dims, Integral):
+        raise ValueError(f"dims must be an int >= 1; got {dims!r}")
+    dims = int(dims)
+    if dims < 1:
+        raise ValueError(f"dims must be >= 1; got {dims}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+        raise ValueError(f"seed must be None or an int; got {seed!r}")
+    seed = None if seed is None else int(seed)
+    if batch_size is not None:
+        if method != "incremental_pca":
+            raise ValueError(
+                f'batch_size is only used by method="incremental_pca"; got method={method!r}'
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+            raise ValueError(f"batch_size must be None or an int >= dims; got {batch_size!r}")
+        batch_size = int(batch_size)
+        if batch_size < dims:
+            raise ValueError(f"batch_size must be >= dims={dims}; got {batch_size}")
+    reserved = [key for key in _RESERVED if key in options]
+    if reserved:
+        raise ValueError(
+            f"options must not set {reserved}: the number of components is dims= and the "
+            "random state is seed="
+        )
+
+    data = as_responses(responses, transformation=transformation)
+    all_layers = layers_of(data)
+    if layers is None:
+        chosen = all_layers
+    else:
+        chosen = [str(layer) for layer in layers]
+        unknown = [layer for layer in chosen if layer not in all_layers]
+        if unknown:
+            raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")
+        if not chosen:
+            raise ValueError("layers must name at least one layer")
+
+    n = data.sizes["sample"]
+    positions = {layer: layer_positions(data, layer) for layer in chosen}
+    for layer in chosen:
+        if dims > positions[layer].size:
+            raise ValueError(
+                f"dims={dims} exceeds the {positions[layer].size} units of layer {layer!r}"
+            )
+    need = _min_samples(method, dims)
+    if n < need:
+        raise ValueError(
+            f'method="{method}" with dims={dims} needs at least {need} samples; got {n}'
+        )
+
+    module: Any = _optional(method) if method in _OPTIONAL else None
+    opts = _defaults(method, n, dims, seed, options)
+    record = dict(opts)
+    blocks: list[slice] = []
+    if method == "incremental_pca":
+        blocks = _blocks(data.data, n, batch_size, dims)
+        by_chunks = batch_size is None and isinstance(data.data, da.Array)
+        batch_size = max(5 * dims, _MIN_BATCH) if batch_size is None else batch_size
+        opts["batch_size"] = batch_size  # unused by partial_fit; kept on the estimator
+        record = {"batch_size": "dask chunks" if by_chunks else batch_size, **record}
+
+    out = np.empty((n, len(chosen), dims), dtype=np.float64)
+    ratios = np.empty((len(chosen), dims), dtype=np.float64)
+    for j, layer in enumerate(chosen):
+        columns = _columns(positions[layer])
+        if method == "incremental_pca":
+            model = IncrementalPCA(n_components=dims, **opts)
+            out[:, j] = _incremental(data.data, columns, layer, blocks, model)
+            ratios[j] = model.explained_variance_ratio_
+            continue
+        x = _load(data.data, columns)
+        _check_finite(x, layer)
+        if method == "pca":
+            model = PCA(n_components=dims, random_state=seed, **opts)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[:, j] = model.fit_transform(x)
+            ratios[j] = model.explained_variance_ratio_
+        elif np.all(x == x[:1]):
+            out[:, j] = 0.0
+        elif method == "tsne":
+            from sklearn.manifold import TSNE
+
+            out[:, j] = TSNE(n_components=dims, random_state=seed, **opts).fit_transform(x)
+        elif method == "umap":
+            model = module.UMAP(n_components=dims, random_state=seed, **opts)
+            out[:, j] = model.fit_transform(x)
+        else:
+            model = module.PaCMAP(n_components=dims, random_state=seed, **opts)
+            out[:, j] = model.fit_transform(x)
+        del x
+
+    sample_coords = {k: c.variable for k, c in data.coords.items() if c.dims == ("sample",)}
+    coords: dict[str, Any] = {
+        **sample_coords,
+        "layer": np.asarray(chosen, dtype=str),
+        "component": np.arange(dims),
+    }
+    if method in _PCA_TYPES:
+        coords["explained_variance_ratio"] = (("layer", "component"), ratios)
+    attrs: dict[str, Any] = {
+        "method": method,
+        "dims": dims,
+        "seed": "None" if seed is None else seed,
+    }
+    for key, value in record.items():
+        attrs[f"{method}_{key}" if key in _ATTRS else key] = _attr(value)
+    return xr.DataArray(
+        out,
+        dims=("sample", "layer", "component"),
+        coords=coords,
+        name="projection",
+        attrs=attrs,
+    )
