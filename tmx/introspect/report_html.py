@@ -76,6 +76,10 @@ def _categorical(values: np.ndarray) -> tuple[list[str], dict[Any, str]]:
     from matplotlib import colormaps
 
     uniques = list(dict.fromkeys(values.tolist()))
+    try:
+        uniques = sorted(uniques)
+    except TypeError:  # mixed types: keep the order of appearance
+        pass
     cmap = colormaps["tab10" if len(uniques) <= 10 else "tab20"]
     legend = {u: _hex(cmap(i % cmap.N)) for i, u in enumerate(uniques)}
     return [legend[v] for v in values.tolist()], legend
@@ -309,8 +313,8 @@ def report_html(
             f'<section class="layer" id="layer-{html.escape(layer)}">',
             f"<h2>Layer {html.escape(layer)}</h2>",
             '<div class="row"><div>',
-            f'<label>colour by <select class="colour-by" data-layer="{html.escape(layer)}">'
-            f"{options}</select></label>",
+            f'<div><label>colour by <select class="colour-by" data-layer="{html.escape(layer)}">'
+            f"{options}</select></label></div>",
             _scatter(layer, xy, fills, tips),
             "".join(_legend_html(layer, by, c, by == first) for by, c in legends),
             "</div><div>",
