@@ -327,3 +327,26 @@ def test_layers_inside_nested_models_and_shared_layers(data):
         np.testing.assert_allclose(cube.values[:, j], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="called 2 times"):
         activations(model, data[:5], layers=["shared"])
+
+
+def test_cubes_of_one_model_share_compiled_functions_and_see_new_weights(data):
+    """A second cube of the same model, layers, set and batch reuses the first cube's traced
+    function (no retrace), and still computes with the model's current weights."""
+    model = small_cnn()
+    first = activations(model, data, TSET, layers=LAYERS, batch_size=16)
+    _ = first.values
+    second = activations(model, data, TSET, layers=LAYERS, batch_size=16)
+    before = second.values
+    fns_a, fns_b = forward_runner(first)._functions, forward_runner(second)._functions
+    assert fns_a and set(fns_a) == set(fns_b)
+    assert all(fns_a[k] is fns_b[k] for k in fns_a)
+    other = activations(model, data, TSET, layers=["conv1"], batch_size=16)
+    _ = other.values
+    assert not any(
+        f is g for f in forward_runner(other)._functions.values() for g in fns_a.values()
+    )
+    kernel = model.get_layer("conv1").kernel
+    kernel.assign(np.asarray(kernel) * -2.0)
+    third = activations(model, data, TSET, layers=LAYERS, batch_size=16)
+    np.testing.assert_allclose(third.values, reference(model, data, TSET), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(third.values, before)

@@ -19,6 +19,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -184,7 +185,26 @@ class ForwardRunner:
         with self._lock:
             fn = self._functions.get(indices)
             if fn is None:
-                fn = self._compile(indices, sample_shape)
+                # a live model (not unpickled): reuse what an earlier cube of the same model,
+                # transformations and batch compiled, instead of tracing again per cube
+                shared = None
+                if self._model is not None:
+                    try:
+                        shared = _live_functions.setdefault(self._model, {})
+                    except TypeError:  # not weak-referenceable
+                        shared = None
+                key = (
+                    self.transforms.to_json(),
+                    self.batch_size,
+                    self.image,
+                    indices,
+                    tuple(sample_shape),
+                )
+                fn = shared.get(key) if shared is not None else None
+                if fn is None:
+                    fn = self._compile(indices, sample_shape)
+                    if shared is not None:
+                        shared[key] = fn
                 self._functions[indices] = fn
             return fn
 
@@ -238,6 +258,30 @@ class ForwardRunner:
                 self.batches += 1
                 self.images += spb * k
         return out
+
+
+# the exposed models of live models, per model object and endpoints (weakly), so that cubes of
+# the same model and layers share one exposed model and hence its compiled functions
+_exposed_models: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _exposed(model: Any, descriptors: list[Any], names: list[str]) -> Any:
+    from . import inspect as _inspect
+
+    try:
+        per_model = _exposed_models.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return _inspect.expose(model, descriptors)
+    key = tuple(names)
+    if key not in per_model:
+        per_model[key] = _inspect.expose(model, descriptors)
+    return per_model[key]
+
+
+# compiled forward functions of live models, per model object (weakly: they go with the model)
+_live_functions: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
 def _run_block(runner: ForwardRunner, x_block, sample_index, indices):
@@ -400,7 +444,7 @@ def activations(
     shapes = [tuple(e.shape) for e in endpoints]
     coords_u = unit_coords(names, shapes)
     units = len(coords_u["layer"])
-    exposed = _inspect.expose(model, descriptors)
+    exposed = _exposed(model, descriptors, names)
 
     t = len(transforms)
     s_block, t_block, u_block = _default_chunks(n, t, units, batch_size, chunks)

@@ -167,9 +167,16 @@ def _divide(num: Any, den: Any, zero_div: str) -> Any:
 def block_moments(x: np.ndarray, axis: int) -> np.ndarray:
     """(n, mean, M2) of a block along ``axis``, stacked: shape (3, *x.shape) with ``axis`` of
     size 1. Two passes in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=axis, keepdims=True)
-    m2 = ((x - mean) ** 2).sum(axis=axis, keepdims=True)
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+    # the mean accumulates in float64 without a float64 copy of the block; the deviations are
+    # float64 and their squares are summed by einsum, without a temporary for the squares
+    mean = x.mean(axis=axis, keepdims=True, dtype=np.float64)
+    d = x - mean
+    letters = "abcdefghijklmnopqrstuvwxyz"[: x.ndim]
+    kept = letters.replace(letters[axis], "")
+    m2 = np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", d, d), axis)
     return np.stack([np.full(mean.shape, float(x.shape[axis])), mean, m2])
 
 

@@ -1,0 +1,175 @@
+"""End-to-end measures from a lazy cube against the bare forward pass, and one pass against two.
+
+Run: .venv/bin/python -m benchmarks.measures [--n 2000] [--t 16] [--repeats 3] [--distributed]
+
+A small CNN on 28×28 inputs (``benchmarks.cube.small_cnn``: 7 layers, 12,586 units), N = 2000
+samples, T = 16 rotations; every layer recorded. Rows, medians of ``--repeats`` runs measured in
+the same process:
+
+- **bare loop** (baseline 1, the physical limit): a compiled ``tf.function`` with a fixed batch
+  that applies the same rotations (tmx's TensorFlow ops) and returns every layer's output,
+  called over all N×T inputs, each output copied to host memory. No measure.
+- **NV end to end**: ``tmx.normalized_variance(tmx.activations(model, x, rotations))``,
+  computed (per unit; TV and SV from one pass over the cube). Target ≤ 1.3 × bare loop.
+- **NVSE end to end**: ``tmx.normalized_variance(tmx.invert(cube))``, the same with every
+  feature map mapped back by the inverse rotation (spatial layers only). Target ≤ 1.6 × bare
+  loop.
+- **two passes** (baseline 3, what the reference PyTorch library does): TV and SV as two
+  computations of the same lazy cube, so the model runs twice (``tmx.transformation_variance``
+  then ``tmx.sample_variance``, then their ratio). The forward batches each run needs are
+  counted with ``tmx.cube.forward_runner(cube).batches``.
+
+``--distributed`` adds NV end to end on a ``dask.distributed.LocalCluster`` of 2 worker
+processes (1 thread each) and checks it equals the local result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+import xarray as xr
+
+import tmx
+from tmx import transforms as T
+from tmx.cube import forward_runner
+
+from ._timing import median_seconds
+from .cube import small_cnn
+
+
+def bare_loop(model, tset, x: np.ndarray, layers: list[str], batch: int):
+    """A compiled transform + forward loop returning every layer's outputs on the host."""
+    import keras
+
+    t = len(tset)
+    exposed = keras.Model(model.inputs, [model.get_layer(name).output for name in layers])
+    spb = batch // t
+
+    @tf.function(input_signature=[tf.TensorSpec((spb, *x.shape[1:]), tf.float32)])
+    def step(xb):
+        imgs = tf.reshape(
+            tf.stack([T.apply(tset, xb, j) for j in range(t)], axis=1), (-1, 28, 28, 1)
+        )
+        return exposed(imgs, training=False)
+
+    def run():
+        pad = (-len(x)) % spb
+        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+        return [[o.numpy() for o in step(xp[s : s + spb])] for s in range(0, len(xp), spb)]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--t", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--distributed", action="store_true")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    n, t, batch = args.n, args.t, args.batch
+    model = small_cnn()
+    x = np.random.default_rng(0).normal(size=(n, 28, 28, 1)).astype(np.float32)
+    tset = T.rotation(np.arange(t) * 360.0 / t)
+    layers = [layer.name for layer in model.layers[1:]]
+
+    bare = bare_loop(model, tset, x, layers, batch)
+    bare()  # trace
+
+    def cube():
+        return tmx.activations(model, x, tset, layers=layers, batch_size=batch)
+
+    def nv():
+        return tmx.normalized_variance(cube()).compute()
+
+    def nvse():
+        return tmx.normalized_variance(tmx.invert(cube())).compute()
+
+    def two_pass():
+        c = cube()
+        tv = tmx.transformation_variance(c).compute()
+        sv = tmx.sample_variance(c).compute()
+        return tv, sv
+
+    one = nv()  # warm the compiled function
+    nvse()
+    tv, sv = two_pass()
+    # the one-pass NV equals the ratio of the two passes (tmeasures zero_div semantics)
+    ratio = xr.where((tv == 0) & (sv == 0), 1.0, tv / sv)
+    np.testing.assert_allclose(one.values, ratio.values, rtol=1e-6, atol=1e-12)
+
+    counted = cube()
+    runner = forward_runner(counted)
+    before = runner.batches
+    tmx.normalized_variance(counted).compute()
+    one_batches = runner.batches - before
+    before = runner.batches
+    tmx.transformation_variance(counted).compute()
+    tmx.sample_variance(counted).compute()
+    two_batches = runner.batches - before
+
+    rows = [
+        (
+            "bare tf.function loop (transform + forward)",
+            median_seconds(bare, args.repeats, warmup=False),
+            None,
+        ),
+        ("NV end to end (one pass)", median_seconds(nv, args.repeats, warmup=False), 1.3),
+        (
+            "NVSE end to end (with inverse maps)",
+            median_seconds(nvse, args.repeats, warmup=False),
+            1.6,
+        ),
+        (
+            "TV and SV in two passes (model run twice)",
+            median_seconds(two_pass, args.repeats, warmup=False),
+            None,
+        ),
+    ]
+    if args.distributed:
+        from dask.distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+            with Client(cluster):
+                dist = nv()
+                np.testing.assert_allclose(dist.values, one.values, rtol=1e-6, atol=0)
+                rows.append(
+                    (
+                        "NV end to end, LocalCluster 2 processes",
+                        median_seconds(nv, args.repeats, warmup=False),
+                        None,
+                    )
+                )
+
+    base = rows[0][1]
+    units = one.sizes["unit"]
+    print(
+        f"small CNN 28x28, N={n}, T={t} rotations, {units} units in {len(layers)} layers "
+        f"(cube {n * t * units * 4 / 2**30:.2f} GiB float32, never materialised); batch {batch}; "
+        f"medians of {args.repeats}; {os.cpu_count()} CPU cores"
+    )
+    print(f"{'what':46s} {'seconds':>8s} {'× bare':>7s} {'target':>7s}")
+    for name, sec, target in rows:
+        goal = "-" if target is None else f"<={target:g}"
+        print(f"{name:46s} {sec:8.2f} {sec / base:7.2f} {goal:>7s}")
+    print(
+        f"one pass vs two passes: {rows[3][1] / rows[1][1]:.2f}× faster; forward batches "
+        f"{one_batches} vs {two_batches}"
+    )
+    if args.distributed:
+        print("distributed == local: max |difference| 0 within rtol 1e-6 (asserted)")
+    misses = [name for name, sec, target in rows if target is not None and sec / base > target]
+    print("targets missed: " + (", ".join(misses) if misses else "none"))
+    print(f"total wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
