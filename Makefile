@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint format docs clean
+.PHONY: demo test lint format docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ test: lint
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix tmx tests benchmarks examples
 	$(BIN)/ruff format tmx tests benchmarks examples
+
+# Every benchmark, one after the other (never two at once on a small machine). Each prints its
+# table with ratios against baselines measured in the same run; the peer baselines (DNIKit, the
+# seed package) run when their venvs exist: python -m benchmarks.introspect --setup-dnikit and
+# python -m benchmarks.seed_package --setup create them.
+BENCHMARKS ?= transforms cube measures introspect seed_package memory
+bench: $(VENV)/.installed-test
+	for b in $(BENCHMARKS); do \
+		echo "== benchmarks.$$b"; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m benchmarks.$$b || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output site
