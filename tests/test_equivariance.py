@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -132,3 +134,32 @@ def test_invert_errors():
     labelled = cube.assign_coords(transform=("transformation", ["a", "b", "c"]))
     with pytest.raises(ValueError, match="does not match"):
         invert(labelled, T.rotation([0, 1, 2]))
+
+
+@pytest.mark.parametrize(
+    "tset",
+    [
+        T.rotation([0.0, 33.0, 90.0, 200.0], fill_value=0.7),
+        T.rotation([15.0, -40.0], interpolation="nearest"),
+        T.translation([0, 3, -2], [1, 0, 2], fill="wrap"),
+        T.scale([0.8, 1.3]),
+        T.product(T.rotation([10.0, 45.0]), T.translation([0, 2], 0)),
+        T.union(T.flip("x"), T.rot90([1, 3]), T.roll([(2, 1)], axis="xy")),
+    ],
+    ids=["rotation-fill", "nearest", "wrap", "scale", "product", "exact"],
+)
+def test_sparse_inverse_operator_equals_the_direct_inverse(tset, monkeypatch):
+    """The cached sparse operator (out = M map + b, built from the inverse of one-hot maps)
+    gives the direct TensorFlow inverse on every map size and channel count."""
+    mod = sys.modules["tmx.measures.equivariance"]
+    rng = np.random.default_rng(5)
+    for h, w, c in [(12, 12, 3), (7, 7, 2), (9, 6, 1)]:
+        if any(op.kind.name == "rot90" for chain in tset.elements for op in chain) and h != w:
+            continue
+        block = rng.normal(size=(5, len(tset), h * w * c)).astype(np.float32)
+        options = {"interpolation": None, "fill": None}
+        fast = mod._invert_block(block, tset, (h, w, c), (12, 12), options)
+        with monkeypatch.context() as m:
+            m.setattr(mod, "_MAX_OPERATOR_PIXELS", 0)
+            direct = mod._invert_block(block, tset, (h, w, c), (12, 12), options)
+        np.testing.assert_allclose(fast, direct, rtol=1e-5, atol=1e-5)

@@ -9,11 +9,13 @@ equivariant to an exact group action (a circular convolution under cyclic shifts
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+from scipy import sparse
 
 from ..transforms import TransformationSet, from_dict
 from ..transforms import invert as invert_maps
@@ -43,6 +45,48 @@ def _layer_grid(cube: xr.DataArray, name: str, idx: np.ndarray) -> tuple[int, in
     return h, w, c
 
 
+_MAX_OPERATOR_PIXELS = 4096  # maps up to 64 × 64 use the sparse operator
+_BASIS_BATCH = 512
+
+
+@functools.lru_cache(maxsize=512)
+def _operator(
+    tset: TransformationSet,
+    j: int,
+    size: tuple[int, int],
+    input_size: tuple[int, int] | None,
+    interpolation: str | None,
+    fill: str | None,
+) -> tuple[Any, np.ndarray] | None:
+    """The inverse of transformation j on one (h, w) channel as ``out = M @ map + b``.
+
+    Every built-in inverse (interpolated affine maps, flips, quarter turns, cyclic shifts,
+    photometric identities) acts on each channel alike and linearly up to a constant fill:
+    column k of M is the inverse applied to the k-th one-hot map minus b, the inverse applied to
+    a map of zeros. M is built by the very same operation, so it holds its exact interpolation
+    weights, and is kept sparse (at most 4 entries per row for bilinear sampling). None for a
+    chain with a custom operation or a map too large for the operator.
+    """
+    h, w = size
+    if h * w > _MAX_OPERATOR_PIXELS or any(op.kind.category == "custom" for op in tset.elements[j]):
+        return None
+    options = {"interpolation": interpolation, "fill": fill}
+    zero = np.zeros((1, h, w, 1), np.float32)
+    offset = np.asarray(invert_maps(tset, zero, j, input_size=input_size, **options))
+    offset = offset.reshape(h * w)
+    blocks = []
+    for lo in range(0, h * w, _BASIS_BATCH):
+        k = np.arange(lo, min(h * w, lo + _BASIS_BATCH))
+        basis = np.zeros((k.size, h * w), np.float32)
+        basis[np.arange(k.size), k] = 1.0
+        cols = np.asarray(
+            invert_maps(tset, basis.reshape(-1, h, w, 1), j, input_size=input_size, **options)
+        ).reshape(k.size, h * w)
+        blocks.append(sparse.csr_matrix(cols - offset))  # rows: one-hot k → column k of M
+    matrix = sparse.vstack(blocks).T.tocsr()
+    return matrix, (offset if np.any(offset) else None)
+
+
 def _invert_block(
     block: np.ndarray,
     tset: TransformationSet,
@@ -53,11 +97,27 @@ def _invert_block(
 ) -> np.ndarray:
     start = block_info[0]["array-location"][1][0] if block_info else 0
     s, t, _ = block.shape
+    h, w, c = shape
     out = np.empty(block.shape, np.float32)
     for jj in range(t):
-        maps = np.asarray(block[:, jj], dtype=np.float32).reshape(s, *shape)
-        back = invert_maps(tset, maps, start + jj, input_size=input_size, **options)
-        out[:, jj] = np.asarray(back).reshape(s, -1)
+        op = _operator(
+            tset, start + jj, (h, w), input_size, options["interpolation"], options["fill"]
+        )
+        maps = np.asarray(block[:, jj], dtype=np.float32)
+        if op is None:
+            back = invert_maps(
+                tset, maps.reshape(s, *shape), start + jj, input_size=input_size, **options
+            )
+            out[:, jj] = np.asarray(back).reshape(s, -1)
+            continue
+        matrix, offset = op
+        # (s, hw, c) → (hw, s·c): every channel of every sample is one column (one copy)
+        columns = maps.reshape(s, h * w, c).transpose(1, 0, 2).reshape(h * w, s * c)
+        back = matrix @ columns
+        if offset is not None:
+            back += offset[:, None]
+        # straight into the output block, through a (s, hw, c) view of it (one copy)
+        out[:, jj].reshape(s, h * w, c)[...] = back.reshape(h * w, s, c).transpose(1, 0, 2)
     return out
 
 
