@@ -5,7 +5,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, inspect, introspect, measures, models, plot, transforms
+from . import attribution, datasets, inspect, introspect, measures, models, plot, transforms
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -40,6 +40,7 @@ __all__ = [
     "analyze",
     "anova",
     "anova_invariance",
+    "attribution",
     "bootstrap",
     "by_channel",
     "by_layer",

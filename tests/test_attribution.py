@@ -1,0 +1,197 @@
+"""Attributions at the model input against closed forms (linear and cubic models)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import xarray as xr
+
+from tmx import attribution as A
+from tmx.attribution._doi import gaussian_noise
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=(5, 3)).astype(np.float32)
+BIAS = np.array([0.1, -0.2, 0.3], np.float32)
+X = RNG.normal(size=(7, 5)).astype(np.float32)
+
+
+def linear_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    model.set_weights([W, BIAS])
+    return model
+
+
+def cubic(z, training=False):
+    """Class 0: Σ z³; class 1: Σ z²."""
+    return tf.stack([tf.reduce_sum(z**3, axis=1), tf.reduce_sum(z**2, axis=1)], axis=1)
+
+
+# -- quadrature ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", A.RULES)
+def test_every_rule_sums_to_one(rule: str) -> None:
+    for steps in range(1, 12):
+        nodes, weights = A.quadrature(steps, rule)
+        assert nodes.shape == weights.shape == (steps,)
+        assert weights.sum() == pytest.approx(1.0, abs=1e-14)
+        assert ((nodes >= 0) & (nodes <= 1)).all()
+
+
+def test_rules_closed_forms() -> None:
+    for n in range(1, 8):  # Gauss-Legendre is exact up to degree 2n - 1
+        nodes, weights = A.quadrature(n, "gausslegendre")
+        for d in range(2 * n):
+            assert (weights * nodes**d).sum() == pytest.approx(1 / (d + 1), rel=1e-12)
+    nodes, weights = A.quadrature(5, "trapezoid")
+    np.testing.assert_allclose(nodes, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(weights, [0.125, 0.25, 0.25, 0.25, 0.125])
+    np.testing.assert_allclose(A.quadrature(4, "riemann_left")[0], [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(A.quadrature(4, "riemann_right")[0], [0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(A.quadrature(4, "riemann_middle")[0], [0.125, 0.375, 0.625, 0.875])
+    nodes, weights = A.quadrature(3, "uniform")  # netlens: closed grid, equal weights
+    np.testing.assert_allclose(nodes, [0, 0.5, 1])
+    np.testing.assert_allclose(weights, [1 / 3] * 3)
+
+
+# -- linear model: every gradient is a row of W --------------------------------------------
+def test_linear_model_closed_forms() -> None:
+    model = linear_model()
+    predicted = np.argmax(X @ W + BIAS, axis=1)
+    sal = A.saliency(model, X)
+    assert sal.dims == ("sample", "unit") and sal.name == "attribution"
+    np.testing.assert_allclose(sal.values, np.abs(W[:, predicted].T), rtol=1e-6)
+    signed = A.saliency(model, X, 2, absolute=False)
+    np.testing.assert_allclose(signed.values, np.tile(W[:, 2], (7, 1)), rtol=1e-6)
+    ixg = A.input_x_gradient(model, X, 1)
+    np.testing.assert_allclose(ixg.values, X * W[:, 1], rtol=1e-5, atol=1e-7)
+    per_sample = [0, 1, 2, 0, 1, 2, 0]
+    got = A.saliency(model, X, per_sample, absolute=False).values
+    np.testing.assert_allclose(got, W[:, per_sample].T, rtol=1e-6)
+    pair = A.attribute(model, X, qoi=(0, 2), multiply_activation=False).values
+    np.testing.assert_allclose(pair, np.tile(W[:, 0] - W[:, 2], (7, 1)), rtol=1e-5, atol=1e-7)
+    for rule in A.RULES:
+        ig = A.integrated_gradients(
+            model, X, 1, baseline=X[0], steps=3, rule=rule, return_delta=True
+        )
+        np.testing.assert_allclose(
+            ig["attribution"].values, (X - X[0]) * W[:, 1], rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(ig["delta"].values, 0.0, atol=1e-5)
+
+
+# -- cubic model: the rules differ ----------------------------------------------------------------
+def test_integrated_gradients_of_a_cubic() -> None:
+    exact = A.integrated_gradients(cubic, X, 0, steps=2, return_delta=True)
+    np.testing.assert_allclose(exact["attribution"].values, X.astype(np.float64) ** 3, rtol=1e-5)
+    np.testing.assert_allclose(exact["delta"].values, 0.0, atol=1e-4)
+    right = A.integrated_gradients(cubic, X, 0, steps=4, rule="riemann_right", return_delta=True)
+    nodes, weights = A.quadrature(4, "riemann_right")
+    expected = X.astype(np.float64) ** 3 * 3 * (weights * nodes**2).sum()
+    np.testing.assert_allclose(right["attribution"].values, expected, rtol=1e-5)
+    total = (X.astype(np.float64) ** 3).sum(axis=1)
+    np.testing.assert_allclose(right["delta"].values, expected.sum(axis=1) - total, atol=1e-4)
+    assert np.abs(right["delta"].values).max() > 0.1  # a coarse right Riemann sum is not exact
+
+
+def test_max_is_chosen_at_the_input_not_along_the_path() -> None:
+    def model(z, training=False):  # class 0 = z0, class 1 = 0.5: class 1 wins near the baseline
+        return tf.stack([z[:, 0], 0.5 + 0.0 * z[:, 0]], axis=1)
+
+    x = np.array([[1.0, 3.0]], np.float32)
+    ig = A.integrated_gradients(model, x, None, steps=8, return_delta=True)
+    np.testing.assert_allclose(ig["attribution"].values, [[1.0, 0.0]], atol=1e-6)
+    assert ig.attrs["qoi"] == "max"
+    np.testing.assert_allclose(ig["delta"].values, 0.0, atol=1e-6)
+
+
+# -- smoothgrad ---------------------------------------------------------------------------------
+def test_smoothgrad_kinds_against_direct_draws() -> None:
+    sg = A.smoothgrad(cubic, X, 0, noise=0.3, samples=9, seed=4)
+    eps = gaussian_noise((5,), np.arange(7), 9, 0.3, 4).astype(np.float64)
+    grads = 3 * (X[:, None].astype(np.float64) + eps) ** 2
+    np.testing.assert_allclose(sg.values, grads.mean(axis=1), rtol=1e-5)
+    sq = A.smoothgrad(cubic, X, 0, noise=0.3, samples=9, seed=4, kind="smoothgrad_sq")
+    np.testing.assert_allclose(sq.values, (grads**2).mean(axis=1), rtol=1e-5)
+    var = A.smoothgrad(cubic, X, 0, noise=0.3, samples=9, seed=4, kind="vargrad")
+    np.testing.assert_allclose(var.values, grads.var(axis=1), rtol=1e-4, atol=1e-6)
+    assert sg.attrs["method"] == "smoothgrad" and var.attrs["method"] == "vargrad"
+    lin = A.smoothgrad(linear_model(), X, 2, kind="vargrad")
+    np.testing.assert_allclose(lin.values, 0.0, atol=1e-10)  # constant gradients
+
+
+def test_independent_of_batch_size_and_order() -> None:
+    a = A.smoothgrad(cubic, X, 0, samples=7, seed=1, batch_size=3)
+    b = A.smoothgrad(cubic, X, 0, samples=7, seed=1, batch_size=64)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-6)
+    c = A.integrated_gradients(cubic, X, 0, steps=11, batch_size=1)
+    d = A.integrated_gradients(cubic, X, 0, steps=11, batch_size=50)
+    np.testing.assert_allclose(c.values, d.values, rtol=1e-6)
+    # a sample's draws depend on its position only, not on the others in the batch
+    first = A.smoothgrad(cubic, X[:1], 0, samples=7, seed=1)
+    np.testing.assert_allclose(first.values[0], a.values[0], rtol=1e-6)
+
+
+def test_memory_is_bounded_by_batch_size() -> None:
+    seen: list[int] = []
+
+    def model(z, training=False):
+        seen.append(int(z.shape[0]))
+        return cubic(z)
+
+    A.integrated_gradients(model, X, 0, steps=500, batch_size=16)
+    assert seen and max(seen) == 16
+
+
+# -- inputs, outputs, custom DoI and QoI -------------------------------------------------------
+def test_images_dataarray_channel_qoi_and_custom_doi() -> None:
+    images = RNG.normal(size=(3, 4, 4, 2)).astype(np.float32)
+    x = xr.DataArray(
+        images,
+        dims=("sample", "y", "x", "channel"),
+        coords={"sample": [10, 11, 12], "label": ("sample", [1, 0, 1])},
+    )
+
+    def double(z, training=False):
+        return 2.0 * z
+
+    out = A.attribute(double, x, qoi=A.channel(1), multiply_activation=False)
+    assert out.dims == ("sample", "y", "x", "channel")
+    np.testing.assert_array_equal(out["label"].values, [1, 0, 1])
+    np.testing.assert_array_equal(out["sample"].values, [10, 11, 12])
+    expected = np.zeros(images.shape)
+    expected[..., 1] = 2.0
+    np.testing.assert_allclose(out.values, expected)
+    mean = A.attribute(double, x, qoi=A.channel(1, "mean"), multiply_activation=False)
+    np.testing.assert_allclose(mean.values, expected / 16)
+
+    def doi(xi, positions):  # two points, x and 0, equal weights
+        return np.concatenate([xi, np.zeros_like(xi)]), np.array([0.5, 0.5])
+
+    custom = A.attribute(cubic, X, qoi=0, doi=doi, multiply_activation=False)
+    np.testing.assert_allclose(custom.values, 1.5 * X.astype(np.float64) ** 2, rtol=1e-5)
+    assert custom.attrs["doi"] == "custom"
+    fn = A.attribute(cubic, X, qoi=lambda y: y[:, 1], multiply_activation=False)
+    np.testing.assert_allclose(fn.values, 2 * X, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"qoi": "min"}, ValueError, "qoi"),
+        ({"qoi": (0, 1, 2)}, ValueError, "pair"),
+        ({"qoi": [0, 1]}, ValueError, "one class per sample"),
+        ({"doi": "uniform"}, ValueError, "doi"),
+        ({"doi": "linear", "rule": "simpson"}, ValueError, "rule"),
+        ({"doi": "linear", "steps": 0}, ValueError, "steps"),
+        ({"doi": "linear", "baseline": np.zeros((2, 5))}, ValueError, "baseline"),
+        ({"return_delta": True}, ValueError, "linear"),
+        ({"seed": -1, "doi": "gaussian"}, ValueError, "seed"),
+        ({"noise": -0.1, "doi": "gaussian"}, ValueError, "noise"),
+        ({"cut": "dense"}, NotImplementedError, "cut"),
+        ({"doi_cut": "dense"}, NotImplementedError, "doi_cut"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        A.attribute(linear_model(), X, **kwargs)

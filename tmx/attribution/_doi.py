@@ -1,0 +1,75 @@
+"""Distributions of interest: the points z at which gradients are averaged, and their weights.
+
+``linear``: the straight path z(α) = b + α (x − b), α ∈ [0, 1], integrated with a quadrature
+rule; every rule's weights sum to 1, so that Σ_k w_k ∂Q/∂z(α_k) approximates
+∫₀¹ ∂Q/∂z(α) dα (integrated gradients, Sundararajan et al. 2017). ``gaussian``: z = x + ε,
+ε ~ N(0, noise²), drawn per sample from (seed, the sample's position), so the draws do not
+depend on the batch size (SmoothGrad, Smilkov et al. 2017).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validate as v
+
+RULES = (
+    "gausslegendre",
+    "trapezoid",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "uniform",
+)
+
+
+def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+    """Nodes α_k in [0, 1] and weights w_k (Σ w_k = 1) of a rule with ``steps`` points.
+
+    - ``"gausslegendre"``: Gauss–Legendre on [0, 1] (exact for polynomials of degree
+      ``2·steps − 1`` in α).
+    - ``"trapezoid"``: the composite trapezoid rule on ``linspace(0, 1, steps)``: weights
+      h/2, h, …, h, h/2 with h = 1/(steps − 1) (Captum's "riemann_trapezoid" weights sum to
+      1 − 1/steps instead; not copied). ``steps = 1`` is the midpoint.
+    - ``"riemann_left"`` / ``"riemann_right"`` / ``"riemann_middle"``: α = k/steps, (k+1)/steps,
+      (k+½)/steps for k = 0 … steps − 1, weights 1/steps.
+    - ``"uniform"``: netlens's closed grid ``linspace(0, 1, steps)`` with equal weights 1/steps
+      (to reproduce its numbers; it counts both end points fully).
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``rule`` or ``steps`` not a positive int.
+    """
+    steps = v.positive_int(steps, "steps")
+    v.choice(rule, "rule", RULES)
+    k = np.arange(steps, dtype=np.float64)
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1.0) / 2.0, weights / 2.0
+    if rule == "trapezoid":
+        if steps == 1:
+            return np.array([0.5]), np.array([1.0])
+        h = 1.0 / (steps - 1)
+        weights = np.full(steps, h)
+        weights[[0, -1]] = h / 2.0
+        return np.linspace(0.0, 1.0, steps), weights
+    if rule == "uniform":
+        return np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps)
+    offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[rule]
+    return (k + offset) / steps, np.full(steps, 1.0 / steps)
+
+
+def gaussian_noise(
+    shape: tuple[int, ...], positions: np.ndarray, samples: int, noise: float, seed: int
+) -> np.ndarray:
+    """``(len(positions), samples, *shape)`` float32 draws of N(0, noise²).
+
+    The draws of the sample at position p come from ``numpy.random.default_rng([seed, p])``
+    alone, so they are the same whatever batch or order the sample is processed in.
+    """
+    out = np.empty((len(positions), samples, *shape), np.float32)
+    for row, p in enumerate(np.asarray(positions, dtype=np.int64)):
+        rng = np.random.default_rng([int(seed), int(p)])
+        out[row] = rng.normal(0.0, noise, size=(samples, *shape))
+    return out

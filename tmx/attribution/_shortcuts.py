@@ -1,0 +1,113 @@
+"""Named attribution methods: special cases of :func:`tmx.attribution.attribute`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .. import _validate as v
+from ._core import attribute
+
+SMOOTHGRAD_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def _qoi(target: Any) -> Any:
+    return "max" if target is None else target
+
+
+def _named(out: xr.DataArray, method: str, **extra: Any) -> xr.DataArray:
+    out.attrs = {**out.attrs, "method": method, **extra}
+    return out
+
+
+def saliency(
+    model: Any, x: Any, target: Any = None, *, absolute: bool = True, batch_size: int = 64
+) -> xr.DataArray:
+    """Saliency |∂Q/∂x| (Simonyan, Vedaldi & Zisserman 2014), or the signed gradient.
+
+    ``target``: an int class, one int per sample, or ``None`` for the predicted class.
+    """
+    if not isinstance(absolute, bool):
+        raise ValueError(f"absolute must be True or False; got {absolute!r}")
+    out = attribute(
+        model, x, qoi=_qoi(target), doi="point", multiply_activation=False, batch_size=batch_size
+    )
+    if absolute:
+        out = np.abs(out)
+    return _named(out, "saliency", absolute=int(absolute))
+
+
+def input_x_gradient(
+    model: Any, x: Any, target: Any = None, *, batch_size: int = 64
+) -> xr.DataArray:
+    """x ⊙ ∂Q/∂x (Shrikumar et al. 2016)."""
+    out = attribute(model, x, qoi=_qoi(target), doi="point", batch_size=batch_size)
+    return _named(out, "input_x_gradient")
+
+
+def integrated_gradients(
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    baseline: Any = None,
+    steps: int = 50,
+    rule: str = "gausslegendre",
+    cut: Any = None,
+    batch_size: int = 64,
+    return_delta: bool = False,
+) -> xr.DataArray | xr.Dataset:
+    """Integrated gradients (Sundararajan, Taly & Yan 2017):
+    (x − b) ⊙ ∫₀¹ ∂Q/∂z (b + α (x − b)) dα, by the quadrature ``rule`` with ``steps`` nodes."""
+    out = attribute(
+        model,
+        x,
+        cut=cut,
+        qoi=_qoi(target),
+        doi="linear",
+        baseline=baseline,
+        steps=steps,
+        rule=rule,
+        batch_size=batch_size,
+        return_delta=return_delta,
+    )
+    out.attrs = {**out.attrs, "method": "integrated_gradients"}
+    if isinstance(out, xr.Dataset):
+        out["attribution"].attrs = dict(out.attrs)
+    return out
+
+
+def smoothgrad(
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    noise: float = 0.1,
+    samples: int = 20,
+    kind: str = "smoothgrad",
+    seed: int = 0,
+    batch_size: int = 64,
+) -> xr.DataArray:
+    """SmoothGrad and its variants over ``samples`` noisy copies x + N(0, noise²) per sample.
+
+    ``"smoothgrad"``: the mean gradient (Smilkov et al. 2017); ``"smoothgrad_sq"``: the mean
+    squared gradient; ``"vargrad"``: the variance of the gradients (Adebayo et al. 2018), the
+    population variance over the samples. Signed gradients, not multiplied by x.
+    """
+    v.choice(kind, "kind", SMOOTHGRAD_KINDS)
+    which = {"smoothgrad": "mean", "smoothgrad_sq": "square", "vargrad": "variance"}[kind]
+    out = attribute(
+        model,
+        x,
+        qoi=_qoi(target),
+        doi="gaussian",
+        noise=noise,
+        samples=samples,
+        seed=seed,
+        multiply_activation=False,
+        batch_size=batch_size,
+        _gradients=which,
+    )
+    return _named(out, kind)
