@@ -907,14 +907,23 @@ def _fresh_input(tensor: Any) -> Any:
 
 
 def _run_graph(
-    graph: Any, inputs: list, prefix: tuple[int, ...], training: Any, records: dict
+    graph: Any,
+    inputs: list,
+    prefix: tuple[int, ...],
+    training: Any,
+    records: dict,
+    substitute: dict | None = None,
 ) -> list:
     """Re-call the graph's operations on new symbolic inputs, recursing into sub-models.
 
     ``records`` maps each call's key (ids of the chain of nodes that reached it) to its new
     (input tensors, output tensors). A sub-model called with ``training=v`` passes ``v`` on to
-    the layers inside it, as ``Functional.call`` does.
+    the layers inside it, as ``Functional.call`` does. ``substitute`` maps a call's key to
+    (link, index, tensor): that call's output ``index`` (link "output", for every consumer) or
+    its input ``index`` (link "input", for this call only) is replaced by ``tensor``; the
+    records keep the original tensors.
     """
+    substitute = substitute or {}
     tensor_dict = {id(x): y for x, y in zip(graph.inputs, inputs, strict=True)}
     for node in _ordered_nodes(graph):
         key = (*prefix, id(node))
@@ -925,8 +934,14 @@ def _run_graph(
             continue
         if any(id(x) not in tensor_dict for x in node.input_tensors):
             continue  # not computable from the inputs (as in Function._run_through_graph)
-        args, kwargs = node.arguments.fill_in(tensor_dict)
         ins = [tensor_dict[id(x)] for x in node.input_tensors]
+        swap = substitute.get(key)
+        if swap is not None and swap[0] == "input":
+            local = dict(tensor_dict)
+            local[id(node.input_tensors[swap[1]])] = swap[2]
+            args, kwargs = node.arguments.fill_in(local)
+        else:
+            args, kwargs = node.arguments.fill_in(tensor_dict)
         op = node.operation
         inner = _inner_graph(op)
         if inner is not None:
@@ -938,12 +953,15 @@ def _run_graph(
                     f"cannot flatten sub-model {op.name!r}: it was called with {len(flat_in)} "
                     f"input tensors but has {len(inner.inputs)} inputs"
                 )
-            outs = _run_graph(inner, flat_in, key, sub_training, records)
+            outs = _run_graph(inner, flat_in, key, sub_training, records, substitute)
         else:
             if training is not None and "training" in getattr(op, "_call_context_args", ()):
                 kwargs["training"] = training
             outs = tree.flatten(op(*args, **kwargs))
         records[key] = (ins, outs)
+        if swap is not None and swap[0] == "output":
+            outs = list(outs)
+            outs[swap[1]] = swap[2]
         for x, y in zip(node.outputs, outs, strict=False):
             tensor_dict[id(x)] = y
     return [tensor_dict[id(x)] for x in graph.outputs]
@@ -1006,6 +1024,65 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
         ins, outs = records[key]
         outputs.append((ins if endpoint.link == "input" else outs)[endpoint.index])
     return keras.Model(new_inputs, outputs, name=f"{model.name}_exposed")
+
+
+def rewire(
+    model: Any, cut: Any, *, qoi_cut: Any = None, safe_mode: bool = True
+) -> tuple[keras.Model, keras.Model]:
+    """Two functional models around a cut: ``head(x) = h`` and ``tail([x, z]) = y``.
+
+    ``h`` is the tensor at the endpoint ``cut`` (a layer's output, or its input with
+    ``{"name": ..., "link": "input"}``, for that call only); ``tail`` is the model rebuilt flat
+    (as in ``expose``) with ``h`` replaced by a new input ``z``, and returns the model's output
+    (or the endpoint ``qoi_cut``). Branches that do not go through the cut (skip connections)
+    still see ``x``, so ``tail([x, head(x)])`` equals the model's output, and
+    ∂ tail / ∂z is the gradient of the output with respect to the cut. The graph is re-wired,
+    no ``layer.call`` is patched; weights are shared with ``model``.
+
+    Raises
+    ------
+    ValueError
+        As ``resolve``; for a subclassed model; or when the QoI endpoint does not depend on
+        the cut.
+    """
+    model = load_model(model, safe_mode=safe_mode)
+    graph = _model_graph(model)
+    if graph is None:
+        raise ValueError("rewire needs a functional or Sequential model (its graph)")
+    [(endpoint, key)] = _resolve(model, [cut])
+    records: dict = {}
+    inputs = tree.map_structure(_fresh_input, graph._inputs_struct)
+    _run_graph(graph, tree.flatten(inputs), (), None, records)
+    if key not in records:
+        raise ValueError(f"cut {endpoint.name!r} cannot be computed from the model's inputs")
+    ins, outs = records[key]
+    h = (ins if endpoint.link == "input" else outs)[endpoint.index]
+    head = keras.Model(inputs, h, name=f"{model.name}_head")
+
+    tail_inputs = tree.map_structure(_fresh_input, graph._inputs_struct)
+    z = keras.Input(batch_shape=(None, *h.shape[1:]), dtype=h.dtype, name="cut")
+    records = {}
+    outputs = _run_graph(
+        graph,
+        tree.flatten(tail_inputs),
+        (),
+        None,
+        records,
+        {key: (endpoint.link, endpoint.index, z)},
+    )
+    if qoi_cut is None:
+        if len(outputs) != 1:
+            raise ValueError("the model has several outputs: pass qoi_cut to pick one")
+        y = outputs[0]
+    else:
+        [(q_end, q_key)] = _resolve(model, [qoi_cut])
+        if q_key not in records:
+            raise ValueError(f"qoi_cut {q_end.name!r} cannot be computed from the inputs")
+        q_ins, q_outs = records[q_key]
+        y = (q_ins if q_end.link == "input" else q_outs)[q_end.index]
+    flat_tail = tree.flatten(tail_inputs)
+    tail = keras.Model([*flat_tail, z], y, name=f"{model.name}_tail")
+    return head, tail
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Attributions: which input values drive a quantity of interest (internal influence).
 
-This first part covers attributions at the model input for QoIs at the model output:
-``attribute`` (point, linear and gaussian distributions of interest, any quadrature rule),
+So far: ``attribute`` at the model input or any layer cut (the graph re-wired by
+``tmx.inspect.rewire``), QoIs at the output or a layer, point / linear (any quadrature rule) /
+gaussian / custom distributions of interest at the cut or along the input path;
 ``saliency``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` (and its
-``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``. Layer cuts, the CAM
-family, metrics and attributions over transformations come next.
+``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``. The CAM family,
+metrics and attributions over transformations come next.
 """
 
 from ._core import attribute, channel

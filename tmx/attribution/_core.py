@@ -250,8 +250,14 @@ def gradient_moments(
     samples: int,
     seed: int,
     batch_size: int,
+    grad: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    attr_shape: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points."""
+    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points.
+
+    ``x`` holds the samples where the DoI lives (the model input, or a layer's activations).
+    ``grad(sample_indices, points)`` returns the gradients at a batch of points, in the
+    attribution's shape ``attr_shape`` (default: the model's input gradient)."""
     n, shape = x.shape[0], x.shape[1:]
     alphas = weights = None
     if callable(doi):
@@ -262,9 +268,17 @@ def gradient_moments(
         alphas, weights = quadrature(steps, rule)
     else:  # gaussian
         weights = np.full(samples, 1.0 / samples)
-    gradient, _ = _functions(model, qoi, shape, batch_size)
-    mean = np.zeros(x.shape, np.float64)
-    square = np.zeros(x.shape, np.float64)
+    if grad is None:
+        gradient, _ = _functions(model, qoi, shape, batch_size)
+
+        def grad(s_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+            params = _row_params(qoi, s_idx, batch_size)
+            g, _ = gradient(_pad(np.ascontiguousarray(z, np.float32), batch_size), params)
+            return np.asarray(g, np.float64)[: s_idx.size]
+
+        attr_shape = shape
+    mean = np.zeros((n, *attr_shape), np.float64)
+    square = np.zeros((n, *attr_shape), np.float64)
     # rows (sample, point) are generated one batch at a time
     per_sample = 1 if weights is None else len(weights)
     custom_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -304,10 +318,8 @@ def gradient_moments(
                     z[r], w[r] = pts[k], ws[k]
                 else:
                     z[r] = x[i]
-        params = _row_params(qoi, s_idx, batch_size)
-        g, _ = gradient(_pad(np.ascontiguousarray(z, np.float32), batch_size), params)
-        g = np.asarray(g, np.float64)[: rows.size]
-        wg = w.reshape(-1, *([1] * len(shape))) * g
+        g = grad(s_idx, z)
+        wg = w.reshape(-1, *([1] * len(attr_shape))) * g
         np.add.at(mean, s_idx, wg)
         np.add.at(square, s_idx, wg * g)
     return mean, square
@@ -321,6 +333,90 @@ def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
         y = model(tf.constant(_pad(x[a:b], batch)), training=False)
         y = y[0] if isinstance(y, list | tuple) else y
         outs.append(np.asarray(y)[: b - a])
+    return np.concatenate(outs)
+
+
+_REWIRED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+
+
+def _rewired(model: Any, cut: Any, qoi_cut: Any) -> tuple[Any, Any]:
+    """(head, tail) of ``tmx.inspect.rewire``, cached per live model and cut."""
+    from ..inspect import rewire
+
+    key = (repr(cut), repr(qoi_cut))
+    try:
+        cache = _REWIRED.setdefault(model, {})
+    except TypeError:
+        cache = {}
+    if key not in cache:
+        cache[key] = rewire(model, cut, qoi_cut=qoi_cut)
+    return cache[key]
+
+
+def _qoi_model(model: Any, qoi_cut: Any) -> Any:
+    """The model whose output is the QoI tensor (the model itself, or its qoi_cut endpoint)."""
+    if qoi_cut is None:
+        return model
+    from ..inspect import expose
+
+    key = ("qoi", repr(qoi_cut))
+    try:
+        cache = _REWIRED.setdefault(model, {})
+    except TypeError:
+        cache = {}
+    if key not in cache:
+        cache[key] = expose(model, [qoi_cut])
+    return cache[key]
+
+
+def _tail_functions(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: int):
+    """(gradient w.r.t. the cut, QoI value) of ``tail([x, z])``, compiled for fixed batches."""
+    import tensorflow as tf
+
+    key = ("tail", qoi.kind, id(qoi.fn) if qoi.kind == "callable" else qoi.fn, x_shape, batch)
+    try:
+        cache = _FUNCTIONS.setdefault(tail, {})
+    except TypeError:
+        cache = {}
+    if key in cache:
+        return cache[key]
+    param_shape = (batch, 2) if qoi.kind == "pair" else (batch,)
+    if qoi.kind == "channel":
+        param_shape = (1,)
+    specs = [
+        tf.TensorSpec((batch, *x_shape), tf.float32),
+        tf.TensorSpec((batch, *z_shape), tf.float32),
+        tf.TensorSpec(param_shape, tf.int64),
+    ]
+
+    def output(x, z):
+        y = tail([x, z], training=False)
+        return tf.cast(y[0] if isinstance(y, list | tuple) else y, tf.float32)
+
+    @tf.function(input_signature=specs)
+    def gradient(x, z, params):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            total = tf.reduce_sum(_qoi_tensor(tf, qoi, output(x, z), params))
+        g = tape.gradient(total, z)
+        return tf.zeros_like(z) if g is None else g
+
+    @tf.function(input_signature=specs)
+    def value(x, z, params):
+        return _qoi_tensor(tf, qoi, output(x, z), params)
+
+    cache[key] = (gradient, value)
+    return cache[key]
+
+
+def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    """The cut's activations of every row of ``x`` (float32), in fixed batches."""
+    import tensorflow as tf
+
+    outs = []
+    for a, b in _batches(x.shape[0], batch):
+        h = head(tf.constant(_pad(np.ascontiguousarray(x[a:b], np.float32), batch)))
+        outs.append(np.asarray(h, np.float32)[: b - a])
     return np.concatenate(outs)
 
 
@@ -344,11 +440,12 @@ def attribute(
     return_delta: bool = False,
     _gradients: str = "mean",
 ) -> xr.DataArray | xr.Dataset:
-    """Internal influence: E_{z∼DoI}[∂Q/∂z (z)] ⊙ m(x), one attribution per input value.
+    """Internal influence: E_{z∼DoI}[∂Q/∂h (z)] ⊙ m(h(x)), one attribution per cut value.
 
-    attribution_i = (Σ_k w_k ∂Q_i/∂z (z_ik)) ⊙ m_i, with z_ik the DoI's points for sample i and
-    m_i = x_i (``doi="point"``/``"gaussian"``), x_i − b_i (``"linear"``) or 1 (when
-    ``multiply_activation=False``). The model runs in inference mode.
+    attribution_i = (Σ_k w_k ∂Q_i/∂h (z_ik)) ⊙ m_i, with h the tensor at the cut, z_ik the
+    DoI's points for sample i and m_i = h(x_i) (``doi="point"``/``"gaussian"``),
+    h(x_i) − h(b_i) (``"linear"``) or 1 (``multiply_activation=False``). The model runs in
+    inference mode. Memory: the cut's activations of all samples are held (N × cut size).
 
     Parameters
     ----------
@@ -357,10 +454,18 @@ def attribute(
     x : array-like or xr.DataArray
         The samples to explain, sample axis first (a DataArray needs a ``sample`` dim; its
         sample coordinates, such as ``label``, are carried over).
-    cut, qoi_cut, doi_cut : None
-        Where attributions live, where the QoI is computed and where the DoI applies. This
-        version supports the model input and output only (``None``, and ``doi_cut="input"``);
-        layer cuts raise ``NotImplementedError``.
+    cut : endpoint descriptor, optional
+        Where attributions live: ``None`` = the model input, or a layer as in
+        ``tmx.activations(layers=...)`` (name, index, nested path, ``{"name", "link", "call"}``;
+        an input link replaces the tensor for that one call only). The graph is re-wired
+        (``tmx.inspect.rewire``): branches that bypass the cut keep seeing x.
+    qoi_cut : endpoint descriptor, optional
+        Where the QoI is computed: ``None`` = the model output, or a layer.
+    doi_cut : None or "input"
+        Where the DoI applies: ``None`` = at the cut (points around h(x), a baseline in the
+        cut's shape), ``"input"`` = along the model input (points around x, the gradient
+        taken at the cut's activations of each point: Captum's layer integrated gradients).
+        Other layers raise ``NotImplementedError``.
     qoi : "max", int, ints, (c1, c2), tmx.attribution.channel(...) or callable
         ``"max"``: the largest output, chosen at x (never re-chosen along the DoI); an int
         class c: y[:, c]; N ints: one class per sample; a pair: y[:, c1] − y[:, c2]; a
@@ -387,20 +492,16 @@ def attribute(
     Returns
     -------
     xr.DataArray or xr.Dataset
-        ``attribution``, float64, dims ``(sample, y, x, channel)`` for images (N, H, W, C),
-        otherwise ``(sample, unit)`` over the flattened features; ``attrs`` record cut, qoi,
+        ``attribution``, float64, dims ``(sample, y, x, channel)`` when the cut holds images
+        or feature maps (rank 3 per sample), otherwise ``(sample, unit)`` over the flattened
+        features; ``attrs`` record cut, qoi,
         doi, steps, rule, multiply_activation, noise, samples, seed. With ``return_delta``, a
         Dataset with ``attribution`` and ``delta`` (sample).
     """
-    for name, value in (("cut", cut), ("qoi_cut", qoi_cut)):
-        if value is not None:
-            raise NotImplementedError(
-                f"{name}={value!r}: attributions at a layer are not available yet in this "
-                "version of tmx.attribution; use the model input and output (None)"
-            )
     if doi_cut not in (None, "input"):
         raise NotImplementedError(
-            f"doi_cut={doi_cut!r}: only the model input (None or 'input') is available yet"
+            f"doi_cut={doi_cut!r}: the DoI applies at the cut (None) or at the model input "
+            "('input'); other layers are not available yet"
         )
     if not isinstance(multiply_activation, bool):
         raise ValueError(f"multiply_activation must be True or False; got {multiply_activation!r}")
@@ -419,21 +520,53 @@ def attribute(
         raise ValueError('return_delta needs doi="linear" (the completeness of a path integral)')
     values, coords = _as_inputs(x)
     n = values.shape[0]
-    q = _parse_qoi(qoi, n, lambda: _predict(model, values, batch_size))
-    base = _baseline(baseline, values) if doi == "linear" else None
-    mean, square = gradient_moments(
-        model,
-        values,
-        q,
-        doi,
-        baseline=base,
-        steps=steps,
-        rule=rule,
-        noise=noise,
-        samples=samples,
-        seed=int(seed),
-        batch_size=batch_size,
-    )
+    q_model = _qoi_model(model, qoi_cut)
+    q = _parse_qoi(qoi, n, lambda: _predict(q_model, values, batch_size))
+    options = {
+        "steps": steps,
+        "rule": rule,
+        "noise": noise,
+        "samples": samples,
+        "seed": int(seed),
+        "batch_size": batch_size,
+    }
+    if cut is None:  # attributions at the model input: the DoI lives there too
+        space = values
+        base = _baseline(baseline, values) if doi == "linear" else None
+        mean, square = gradient_moments(q_model, values, q, doi, baseline=base, **options)
+        activation = values
+        base_activation = base
+        cut_name = "input"
+    else:
+        head, tail = _rewired(model, cut, qoi_cut)
+        from ..inspect import resolve
+
+        cut_name = resolve(model, [cut])[0].name
+        h = _head_values(head, values, batch_size)
+        grad_tail, value_tail = _tail_functions(tail, q, values.shape[1:], h.shape[1:], batch_size)
+        at_input = doi_cut == "input"
+        space = values if at_input else h
+        base = _baseline(baseline, space) if doi == "linear" else None
+
+        def grad(s_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+            z = np.ascontiguousarray(z, np.float32)
+            if at_input:  # the DoI moves the input; the gradient is taken at the cut
+                x_rows, z_rows = z, _head_values(head, z, batch_size)
+            else:
+                x_rows, z_rows = values[s_idx], z
+            params = _row_params(q, s_idx, batch_size)
+            g = grad_tail(_pad(x_rows, batch_size), _pad(z_rows, batch_size), params)
+            return np.asarray(g, np.float64)[: s_idx.size]
+
+        mean, square = gradient_moments(
+            None, space, q, doi, baseline=base, grad=grad, attr_shape=h.shape[1:], **options
+        )
+        activation = h
+        base_activation = None
+        if doi == "linear":
+            base_activation = (
+                _head_values(head, np.ascontiguousarray(base), batch_size) if at_input else base
+            )
     if _gradients == "mean":
         attr = mean
     elif _gradients == "square":
@@ -441,18 +574,19 @@ def attribute(
     else:  # variance of the gradients over the DoI's points (weights summing to 1)
         attr = np.maximum(square - mean**2, 0.0)
     if multiply_activation:
-        attr = attr * (values - base if doi == "linear" else values)
+        attr = attr * (activation - base_activation if doi == "linear" else activation)
 
-    if values.ndim == 4:
+    if attr.ndim == 4:
         dims = ("sample", "y", "x", "channel")
         data = attr
     else:
         dims = ("sample", "unit")
         data = attr.reshape(n, -1)
     attrs = {
-        "cut": "input",
+        "cut": cut_name,
         "qoi": q.description,
-        "qoi_cut": "output",
+        "qoi_cut": "output" if qoi_cut is None else repr(qoi_cut),
+        "doi_cut": "cut" if doi_cut is None else "input",
         "doi": doi if isinstance(doi, str) else "custom",
         "steps": steps,
         "rule": rule,
@@ -464,8 +598,18 @@ def attribute(
     out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
     if not return_delta:
         return out
-    q_x = _qoi_values(model, q, values, batch_size)
-    q_b = _qoi_values(model, q, np.ascontiguousarray(base), batch_size)
+    if cut is None or doi_cut == "input":
+        q_x = _qoi_values(q_model, q, values, batch_size)
+        q_b = _qoi_values(q_model, q, np.ascontiguousarray(base), batch_size)
+    else:  # Q with the cut set to h(x) and to the baseline, the other branches at x
+        q_x = np.empty(n)
+        q_b = np.empty(n)
+        for a, b in _batches(n, batch_size):
+            params = _row_params(q, np.arange(a, b), batch_size)
+            xb = _pad(values[a:b], batch_size)
+            q_x[a:b] = np.asarray(value_tail(xb, _pad(h[a:b], batch_size), params))[: b - a]
+            bb = _pad(np.ascontiguousarray(base[a:b], np.float32), batch_size)
+            q_b[a:b] = np.asarray(value_tail(xb, bb, params))[: b - a]
     total = data.reshape(n, -1).sum(axis=1)
     delta = xr.DataArray(total - (q_x - q_b), dims=("sample",), coords=coords, name="delta")
     return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
