@@ -4,10 +4,12 @@ So far: ``attribute`` at the model input or any layer cut (the graph re-wired by
 ``tmx.inspect.rewire``), QoIs at the output or a layer, point / linear (any quadrature rule) /
 gaussian / custom distributions of interest at the cut or along the input path;
 ``saliency``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` (and its
-``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``. The CAM family,
+``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``; the CAM family
+(``cam``, ``grad_cam``, ``grad_cam_pp``, ``score_cam``) and ``upsample``. ``full_grad``,
 metrics and attributions over transformations come next.
 """
 
+from ._cam import cam, grad_cam, grad_cam_pp, score_cam, upsample
 from ._core import attribute, channel
 from ._doi import RULES, quadrature
 from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smoothgrad
@@ -15,10 +17,15 @@ from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smooth
 __all__ = [
     "RULES",
     "attribute",
+    "cam",
     "channel",
+    "grad_cam",
+    "grad_cam_pp",
     "input_x_gradient",
     "integrated_gradients",
     "quadrature",
     "saliency",
+    "score_cam",
     "smoothgrad",
+    "upsample",
 ]

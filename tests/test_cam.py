@@ -1,0 +1,108 @@
+"""The CAM family on a conv → global average pooling → dense model, against closed forms."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tmx import attribution as A
+
+RNG = np.random.default_rng(3)
+IMAGES = RNG.normal(size=(5, 6, 6, 1)).astype(np.float32)
+KERNEL = RNG.normal(size=(3, 3, 1, 3)).astype(np.float32)
+DENSE = RNG.normal(size=(3, 4)).astype(np.float32)
+
+
+def gap_model() -> keras.Model:
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(4, name="logits")(h)
+    model = keras.Model(inp, out)
+    model.get_layer("conv").set_weights([KERNEL])
+    model.get_layer("logits").set_weights([DENSE, np.zeros(4, np.float32)])
+    return model
+
+
+def activations(model: keras.Model) -> np.ndarray:
+    conv = keras.Model(model.inputs[0], model.get_layer("conv").output)
+    return np.asarray(conv(IMAGES), float)
+
+
+def test_cam_and_grad_cam_closed_forms() -> None:
+    model = gap_model()
+    acts = activations(model)
+    c = 2
+    expected_cam = (acts * DENSE[:, c]).sum(axis=-1, keepdims=True)
+    got = A.cam(model, IMAGES, c)
+    assert got.dims == ("sample", "y", "x", "channel") and got.shape == (5, 6, 6, 1)
+    assert got.attrs["cut"] == "conv" and got.attrs["method"] == "cam"
+    np.testing.assert_allclose(got.values, expected_cam, rtol=1e-5, atol=1e-5)
+    # with global average pooling, Grad-CAM's weights are W[:, c] / (H W)
+    signed = A.grad_cam(model, IMAGES, c, relu=False)
+    np.testing.assert_allclose(signed.values, expected_cam / 36, rtol=1e-5, atol=1e-6)
+    relu = A.grad_cam(model, IMAGES, c)
+    np.testing.assert_allclose(relu.values, np.maximum(expected_cam / 36, 0), atol=1e-6)
+    predicted = np.argmax(np.asarray(model(IMAGES)), axis=1)
+    by_default = A.grad_cam(model, IMAGES, relu=False).values
+    for i, k in enumerate(predicted):
+        expected = (acts[i] * DENSE[:, k]).sum(axis=-1, keepdims=True) / 36
+        np.testing.assert_allclose(by_default[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_cam_pp_closed_form() -> None:
+    model = gap_model()
+    acts = activations(model)
+    c = 1
+    g = np.broadcast_to(DENSE[:, c] / 36, acts.shape)
+    den = 2 * g**2 + acts.sum(axis=(1, 2), keepdims=True) * g**3
+    alpha = np.where(den != 0, g**2 / den, 0.0)
+    w = (alpha * np.maximum(g, 0)).sum(axis=(1, 2))
+    expected = np.maximum((w[:, None, None, :] * acts).sum(axis=-1, keepdims=True), 0)
+    got = A.grad_cam_pp(model, IMAGES, c)
+    np.testing.assert_allclose(got.values, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_score_cam_against_a_channel_by_channel_loop() -> None:
+    model = gap_model()
+    acts = activations(model)
+    c = 3
+
+    def prob(x):
+        return tf.nn.softmax(tf.cast(model(x), tf.float64)).numpy()[:, c]
+
+    base = prob(np.zeros_like(IMAGES))
+    expected = np.empty((5, 6, 6, 1))
+    for i in range(5):
+        weights = []
+        for k in range(3):
+            up = tf.image.resize(acts[i, :, :, k][..., None], (6, 6)).numpy()[..., 0]
+            span = up.max() - up.min()
+            mask = (up - up.min()) / span if span > 0 else np.zeros_like(up)
+            weights.append(prob(IMAGES[i : i + 1] * mask[None, ..., None].astype(np.float32))[0])
+        weights = np.asarray(weights) - base[i]
+        expected[i] = np.maximum((acts[i] * weights).sum(axis=-1, keepdims=True), 0)
+    got = A.score_cam(model, IMAGES, c, batch_size=2)
+    np.testing.assert_allclose(got.values, expected, rtol=1e-4, atol=1e-7)
+    batched = A.score_cam(model, IMAGES, c).values  # float32 forward passes: 1e-7 absolute
+    np.testing.assert_allclose(batched, got.values, rtol=1e-4, atol=1e-7)
+
+
+def test_upsample_and_errors() -> None:
+    model = gap_model()
+    maps = A.grad_cam(model, IMAGES, 0)
+    big = A.upsample(maps, (12, 18))
+    assert big.shape == (5, 12, 18, 1)
+    np.testing.assert_allclose(
+        big.values, tf.image.resize(maps.values, (12, 18)).numpy(), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="spatial"):
+        A.grad_cam(model, IMAGES, 0, layer="logits")
+    with pytest.raises(ValueError, match="relu"):
+        A.grad_cam(model, IMAGES, 0, relu=1)
+    with pytest.raises(ValueError, match="class target"):
+        A.cam(model, IMAGES, (0, 1))
+    with pytest.raises(ValueError, match="dims"):
+        A.upsample(maps.isel(channel=0), (12, 12))
