@@ -275,3 +275,31 @@ def test_qoi_at_an_internal_layer() -> None:
     model = cut_model()
     out = A.attribute(model, XC, qoi=1, qoi_cut="d2", multiply_activation=False)
     np.testing.assert_allclose(out.values, np.tile(W1 @ W2[:, 1], (6, 1)), rtol=1e-4, atol=1e-5)
+
+
+# -- explanations over transformations ------------------------------------------------------------
+def test_over_transforms_gives_a_cube_that_measures_and_invert_accept() -> None:
+    import tmx
+    from tmx import transforms as T
+
+    def energy(z, training=False):  # Σ z² per image: invariant to quarter turns and flips
+        total = tf.reduce_sum(z**2, axis=[1, 2, 3])
+        return tf.stack([total, -total], axis=1)
+
+    images = np.random.default_rng(2).normal(size=(4, 5, 5, 2)).astype(np.float32)
+    tset = T.rot90([0, 1, 2, 3])
+    cube = A.over_transforms(A.saliency, energy, images, tset, target=0)
+    assert cube.dims == ("sample", "transformation", "unit") and cube.shape == (4, 4, 50)
+    assert set(cube["layer"].values) == {"attribution"}
+    np.testing.assert_array_equal(cube["channel"].values[:3], [0, 1, 0])
+    for j in range(4):  # each slice is the method on the transformed inputs
+        direct = A.saliency(energy, T.apply(tset, images, j), 0).values.reshape(4, -1)
+        np.testing.assert_allclose(cube.values[:, j], direct, rtol=1e-6)
+    # saliency |2x| follows the rotation exactly: zero same-equivariance, nonzero variance
+    tv_inverted = tmx.transformation_variance(tmx.invert(cube))
+    np.testing.assert_allclose(tv_inverted.values, 0.0, atol=1e-6)
+    assert tmx.transformation_variance(cube).values.max() > 0.1
+    ig = A.over_transforms(A.attribute, energy, images, tset, target=0, doi="linear", steps=2)
+    np.testing.assert_allclose(tmx.transformation_variance(tmx.invert(ig)).values, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="TransformationSet"):
+        A.over_transforms(A.saliency, energy, images, [0, 1])

@@ -5,14 +5,16 @@ So far: ``attribute`` at the model input or any layer cut (the graph re-wired by
 gaussian / custom distributions of interest at the cut or along the input path;
 ``saliency``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` (and its
 ``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``; the CAM family
-(``cam``, ``grad_cam``, ``grad_cam_pp``, ``score_cam``) and ``upsample``. ``full_grad``,
-metrics and attributions over transformations come next.
+(``cam``, ``grad_cam``, ``grad_cam_pp``, ``score_cam``) and ``upsample``. ``over_transforms``,
+the attribution cube that ``tmx.invert`` and every measure apply to. ``full_grad`` and the
+metrics come next.
 """
 
 from ._cam import cam, grad_cam, grad_cam_pp, score_cam, upsample
 from ._core import attribute, channel
 from ._doi import RULES, quadrature
 from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smoothgrad
+from ._transforms import over_transforms
 
 __all__ = [
     "RULES",
@@ -23,6 +25,7 @@ __all__ = [
     "grad_cam_pp",
     "input_x_gradient",
     "integrated_gradients",
+    "over_transforms",
     "quadrature",
     "saliency",
     "score_cam",
