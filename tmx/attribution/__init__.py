@@ -6,13 +6,14 @@ gaussian / custom distributions of interest at the cut or along the input path;
 ``saliency``, ``input_x_gradient``, ``integrated_gradients``, ``smoothgrad`` (and its
 ``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``; the CAM family
 (``cam``, ``grad_cam``, ``grad_cam_pp``, ``score_cam``) and ``upsample``. ``over_transforms``,
-the attribution cube that ``tmx.invert`` and every measure apply to. ``full_grad`` and the
-metrics come next.
+the attribution cube that ``tmx.invert`` and every measure apply to. Metrics: ``infidelity``,
+``sensitivity_max``, ``deletion``, ``insertion``. ``full_grad`` and the plots come next.
 """
 
 from ._cam import cam, grad_cam, grad_cam_pp, score_cam, upsample
 from ._core import attribute, channel
 from ._doi import RULES, quadrature
+from ._metrics import deletion, infidelity, insertion, sensitivity_max
 from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smoothgrad
 from ._transforms import over_transforms
 
@@ -21,14 +22,18 @@ __all__ = [
     "attribute",
     "cam",
     "channel",
+    "deletion",
     "grad_cam",
     "grad_cam_pp",
+    "infidelity",
     "input_x_gradient",
+    "insertion",
     "integrated_gradients",
     "over_transforms",
     "quadrature",
     "saliency",
     "score_cam",
+    "sensitivity_max",
     "smoothgrad",
     "upsample",
 ]
