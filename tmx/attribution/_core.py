@@ -125,6 +125,21 @@ def _parse_qoi(qoi: Any, n: int, predict: Callable[[], np.ndarray]) -> _Qoi:
     )
 
 
+def _check_classes(qoi: _Qoi, model: Any, values: np.ndarray) -> None:
+    """Raise unless the QoI's class (or channel) indices exist in the model's output."""
+    if qoi.kind not in ("class", "pair", "channel"):
+        return
+    shape = _predict(model, values[:1], 1).shape[1:]
+    size = shape[-1] if shape else 1
+    bad = qoi.params[(qoi.params < 0) | (qoi.params >= size)]
+    if bad.size:
+        what = "channel" if qoi.kind == "channel" else "class"
+        raise ValueError(
+            f"qoi: {what} index {int(bad.flat[0])} is out of range for an output with {size} "
+            f"{what}{'s' if size != 1 else ''} (valid: 0..{size - 1})"
+        )
+
+
 def _qoi_tensor(tf: Any, qoi: _Qoi, y: Any, params: Any) -> Any:
     """Q per row, shape (B,), from the model output ``y`` and the row parameters."""
     if qoi.kind == "callable":
@@ -522,6 +537,7 @@ def attribute(
     n = values.shape[0]
     q_model = _qoi_model(model, qoi_cut)
     q = _parse_qoi(qoi, n, lambda: _predict(q_model, values, batch_size))
+    _check_classes(q, q_model, values)
     options = {
         "steps": steps,
         "rule": rule,
