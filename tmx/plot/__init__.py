@@ -9,9 +9,12 @@ figure. Import explicitly: ``import tmx.plot``.
 - ``accuracy_scatter``: accuracy against a measure, one point per transformation group.
 - ``transform_preview``: a grid of inputs under the transformations of a set.
 - ``overlay``: a heat map (attribution, feature map) drawn over an image.
+- ``attribution`` / ``attribution_mask``: attribution heat maps over images (a samples ×
+  methods grid) and images masked by their attribution; ``normalize_attribution``.
 """
 
 from .analysis import accuracy_scatter
+from .attribution import attribution, attribution_mask, normalize_attribution
 from .layers import layer_curves
 from .overlay import overlay
 from .transforms import transform_preview
@@ -19,7 +22,10 @@ from .units import unit_heatmap
 
 __all__ = [
     "accuracy_scatter",
+    "attribution",
+    "attribution_mask",
     "layer_curves",
+    "normalize_attribution",
     "overlay",
     "transform_preview",
     "unit_heatmap",
