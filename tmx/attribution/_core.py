@@ -267,6 +267,7 @@ def gradient_moments(
     batch_size: int,
     grad: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     attr_shape: tuple[int, ...] | None = None,
+    squares: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points.
 
@@ -335,8 +336,12 @@ def gradient_moments(
                     z[r] = x[i]
         g = grad(s_idx, z)
         wg = w.reshape(-1, *([1] * len(attr_shape))) * g
-        np.add.at(mean, s_idx, wg)
-        np.add.at(square, s_idx, wg * g)
+        # rows come sample by sample: sum each sample's run of rows (reduceat, no scatter)
+        starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
+        owners = s_idx[starts]
+        mean[owners] += np.add.reduceat(wg, starts, axis=0)
+        if squares:
+            square[owners] += np.add.reduceat(wg * g, starts, axis=0)
     return mean, square
 
 
@@ -545,6 +550,7 @@ def attribute(
         "samples": samples,
         "seed": int(seed),
         "batch_size": batch_size,
+        "squares": _gradients != "mean",
     }
     if cut is None:  # attributions at the model input: the DoI lives there too
         space = values
