@@ -53,6 +53,17 @@ def build(name: str):
     return model, (96, 96, 3)
 
 
+def padded_groups(x: np.ndarray, classes: np.ndarray, group: int):
+    """(inputs, int32 classes, real rows) of consecutive groups, the last padded with zeros."""
+    for s in range(0, len(x), group):
+        xb, cb = x[s : s + group], classes[s : s + group].astype(np.int32)
+        pad = group - len(xb)
+        if pad:
+            xb = np.concatenate([xb, np.zeros((pad, *x.shape[1:]), np.float32)])
+            cb = np.concatenate([cb, np.zeros(pad, np.int32)])
+        yield xb, cb, group - pad
+
+
 def baseline_ig(model, x: np.ndarray, classes: np.ndarray, steps: int, batch: int):
     """Hand-written IG: groups of batch // steps samples, their points in one batch."""
     import tensorflow as tf
@@ -81,15 +92,9 @@ def baseline_ig(model, x: np.ndarray, classes: np.ndarray, steps: int, batch: in
         return tf.reduce_sum(g * w[None, :, None, None, None], axis=1) * xb
 
     def run():
-        out = []
-        for s in range(0, len(x), group):
-            xb, cb = x[s : s + group], classes[s : s + group]
-            pad = group - len(xb)
-            if pad:
-                xb = np.concatenate([xb, np.zeros((pad, *shape), np.float32)])
-                cb = np.concatenate([cb, np.zeros(pad, cb.dtype)])
-            out.append(step(xb, cb.astype(np.int32)).numpy()[: group - pad])
-        return np.concatenate(out)
+        return np.concatenate(
+            [step(xb, cb).numpy()[:real] for xb, cb, real in padded_groups(x, classes, group)]
+        )
 
     return run
 
@@ -118,14 +123,9 @@ def baseline_smoothgrad(model, x: np.ndarray, classes: np.ndarray, samples: int,
 
     def run():
         out = []
-        for s in range(0, len(x), group):
-            xb, cb = x[s : s + group], classes[s : s + group]
-            pad = group - len(xb)
-            if pad:
-                xb = np.concatenate([xb, np.zeros((pad, *shape), np.float32)])
-                cb = np.concatenate([cb, np.zeros(pad, cb.dtype)])
+        for xb, cb, real in padded_groups(x, classes, group):
             noisy = xb[:, None] + rng.normal(0, NOISE, (group, samples, *shape)).astype(np.float32)
-            out.append(step(noisy, cb.astype(np.int32)).numpy()[: group - pad])
+            out.append(step(noisy, cb).numpy()[:real])
         return np.concatenate(out)
 
     return run

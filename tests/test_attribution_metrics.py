@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tmx import attribution as A
-from tmx.attribution._metrics import _draws
+from tmx.attribution._doi import draws
 
 RNG = np.random.default_rng(11)
 W = RNG.normal(size=(6, 3)).astype(np.float32)
@@ -28,7 +28,7 @@ def test_infidelity() -> None:
     np.testing.assert_allclose(A.infidelity(linear, X, exact, 1).values, 0.0, atol=1e-8)
     ixg = A.input_x_gradient(cubic, X, 0)
     got = A.infidelity(cubic, X, ixg, 0, noise=0.2, samples=6, seed=3)
-    pert = _draws("normal", (6,), 5, 6, 0.2, 3).astype(np.float64)
+    pert = draws("normal", (6,), np.arange(5), 6, 0.2, 3).astype(np.float64)
     x64 = X.astype(np.float64)
     diff = (x64**3).sum(1)[:, None] - ((x64[:, None] - pert) ** 3).sum(-1)
     dot = (pert * ixg.values[:, None]).sum(-1)
@@ -43,7 +43,7 @@ def test_sensitivity_max() -> None:
     constant = A.sensitivity_max(A.saliency, linear, X, 0, absolute=False)
     np.testing.assert_allclose(constant.values, 0.0, atol=1e-7)
     got = A.sensitivity_max(A.saliency, cubic, X, 0, radius=0.1, samples=5, seed=2, absolute=False)
-    pert = _draws("uniform", (6,), 5, 5, 0.1, 2).astype(np.float64)
+    pert = draws("uniform", (6,), np.arange(5), 5, 0.1, 2).astype(np.float64)
     x64 = X.astype(np.float64)
     base = 3 * x64**2
     moved = 3 * (x64[:, None] + pert) ** 2

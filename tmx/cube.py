@@ -19,7 +19,6 @@ import hashlib
 import os
 import tempfile
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -30,6 +29,7 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _validate as v
+from ._memo import memo, per_object
 from .transforms import TransformationSet, identity
 from .transforms._apply import _apply_chain
 
@@ -187,12 +187,6 @@ class ForwardRunner:
             if fn is None:
                 # a live model (not unpickled): reuse what an earlier cube of the same model,
                 # transformations and batch compiled, instead of tracing again per cube
-                shared = None
-                if self._model is not None:
-                    try:
-                        shared = _live_functions.setdefault(self._model, {})
-                    except TypeError:  # not weak-referenceable
-                        shared = None
                 key = (
                     self.transforms.to_json(),
                     self.batch_size,
@@ -200,11 +194,15 @@ class ForwardRunner:
                     indices,
                     tuple(sample_shape),
                 )
-                fn = shared.get(key) if shared is not None else None
-                if fn is None:
+                if self._model is None:
                     fn = self._compile(indices, sample_shape)
-                    if shared is not None:
-                        shared[key] = fn
+                else:
+                    fn = memo(
+                        _live_functions,
+                        self._model,
+                        key,
+                        lambda: self._compile(indices, sample_shape),
+                    )
                 self._functions[indices] = fn
             return fn
 
@@ -262,26 +260,15 @@ class ForwardRunner:
 
 # the exposed models of live models, per model object and endpoints (weakly), so that cubes of
 # the same model and layers share one exposed model and hence its compiled functions
-_exposed_models: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_exposed_models = per_object()
+# compiled forward functions of live models, per model object (weakly: they go with the model)
+_live_functions = per_object()
 
 
 def _exposed(model: Any, descriptors: list[Any], names: list[str]) -> Any:
     from . import inspect as _inspect
 
-    try:
-        per_model = _exposed_models.setdefault(model, {})
-    except TypeError:  # not weak-referenceable
-        return _inspect.expose(model, descriptors)
-    key = tuple(names)
-    if key not in per_model:
-        per_model[key] = _inspect.expose(model, descriptors)
-    return per_model[key]
-
-
-# compiled forward functions of live models, per model object (weakly: they go with the model)
-_live_functions: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+    return memo(_exposed_models, model, tuple(names), lambda: _inspect.expose(model, descriptors))
 
 
 def _run_block(runner: ForwardRunner, x_block, sample_index, indices):

@@ -18,7 +18,6 @@ by adding noise. arXiv:1706.03825.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,8 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
-from ._doi import RULES, gaussian_noise, quadrature
+from .._memo import memo, per_object
+from ._doi import RULES, check_seed, gaussian_noise, quadrature
 
 DOIS = ("point", "linear", "gaussian")
 
@@ -161,24 +161,36 @@ def _qoi_tensor(tf: Any, qoi: _Qoi, y: Any, params: Any) -> Any:
 
 
 # -- compiled functions, per live model (weakly) ---------------------------------------------
-_FUNCTIONS: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+_FUNCTIONS = per_object()
+
+
+def _param_spec(tf: Any, qoi: _Qoi, batch: int) -> Any:
+    """The TensorSpec of the QoI's row parameters: classes (batch,), pairs (batch, 2), or the
+    one channel (1,) shared by every row."""
+    if qoi.kind == "channel":
+        return tf.TensorSpec((1,), tf.int64)
+    return tf.TensorSpec((batch, 2) if qoi.kind == "pair" else (batch,), tf.int64)
+
+
+def _qoi_key(qoi: _Qoi) -> tuple:
+    """What identifies a QoI's compiled functions (its kind, and the callable or aggregation)."""
+    return (qoi.kind, id(qoi.fn) if qoi.kind == "callable" else qoi.fn)
 
 
 def _functions(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
     """(gradient function, QoI function) for fixed (batch, *shape) float32 inputs."""
+    return memo(
+        _FUNCTIONS,
+        model,
+        (*_qoi_key(qoi), shape, batch),
+        lambda: _compile(model, qoi, shape, batch),
+    )
+
+
+def _compile(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
     import tensorflow as tf
 
-    key = (qoi.kind, id(qoi.fn) if qoi.kind == "callable" else qoi.fn, shape, batch)
-    try:
-        cache = _FUNCTIONS.setdefault(model, {})
-    except TypeError:
-        cache = {}
-    if key in cache:
-        return cache[key]
-    param_shape = (batch, 2) if qoi.kind == "pair" else (batch,)
-    if qoi.kind == "channel":
-        param_shape = (1,)
-    specs = [tf.TensorSpec((batch, *shape), tf.float32), tf.TensorSpec(param_shape, tf.int64)]
+    specs = [tf.TensorSpec((batch, *shape), tf.float32), _param_spec(tf, qoi, batch)]
 
     def output(z):
         y = model(z, training=False)
@@ -202,8 +214,7 @@ def _functions(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
     def value(z, params):
         return _qoi_tensor(tf, qoi, output(z), params)
 
-    cache[key] = (gradient, value)
-    return cache[key]
+    return gradient, value
 
 
 def _batches(total: int, batch: int):
@@ -356,21 +367,16 @@ def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs)
 
 
-_REWIRED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+_REWIRED = per_object()
 
 
 def _rewired(model: Any, cut: Any, qoi_cut: Any) -> tuple[Any, Any]:
     """(head, tail) of ``tmx.inspect.rewire``, cached per live model and cut."""
     from ..inspect import rewire
 
-    key = (repr(cut), repr(qoi_cut))
-    try:
-        cache = _REWIRED.setdefault(model, {})
-    except TypeError:
-        cache = {}
-    if key not in cache:
-        cache[key] = rewire(model, cut, qoi_cut=qoi_cut)
-    return cache[key]
+    return memo(
+        _REWIRED, model, (repr(cut), repr(qoi_cut)), lambda: rewire(model, cut, qoi_cut=qoi_cut)
+    )
 
 
 def _qoi_model(model: Any, qoi_cut: Any) -> Any:
@@ -379,34 +385,22 @@ def _qoi_model(model: Any, qoi_cut: Any) -> Any:
         return model
     from ..inspect import expose
 
-    key = ("qoi", repr(qoi_cut))
-    try:
-        cache = _REWIRED.setdefault(model, {})
-    except TypeError:
-        cache = {}
-    if key not in cache:
-        cache[key] = expose(model, [qoi_cut])
-    return cache[key]
+    return memo(_REWIRED, model, ("qoi", repr(qoi_cut)), lambda: expose(model, [qoi_cut]))
 
 
 def _tail_functions(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: int):
     """(gradient w.r.t. the cut, QoI value) of ``tail([x, z])``, compiled for fixed batches."""
+    key = ("tail", *_qoi_key(qoi), x_shape, batch)
+    return memo(_FUNCTIONS, tail, key, lambda: _compile_tail(tail, qoi, x_shape, z_shape, batch))
+
+
+def _compile_tail(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: int):
     import tensorflow as tf
 
-    key = ("tail", qoi.kind, id(qoi.fn) if qoi.kind == "callable" else qoi.fn, x_shape, batch)
-    try:
-        cache = _FUNCTIONS.setdefault(tail, {})
-    except TypeError:
-        cache = {}
-    if key in cache:
-        return cache[key]
-    param_shape = (batch, 2) if qoi.kind == "pair" else (batch,)
-    if qoi.kind == "channel":
-        param_shape = (1,)
     specs = [
         tf.TensorSpec((batch, *x_shape), tf.float32),
         tf.TensorSpec((batch, *z_shape), tf.float32),
-        tf.TensorSpec(param_shape, tf.int64),
+        _param_spec(tf, qoi, batch),
     ]
 
     def output(x, z):
@@ -425,8 +419,7 @@ def _tail_functions(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch:
     def value(x, z, params):
         return _qoi_tensor(tf, qoi, output(x, z), params)
 
-    cache[key] = (gradient, value)
-    return cache[key]
+    return gradient, value
 
 
 def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
@@ -534,8 +527,7 @@ def attribute(
     noise = v.finite_real(noise, "noise")
     if noise < 0:
         raise ValueError(f"noise must be a standard deviation >= 0; got {noise}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    seed = check_seed(seed)
     if return_delta and doi != "linear":
         raise ValueError('return_delta needs doi="linear" (the completeness of a path integral)')
     values, coords = _as_inputs(x)

@@ -9,6 +9,8 @@ depend on the batch size (SmoothGrad, Smilkov et al. 2017).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import _validate as v
@@ -60,10 +62,23 @@ def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.
     return (k + offset) / steps, np.full(steps, 1.0 / steps)
 
 
-def gaussian_noise(
-    shape: tuple[int, ...], positions: np.ndarray, samples: int, noise: float, seed: int
+def check_seed(seed: Any) -> int:
+    """A seed of the per-sample draws: an int ≥ 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    return int(seed)
+
+
+def draws(
+    kind: str,
+    shape: tuple[int, ...],
+    positions: np.ndarray,
+    samples: int,
+    scale: float,
+    seed: int,
 ) -> np.ndarray:
-    """``(len(positions), samples, *shape)`` float32 draws of N(0, noise²).
+    """``(len(positions), samples, *shape)`` float32 draws: N(0, scale²) (``"normal"``) or
+    uniform on [−scale, scale] (``"uniform"``).
 
     The draws of the sample at position p come from ``numpy.random.default_rng([seed, p])``
     alone, so they are the same whatever batch or order the sample is processed in.
@@ -71,5 +86,15 @@ def gaussian_noise(
     out = np.empty((len(positions), samples, *shape), np.float32)
     for row, p in enumerate(np.asarray(positions, dtype=np.int64)):
         rng = np.random.default_rng([int(seed), int(p)])
-        out[row] = rng.normal(0.0, noise, size=(samples, *shape))
+        if kind == "normal":
+            out[row] = rng.normal(0.0, scale, size=(samples, *shape))
+        else:
+            out[row] = rng.uniform(-scale, scale, size=(samples, *shape))
     return out
+
+
+def gaussian_noise(
+    shape: tuple[int, ...], positions: np.ndarray, samples: int, noise: float, seed: int
+) -> np.ndarray:
+    """The gaussian DoI's ``(len(positions), samples, *shape)`` draws of N(0, noise²)."""
+    return draws("normal", shape, positions, samples, noise, seed)

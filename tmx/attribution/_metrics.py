@@ -11,6 +11,7 @@ import xarray as xr
 
 from .. import _validate as v
 from ._core import _as_inputs, _parse_qoi, _predict, _qoi_values
+from ._doi import check_seed, draws
 
 
 def _attr_values(attr: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -32,24 +33,6 @@ def _qoi(model: Any, values: np.ndarray, target: Any, batch_size: int):
 def _per_sample(values: np.ndarray, coords: dict, name: str, attrs: dict) -> xr.DataArray:
     sample = {k: c for k, c in coords.items()}
     return xr.DataArray(values, dims=("sample",), coords=sample, name=name, attrs=attrs)
-
-
-def _draws(kind: str, shape: tuple, n: int, k: int, scale: float, seed: int) -> np.ndarray:
-    """(n, k, *shape) perturbations, from ``default_rng([seed, i])`` for sample i."""
-    out = np.empty((n, k, *shape), np.float32)
-    for i in range(n):
-        rng = np.random.default_rng([int(seed), i])
-        if kind == "normal":
-            out[i] = rng.normal(0.0, scale, size=(k, *shape))
-        else:
-            out[i] = rng.uniform(-scale, scale, size=(k, *shape))
-    return out
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-    return int(seed)
 
 
 def infidelity(
@@ -76,9 +59,9 @@ def infidelity(
     phi = _attr_values(attr, values.shape)
     samples = v.positive_int(samples, "samples")
     noise = v.finite_real(noise, "noise")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     q = _qoi(model, values, target, batch_size)
-    pert = _draws("normal", shape, n, samples, noise, seed)
+    pert = draws("normal", shape, np.arange(n), samples, noise, seed)
     f_x = _qoi_values(model, q, values, batch_size)
     rows = (values[:, None] - pert).reshape(n * samples, *shape)
     q_rows = type(q)(q.kind, None if q.params is None else np.repeat(q.params, samples, 0), q.fn)
@@ -118,14 +101,14 @@ def sensitivity_max(
     n, shape = values.shape[0], values.shape[1:]
     samples = v.positive_int(samples, "samples")
     radius = v.finite_real(radius, "radius")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     q = _qoi(model, values, target, batch_size)
     targets = q.params if q.kind == "class" else None
     if targets is None:
         raise ValueError("sensitivity_max needs a class target (an int, one per sample, or None)")
     base = np.asarray(method(model, values, targets, batch_size=batch_size, **kwargs).values)
     base = base.reshape(n, -1).astype(np.float64)
-    pert = _draws("uniform", shape, n, samples, radius, seed)
+    pert = draws("uniform", shape, np.arange(n), samples, radius, seed)
     rows = (values[:, None] + pert).reshape(n * samples, *shape)
     moved = method(model, rows, np.repeat(targets, samples), batch_size=batch_size, **kwargs)
     moved = np.asarray(moved.values, np.float64).reshape(n, samples, -1)

@@ -100,3 +100,39 @@ def unit_index(positions: np.ndarray) -> slice | np.ndarray:
     ):
         return slice(int(positions[0]), int(positions[0]) + positions.size)
     return positions
+
+
+def select_layers(responses: xr.DataArray, layers: Any) -> list[str]:
+    """The layers to analyse: every layer in order of first appearance, or ``layers``
+    (checked against the responses' layers; at least one)."""
+    all_layers = layers_of(responses)
+    if layers is None:
+        return all_layers
+    chosen = [str(layer) for layer in layers]
+    unknown = [layer for layer in chosen if layer not in all_layers]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")
+    if not chosen:
+        raise ValueError("layers must name at least one layer")
+    return chosen
+
+
+def load_block(
+    data: Any,
+    columns: slice | np.ndarray,
+    rows: slice | np.ndarray = slice(None),
+    *,
+    keep_float32: bool = False,
+) -> np.ndarray:
+    """A C-contiguous numpy block of ``data[rows, columns]`` (computed when dask-backed), in
+    float64, or float32 kept as is with ``keep_float32`` (as scikit-learn keeps it).
+
+    Unit positions that are contiguous are read as a slice (a view, no gather)."""
+    if isinstance(columns, np.ndarray):
+        columns = unit_index(columns)
+    block = data[rows, columns]
+    if hasattr(block, "compute") and not isinstance(block, np.ndarray):
+        block = block.compute()
+    block = np.asarray(block)
+    dtype = np.float32 if keep_float32 and block.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(block, dtype=dtype)

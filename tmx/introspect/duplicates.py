@@ -15,14 +15,13 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
-from ._common import as_responses, layer_positions, layers_of
+from ._common import as_responses, layer_positions, load_block, select_layers
 
 __all__ = ["duplicate_groups", "duplicates"]
 
@@ -32,15 +31,6 @@ _APPROX_HINT = (
 )
 # Rows per block when distances to the neighbours are recomputed (bounds the temporary array).
 _DISTANCE_BLOCK_VALUES = 1 << 22
-
-
-def _load(responses: xr.DataArray, positions: np.ndarray) -> np.ndarray:
-    """float64 numpy copy of the given unit positions, all samples."""
-    data = responses.data[:, positions]
-    if isinstance(data, da.Array):
-        data = data.compute()
-    # C order whatever the backing, so that numpy and dask inputs give bit-identical results.
-    return np.array(data, dtype=np.float64, order="C")
 
 
 def _parse_threshold(threshold: Any) -> tuple[str, float]:
@@ -328,16 +318,7 @@ def duplicates(
         raise ValueError(f"seed must be an int or None; got {seed!r}")
 
     resp = as_responses(responses, transformation=transformation)
-    all_layers = layers_of(resp)
-    if layers is None:
-        chosen = all_layers
-    else:
-        chosen = [str(layer) for layer in layers]
-        unknown = [layer for layer in chosen if layer not in all_layers]
-        if unknown:
-            raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")
-        if not chosen:
-            raise ValueError("layers must name at least one layer")
+    chosen = select_layers(resp, layers)
     n = resp.sizes["sample"]
     if n < 2:
         raise ValueError(f"responses need at least 2 samples to have duplicates; got {n}")
@@ -347,7 +328,9 @@ def duplicates(
     thresholds = np.empty(len(chosen))
     stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for j, layer in enumerate(chosen):
-        x = _load(resp, layer_positions(resp, layer))
+        x = load_block(resp.data, layer_positions(resp, layer))
+        if not x.flags.owndata:  # a view of the caller's array: normalised in place below
+            x = x.copy()
         if not np.isfinite(x).all():
             raise ValueError(f"layer {layer!r} has non-finite responses (NaN or inf)")
         if normalize:

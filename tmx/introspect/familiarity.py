@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from sklearn.mixture import GaussianMixture
 
-from ._common import as_responses, layer_positions, layers_of, sample_slices, unit_index
+from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
 
 __all__ = ["familiarity"]
 
@@ -28,19 +27,10 @@ _COVARIANCES = ("diag", "full")
 _NUMPY_CHUNK = 4096
 
 
-def _load(
-    responses: xr.DataArray, positions: np.ndarray, rows: slice | np.ndarray | None = None
-) -> np.ndarray:
+def _load(responses: xr.DataArray, positions: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
     """Numpy block of the given unit positions (and sample rows): float32 stays float32 (as
     scikit-learn keeps it), any other dtype becomes float64."""
-    data = responses.data
-    if rows is not None:
-        data = data[rows]
-    data = data[:, unit_index(positions)]
-    if isinstance(data, da.Array):
-        data = data.compute()
-    data = np.asarray(data)
-    return data if data.dtype == np.float32 else data.astype(np.float64)
+    return load_block(responses.data, positions, rows, keep_float32=True)
 
 
 def _sample_slices(responses: xr.DataArray) -> list[slice]:
@@ -167,16 +157,7 @@ def familiarity(
     if score is not None:
         _check_units(fit, sco)
 
-    all_layers = layers_of(fit)
-    if layers is None:
-        chosen = all_layers
-    else:
-        chosen = [str(layer) for layer in layers]
-        unknown = [layer for layer in chosen if layer not in all_layers]
-        if unknown:
-            raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")
-        if not chosen:
-            raise ValueError("layers must name at least one layer")
+    chosen = select_layers(fit, layers)
 
     if by is None:
         groups: list[tuple[Any, np.ndarray | None]] = [(None, None)]

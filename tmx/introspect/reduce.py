@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 from sklearn.decomposition import PCA, IncrementalPCA
 
-from ._common import as_responses, layer_positions, layers_of, sample_slices
+from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
 
 __all__ = ["METHODS", "reduce"]
 
@@ -47,14 +47,6 @@ def _columns(positions: np.ndarray) -> slice | np.ndarray:
     ):
         return slice(int(positions[0]), int(positions[0]) + positions.size)
     return positions
-
-
-def _load(data: Any, columns: slice | np.ndarray, rows: slice = slice(None)) -> np.ndarray:
-    """A C-contiguous float64 numpy block of the given sample rows and unit columns."""
-    block = data[rows, columns]
-    if isinstance(block, da.Array):
-        block = block.compute()
-    return np.ascontiguousarray(np.asarray(block, dtype=np.float64))
 
 
 def _check_finite(block: np.ndarray, layer: str) -> None:
@@ -160,13 +152,13 @@ def _incremental(
     """Fit ``model`` by ``partial_fit`` over the blocks, then transform them: two streamed
     passes, one block in memory at a time."""
     for sl in blocks:
-        block = _load(data, columns, sl)
+        block = load_block(data, columns, sl)
         _check_finite(block, layer)
         with np.errstate(divide="ignore", invalid="ignore"):
             model.partial_fit(block)
     out = np.empty((int(data.shape[0]), model.n_components), dtype=np.float64)
     for sl in blocks:
-        out[sl] = model.transform(_load(data, columns, sl))
+        out[sl] = model.transform(load_block(data, columns, sl))
     return out
 
 
@@ -311,16 +303,7 @@ def reduce(
         )
 
     data = as_responses(responses, transformation=transformation)
-    all_layers = layers_of(data)
-    if layers is None:
-        chosen = all_layers
-    else:
-        chosen = [str(layer) for layer in layers]
-        unknown = [layer for layer in chosen if layer not in all_layers]
-        if unknown:
-            raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")
-        if not chosen:
-            raise ValueError("layers must name at least one layer")
+    chosen = select_layers(data, layers)
 
     n = data.sizes["sample"]
     positions = {layer: layer_positions(data, layer) for layer in chosen}
@@ -355,7 +338,7 @@ def reduce(
             out[:, j] = _incremental(data.data, columns, layer, blocks, model)
             ratios[j] = model.explained_variance_ratio_
             continue
-        x = _load(data.data, columns)
+        x = load_block(data.data, columns)
         _check_finite(x, layer)
         if method == "pca":
             model = PCA(n_components=dims, random_state=seed, **opts)

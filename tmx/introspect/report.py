@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._common import as_responses, layer_positions, layers_of
+from ._common import as_responses, layer_positions, select_layers
 from .duplicates import duplicates
 from .familiarity import familiarity
 from .reduce import reduce
@@ -173,11 +173,7 @@ def report(
         raise ValueError(f"split_min must be an int >= 1; got {split_min!r}")
     data = as_responses(responses, transformation=transformation)
     label_values = _labels_of(data, labels)
-    all_layers = layers_of(data)
-    chosen = all_layers if layers is None else [str(layer) for layer in layers]
-    unknown = [layer for layer in chosen if layer not in all_layers]
-    if unknown or not chosen:
-        raise ValueError(f"layers must name layers of the responses {all_layers}; got {layers!r}")
+    chosen = select_layers(data, layers)
 
     reduced, kept = _reduced(data, chosen, reduce_dims, seed)
     if label_values is not None:
