@@ -189,7 +189,7 @@ def test_images_dataarray_channel_qoi_and_custom_doi() -> None:
         ({"seed": -1, "doi": "gaussian"}, ValueError, "seed"),
         ({"noise": -0.1, "doi": "gaussian"}, ValueError, "noise"),
         ({"cut": "nope"}, ValueError, "nope"),
-        ({"doi_cut": "dense"}, NotImplementedError, "doi_cut"),
+        ({"doi_cut": "dense"}, ValueError, "doi_cut"),
     ],
 )
 def test_bad_arguments(kwargs, error, match) -> None:
@@ -269,6 +269,34 @@ def test_integrated_gradients_at_a_cut_along_the_cut_or_the_input_path() -> None
     # completeness misses what flows around the cut (the skip path)
     np.testing.assert_allclose(along_input["delta"].values, -(XC @ WS)[:, 0], atol=1e-4)
     assert along_input.attrs["doi_cut"] == "input"
+
+
+def test_doi_at_a_layer_upstream_of_the_cut() -> None:
+    model = cut_model()
+    h1 = (XC @ W1 + B1).astype(np.float64)
+    res = A.attribute(
+        model,
+        XC,
+        cut="d2",
+        qoi=0,
+        doi="linear",
+        doi_cut=("inner", "d1"),
+        steps=4,
+        return_delta=True,
+    )
+    # ∂out_0/∂d2 = e_0 and d2(d1 = 0) = 0: attribution = e_0 ⊙ h1 W2
+    expected = np.stack([h1 @ W2[:, 0], np.zeros(6)], axis=1)
+    np.testing.assert_allclose(res["attribution"].values, expected, rtol=1e-4, atol=1e-5)
+    # Q(x) − Q(d1 = 0) = h1 (W2 + W3)[:, 0]: the path through d3 bypasses the cut
+    np.testing.assert_allclose(res["delta"].values, -(h1 @ W3[:, 0]), rtol=1e-4, atol=1e-4)
+    assert res.attrs["doi_cut"] == "inner/d1"
+    same = A.attribute(model, XC, cut="d2", qoi=0, doi="linear", doi_cut="d2", steps=4)
+    plain = A.attribute(model, XC, cut="d2", qoi=0, doi="linear", steps=4)
+    np.testing.assert_array_equal(same.values, plain.values)
+    with pytest.raises(ValueError, match="doi_cut 'd2' must lie upstream of the cut 'inner/d1'"):
+        A.attribute(model, XC, cut=("inner", "d1"), qoi=0, doi_cut="d2")
+    with pytest.raises(ValueError, match=r"doi_cut: .*nope"):
+        A.attribute(model, XC, cut="d2", qoi=0, doi_cut="nope")
 
 
 def test_qoi_at_an_internal_layer() -> None:

@@ -106,3 +106,6 @@ def test_upsample_and_errors() -> None:
         A.cam(model, IMAGES, (0, 1))
     with pytest.raises(ValueError, match="dims"):
         A.upsample(maps.isel(channel=0), (12, 12))
+    for method in (A.cam, A.grad_cam, A.grad_cam_pp, A.score_cam):
+        with pytest.raises(ValueError, match="target: class index 9 is out of range"):
+            method(model, IMAGES, 9)

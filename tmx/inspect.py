@@ -921,7 +921,8 @@ def _run_graph(
     the layers inside it, as ``Functional.call`` does. ``substitute`` maps a call's key to
     (link, index, tensor): that call's output ``index`` (link "output", for every consumer) or
     its input ``index`` (link "input", for this call only) is replaced by ``tensor``; the
-    records keep the original tensors.
+    records keep the original tensors. ``("call", fn)`` computes that (non-model) call as
+    ``fn(op, args, kwargs)`` instead, and records what ``fn`` returns.
     """
     substitute = substitute or {}
     tensor_dict = {id(x): y for x, y in zip(graph.inputs, inputs, strict=True)}
@@ -957,7 +958,10 @@ def _run_graph(
         else:
             if training is not None and "training" in getattr(op, "_call_context_args", ()):
                 kwargs["training"] = training
-            outs = tree.flatten(op(*args, **kwargs))
+            if swap is not None and swap[0] == "call":
+                outs = tree.flatten(swap[1](op, args, kwargs))
+            else:
+                outs = tree.flatten(op(*args, **kwargs))
         records[key] = (ins, outs)
         if swap is not None and swap[0] == "output":
             outs = list(outs)
@@ -1026,6 +1030,24 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
     return keras.Model(new_inputs, outputs, name=f"{model.name}_exposed")
 
 
+def _depends_on(tensor: Any, source: Any) -> bool:
+    """Whether the symbolic ``tensor`` is computed from the symbolic ``source``."""
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        if t is source:
+            return True
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        history = getattr(t, "_keras_history", None)
+        if history is None or history.operation is None:
+            continue
+        node = history.operation._inbound_nodes[history.node_index]
+        stack.extend(node.input_tensors)
+    return False
+
+
 def rewire(
     model: Any, cut: Any, *, qoi_cut: Any = None, safe_mode: bool = True
 ) -> tuple[keras.Model, keras.Model]:
@@ -1080,6 +1102,9 @@ def rewire(
             raise ValueError(f"qoi_cut {q_end.name!r} cannot be computed from the inputs")
         q_ins, q_outs = records[q_key]
         y = (q_ins if q_end.link == "input" else q_outs)[q_end.index]
+    if not _depends_on(y, z):
+        what = "the model's output" if qoi_cut is None else f"qoi_cut {q_end.name!r}"
+        raise ValueError(f"{what} does not depend on the cut {endpoint.name!r}")
     flat_tail = tree.flatten(tail_inputs)
     tail = keras.Model([*flat_tail, z], y, name=f"{model.name}_tail")
     return head, tail
@@ -1138,7 +1163,11 @@ def _ln_offset(ln: Any) -> np.ndarray:
     return np.zeros(0)
 
 
-def _bias_entries(graph: Any, prefix: str, fold: bool, out: dict) -> None:
+def _bias_entries(
+    graph: Any, prefix: str, fold: bool, out: dict, sites: dict | None = None
+) -> None:
+    """Fill ``out`` (name → bias) and, when given, ``sites`` (name → the path of the layer
+    whose output the bias is added to: the folded BatchNormalization, or the layer itself)."""
     by_op = _nodes_by_op(graph)
     consumers: Counter = Counter()
     for nodes in by_op.values():
@@ -1182,13 +1211,19 @@ def _bias_entries(graph: Any, prefix: str, fold: bool, out: dict) -> None:
                 scale, offset = _bn_affine(bn)
                 b = scale * b + offset  # = gamma (b - mean) / sqrt(var + eps) + beta
             out[name] = b
+            if sites is not None:
+                sites[name] = prefix + (bn.name if bn is not None else op.name)
         elif isinstance(op, keras.layers.BatchNormalization) and id(op) not in absorbed:
             out[name] = _bn_affine(op)[1]
+            if sites is not None:
+                sites[name] = name
         elif isinstance(op, keras.layers.LayerNormalization):
             out[name] = _ln_offset(op)
+            if sites is not None:
+                sites[name] = name
         inner = _inner_graph(op)
         if inner is not None:
-            _bias_entries(inner, name + "/", fold, out)
+            _bias_entries(inner, name + "/", fold, out, sites)
 
 
 def biases(model: Any, *, fold: bool = True, safe_mode: bool = True) -> dict[str, np.ndarray]:

@@ -7,12 +7,14 @@ gaussian / custom distributions of interest at the cut or along the input path;
 ``smoothgrad_sq`` / ``vargrad`` kinds), ``quadrature`` and ``channel``; the CAM family
 (``cam``, ``grad_cam``, ``grad_cam_pp``, ``score_cam``) and ``upsample``. ``over_transforms``,
 the attribution cube that ``tmx.invert`` and every measure apply to. Metrics: ``infidelity``,
-``sensitivity_max``, ``deletion``, ``insertion``. ``full_grad`` and the plots come next.
+``sensitivity_max``, ``deletion``, ``insertion``. ``full_grad`` (input- and bias-gradient
+terms, BatchNorm folded).
 """
 
 from ._cam import cam, grad_cam, grad_cam_pp, score_cam, upsample
 from ._core import attribute, channel
 from ._doi import RULES, quadrature
+from ._fullgrad import full_grad
 from ._metrics import deletion, infidelity, insertion, sensitivity_max
 from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smoothgrad
 from ._transforms import over_transforms
@@ -23,6 +25,7 @@ __all__ = [
     "cam",
     "channel",
     "deletion",
+    "full_grad",
     "grad_cam",
     "grad_cam_pp",
     "infidelity",

@@ -16,6 +16,7 @@ from .. import _validate as v
 from ._core import (
     _as_inputs,
     _batches,
+    _check_classes,
     _head_values,
     _pad,
     _parse_qoi,
@@ -79,11 +80,13 @@ def _gradients(model, values, qoi, layer, batch_size):
 
 def _target(model: Any, values: np.ndarray, target: Any, batch_size: int):
     q_model = _qoi_model(model, None)
-    return _parse_qoi(
+    qoi = _parse_qoi(
         "max" if target is None else target,
         values.shape[0],
         lambda: _predict(q_model, values, batch_size),
     )
+    _check_classes(qoi, q_model, values, "target")
+    return qoi
 
 
 def grad_cam(

@@ -125,17 +125,21 @@ def _parse_qoi(qoi: Any, n: int, predict: Callable[[], np.ndarray]) -> _Qoi:
     )
 
 
-def _check_classes(qoi: _Qoi, model: Any, values: np.ndarray) -> None:
+def _check_classes(qoi: _Qoi, model: Any, values: np.ndarray, name: str = "qoi") -> None:
     """Raise unless the QoI's class (or channel) indices exist in the model's output."""
     if qoi.kind not in ("class", "pair", "channel"):
         return
-    shape = _predict(model, values[:1], 1).shape[1:]
+    outputs = getattr(model, "outputs", None)  # a Keras model's symbolic output: no forward
+    if outputs and len(outputs) == 1 and outputs[0].shape[-1] is not None:
+        shape = tuple(outputs[0].shape[1:])
+    else:
+        shape = _predict(model, values[:1], 1).shape[1:]
     size = shape[-1] if shape else 1
     bad = qoi.params[(qoi.params < 0) | (qoi.params >= size)]
     if bad.size:
         what = "channel" if qoi.kind == "channel" else "class"
         raise ValueError(
-            f"qoi: {what} index {int(bad.flat[0])} is out of range for an output with {size} "
+            f"{name}: {what} index {int(bad.flat[0])} is out of range for an output with {size} "
             f"{what}{'s' if size != 1 else ''} (valid: 0..{size - 1})"
         )
 
@@ -283,8 +287,11 @@ def gradient_moments(
     """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points.
 
     ``x`` holds the samples where the DoI lives (the model input, or a layer's activations).
-    ``grad(sample_indices, points)`` returns the gradients at a batch of points, in the
-    attribution's shape ``attr_shape`` (default: the model's input gradient)."""
+    ``grad(sample_indices, points, rows)`` returns the gradients at a batch of points (padded
+    to ``rows`` for the compiled call), in the attribution's shape ``attr_shape`` (default:
+    the model's input gradient). A call holds whole samples' points when they fit in
+    ``batch_size`` (the largest multiple of the points per sample), so no rows are wasted
+    on padding but the last call's."""
     n, shape = x.shape[0], x.shape[1:]
     alphas = weights = None
     if callable(doi):
@@ -296,11 +303,11 @@ def gradient_moments(
     else:  # gaussian
         weights = np.full(samples, 1.0 / samples)
     if grad is None:
-        gradient, _ = _functions(model, qoi, shape, batch_size)
 
-        def grad(s_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
-            params = _row_params(qoi, s_idx, batch_size)
-            g, _ = gradient(_pad(np.ascontiguousarray(z, np.float32), batch_size), params)
+        def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
+            gradient, _ = _functions(model, qoi, shape, rows)
+            params = _row_params(qoi, s_idx, rows)
+            g, _ = gradient(_pad(np.ascontiguousarray(z, np.float32), rows), params)
             return np.asarray(g, np.float64)[: s_idx.size]
 
         attr_shape = shape
@@ -322,7 +329,10 @@ def gradient_moments(
             custom_cache[i] = (pts, w)
         per_sample = max(p.shape[0] for p, _ in custom_cache.values())
     total = n * per_sample
-    for a, b in _batches(total, batch_size):
+    call_rows = batch_size
+    if per_sample <= batch_size:  # whole samples per call: padding only in the last one
+        call_rows = (batch_size // per_sample) * per_sample
+    for a, b in _batches(total, call_rows):
         rows = np.arange(a, b)
         s_idx, k_idx = rows // per_sample, rows % per_sample
         if doi == "point":
@@ -345,7 +355,7 @@ def gradient_moments(
                     z[r], w[r] = pts[k], ws[k]
                 else:
                     z[r] = x[i]
-        g = grad(s_idx, z)
+        g = grad(s_idx, z, call_rows)
         wg = w.reshape(-1, *([1] * len(attr_shape))) * g
         # rows come sample by sample: sum each sample's run of rows (reduceat, no scatter)
         starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
@@ -356,13 +366,30 @@ def gradient_moments(
     return mean, square
 
 
-def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
+def _compile_predict(model: Any, shape: tuple[int, ...], batch: int):
     import tensorflow as tf
 
+    @tf.function(input_signature=[tf.TensorSpec((batch, *shape), tf.float32)])
+    def predict(z):
+        y = model(z, training=False)
+        return y[0] if isinstance(y, list | tuple) else y
+
+    return predict
+
+
+def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    """The model's (first) output of every row, compiled for fixed batches: ``batch`` rows, or
+    the power of two ≥ the rows at hand when fewer (a few shapes, and one sample is not
+    padded to a whole batch)."""
+    if x.shape[0] < batch:
+        batch = min(batch, 1 << (x.shape[0] - 1).bit_length())
+    shape = tuple(x.shape[1:])
+    predict = memo(
+        _FUNCTIONS, model, ("predict", shape, batch), lambda: _compile_predict(model, shape, batch)
+    )
     outs = []
     for a, b in _batches(x.shape[0], batch):
-        y = model(tf.constant(_pad(x[a:b], batch)), training=False)
-        y = y[0] if isinstance(y, list | tuple) else y
+        y = predict(_pad(np.ascontiguousarray(x[a:b], np.float32), batch))
         outs.append(np.asarray(y)[: b - a])
     return np.concatenate(outs)
 
@@ -433,6 +460,44 @@ def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def _tail_values(tail: Any, x: np.ndarray, z: np.ndarray, batch: int) -> np.ndarray:
+    """``tail([x, z])`` of every row (float32), in fixed batches."""
+    import tensorflow as tf
+
+    outs = []
+    for a, b in _batches(x.shape[0], batch):
+        y = tail([tf.constant(_pad(x[a:b], batch)), tf.constant(_pad(z[a:b], batch))])
+        outs.append(np.asarray(y[0] if isinstance(y, list | tuple) else y, np.float32)[: b - a])
+    return np.concatenate(outs)
+
+
+def _doi_space(
+    model: Any, cut: Any, cut_name: str, doi_cut: Any, head: Any, batch: int
+) -> tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray] | None]:
+    """The DoI's place (``"cut"``, ``"input"`` or a layer's endpoint name) and the map from
+    (x rows, DoI points) to the cut's activations (None when the DoI is at the cut)."""
+    if doi_cut is None:
+        return "cut", None
+    if isinstance(doi_cut, str) and doi_cut == "input":
+        return "input", lambda x_rows, z: _head_values(head, z, batch)
+    from ..inspect import resolve
+
+    try:
+        name = resolve(model, [doi_cut])[0].name
+    except ValueError as err:
+        raise ValueError(f"doi_cut: {err}") from None
+    if name == cut_name:
+        return "cut", None
+    try:
+        mid = _rewired(model, doi_cut, cut)[1]
+    except ValueError as err:
+        raise ValueError(
+            f"doi_cut {name!r} must lie upstream of the cut {cut_name!r} (the cut's "
+            f"activations must depend on it): {err}"
+        ) from None
+    return name, lambda x_rows, z: _tail_values(mid, x_rows, z, batch)
+
+
 def attribute(
     model: Any,
     x: Any,
@@ -474,11 +539,13 @@ def attribute(
         (``tmx.inspect.rewire``): branches that bypass the cut keep seeing x.
     qoi_cut : endpoint descriptor, optional
         Where the QoI is computed: ``None`` = the model output, or a layer.
-    doi_cut : None or "input"
+    doi_cut : None, "input" or endpoint descriptor
         Where the DoI applies: ``None`` = at the cut (points around h(x), a baseline in the
-        cut's shape), ``"input"`` = along the model input (points around x, the gradient
-        taken at the cut's activations of each point: Captum's layer integrated gradients).
-        Other layers raise ``NotImplementedError``.
+        cut's shape: layer integrated gradients), ``"input"`` = along the model input
+        (points around x, the gradient taken at the cut's activations of each point:
+        Captum-style internal influence along the input path), or any layer upstream of the
+        cut (points around that layer's h_D(x), a baseline in its shape; the cut's
+        activations of each point are computed from it, branches bypassing it see x).
     qoi : "max", int, ints, (c1, c2), tmx.attribution.channel(...) or callable
         ``"max"``: the largest output, chosen at x (never re-chosen along the DoI); an int
         class c: y[:, c]; N ints: one class per sample; a pair: y[:, c1] − y[:, c2]; a
@@ -511,10 +578,10 @@ def attribute(
         doi, steps, rule, multiply_activation, noise, samples, seed. With ``return_delta``, a
         Dataset with ``attribution`` and ``delta`` (sample).
     """
-    if doi_cut not in (None, "input"):
-        raise NotImplementedError(
-            f"doi_cut={doi_cut!r}: the DoI applies at the cut (None) or at the model input "
-            "('input'); other layers are not available yet"
+    if cut is None and doi_cut not in (None, "input"):
+        raise ValueError(
+            f"doi_cut={doi_cut!r}: with cut=None the attributions live at the model input, so "
+            "the DoI can only apply there (doi_cut=None or 'input')"
         )
     if not isinstance(multiply_activation, bool):
         raise ValueError(f"multiply_activation must be True or False; got {multiply_activation!r}")
@@ -551,25 +618,32 @@ def attribute(
         activation = values
         base_activation = base
         cut_name = "input"
+        doi_name = "cut" if doi_cut is None else "input"
     else:
         head, tail = _rewired(model, cut, qoi_cut)
         from ..inspect import resolve
 
         cut_name = resolve(model, [cut])[0].name
         h = _head_values(head, values, batch_size)
-        grad_tail, value_tail = _tail_functions(tail, q, values.shape[1:], h.shape[1:], batch_size)
-        at_input = doi_cut == "input"
-        space = values if at_input else h
+        value_tail = _tail_functions(tail, q, values.shape[1:], h.shape[1:], batch_size)[1]
+        doi_name, to_cut = _doi_space(model, cut, cut_name, doi_cut, head, batch_size)
+        at_input = doi_name == "input"
+        if doi_name in ("cut", "input"):
+            space = values if at_input else h
+        else:
+            space = _head_values(_rewired(model, doi_cut, cut)[0], values, batch_size)
         base = _baseline(baseline, space) if doi == "linear" else None
 
-        def grad(s_idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+        def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
             z = np.ascontiguousarray(z, np.float32)
-            if at_input:  # the DoI moves the input; the gradient is taken at the cut
-                x_rows, z_rows = z, _head_values(head, z, batch_size)
-            else:
+            if to_cut is None:
                 x_rows, z_rows = values[s_idx], z
-            params = _row_params(q, s_idx, batch_size)
-            g = grad_tail(_pad(x_rows, batch_size), _pad(z_rows, batch_size), params)
+            else:  # the DoI moves the input or a layer; the gradient is taken at the cut
+                x_rows = z if at_input else values[s_idx]
+                z_rows = to_cut(values[s_idx], z)
+            params = _row_params(q, s_idx, rows)
+            g_fn = _tail_functions(tail, q, values.shape[1:], h.shape[1:], rows)[0]
+            g = g_fn(_pad(x_rows, rows), _pad(z_rows, rows), params)
             return np.asarray(g, np.float64)[: s_idx.size]
 
         mean, square = gradient_moments(
@@ -579,7 +653,7 @@ def attribute(
         base_activation = None
         if doi == "linear":
             base_activation = (
-                _head_values(head, np.ascontiguousarray(base), batch_size) if at_input else base
+                base if to_cut is None else to_cut(values, np.ascontiguousarray(base, np.float32))
             )
     if _gradients == "mean":
         attr = mean
@@ -600,7 +674,7 @@ def attribute(
         "cut": cut_name,
         "qoi": q.description,
         "qoi_cut": "output" if qoi_cut is None else repr(qoi_cut),
-        "doi_cut": "cut" if doi_cut is None else "input",
+        "doi_cut": doi_name,
         "doi": doi if isinstance(doi, str) else "custom",
         "steps": steps,
         "rule": rule,
@@ -612,18 +686,23 @@ def attribute(
     out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
     if not return_delta:
         return out
-    if cut is None or doi_cut == "input":
+    if cut is None or doi_name == "input":
         q_x = _qoi_values(q_model, q, values, batch_size)
         q_b = _qoi_values(q_model, q, np.ascontiguousarray(base), batch_size)
-    else:  # Q with the cut set to h(x) and to the baseline, the other branches at x
+    else:  # Q with the DoI's layer set to h_D(x) and to the baseline, the other branches at x
+        if doi_name == "cut":
+            value_d = value_tail
+        else:
+            tail_d = _rewired(model, doi_cut, qoi_cut)[1]
+            value_d = _tail_functions(tail_d, q, values.shape[1:], space.shape[1:], batch_size)[1]
         q_x = np.empty(n)
         q_b = np.empty(n)
         for a, b in _batches(n, batch_size):
             params = _row_params(q, np.arange(a, b), batch_size)
             xb = _pad(values[a:b], batch_size)
-            q_x[a:b] = np.asarray(value_tail(xb, _pad(h[a:b], batch_size), params))[: b - a]
+            q_x[a:b] = np.asarray(value_d(xb, _pad(space[a:b], batch_size), params))[: b - a]
             bb = _pad(np.ascontiguousarray(base[a:b], np.float32), batch_size)
-            q_b[a:b] = np.asarray(value_tail(xb, bb, params))[: b - a]
+            q_b[a:b] = np.asarray(value_d(xb, bb, params))[: b - a]
     total = data.reshape(n, -1).sum(axis=1)
     delta = xr.DataArray(total - (q_x - q_b), dims=("sample",), coords=coords, name="delta")
     return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)

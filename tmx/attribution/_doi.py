@@ -86,8 +86,9 @@ def draws(
     out = np.empty((len(positions), samples, *shape), np.float32)
     for row, p in enumerate(np.asarray(positions, dtype=np.int64)):
         rng = np.random.default_rng([int(seed), int(p)])
-        if kind == "normal":
-            out[row] = rng.normal(0.0, scale, size=(samples, *shape))
+        if kind == "normal":  # float32 draws straight into the output, then scaled
+            rng.standard_normal(dtype=np.float32, out=out[row])
+            out[row] *= np.float32(scale)
         else:
             out[row] = rng.uniform(-scale, scale, size=(samples, *shape))
     return out
