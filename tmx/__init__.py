@@ -5,7 +5,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import attribution, datasets, inspect, introspect, measures, models, plot, transforms
+from . import attribution, datasets, flows, inspect, introspect, measures, models, plot, transforms
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -46,6 +46,7 @@ __all__ = [
     "by_layer",
     "datasets",
     "evaluate",
+    "flows",
     "goodfellow",
     "inspect",
     "introspect",

@@ -1,0 +1,316 @@
+"""tmx.flows.fit: disentangling known factors, the true training loss, seeds, early stopping,
+streaming from Zarr, metadata, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import xarray as xr
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+
+import tmx
+from tmx import flows
+
+N, T = 400, 32
+
+
+def synthetic_cube(seed: int = 0, n: int = N, t: int = T) -> tuple[xr.DataArray, dict]:
+    """Units = a monotone nonlinearity of a random rotation of (identity (2), transformation
+    parameter (1), noise (2)): identity per sample, parameter per transformation, noise per
+    (sample, transformation)."""
+    rng = np.random.default_rng(seed)
+    identity = rng.normal(size=(n, 2))
+    parameter = rng.normal(size=(t, 1))
+    noise = rng.normal(size=(n, t, 2))
+    latent = np.concatenate(
+        [
+            np.broadcast_to(identity[:, None], (n, t, 2)),
+            np.broadcast_to(parameter[None], (n, t, 1)),
+            noise,
+        ],
+        axis=-1,
+    )
+    rotation, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    mixed = latent @ rotation
+    units = mixed + 0.5 * np.tanh(mixed)  # monotone
+    cube = xr.DataArray(
+        units.astype(np.float32),
+        dims=("sample", "transformation", "unit"),
+        coords={
+            "sample": np.arange(n),
+            "transformation": np.arange(t),
+            "unit": np.arange(5),
+            "layer": ("unit", ["h"] * 5),
+            "channel": ("unit", np.arange(5)),
+            "y": ("unit", [-1] * 5),
+            "x": ("unit", [-1] * 5),
+        },
+        name="activation",
+    )
+    return cube, {"identity": identity, "parameter": parameter}
+
+
+def held_out_r2(z: np.ndarray, target: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    """Linear R² of a block z (sample, transformation, k) against target, fitted on the train
+    samples and scored on the held-out ones (scikit-learn, independent of tmx)."""
+    k, c = z.shape[-1], target.shape[-1]
+    model = LinearRegression().fit(z[train].reshape(-1, k), target[train].reshape(-1, c))
+    return r2_score(target[test].reshape(-1, c), model.predict(z[test].reshape(-1, k)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    cube, truth = synthetic_cube()
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=8000, seed=0)
+    flow = flows.flow(5, blocks=3, hidden=(32, 32), coupling="additive", seed=0)
+    flow, history = flows.fit(
+        pr, flow=flow, dimensions=[2, 2, 1], epochs=20, progress=False, jit=False
+    )
+    return cube, truth, pr, flow, history
+
+
+def test_fit_disentangles_known_factors(trained) -> None:
+    cube, truth, _, flow, _ = trained
+    z = np.asarray(flow(cube.values.reshape(-1, 5))[0]).reshape(N, T, 5)
+    targets = {
+        "sample": np.broadcast_to(truth["identity"][:, None], (N, T, 2)),
+        "transformation": np.broadcast_to(truth["parameter"][None], (N, T, 1)),
+    }
+    blocks = {"sample": slice(2, 4), "transformation": slice(4, 5)}
+    train, test = np.arange(300), np.arange(300, N)  # held-out samples
+    for block, where in blocks.items():
+        for target, values in targets.items():
+            r2 = held_out_r2(z[..., where], values, train, test)
+            if block == target:
+                assert r2 >= 0.98, (block, target, r2)
+            else:
+                assert r2 <= 0.02, (block, target, r2)
+    # negative control: the units themselves mix the factors
+    x = cube.values
+    assert held_out_r2(x[..., :2], targets["sample"], train, test) < 0.9
+
+
+def test_history_is_the_true_loss(trained) -> None:
+    _, _, pr, flow, history = trained
+    loss = history["loss"].values
+    assert history.sizes["epoch"] == 20 and list(history["epoch"].values[:2]) == [1, 2]
+    assert np.all(np.isfinite(loss)) and np.all(loss != 0.0)
+    assert loss[-1] < loss[0] and np.mean(loss[-5:]) < np.mean(loss[:5])
+    assert np.all(history["invert_error"].values < 1e-4)
+    assert np.all(history["seconds"].values > 0)
+    assert history.attrs["n_train"] + history.attrs["n_val"] == 8000
+    assert history.attrs["dimensions"] == [2, 2, 1]
+    assert flow.factors == ["residual", "sample", "transformation"]
+    assert flow.dimensions == [2, 2, 1]
+    assert flow.unit_coords["layer"] == ["h"] * 5
+    # val_loss is the mean pair loss of the held-out tail, recomputed independently
+    n_train = history.attrs["n_train"]
+    a = pr["a"].values[n_train:]
+    b = pr["b"].values[n_train:]
+    za, lda = flow(a)
+    zb, ldb = flow(b)
+    direct = flows.factor_loss(
+        za.numpy(), zb.numpy(), lda.numpy(), ldb.numpy(), pr["rho"].values[n_train:], [2, 2, 1]
+    )
+    np.testing.assert_allclose(history["val_loss"].values[-1], direct, rtol=1e-5)
+
+
+def test_loss_equals_the_mean_factor_loss_of_the_batches() -> None:
+    # learning_rate 0: the weights stay put, so every epoch's loss is the mean over its
+    # batches of the batch's mean factor_loss, i.e. (equal batches) the mean over the pairs
+    cube, _ = synthetic_cube(1, n=40, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=1100, seed=3)
+    flow, history = flows.fit(
+        pr,
+        flow=flows.flow(5, blocks=2, hidden=(16,), seed=1),
+        dimensions={"residual": 2, "sample": 2, "transformation": 1},
+        epochs=2,
+        batch_size=250,
+        learning_rate=0.0,
+        validation=100 / 1100,
+        progress=False,
+        jit=False,
+    )
+    assert history.attrs["n_train"] == 1000
+    a, b = pr["a"].values[:1000], pr["b"].values[:1000]
+    za, lda = flow(a)
+    zb, ldb = flow(b)
+    per_pair = flows.factor_loss(
+        za.numpy(),
+        zb.numpy(),
+        lda.numpy(),
+        ldb.numpy(),
+        pr["rho"].values[:1000],
+        [2, 2, 1],
+        reduction="none",
+    )
+    np.testing.assert_allclose(history["loss"].values, per_pair.mean(), rtol=1e-6)
+    assert history["loss"].values[0] != 0.0
+
+
+def test_fit_is_seeded_and_reproducible() -> None:
+    cube, _ = synthetic_cube(2, n=40, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=600, seed=0)
+
+    def run(seed):
+        flow, history = flows.fit(
+            pr,
+            dimensions=[2, 2, 1],
+            epochs=3,
+            batch_size=64,
+            progress=False,
+            seed=seed,
+            jit=False,
+            flow=flows.flow(5, blocks=2, hidden=(16,), seed=seed),
+        )
+        return flow, history
+
+    f1, h1 = run(0)
+    f2, h2 = run(0)
+    np.testing.assert_array_equal(h1["loss"].values, h2["loss"].values)
+    for w1, w2 in zip(f1.get_weights(), f2.get_weights(), strict=True):
+        np.testing.assert_array_equal(w1, w2)
+    assert len({float(v) for v in h1["loss"].values}) == 3  # it did train
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    cube, _ = synthetic_cube(3, n=40, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=600, seed=0)
+    flow, history = flows.fit(
+        pr,
+        dimensions=[2, 2, 1],
+        epochs=30,
+        batch_size=64,
+        learning_rate=0.05,
+        patience=2,
+        progress=False,
+        jit=False,
+        flow=flows.flow(5, blocks=2, hidden=(16,), seed=0),
+    )
+    best = history.attrs["best_epoch"]
+    assert history.attrs["stopped_early"] == 1 and history.sizes["epoch"] < 30
+    assert history.sizes["epoch"] == best + 2
+    n_train = history.attrs["n_train"]
+    za, lda = flow(pr["a"].values[n_train:])
+    zb, ldb = flow(pr["b"].values[n_train:])
+    now = flows.factor_loss(
+        za.numpy(), zb.numpy(), lda.numpy(), ldb.numpy(), pr["rho"].values[n_train:], [2, 2, 1]
+    )
+    np.testing.assert_allclose(now, history["val_loss"].values[best - 1], rtol=1e-5)
+
+
+def test_fit_streams_pairs_of_a_zarr_cube(tmp_path) -> None:
+    cube, _ = synthetic_cube(4, n=60, t=8)
+    cube.attrs = {}
+    store = tmp_path / "cube.zarr"
+    xr.Dataset({"activation": cube.chunk({"sample": 10})}).to_zarr(store)
+    lazy = xr.open_zarr(store)["activation"]
+    assert lazy.chunks is not None
+    pr = flows.pairs(lazy, by=("sample", "transformation"), n=2000, seed=0)
+    assert isinstance(pr["a"].data, type(lazy.data))  # still lazy
+    common = dict(dimensions=[2, 2, 1], epochs=3, batch_size=100, progress=False, jit=False, seed=0)
+    _, h_stream = flows.fit(
+        pr, memory_limit=4096, flow=flows.flow(5, blocks=2, hidden=(16,), seed=0), **common
+    )
+    _, h_mem = flows.fit(pr.load(), flow=flows.flow(5, blocks=2, hidden=(16,), seed=0), **common)
+    assert h_stream.attrs["source"] == "zarr" and h_mem.attrs["source"] == "memory"
+    assert np.all(np.isfinite(h_stream["loss"].values))
+    assert h_stream["loss"].values[-1] < h_stream["loss"].values[0]
+    # the same pairs and weights: the first epoch's losses agree up to batch composition
+    np.testing.assert_allclose(h_stream["val_loss"].values, h_mem["val_loss"].values, rtol=0.2)
+
+
+def test_no_validation_and_estimated_dimensions() -> None:
+    cube, _ = synthetic_cube(5, n=40, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=600, seed=0)
+    flow, history = flows.fit(
+        pr,
+        epochs=1,
+        batch_size=64,
+        validation=0.0,
+        progress=False,
+        jit=False,
+        flow=flows.flow(5, blocks=1, hidden=(8,), seed=0),
+    )
+    assert np.isnan(history["val_loss"].values).all()
+    assert np.isfinite(history["invert_error"].values).all()
+    expected = flows.factor_dimensions(pr).values.tolist()
+    assert flow.dimensions == expected == history.attrs["dimensions"]
+
+
+def test_fitted_flow_round_trips_through_keras_files(trained, tmp_path) -> None:
+    import keras
+
+    cube, _, _, flow, _ = trained
+    path = tmp_path / "flow.keras"
+    flow.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.factors == flow.factors and loaded.dimensions == flow.dimensions
+    assert loaded.unit_coords == flow.unit_coords
+    x = cube.values[:3].reshape(-1, 5)
+    np.testing.assert_array_equal(np.asarray(loaded(x)[0]), np.asarray(flow(x)[0]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dimensions": [2, 2, 2]}, "dimensions"),
+        ({"dimensions": {"residual": 2, "sample": 2, "angle": 1}}, "dimensions: unknown factor"),
+        ({"dimensions": [3, 2]}, "dimensions"),
+        ({"dimensions": "guess"}, "dimensions"),
+        ({"epochs": 0}, "epochs"),
+        ({"validation": 1.0}, "validation"),
+        ({"semantics": "nll"}, "semantics"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"patience": 0}, "patience"),
+        ({"flow": "not a flow"}, "flow"),
+    ],
+)
+def test_bad_arguments(kwargs, match) -> None:
+    cube, _ = synthetic_cube(6, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=100, seed=0)
+    args = {"dimensions": [2, 2, 1], "epochs": 1, "progress": False, "jit": False, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        flows.fit(pr, **args)
+
+
+def test_bad_pairs() -> None:
+    cube, _ = synthetic_cube(6, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=100, seed=0)
+    with pytest.raises(ValueError, match="pairs must be"):
+        flows.fit(cube, progress=False)
+    with pytest.raises(ValueError, match="pairs must have a data variable 'rho'"):
+        flows.fit(pr.drop_vars("rho"), progress=False)
+    bad = pr.copy()
+    bad["rho"] = bad["rho"] + 1.0
+    with pytest.raises(ValueError, match="rho"):
+        flows.fit(bad, dimensions=[2, 2, 1], progress=False)
+
+
+def test_fit_under_mixed_precision_is_finite() -> None:
+    import keras
+
+    cube, _ = synthetic_cube(7, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=300, seed=0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        flow, history = flows.fit(
+            pr,
+            dimensions=[2, 2, 1],
+            epochs=2,
+            batch_size=64,
+            progress=False,
+            jit=False,
+            flow=flows.flow(5, blocks=1, hidden=(8,), seed=0),
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(history["loss"].values).all()
+    assert np.isfinite(history["val_loss"].values).all()
+    assert tf.reduce_all(tf.math.is_finite(flow(cube.values[0])[0]))
+
+
+def test_top_level_api() -> None:
+    assert tmx.flows.fit is flows.fit

@@ -1,0 +1,440 @@
+"""Training an interpretation flow on pairs: ``tmx.flows.fit``.
+
+The pairs come from ``tmx.flows.pairs`` (lazy gathers from a cube). They are materialised
+once, in one pass over the cube: in memory when they fit in ``memory_limit`` bytes, otherwise
+into a temporary Zarr store that every epoch streams in blocks (a ``tf.data`` pipeline with a
+reading thread), so a cube larger than memory trains without being loaded whole.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .. import _validate as v
+from ._loss import factor_dimensions, factor_loss
+
+__all__ = ["fit"]
+
+_UNIT_COORDS = ("layer", "channel", "y", "x")
+DEFAULT_MEMORY_LIMIT = 512 * 2**20
+
+
+# -- arguments ---------------------------------------------------------------------------------
+def _check_pairs(pairs: Any) -> tuple[list[str], int]:
+    if not isinstance(pairs, xr.Dataset):
+        raise ValueError(
+            f"pairs must be the xarray.Dataset returned by tmx.flows.pairs; got "
+            f"{type(pairs).__name__}"
+        )
+    for name in ("a", "b"):
+        if name not in pairs.data_vars or set(pairs[name].dims) != {"pair", "unit"}:
+            raise ValueError(f"pairs must have a data variable {name!r} with dims (pair, unit)")
+        if pairs[name].dtype.kind != "f":
+            raise ValueError(f"pairs.{name} must be floating point; got {pairs[name].dtype}")
+    if "rho" not in pairs.data_vars or set(pairs["rho"].dims) != {"pair", "factor"}:
+        raise ValueError("pairs must have a data variable 'rho' with dims (pair, factor)")
+    factors = [str(f) for f in np.asarray(pairs["factor"].values).reshape(-1)]
+    if not factors or factors[0] != "residual":
+        raise ValueError(f"pairs.factor must start with 'residual'; got {factors}")
+    if pairs.sizes["pair"] < 2:
+        raise ValueError(f"pairs must hold at least 2 pairs; got {pairs.sizes['pair']}")
+    return factors, int(pairs.sizes["unit"])
+
+
+def _check_dimensions(dimensions: Any, factors: list[str], units: int, pairs: Any) -> list[int]:
+    if isinstance(dimensions, str):
+        if dimensions != "estimate":
+            raise ValueError(
+                f"dimensions must be 'estimate', a list in factor order or a dict by factor "
+                f"name; got {dimensions!r}"
+            )
+        return [int(d) for d in factor_dimensions(pairs).values]
+    if isinstance(dimensions, xr.DataArray):
+        dimensions = dimensions.values.tolist()
+    if isinstance(dimensions, Mapping):
+        unknown = sorted(set(map(str, dimensions)) - set(factors))
+        if unknown:
+            raise ValueError(
+                f"dimensions: unknown factor name(s) {unknown}; the factors are {factors}"
+            )
+        missing = [f for f in factors if f not in dimensions]
+        if missing:
+            raise ValueError(f"dimensions: no size for factor(s) {missing}")
+        dimensions = [dimensions[f] for f in factors]
+    dims = list(v.int_vector(dimensions, "dimensions"))
+    if len(dims) != len(factors):
+        raise ValueError(
+            f"dimensions must have one entry per factor {factors} (residual first); got {dims}"
+        )
+    if any(d < 0 for d in dims) or sum(dims) != units:
+        raise ValueError(
+            f"dimensions must be non-negative and sum to the number of units ({units}); "
+            f"got {dims} (sum {sum(dims)})"
+        )
+    return dims
+
+
+def _check_fraction(value: Any, name: str) -> float:
+    value = v.finite_real(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1); got {value}")
+    return value
+
+
+def _unit_coords(pairs: xr.Dataset) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name in (*_UNIT_COORDS, "unit"):
+        if name in pairs.coords and pairs[name].dims == ("unit",):
+            out[name] = np.asarray(pairs[name].values).tolist()
+    return out
+
+
+# -- the pairs, materialised once ------------------------------------------------------------
+class _Arrays:
+    """Rows [start, stop) of the pairs' a, b (numpy or zarr arrays, read a block at a time)
+    and their ρ."""
+
+    def __init__(self, a: Any, b: Any, rho: np.ndarray, start: int, stop: int) -> None:
+        self.a, self.b, self.rho, self.start, self.stop = a, b, rho, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows lo..hi (relative), one contiguous read."""
+        s = slice(self.start + lo, self.start + hi)
+        return (
+            np.asarray(self.a[s], np.float32),
+            np.asarray(self.b[s], np.float32),
+            self.rho[s],
+        )
+
+
+def _materialise(
+    pairs: xr.Dataset, memory_limit: int
+) -> tuple[np.ndarray | Any, np.ndarray | Any, str, str | None]:
+    """a and b as numpy (in memory) or zarr arrays (spilled), computed in one pass."""
+    a = pairs["a"].transpose("pair", "unit")
+    b = pairs["b"].transpose("pair", "unit")
+    if a.chunks is None and b.chunks is None:
+        return np.asarray(a.values), np.asarray(b.values), "memory", None
+    nbytes = a.size * 4 * 2
+    if nbytes <= memory_limit:
+        import dask
+
+        a_np, b_np = dask.compute(a.data, b.data)
+        return np.asarray(a_np), np.asarray(b_np), "memory", None
+    import dask.array as da
+    import zarr
+
+    tmp = tempfile.mkdtemp(prefix="tmx-flow-pairs-")
+    rows = max(1, min(a.sizes["pair"], (16 * 2**20) // max(1, a.sizes["unit"] * 4)))
+    stores = []
+    for name, arr in (("a", a), ("b", b)):
+        z = zarr.open_array(
+            f"{tmp}/{name}.zarr",
+            mode="w",
+            shape=arr.shape,
+            chunks=(rows, arr.sizes["unit"]),
+            dtype="float32",
+        )
+        stores.append((arr.data.astype(np.float32).rechunk((rows, -1)), z))
+    da.store([s for s, _ in stores], [z for _, z in stores], lock=False)
+    return stores[0][1], stores[1][1], "zarr", tmp
+
+
+def _batches(
+    arrays: _Arrays, batch: int, rng: np.random.Generator, block: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Full batches of shuffled rows, one epoch: blocks in random order, rows shuffled within
+    a block (every row once; the last partial batch is dropped)."""
+    n = len(arrays)
+    starts = np.arange(0, n, block)
+    carry: list[tuple[np.ndarray, ...]] = []
+    held = 0
+    for s in rng.permutation(starts):
+        a, b, r = arrays.rows(int(s), min(n, int(s) + block))  # one contiguous read
+        perm = rng.permutation(len(r))
+        carry.append((a[perm], b[perm], r[perm]))
+        held += len(r)
+        while held >= batch:
+            a_all, b_all, r_all = (np.concatenate(parts) for parts in zip(*carry, strict=True))
+            yield a_all[:batch], b_all[:batch], r_all[:batch]
+            carry = [(a_all[batch:], b_all[batch:], r_all[batch:])]
+            held -= batch
+
+
+# -- fit ---------------------------------------------------------------------------------------
+def fit(
+    pairs: xr.Dataset,
+    *,
+    dimensions: Any = "estimate",
+    flow: Any = None,
+    epochs: int = 20,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    validation: float = 0.1,
+    semantics: str = "gyoza",
+    seed: int = 0,
+    progress: bool = True,
+    patience: int | None = None,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    jit: bool = True,
+) -> tuple[Any, xr.Dataset]:
+    r"""Train an interpretation flow T on pairs with the factor loss (Adam).
+
+    Each step takes a batch of pairs (a, b) with their ρ, computes z̃ = T(a), T(b) and the
+    log-determinants, and minimises the mean ``factor_loss`` (float64 inside):
+
+    .. math::
+
+        \ell = \tfrac12 \lVert \tilde z_a \rVert^2
+             + \tfrac12 \sum_d \Big[\frac{(\tilde z_{b,d} - \rho_d \tilde z_{a,d})^2}{1 - \rho_d^2}
+             + \log(1 - \rho_d^2)\Big] - j_a - j_b
+
+    (Esser, Rombach & Ommer 2020, arXiv:2004.13166; ``docs/flows.md``).
+
+    Parameters
+    ----------
+    pairs : xarray.Dataset
+        From ``tmx.flows.pairs``: ``a``, ``b`` (pair, unit), ``rho`` (pair, factor). Pairs are
+        in random order there; the last ``validation`` fraction is held out.
+    dimensions : "estimate", sequence of int or dict
+        The factor block sizes (residual first), summing to the unit count: ``"estimate"`` =
+        ``tmx.flows.factor_dimensions(pairs)``, a list in factor order, or a dict by name.
+    flow : tmx.flows.Flow, optional
+        The flow to train (its weights are updated in place); default
+        ``tmx.flows.flow(units, seed=seed)``.
+    epochs : int
+        Passes over the training pairs.
+    batch_size : int
+        Pairs per step; every step has exactly this many (the epoch's last partial batch is
+        dropped, and a different one each epoch since the order is reshuffled), so the
+        compiled step is traced once. Fewer training pairs than ``batch_size``: one batch of
+        all of them.
+    learning_rate : float
+        Adam's step size.
+    validation : float in [0, 1)
+        Fraction of pairs held out for ``val_loss`` and ``invert_error``.
+    semantics : {"gyoza", "iin"}
+        The factor loss's form (identical gradients; see ``factor_loss``).
+    seed : int
+        Seeds the default flow's weights and the shuffling: the same seed gives the same flow
+        and history.
+    progress : bool
+        A progress bar over epochs, with the losses.
+    patience : int, optional
+        Early stopping: stop when ``val_loss`` (``loss`` without validation) has not improved
+        for ``patience`` epochs, and restore the best epoch's weights.
+    memory_limit : int
+        Bytes of pairs held in memory; above it a dask-backed ``pairs`` is written once to a
+        temporary Zarr store and streamed from there every epoch.
+
+    Returns
+    -------
+    flow : tmx.flows.Flow
+        Trained, with ``factors``, ``dimensions`` and ``unit_coords`` set (saved with it).
+    history : xarray.Dataset
+        Over ``epoch`` (1, 2, …): ``loss`` = the mean of the epoch's batch losses (each the
+        mean pair loss of the batch, at the weights the batch was trained from — the true
+        training loss, never 0.0), ``val_loss`` = the mean pair loss of the held-out pairs
+        after the epoch (NaN without validation), ``invert_error`` = max |T⁻¹(T(a)) − a| over
+        up to 1024 held-out pairs (training pairs without validation), ``seconds`` = the
+        epoch's wall time. ``attrs``: the options, n_train, n_val, factors, dimensions,
+        best_epoch, stopped_early, source ("memory" or "zarr").
+    """
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+    from ._build import flow as build_flow
+
+    factors, units = _check_pairs(pairs)
+    epochs = v.positive_int(epochs, "epochs")
+    batch_size = v.positive_int(batch_size, "batch_size")
+    learning_rate = v.finite_real(learning_rate, "learning_rate")
+    if learning_rate < 0:
+        raise ValueError(f"learning_rate must be >= 0; got {learning_rate}")
+    validation = _check_fraction(validation, "validation")
+    semantics = v.choice(semantics, "semantics", ("gyoza", "iin"))
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False; got {progress!r}")
+    if patience is not None:
+        patience = v.positive_int(patience, "patience")
+    memory_limit = v.positive_int(memory_limit, "memory_limit")
+    rho = np.asarray(pairs["rho"].transpose("pair", "factor").values, np.float64)
+    if not np.all((rho >= 0) & (rho < 1)):
+        raise ValueError("rho must lie in [0, 1) for every pair and factor (pairs.rho)")
+
+    a_all, b_all, source, tmpdir = _materialise(pairs, memory_limit)
+    try:
+        if isinstance(dimensions, str) and dimensions == "estimate" and source == "zarr":
+            import dask.array as da
+
+            on_disk = pairs.copy()
+            on_disk["a"] = (("pair", "unit"), da.from_zarr(a_all))
+            on_disk["b"] = (("pair", "unit"), da.from_zarr(b_all))
+            dims = _check_dimensions(dimensions, factors, units, on_disk)
+        elif isinstance(dimensions, str) and dimensions == "estimate":
+            in_memory = pairs.copy()
+            in_memory["a"] = (("pair", "unit"), a_all)
+            in_memory["b"] = (("pair", "unit"), b_all)
+            dims = _check_dimensions(dimensions, factors, units, in_memory)
+        else:
+            dims = _check_dimensions(dimensions, factors, units, pairs)
+
+        if flow is None:
+            flow = build_flow(units, seed=int(seed))
+        elif not (callable(getattr(flow, "inverse", None)) and callable(flow)):
+            raise ValueError(
+                f"flow must be a tmx.flows.Flow (call and inverse); got {type(flow).__name__}"
+            )
+        flow.factors = list(factors)
+        flow.dimensions = list(dims)
+        flow.unit_coords = _unit_coords(pairs) or None
+
+        n = len(rho)
+        n_val = round(validation * n)
+        if validation > 0 and n_val == 0:
+            n_val = 1
+        n_train = n - n_val
+        if n_train < 1:
+            raise ValueError(f"validation={validation} leaves no training pairs out of {n}")
+        train = _Arrays(a_all, b_all, rho, 0, n_train)
+        held = _Arrays(a_all, b_all, rho, n_train, n)
+        batch = min(batch_size, n_train)
+        block = n_train if source == "memory" else max(batch, a_all.chunks[0])
+
+        first = train.rows(0, min(n_train, max(batch, 2)))
+        flow(tf.constant(first[0]))  # builds the flow; ActNorm initialises on real data
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        variables = flow.trainable_variables
+        optimizer.build(variables)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, len(factors)), tf.float64),
+            ],
+            jit_compile=jit,
+            autograph=False,
+        )
+        def train_step(a, b, r):
+            with tf.GradientTape() as tape:
+                za, lda = flow(a)
+                zb, ldb = flow(b)
+                loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics)
+            grads = tape.gradient(loss, variables)
+            optimizer.apply(grads, variables)
+            return loss
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def evaluate(a, b, r):
+            za, lda = flow(a)
+            zb, ldb = flow(b)
+            loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics, reduction="none")
+            back, _ = flow.inverse(za)
+            return tf.reduce_sum(loss), tf.reduce_max(tf.abs(back - a), axis=1)
+
+        def held_out(arrays: _Arrays, limit: int | None) -> tuple[float, float]:
+            total, worst, count = 0.0, 0.0, 0
+            stop = len(arrays) if limit is None else min(limit, len(arrays))
+            for s in range(0, stop, 1024):
+                a, b, r = arrays.rows(s, min(stop, s + 1024))
+                loss_sum, err = evaluate(a, b, r)
+                total += float(loss_sum)
+                worst = max(worst, float(tf.reduce_max(err)))
+                count += a.shape[0]
+            return total / max(count, 1), worst
+
+        def stream(epoch_rng: np.random.Generator) -> Iterator:
+            if source == "memory":
+                yield from _batches(train, batch, epoch_rng, block)
+                return
+            spec = (
+                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, len(factors)), tf.float64),
+            )
+            data = tf.data.Dataset.from_generator(
+                lambda: _batches(train, batch, epoch_rng, block), output_signature=spec
+            ).prefetch(2)
+            yield from data
+
+        bar = keras.utils.Progbar(epochs, unit_name="epoch") if progress else None
+        history: dict[str, list[float]] = {k: [] for k in ("loss", "val_loss", "invert", "sec")}
+        best, best_epoch, best_weights, waited, stopped = math.inf, 0, None, 0, False
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            losses = [
+                float(train_step(a, b, r))
+                for a, b, r in stream(np.random.default_rng([int(seed), epoch]))
+            ]
+            if n_val:
+                val_loss, invert = held_out(held, None)
+            else:
+                val_loss, invert = math.nan, held_out(train, 1024)[1]
+            loss = float(np.mean(losses))
+            history["loss"].append(loss)
+            history["val_loss"].append(val_loss)
+            history["invert"].append(invert)
+            history["sec"].append(time.perf_counter() - start)
+            if bar is not None:
+                bar.update(epoch, [("loss", loss), ("val_loss", val_loss)])
+            monitored = val_loss if n_val else loss
+            if monitored < best:
+                best, best_epoch, waited = monitored, epoch, 0
+                if patience is not None:
+                    best_weights = flow.get_weights()
+            elif patience is not None:
+                waited += 1
+                if waited >= patience:
+                    stopped = True
+                    break
+        if patience is not None and best_weights is not None:
+            flow.set_weights(best_weights)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    ran = len(history["loss"])
+    out = xr.Dataset(
+        {
+            "loss": ("epoch", np.asarray(history["loss"])),
+            "val_loss": ("epoch", np.asarray(history["val_loss"])),
+            "invert_error": ("epoch", np.asarray(history["invert"])),
+            "seconds": ("epoch", np.asarray(history["sec"])),
+        },
+        coords={"epoch": np.arange(1, ran + 1)},
+        attrs={
+            "semantics": semantics,
+            "batch_size": batch,
+            "learning_rate": learning_rate,
+            "validation": validation,
+            "seed": int(seed),
+            "n_train": n_train,
+            "n_val": n_val,
+            "factors": list(factors),
+            "dimensions": list(dims),
+            "best_epoch": best_epoch,
+            "stopped_early": int(stopped),
+            "source": source,
+            "reference": "Esser, Rombach & Ommer (2020), arXiv:2004.13166",
+            "tmx_version": __version__,
+        },
+    )
+    out["loss"].attrs["description"] = "mean of the epoch's batch losses (mean pair loss)"
+    out["val_loss"].attrs["description"] = "mean pair loss of the held-out pairs"
+    out["invert_error"].attrs["description"] = "max |T^-1(T(a)) - a| on held-out pairs"
+    return flow, out

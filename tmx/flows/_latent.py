@@ -1,0 +1,717 @@
+"""Labeled use of a trained interpretation flow: the latent code, its inverse and factor edits.
+
+A flow ``T`` maps a layer's units ``z`` (``D`` of them, the cube's ``unit`` axis) to
+``z̃ = T(z)``, whose dimensions are contiguous factor blocks (residual first, sizes
+``flow.dimensions``, names ``flow.factors``).  Because ``T`` is invertible, a factor block can be
+swapped with another sample's or interpolated, and the edited code mapped back to the layer's
+units and through the rest of the model (Esser, Rombach & Ommer 2020, "A Disentangling
+Invertible Interpretation Network for Explaining Latent Representations", CVPR,
+arXiv:2004.13166).  Semantics: ``docs/flows.md``.
+
+Every function here is a pure function over labeled arrays: the flow is only called (its
+``ActNorm`` layers must have seen data already, see :func:`transform`), never changed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import keras
+import numpy as np
+import tensorflow as tf
+import xarray as xr
+
+from .. import _validate as v
+from .._memo import memo, per_object
+from .layers import ActNorm, Flow
+
+__all__ = ["interpolate", "inverse", "swap", "transform"]
+
+_REFERENCE = "Esser, Rombach & Ommer (2020), arXiv:2004.13166"
+# compiled forward/inverse functions of live flows, and rewired models of live models (weakly)
+_COMPILED = per_object()
+_REWIRED = per_object()
+
+
+# -- the flow and its metadata -------------------------------------------------------------------
+def _check_flow(flow: Any) -> Flow:
+    if not isinstance(flow, Flow):
+        raise ValueError(
+            f"flow must be a tmx.flows.Flow (from tmx.flows.flow or tmx.flows.fit); got "
+            f"{type(flow).__name__}"
+        )
+    if not flow.built:
+        raise ValueError("flow must be built (call it on a batch, or build it with tmx.flows.flow)")
+    _check_initialised(flow)
+    return flow
+
+
+def _check_initialised(flow: Any) -> None:
+    """Refuse flows whose data-initialised ActNorm layers have not seen data yet.
+
+    Calling such a flow would initialise them on whichever batch came first: the results would
+    depend on the batching (and the flow would be changed).
+    """
+    stack = list(getattr(flow, "flow_layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "flow_layers", []))
+        if (
+            isinstance(layer, ActNorm)
+            and layer.init == "data"
+            and float(keras.ops.convert_to_numpy(layer.initialized)) < 0.5
+        ):
+            raise ValueError(
+                f"flow: its ActNorm layer {layer.name!r} (init='data') has not seen data yet, "
+                "so calling the flow would initialise it on the first batch; train the flow "
+                "(tmx.flows.fit) or call it once on a representative batch, flow(x), first"
+            )
+
+
+def _units(flow: Flow) -> int:
+    """The flow's number of units D (its build shape, else its masks or metadata)."""
+    d = None
+    try:
+        shape = (flow.get_build_config() or {}).get("input_shape")
+    except Exception:  # pragma: no cover - Keras internals
+        shape = None
+    if shape is not None and len(shape) == 2 and shape[-1] is not None:
+        d = int(shape[-1])
+    if d is None:
+        masks = [la._mask for la in flow.flow_layers if getattr(la, "_mask", None) is not None]
+        if masks:
+            d = int(masks[0].size)
+    if d is None and flow.dimensions is not None:
+        d = int(sum(flow.dimensions))
+    if d is None and flow.unit_coords:
+        d = len(next(iter(flow.unit_coords.values())))
+    if d is None:
+        raise ValueError("flow: cannot tell its number of units; build it on [batch, D] first")
+    return d
+
+
+def _blocks(flow: Flow, d: int) -> tuple[list[str], list[int]]:
+    """Factor names and block sizes (residual first) of a flow's latent code.
+
+    No ``dimensions``: one block ``"latent"`` of size D.  ``dimensions`` without ``factors``:
+    ``"residual"``, ``"factor1"``, ``"factor2"``, ...
+    """
+    if flow.dimensions is None:
+        return ["latent"], [d]
+    dims = [int(n) for n in flow.dimensions]
+    if sum(dims) != d:
+        raise ValueError(f"flow: its dimensions {dims} do not sum to its {d} units")
+    if flow.factors is None:
+        names = ["residual", *(f"factor{i}" for i in range(1, len(dims)))]
+    else:
+        names = [str(f) for f in flow.factors]
+    return names, dims
+
+
+def _factor_per_dim(names: Sequence[str], dims: Sequence[int]) -> np.ndarray:
+    return np.repeat(np.asarray(list(names), dtype=str), list(dims))
+
+
+def _flow_attrs(flow: Flow, names: Sequence[str], dims: Sequence[int]) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "flow": str(flow.name),
+        "factors": [str(n) for n in names],
+        "dimensions": [int(n) for n in dims],
+        "reference": _REFERENCE,
+        "tmx_version": __version__,
+    }
+
+
+# -- compiled calls --------------------------------------------------------------------------------
+def _compiled(flow: Flow, direction: str, d: int) -> Any:
+    """``x ↦ T(x)`` or ``y ↦ T⁻¹(y)`` on [batch, D], traced once per live flow.
+
+    The function holds the flow weakly, so the memo (keyed weakly by the flow) lets it go.
+    """
+    dtype = flow.compute_dtype
+
+    def build() -> Any:
+        ref = weakref.ref(flow)
+        spec = tf.TensorSpec((None, d), dtype)
+
+        if direction == "forward":
+
+            @tf.function(input_signature=[spec])
+            def run(x: Any) -> Any:
+                return ref()(x)[0]
+
+        else:
+
+            @tf.function(input_signature=[spec])
+            def run(x: Any) -> Any:
+                return ref().inverse(x)[0]
+
+        return run
+
+    return memo(_COMPILED, flow, (direction, d, str(dtype)), build)
+
+
+def _apply_rows(block: np.ndarray, *, flow: Flow, direction: str, batch_size: int) -> np.ndarray:
+    """Apply T or T⁻¹ to the rows of ``block`` (..., D), ``batch_size`` rows per call."""
+    d = block.shape[-1]
+    dtype = np.dtype(flow.compute_dtype)
+    rows = np.ascontiguousarray(block, dtype=dtype).reshape(-1, d)
+    out = np.empty_like(rows)
+    if rows.shape[0]:
+        fn = _compiled(flow, direction, d)
+        for start in range(0, rows.shape[0], batch_size):
+            out[start : start + batch_size] = fn(rows[start : start + batch_size]).numpy()
+    return out.reshape(block.shape)
+
+
+class _RowMap:
+    """``block ↦ T(block)`` (or ``T⁻¹``) for dask, with a cheap token.
+
+    dask would otherwise tokenize the flow by pickling it (a Keras save, ~1 s); the token is
+    unique per call instead, so two graphs never share results, even for a retrained flow.
+    """
+
+    def __init__(self, flow: Flow, direction: str, batch_size: int) -> None:
+        self.flow = flow
+        self.direction = direction
+        self.batch_size = batch_size
+        self.token = uuid.uuid4().hex
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        return _apply_rows(
+            block, flow=self.flow, direction=self.direction, batch_size=self.batch_size
+        )
+
+    def __dask_tokenize__(self) -> tuple[str, str, str]:
+        return ("tmx.flows.rows", self.direction, self.token)
+
+
+def _map_last(
+    flow: Flow, direction: str, arr: xr.DataArray, core: str, new: str, batch_size: int
+) -> xr.DataArray:
+    """T or T⁻¹ along dim ``core`` (renamed ``new``), lazily for dask-backed arrays."""
+    d = arr.sizes[core]
+    if isinstance(arr.data, da.Array) and len(arr.chunks[arr.get_axis_num(core)]) > 1:
+        arr = arr.chunk({core: -1})
+    out = xr.apply_ufunc(
+        _RowMap(flow, direction, batch_size),
+        arr,
+        input_core_dims=[[core]],
+        output_core_dims=[[new]],
+        dask="parallelized",
+        output_dtypes=[np.dtype(flow.compute_dtype)],
+        dask_gufunc_kwargs={"output_sizes": {new: d}},
+        keep_attrs=False,
+    )
+    order = [new if dim == core else dim for dim in arr.dims]
+    return out.transpose(*order)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def _as_labeled(value: Any, name: str, dim: str) -> xr.DataArray:
+    """A DataArray with ``dim``; a 2-D array becomes (sample, dim)."""
+    if isinstance(value, xr.Dataset):
+        raise ValueError(f"{name} must be a DataArray with a {dim!r} dim; got a Dataset")
+    if isinstance(value, xr.DataArray):
+        if dim not in value.dims:
+            raise ValueError(f"{name} must have a {dim!r} dim; got dims {value.dims}")
+        arr = value
+    else:
+        if isinstance(value, da.Array):
+            data = value
+        else:
+            try:
+                data = np.asarray(value)
+            except Exception as err:  # pragma: no cover - exotic inputs
+                raise ValueError(f"{name} must be an array [batch, D] or a DataArray") from err
+        if data.ndim != 2:
+            raise ValueError(
+                f"{name} must be a [batch, D] array or a DataArray with a {dim!r} dim; got an "
+                f"array of shape {data.shape}"
+            )
+        arr = xr.DataArray(data, dims=("sample", dim))
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be real-valued; got dtype {arr.dtype}")
+    return arr
+
+
+def _check_units(flow: Flow, arr: xr.DataArray, name: str, d: int) -> None:
+    n = arr.sizes["unit"]
+    if n != d:
+        raise ValueError(f"{name} has {n} units but the flow acts on {d}; they must match")
+    if not flow.unit_coords:
+        return
+    for key, expected in flow.unit_coords.items():
+        if key == "unit" or key not in arr.coords or arr[key].dims != ("unit",):
+            continue
+        got = np.asarray(arr[key].values)
+        want = np.asarray(expected)
+        if got.dtype.kind in "OSU" or want.dtype.kind in "OSU":
+            same = np.array_equal(got.astype(str), want.astype(str))
+        else:
+            same = np.array_equal(got, want)
+        if not same:
+            bad = int(np.flatnonzero(got.astype(str) != want.astype(str))[0])
+            raise ValueError(
+                f"{name}: its unit coordinate {key!r} differs from the flow's (unit {bad}: "
+                f"{got[bad]!r} vs {want[bad]!r}); pass the units the flow was trained on, in "
+                "the same order"
+            )
+
+
+def _batch_size(batch_size: Any) -> int:
+    return v.positive_int(batch_size, "batch_size")
+
+
+def _unit_coords(flow: Flow, d: int) -> dict[str, Any]:
+    coords: dict[str, Any] = {}
+    uc = flow.unit_coords or {}
+    unit = np.asarray(uc["unit"]) if "unit" in uc else np.arange(d)
+    coords["unit"] = ("unit", unit)
+    for key, values in uc.items():
+        if key == "unit":
+            continue
+        arr = np.asarray(values)
+        if arr.dtype.kind in "OU":
+            arr = arr.astype(str)
+        coords[key] = ("unit", arr)
+    return coords
+
+
+# -- public functions ------------------------------------------------------------------------------
+def transform(flow: Flow, responses: Any, *, batch_size: int = 4096) -> xr.DataArray:
+    r"""The latent code ``z̃ = T(z)`` of responses, labeled by factor.
+
+    .. math::
+
+        \tilde z = T(z) = (\tilde z_{F_0}, \tilde z_{F_1}, \dots), \qquad
+        \tilde z_{F_k} \in \mathbb{R}^{N_k},\ \textstyle\sum_k N_k = D,
+
+    the blocks contiguous, residual first (Esser, Rombach & Ommer 2020, arXiv:2004.13166).
+
+    Parameters
+    ----------
+    flow : Flow
+        A trained flow over ``D`` units.  Its data-initialised ``ActNorm`` layers must have seen
+        data (``fit`` does it): otherwise a ``ValueError``, since the first batch would silently
+        initialise them.
+    responses : xarray.DataArray or array-like
+        A DataArray with a ``unit`` dim of size ``D`` and any other dims (a cube
+        ``(sample, transformation, unit)``, pairs ``(pair, unit)``, ``(sample, unit)``, in any
+        order), or a ``[batch, D]`` array (labeled ``(sample, unit)``).  When the flow has
+        ``unit_coords`` and ``responses`` carries unit coordinates of the same names, they must
+        match (the positional ``unit`` index itself is not compared, since it depends on which
+        cube the units were cut from).
+    batch_size : int
+        Rows per call of the flow.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``latent``, ``unit`` replaced by ``latent`` (same position, size ``D``, coord
+        ``latent = 0..D−1``) with the coordinate ``factor`` on ``latent`` (each dimension's
+        factor name; ``"latent"`` everywhere when the flow has no ``dimensions``); the other
+        coordinates of ``responses`` are kept, unit coordinates are dropped.  dtype: the flow's
+        compute dtype (float32).  attrs: ``flow``, ``factors``, ``dimensions``, ``reference``.
+        **Lazy** when ``responses`` is dask-backed: one task per block (the ``unit`` axis is
+        rechunked into one chunk), each running the flow in batches of ``batch_size``; the
+        numbers do not depend on the chunking beyond float rounding (CPU matrix-product
+        kernels round the last bits differently with the batch shape and a row's position in
+        the batch: expect differences of a few units in the last place, ~1e-7 relative).
+    """
+    return _transform(_check_flow(flow), responses, "responses", _batch_size(batch_size))
+
+
+def _transform(flow: Flow, responses: Any, name: str, batch_size: int) -> xr.DataArray:
+    d = _units(flow)
+    arr = _as_labeled(responses, name, "unit")
+    _check_units(flow, arr, name, d)
+    names, dims = _blocks(flow, d)
+    out = _map_last(flow, "forward", arr, "unit", "latent", batch_size)
+    out = out.assign_coords(latent=np.arange(d), factor=("latent", _factor_per_dim(names, dims)))
+    out.name = "latent"
+    out.attrs = {"description": "latent code T(z) of an interpretation flow"}
+    out.attrs.update(_flow_attrs(flow, names, dims))
+    return out
+
+
+def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
+    r"""Map a latent code back to the layer's units: ``z = T⁻¹(z̃)``.
+
+    Parameters
+    ----------
+    flow : Flow
+        The flow that produced ``z`` (see :func:`transform`).
+    z : xarray.DataArray or array-like
+        A DataArray with a ``latent`` dim of size ``D`` (e.g. from :func:`transform`, possibly
+        edited) or a ``[batch, D]`` array.  A ``factor`` coordinate, when present, must equal
+        the flow's.
+    batch_size : int
+        Rows per call of the flow.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``activation``, ``latent`` replaced by ``unit`` with the unit coordinates
+        restored from ``flow.unit_coords`` as in the cube: the index ``unit``
+        (``unit_coords["unit"]``, else ``0..D−1``) and plain coordinates ``layer``,
+        ``channel``, ``y``, ``x`` (whatever the flow recorded).  Other coordinates of ``z``
+        are kept.  Lazy when ``z`` is dask-backed.
+    """
+    flow = _check_flow(flow)
+    batch_size = _batch_size(batch_size)
+    d = _units(flow)
+    arr = _as_labeled(z, "z", "latent")
+    if arr.sizes["latent"] != d:
+        raise ValueError(
+            f"z has {arr.sizes['latent']} latent dimensions but the flow acts on {d} units"
+        )
+    names, dims = _blocks(flow, d)
+    if "factor" in arr.coords and arr["factor"].dims == ("latent",):
+        got = np.asarray(arr["factor"].values).astype(str)
+        if not np.array_equal(got, _factor_per_dim(names, dims)):
+            raise ValueError(
+                f"z: its factor coordinate does not match the flow's factors {names} with "
+                f"dimensions {dims}; was z made by another flow?"
+            )
+    drop = [k for k, c in arr.coords.items() if "latent" in c.dims]
+    arr = arr.drop_vars(drop)
+    out = _map_last(flow, "inverse", arr, "latent", "unit", batch_size)
+    out = out.assign_coords(_unit_coords(flow, d))
+    out.name = "activation"
+    out.attrs = {"description": "units T⁻¹(z̃) decoded by an interpretation flow"}
+    out.attrs.update(_flow_attrs(flow, names, dims))
+    return out
+
+
+def _factor_mask(z: xr.DataArray, factor: Any) -> tuple[list[str], np.ndarray]:
+    """The factor names and a boolean mask over ``latent`` selecting them."""
+    per_dim = np.asarray(z["factor"].values).astype(str)
+    valid = list(z.attrs.get("factors", list(dict.fromkeys(per_dim.tolist()))))
+    wanted = [factor] if isinstance(factor, str) else factor
+    if (
+        not isinstance(wanted, Sequence | np.ndarray)
+        or isinstance(wanted, bytes)
+        or len(wanted) == 0
+    ):
+        raise ValueError(f"factor must be a factor name or a list of them; got {factor!r}")
+    names: list[str] = []
+    for f in wanted:
+        if not isinstance(f, str) or f not in valid:
+            raise ValueError(f"factor: unknown factor {f!r}; valid factors are {valid}")
+        if f not in names:
+            names.append(f)
+    return names, np.isin(per_dim, names)
+
+
+def _pair(
+    flow: Flow, a: Any, b: Any, batch_size: int
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """(a labeled, T(a), T(b) with T(a)'s dims and coordinates)."""
+    a_arr = _as_labeled(a, "a", "unit")
+    b_arr = _as_labeled(b, "b", "unit")
+    if set(b_arr.dims) != set(a_arr.dims):
+        raise ValueError(f"b must have the dims of a {a_arr.dims}; got {b_arr.dims}")
+    b_arr = b_arr.transpose(*a_arr.dims)
+    if b_arr.shape != a_arr.shape:
+        raise ValueError(f"b must have the shape of a {a_arr.shape}; got {b_arr.shape}")
+    za = _transform(flow, a_arr, "a", batch_size)
+    zb = _transform(flow, b_arr, "b", batch_size)
+    # b's values on a's labels (no alignment: b's rows pair with a's rows by position)
+    zb = za.copy(data=zb.transpose(*za.dims).data)
+    return a_arr, za, zb
+
+
+def swap(
+    flow: Flow, a: Any, b: Any, *, factor: str | Sequence[str], batch_size: int = 4096
+) -> xr.DataArray:
+    r"""Replace factor blocks of ``a``'s latent code by ``b``'s and decode: a counterfactual.
+
+    .. math::
+
+        z_{\mathrm{swap}} = T^{-1}(\tilde z), \qquad
+        \tilde z_F = T(b)_F \ (F \in \mathrm{factor}), \qquad
+        \tilde z_G = T(a)_G \ \text{otherwise}
+
+    (Esser, Rombach & Ommer 2020, arXiv:2004.13166, section 4: "what if a had b's factor F").
+
+    Parameters
+    ----------
+    flow : Flow
+        A trained flow with factor metadata (``factors``/``dimensions``).
+    a, b : xarray.DataArray or array-like
+        Responses with a ``unit`` dim, of equal dims and shape (``b`` is transposed to ``a``'s
+        dim order); row ``i`` of ``b`` pairs with row ``i`` of ``a`` by position, and the
+        result carries ``a``'s coordinates.
+    factor : str or list of str
+        The factor block(s) taken from ``b``; unknown names are a ``ValueError`` listing the
+        valid ones (``transform(flow, a).attrs["factors"]``).
+    batch_size : int
+        Rows per call of the flow.
+
+    Returns
+    -------
+    xarray.DataArray
+        Unit-space responses like :func:`inverse` (named ``activation``), with ``attrs``
+        ``swapped`` (the factor names).  Lazy when ``a`` or ``b`` is dask-backed.
+    """
+    flow = _check_flow(flow)
+    batch_size = _batch_size(batch_size)
+    _, za, zb = _pair(flow, a, b, batch_size)
+    names, mask = _factor_mask(za, factor)
+    keep = xr.DataArray(mask, dims=("latent",))
+    z = za.copy(data=xr.where(keep, zb, za).transpose(*za.dims).data)
+    out = inverse(flow, z, batch_size=batch_size)
+    out.attrs["swapped"] = names
+    out.attrs["formula"] = "T^-1(z~) with z~_F = T(b)_F for F in swapped, z~_G = T(a)_G otherwise"
+    return out
+
+
+# -- the rest of the model -------------------------------------------------------------------------
+_ENDPOINT = re.compile(
+    r"^(?P<path>.+?)(?:#(?P<call>\d+))?(?::(?P<link>input|output))?(?:\[(?P<index>\d+)\])?$"
+)
+
+
+def _descriptor(name: str) -> dict[str, Any]:
+    """The endpoint descriptor of a cube's ``layer`` label (``tmx.inspect.Endpoint.name``)."""
+    m = _ENDPOINT.match(name)
+    if m is None:  # pragma: no cover - the pattern matches every non-empty string
+        raise ValueError(f"flow: cannot parse the layer name {name!r}")
+    return {
+        "name": m["path"],
+        "call": int(m["call"] or 0),
+        "link": m["link"] or "output",
+        "index": int(m["index"] or 0),
+    }
+
+
+def _flow_layer(flow: Flow) -> str:
+    uc = flow.unit_coords or {}
+    if "layer" not in uc:
+        raise ValueError(
+            "model: the flow does not record which layer its units come from "
+            "(flow.unit_coords has no 'layer'); train it on a cube's units (tmx.flows.fit) or set "
+            "flow.unit_coords"
+        )
+    layers = list(dict.fromkeys(str(la) for la in uc["layer"]))
+    if len(layers) != 1:
+        raise ValueError(
+            f"model: the flow's units come from {len(layers)} layers {layers}; running the rest "
+            "of the model needs the units of exactly one layer"
+        )
+    return layers[0]
+
+
+def _rewired(model: Any, layer: str) -> tuple[Any, Any, tuple[int, ...], Any]:
+    """(tail model, compiled tail, the layer's shape without batch, the tail's input specs)."""
+    from .. import inspect as _inspect
+
+    def build() -> tuple[Any, Any, tuple[int, ...], Any]:
+        desc = _descriptor(layer)
+        [endpoint] = _inspect.resolve(model, [desc])
+        if any(s is None for s in endpoint.shape):
+            raise ValueError(
+                f"model: the output of layer {layer!r} has an unknown shape {endpoint.shape}"
+            )
+        _, tail = _inspect.rewire(model, desc)
+        ref = weakref.ref(tail)
+
+        @tf.function(reduce_retracing=True)
+        def run(xs: Any, z: Any) -> Any:
+            return ref()([*xs, z], training=False)
+
+        return tail, run, tuple(int(s) for s in endpoint.shape), tail.inputs[:-1]
+
+    return memo(_REWIRED, model, ("tail", layer), build)
+
+
+def _check_layout(flow: Flow, layer: str, shape: tuple[int, ...], d: int) -> None:
+    if int(np.prod(shape)) != d:
+        raise ValueError(
+            f"model: layer {layer!r} has output shape {shape} ({int(np.prod(shape))} units) but "
+            f"the flow acts on {d}; the flow must cover all of the layer's units"
+        )
+    if len(shape) > 3:
+        return
+    from ..cube import unit_coords
+
+    expected = unit_coords([layer], [shape])
+    for key in ("channel", "y", "x"):
+        if key in (flow.unit_coords or {}):
+            got = np.asarray(flow.unit_coords[key]).astype(np.int64)
+            if not np.array_equal(got, expected[key]):
+                raise ValueError(
+                    f"model: the flow's units are not layer {layer!r}'s units in the cube's "
+                    "(y, x, channel) order; the flow must cover the whole layer in that order"
+                )
+
+
+def _model_inputs(x: Any, specs: Any, rows: int, row_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """The model inputs per row: ``x`` reshaped to (rows, *input shape), or zeros."""
+    shapes = [tuple(int(s) for s in spec.shape[1:]) for spec in specs]
+    if any(None in s for s in (tuple(spec.shape[1:]) for spec in specs)):
+        raise ValueError("model: its inputs must have a known shape (besides the batch axis)")
+    if x is None:
+        return [
+            np.zeros((rows, *s), dtype=np.dtype(spec.dtype))
+            for s, spec in zip(shapes, specs, strict=True)
+        ]
+    items = list(x) if isinstance(x, list | tuple) else [x]
+    if len(items) != len(shapes):
+        raise ValueError(
+            f"x must give the model's {len(shapes)} input(s) (a list for several); got {len(items)}"
+        )
+    out = []
+    for i, (item, s, spec) in enumerate(zip(items, shapes, specs, strict=True)):
+        arr = np.asarray(item.values if isinstance(item, xr.DataArray) else item)
+        if arr.shape == (*row_shape, *s) or arr.shape == (rows, *s):
+            out.append(arr.reshape(rows, *s).astype(np.dtype(spec.dtype), copy=False))
+        else:
+            raise ValueError(
+                f"x{'' if len(shapes) == 1 else f'[{i}]'} must have shape {(*row_shape, *s)} "
+                f"(one model input per row of a) or {(rows, *s)}; got {arr.shape}"
+            )
+    return out
+
+
+def _predict(run: Any, xs: list[np.ndarray], z: np.ndarray, batch_size: int) -> np.ndarray:
+    parts = []
+    for start in range(0, z.shape[0], batch_size):
+        stop = start + batch_size
+        y = run([x[start:stop] for x in xs], z[start:stop])
+        if isinstance(y, list | tuple):
+            raise ValueError("model: it has several outputs; interpolate needs a single output")
+        y = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+        parts.append(y.reshape(y.shape[0], -1))
+    return np.concatenate(parts, axis=0)
+
+
+def interpolate(
+    flow: Flow,
+    a: Any,
+    b: Any,
+    *,
+    factor: str | Sequence[str],
+    steps: int = 8,
+    model: Any = None,
+    x: Any = None,
+    batch_size: int = 256,
+) -> xr.DataArray | xr.Dataset:
+    r"""Walk factor blocks of ``a``'s latent code towards ``b``'s, decoded at each step.
+
+    For :math:`\alpha \in \mathrm{linspace}(0, 1, \mathrm{steps})`:
+
+    .. math::
+
+        \tilde z(\alpha)_F = (1 - \alpha)\, T(a)_F + \alpha\, T(b)_F \ (F \in \mathrm{factor}),
+        \qquad \tilde z(\alpha)_G = T(a)_G \ \text{otherwise}, \qquad
+        z(\alpha) = T^{-1}(\tilde z(\alpha)),
+
+    so ``α = 0`` gives ``a`` back (up to the flow's round trip) and ``α = 1`` is
+    :func:`swap` (Esser, Rombach & Ommer 2020, arXiv:2004.13166).
+
+    Parameters
+    ----------
+    flow : Flow
+        A trained flow with factor metadata.
+    a, b : xarray.DataArray or array-like
+        Responses with a ``unit`` dim, of equal dims and shape, paired row by row (see
+        :func:`swap`).
+    factor : str or list of str
+        The factor block(s) interpolated; the others stay ``a``'s.
+    steps : int
+        Number of values of α (``steps = 1`` gives α = 0 only).
+    model : keras.Model, optional
+        The model the units come from.  When given, the rest of the model is run from the
+        flow's layer: the layer is the single name in ``flow.unit_coords["layer"]`` (a cube
+        ``layer`` label such as ``"h"``, ``"block/conv"``, ``"add:input"``; a ``ValueError``
+        when the flow covers several layers or records none), ``tmx.inspect.rewire`` cuts the
+        model there, and the tail receives each decoded ``z(α)`` reshaped (C order, the cube's
+        (y, x, channel) order) to the layer's output shape.  The flow must cover the whole
+        layer in the cube's unit order.  Functional and Sequential models only, with a single
+        output.
+    x : array-like or list of array-like, optional
+        The model inputs of ``a``'s rows (one per row of ``a``: shape ``(*a's other dims,
+        *input shape)`` in ``a``'s dim order with ``unit`` moved last, or ``(rows, *input
+        shape)``; a list for several inputs).  They only matter for branches of the model that
+        bypass the flow's layer (skip connections) and for layers after the cut that read the
+        inputs.  ``None``: zeros, i.e. **bypassing branches then see all-zero inputs**, which
+        is exact only for models whose output depends on the input solely through the layer
+        (e.g. Sequential models).
+    batch_size : int
+        Rows per call of the flow and of the model.
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        Without ``model``: the decoded units (named ``activation``) with a new leading dim
+        ``step`` (coordinate ``alpha``), ``a``'s other dims and coordinates and the unit
+        coordinates of :func:`inverse`; lazy when ``a`` or ``b`` is dask-backed.  With
+        ``model``: a computed Dataset with ``activation`` (step, …, unit) and ``prediction``
+        (step, …, output), ``output`` being the model output's last axis (other output axes
+        are flattened into it, C order).
+    """
+    flow = _check_flow(flow)
+    batch_size = _batch_size(batch_size)
+    steps = v.positive_int(steps, "steps")
+    a_arr, za, zb = _pair(flow, a, b, batch_size)
+    names, mask = _factor_mask(za, factor)
+    alpha = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
+    al = xr.DataArray(alpha.astype(za.dtype), dims=("step",))
+    keep = xr.DataArray(mask, dims=("latent",))
+    mixed = (1 - al) * za + al * zb
+    z = xr.where(keep, mixed, za).transpose("step", *za.dims)
+    z = z.assign_coords(step=np.arange(steps), alpha=("step", alpha))
+    z.attrs = dict(za.attrs)
+    activation = inverse(flow, z, batch_size=batch_size)
+    activation.attrs["interpolated"] = names
+    activation.attrs["formula"] = (
+        "T^-1(z~(alpha)), z~(alpha)_F = (1 - alpha) T(a)_F + alpha T(b)_F for F in "
+        "interpolated, z~_G = T(a)_G otherwise"
+    )
+    if model is None:
+        return activation
+
+    from ..inspect import load_model
+
+    model = load_model(model)
+    d = _units(flow)
+    layer = _flow_layer(flow)
+    _, run, shape, specs = _rewired(model, layer)
+    _check_layout(flow, layer, shape, d)
+    row_dims = [dim for dim in a_arr.dims if dim != "unit"]
+    row_shape = tuple(a_arr.sizes[dim] for dim in row_dims)
+    rows = int(np.prod(row_shape, dtype=np.int64))
+    xs = _model_inputs(x, specs, rows, row_shape)
+    act = activation.transpose("step", *row_dims, "unit").compute()
+    values = np.asarray(act.values)
+    preds = []
+    for s in range(steps):
+        zs = values[s].reshape(rows, *shape)
+        preds.append(_predict(run, xs, zs, batch_size))
+    pred = np.stack(preds).reshape(steps, *row_shape, -1)
+    row_coords = {k: c for k, c in act.coords.items() if set(c.dims) <= {"step", *row_dims}}
+    prediction = xr.DataArray(
+        pred,
+        dims=("step", *row_dims, "output"),
+        coords={**row_coords, "output": np.arange(pred.shape[-1])},
+        name="prediction",
+        attrs={"description": f"model output from layer {layer!r} on the decoded units"},
+    )
+    attrs = dict(activation.attrs)
+    attrs.update(
+        {
+            "layer": layer,
+            "model": str(model.name),
+            "bypass_inputs": "zeros" if x is None else "x",
+        }
+    )
+    return xr.Dataset({"activation": act, "prediction": prediction}, attrs=attrs)
