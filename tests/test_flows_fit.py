@@ -66,7 +66,7 @@ def trained():
     pr = flows.pairs(cube, by=("sample", "transformation"), n=8000, seed=0)
     flow = flows.flow(5, blocks=3, hidden=(32, 32), coupling="additive", seed=0)
     flow, history = flows.fit(
-        pr, flow=flow, dimensions=[2, 2, 1], epochs=20, progress=False, jit=False
+        pr, flow=flow, dimensions=[2, 2, 1], epochs=20, progress=False, jit=False, jitter=0.0
     )
     return cube, truth, pr, flow, history
 
@@ -129,6 +129,7 @@ def test_loss_equals_the_mean_factor_loss_of_the_batches() -> None:
         epochs=2,
         batch_size=250,
         learning_rate=0.0,
+        jitter=0.0,
         validation=100 / 1100,
         progress=False,
         jit=False,
@@ -148,6 +149,29 @@ def test_loss_equals_the_mean_factor_loss_of_the_batches() -> None:
     )
     np.testing.assert_allclose(history["loss"].values, per_pair.mean(), rtol=1e-6)
     assert history["loss"].values[0] != 0.0
+
+
+def test_jitter_scale_and_its_effect_on_the_loss() -> None:
+    cube, _ = synthetic_cube(8, n=40, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=1100, seed=3)
+    common = dict(
+        dimensions=[2, 2, 1],
+        epochs=1,
+        batch_size=250,
+        learning_rate=0.0,
+        progress=False,
+        jit=False,
+        validation=100 / 1100,
+    )
+    _, clean = flows.fit(pr, jitter=0.0, flow=flows.flow(5, blocks=1, hidden=(8,)), **common)
+    _, noisy = flows.fit(pr, jitter=0.5, flow=flows.flow(5, blocks=1, hidden=(8,)), **common)
+    rms = np.sqrt(np.mean(pr["a"].values[:1000].astype(np.float64).std(axis=0) ** 2))
+    assert noisy.attrs["noise_std"] == pytest.approx(0.5 * rms, rel=1e-6)
+    assert clean.attrs["noise_std"] == 0.0
+    # independent noise on both members decorrelates them: the loss of shared factors rises
+    assert noisy["loss"].values[0] > clean["loss"].values[0]
+    with pytest.raises(ValueError, match="jitter"):
+        flows.fit(pr, jitter=-1.0, **common)
 
 
 def test_fit_is_seeded_and_reproducible() -> None:
@@ -185,6 +209,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
         batch_size=64,
         learning_rate=0.05,
         patience=2,
+        jitter=0.0,
         progress=False,
         jit=False,
         flow=flows.flow(5, blocks=2, hidden=(16,), seed=0),

@@ -187,6 +187,7 @@ def fit(
     progress: bool = True,
     patience: int | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    jitter: float = 0.01,
     jit: bool = True,
 ) -> tuple[Any, xr.Dataset]:
     r"""Train an interpretation flow T on pairs with the factor loss (Adam).
@@ -237,6 +238,14 @@ def fit(
     memory_limit : int
         Bytes of pairs held in memory; above it a dask-backed ``pairs`` is written once to a
         temporary Zarr store and streamed from there every epoch.
+    jitter : float
+        Dequantisation: every batch's a and b get fresh Gaussian noise of standard deviation
+        σ = jitter × RMS of the units' standard deviations (seeded; the validation pairs get
+        fixed draws). Without it, a dead or constant unit, or a ReLU unit's point mass at 0,
+        has infinite density, and the loss can fall without bound by stretching it
+        (−log|det J| → −∞). 0 disables it.
+    jit : bool
+        Compile the training step with XLA (faster steps, a few seconds more to compile).
 
     Returns
     -------
@@ -272,6 +281,11 @@ def fit(
     if patience is not None:
         patience = v.positive_int(patience, "patience")
     memory_limit = v.positive_int(memory_limit, "memory_limit")
+    jitter = v.finite_real(jitter, "jitter")
+    if jitter < 0:
+        raise ValueError(f"jitter must be >= 0; got {jitter}")
+    if not isinstance(jit, bool):
+        raise ValueError(f"jit must be True or False; got {jit!r}")
     rho = np.asarray(pairs["rho"].transpose("pair", "factor").values, np.float64)
     if not np.all((rho >= 0) & (rho < 1)):
         raise ValueError("rho must lie in [0, 1) for every pair and factor (pairs.rho)")
@@ -316,6 +330,11 @@ def fit(
         block = n_train if source == "memory" else max(batch, a_all.chunks[0])
 
         first = train.rows(0, min(n_train, max(batch, 2)))
+        sample = train.rows(0, min(n_train, 10_000))[0].astype(np.float64)
+        unit_std = sample.std(axis=0)
+        noise_std = float(jitter * np.sqrt(np.mean(unit_std**2))) if jitter else 0.0
+        if jitter and noise_std == 0.0:
+            noise_std = float(jitter)  # every unit constant: absolute jitter
         flow(tf.constant(first[0]))  # builds the flow; ActNorm initialises on real data
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         variables = flow.trainable_variables
@@ -326,11 +345,13 @@ def fit(
                 tf.TensorSpec((batch, units), tf.float32),
                 tf.TensorSpec((batch, units), tf.float32),
                 tf.TensorSpec((batch, len(factors)), tf.float64),
+                tf.TensorSpec((2,), tf.int64),
             ],
             jit_compile=jit,
             autograph=False,
         )
-        def train_step(a, b, r):
+        def train_step(a, b, r, step_seed):
+            a, b = _jittered(a, b, step_seed)
             with tf.GradientTape() as tape:
                 za, lda = flow(a)
                 zb, ldb = flow(b)
@@ -339,12 +360,25 @@ def fit(
             optimizer.apply(grads, variables)
             return loss
 
+        def _jittered(a, b, step_seed):
+            if noise_std == 0.0:
+                return a, b
+            seed_a = tf.stack([step_seed[0], 2 * step_seed[1]])
+            seed_b = tf.stack([step_seed[0], 2 * step_seed[1] + 1])
+            scale = tf.constant(noise_std, a.dtype)
+            return (
+                a + scale * tf.random.stateless_normal(tf.shape(a), seed_a, dtype=a.dtype),
+                b + scale * tf.random.stateless_normal(tf.shape(b), seed_b, dtype=b.dtype),
+            )
+
         @tf.function(reduce_retracing=True, autograph=False)
-        def evaluate(a, b, r):
-            za, lda = flow(a)
-            zb, ldb = flow(b)
-            loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics, reduction="none")
+        def evaluate(a, b, r, step_seed):
+            za, lda = flow(a)  # the round trip of the clean responses
             back, _ = flow.inverse(za)
+            a_j, b_j = _jittered(a, b, step_seed)
+            za, lda = flow(a_j)
+            zb, ldb = flow(b_j)
+            loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics, reduction="none")
             return tf.reduce_sum(loss), tf.reduce_max(tf.abs(back - a), axis=1)
 
         def held_out(arrays: _Arrays, limit: int | None) -> tuple[float, float]:
@@ -352,7 +386,7 @@ def fit(
             stop = len(arrays) if limit is None else min(limit, len(arrays))
             for s in range(0, stop, 1024):
                 a, b, r = arrays.rows(s, min(stop, s + 1024))
-                loss_sum, err = evaluate(a, b, r)
+                loss_sum, err = evaluate(a, b, r, np.array([int(seed) + 1, -1 - s], np.int64))
                 total += float(loss_sum)
                 worst = max(worst, float(tf.reduce_max(err)))
                 count += a.shape[0]
@@ -375,12 +409,13 @@ def fit(
         bar = keras.utils.Progbar(epochs, unit_name="epoch") if progress else None
         history: dict[str, list[float]] = {k: [] for k in ("loss", "val_loss", "invert", "sec")}
         best, best_epoch, best_weights, waited, stopped = math.inf, 0, None, 0, False
+        step = 0
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            losses = [
-                float(train_step(a, b, r))
-                for a, b, r in stream(np.random.default_rng([int(seed), epoch]))
-            ]
+            losses = []
+            for a, b, r in stream(np.random.default_rng([int(seed), epoch])):
+                step += 1
+                losses.append(float(train_step(a, b, r, np.array([int(seed), step], np.int64))))
             if n_val:
                 val_loss, invert = held_out(held, None)
             else:
@@ -430,6 +465,9 @@ def fit(
             "best_epoch": best_epoch,
             "stopped_early": int(stopped),
             "source": source,
+            "jitter": jitter,
+            "noise_std": noise_std,
+            "jit": int(jit),
             "reference": "Esser, Rombach & Ommer (2020), arXiv:2004.13166",
             "tmx_version": __version__,
         },

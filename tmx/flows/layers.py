@@ -732,6 +732,8 @@ class Flow(keras.Model):
         ``unit``), each a list of length ``D``, so that results can be labelled after
         ``keras.models.load_model``.
 
+    Notes
+    -----
     All three metadata attributes default to ``None``, may be set after construction, and are
     saved in the config.
 
