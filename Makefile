@@ -42,9 +42,10 @@ format: $(VENV)/.installed-test
 
 # Every benchmark, one after the other (never two at once on a small machine). Each prints its
 # table with ratios against baselines measured in the same run; the peer baselines (DNIKit, the
-# seed package) run when their venvs exist: python -m benchmarks.introspect --setup-dnikit and
-# python -m benchmarks.seed_package --setup create them.
-BENCHMARKS ?= transforms cube measures introspect seed_package memory
+# seed package, netlens, gyoza) run when their venvs exist: python -m benchmarks.introspect
+# --setup-dnikit, python -m benchmarks.seed_package --setup and python -m benchmarks.flows
+# --setup-gyoza create three of them (netlens: see benchmarks/attribution.py).
+BENCHMARKS ?= transforms cube measures introspect seed_package memory attribution flows
 bench: $(VENV)/.installed-test
 	for b in $(BENCHMARKS); do \
 		echo "== benchmarks.$$b"; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m benchmarks.$$b || exit 1; \

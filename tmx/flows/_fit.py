@@ -158,18 +158,17 @@ def _batches(
     a block (every row once; the last partial batch is dropped)."""
     n = len(arrays)
     starts = np.arange(0, n, block)
-    carry: list[tuple[np.ndarray, ...]] = []
-    held = 0
+    carry: tuple[np.ndarray, ...] | None = None  # fewer than `batch` rows left over
     for s in rng.permutation(starts):
         a, b, r = arrays.rows(int(s), min(n, int(s) + block))  # one contiguous read
         perm = rng.permutation(len(r))
-        carry.append((a[perm], b[perm], r[perm]))
-        held += len(r)
-        while held >= batch:
-            a_all, b_all, r_all = (np.concatenate(parts) for parts in zip(*carry, strict=True))
-            yield a_all[:batch], b_all[:batch], r_all[:batch]
-            carry = [(a_all[batch:], b_all[batch:], r_all[batch:])]
-            held -= batch
+        a, b, r = a[perm], b[perm], r[perm]
+        if carry is not None:
+            a, b, r = (np.concatenate([c, x]) for c, x in zip(carry, (a, b, r), strict=True))
+        full = (len(r) // batch) * batch
+        for i in range(0, full, batch):  # offset slices: linear in the block
+            yield a[i : i + batch], b[i : i + batch], r[i : i + batch]
+        carry = (a[full:], b[full:], r[full:])
 
 
 # -- fit ---------------------------------------------------------------------------------------

@@ -130,8 +130,9 @@ def _flow_attrs(flow: Flow, names: Sequence[str], dims: Sequence[int]) -> dict[s
 
 
 # -- compiled calls --------------------------------------------------------------------------------
-def _compiled(flow: Flow, direction: str, d: int) -> Any:
-    """``x ↦ T(x)`` or ``y ↦ T⁻¹(y)`` on [batch, D], traced once per live flow.
+def _compiled(flow: Flow, direction: str, d: int, rows: int) -> Any:
+    """``x ↦ T(x)`` or ``y ↦ T⁻¹(y)`` on [rows, D], XLA-compiled once per live flow and shape
+    (the flow's index gathers and small ops fuse: about 3× faster than a traced graph).
 
     The function holds the flow weakly, so the memo (keyed weakly by the flow) lets it go.
     """
@@ -139,23 +140,23 @@ def _compiled(flow: Flow, direction: str, d: int) -> Any:
 
     def build() -> Any:
         ref = weakref.ref(flow)
-        spec = tf.TensorSpec((None, d), dtype)
+        spec = tf.TensorSpec((rows, d), dtype)
 
         if direction == "forward":
 
-            @tf.function(input_signature=[spec])
+            @tf.function(input_signature=[spec], jit_compile=True)
             def run(x: Any) -> Any:
                 return ref()(x)[0]
 
         else:
 
-            @tf.function(input_signature=[spec])
+            @tf.function(input_signature=[spec], jit_compile=True)
             def run(x: Any) -> Any:
                 return ref().inverse(x)[0]
 
         return run
 
-    return memo(_COMPILED, flow, (direction, d, str(dtype)), build)
+    return memo(_COMPILED, flow, (direction, d, rows, str(dtype)), build)
 
 
 def _apply_rows(block: np.ndarray, *, flow: Flow, direction: str, batch_size: int) -> np.ndarray:
@@ -165,9 +166,16 @@ def _apply_rows(block: np.ndarray, *, flow: Flow, direction: str, batch_size: in
     rows = np.ascontiguousarray(block, dtype=dtype).reshape(-1, d)
     out = np.empty_like(rows)
     if rows.shape[0]:
-        fn = _compiled(flow, direction, d)
-        for start in range(0, rows.shape[0], batch_size):
-            out[start : start + batch_size] = fn(rows[start : start + batch_size]).numpy()
+        n = rows.shape[0]
+        # fixed shapes: batch_size rows, or the power of two >= n when fewer (few compiles)
+        call = batch_size if n >= batch_size else min(batch_size, 1 << (n - 1).bit_length())
+        fn = _compiled(flow, direction, d, call)
+        for start in range(0, n, call):
+            chunk = rows[start : start + call]
+            if chunk.shape[0] < call:
+                pad = np.zeros((call - chunk.shape[0], d), chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            out[start : start + call] = fn(chunk).numpy()[: min(call, n - start)]
     return out.reshape(block.shape)
 
 
