@@ -14,19 +14,13 @@ from tmx.flows._build import flow
 from tmx.flows._diagnostics import check, disentanglement
 from tmx.flows.layers import Flow
 
+from .flow_helpers import perturb
+
 D = 6
 
 
 def _perturb(model, seed=0, scale=0.3):
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if v.name == "initialized":
-            continue
-        value = keras.ops.convert_to_numpy(v)
-        fan_in = value.shape[0] if value.ndim == 2 and v.name == "kernel" else 1
-        noise = rng.normal(0.0, scale / np.sqrt(max(fan_in, 1)), value.shape)
-        v.assign((value + noise).astype(value.dtype))
-    return model
+    return perturb(model, seed, scale)
 
 
 def _x(n=20, d=D, seed=0):

@@ -12,21 +12,14 @@ from tmx.flows._build import flow
 from tmx.flows._latent import interpolate, inverse, swap, transform
 from tmx.flows.layers import Flow
 
+from .flow_helpers import perturb
+
 D = 6
 N_SAMPLES, N_TRANSFORMATIONS = 12, 3
 
 
 def _perturb(model, seed=0, scale=0.3):
-    """Give every weight a non-trivial random value (the couplings start as the identity)."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if v.name == "initialized":
-            continue
-        value = keras.ops.convert_to_numpy(v)
-        fan_in = value.shape[0] if value.ndim == 2 and v.name == "kernel" else 1
-        noise = rng.normal(0.0, scale / np.sqrt(max(fan_in, 1)), value.shape)
-        v.assign((value + noise).astype(value.dtype))
-    return model
+    return perturb(model, seed, scale)
 
 
 def _cube(values, layer="h"):

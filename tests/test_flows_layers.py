@@ -18,6 +18,8 @@ from tmx.flows.layers import (
     Permute,
 )
 
+from .flow_helpers import perturb
+
 DIMS = (1, 5, 6, 12)
 GYOZA_REFERENCE = Path(__file__).parent / "data" / "gyoza_flow_reference.npz"
 
@@ -27,17 +29,7 @@ def _mask_for(d):
 
 
 def _perturb(model, seed=0, scale=0.4):
-    """Give every weight a non-trivial random value (zero-initialised layers would make the
-    Jacobian and round-trip checks vacuous)."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if v.name == "initialized":
-            continue
-        value = keras.ops.convert_to_numpy(v)
-        fan_in = value.shape[0] if value.ndim == 2 and v.name == "kernel" else 1
-        noise = rng.normal(0.0, scale / np.sqrt(max(fan_in, 1)), value.shape)
-        v.assign((value + noise).astype(value.dtype))
-    return model
+    return perturb(model, seed, scale)
 
 
 def _built(layer, d):

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
-from ._loss import factor_dimensions, factor_loss
+from ._loss import check_pairs, factor_dimensions, factor_loss
 
 __all__ = ["fit"]
 
@@ -29,21 +29,12 @@ DEFAULT_MEMORY_LIMIT = 512 * 2**20
 
 # -- arguments ---------------------------------------------------------------------------------
 def _check_pairs(pairs: Any) -> tuple[list[str], int]:
-    if not isinstance(pairs, xr.Dataset):
-        raise ValueError(
-            f"pairs must be the xarray.Dataset returned by tmx.flows.pairs; got "
-            f"{type(pairs).__name__}"
-        )
+    factors = check_pairs(pairs)
     for name in ("a", "b"):
-        if name not in pairs.data_vars or set(pairs[name].dims) != {"pair", "unit"}:
-            raise ValueError(f"pairs must have a data variable {name!r} with dims (pair, unit)")
         if pairs[name].dtype.kind != "f":
             raise ValueError(f"pairs.{name} must be floating point; got {pairs[name].dtype}")
     if "rho" not in pairs.data_vars or set(pairs["rho"].dims) != {"pair", "factor"}:
         raise ValueError("pairs must have a data variable 'rho' with dims (pair, factor)")
-    factors = [str(f) for f in np.asarray(pairs["factor"].values).reshape(-1)]
-    if not factors or factors[0] != "residual":
-        raise ValueError(f"pairs.factor must start with 'residual'; got {factors}")
     if pairs.sizes["pair"] < 2:
         raise ValueError(f"pairs must hold at least 2 pairs; got {pairs.sizes['pair']}")
     return factors, int(pairs.sizes["unit"])

@@ -202,7 +202,9 @@ def factor_loss(
 
 
 # -- factor dimensions ---------------------------------------------------------------------------
-def _pairs_arrays(pairs: Any) -> tuple[Any, Any, np.ndarray, list[str]]:
+def check_pairs(pairs: Any, coords: tuple[str, ...] = ("factor",)) -> list[str]:
+    """Validate a ``tmx.flows.pairs`` Dataset (``a``, ``b`` over (pair, unit), the ``coords``,
+    ``factor`` starting with the residual) and return its factor names."""
     if not isinstance(pairs, xr.Dataset):
         raise ValueError(
             f"pairs must be the xarray.Dataset returned by tmx.flows.pairs; got "
@@ -211,12 +213,17 @@ def _pairs_arrays(pairs: Any) -> tuple[Any, Any, np.ndarray, list[str]]:
     for name in ("a", "b"):
         if name not in pairs.data_vars or set(pairs[name].dims) != {"pair", "unit"}:
             raise ValueError(f"pairs must have a data variable {name!r} with dims (pair, unit)")
-    for name in ("drawn", "factor"):
+    for name in coords:
         if name not in pairs.coords:
             raise ValueError(f"pairs must have the coordinate {name!r} (see tmx.flows.pairs)")
     factors = [str(f) for f in np.asarray(pairs["factor"].values).reshape(-1)]
     if not factors or factors[0] != "residual":
         raise ValueError(f"pairs.factor must start with 'residual'; got {factors}")
+    return factors
+
+
+def _pairs_arrays(pairs: Any) -> tuple[Any, Any, np.ndarray, list[str]]:
+    factors = check_pairs(pairs, ("drawn", "factor"))
     if pairs["drawn"].dims != ("pair",):
         raise ValueError(f"pairs.drawn must lie along pair; got {pairs['drawn'].dims}")
     a = pairs["a"].transpose("pair", "unit").data
