@@ -208,6 +208,42 @@ def test_small_cnn_seeded_weights():
     assert all(not np.array_equal(a[i], c[i]) for i in kernels)
 
 
+def test_small_cnn_float64_weights_and_outputs():
+    m32 = models.small_cnn(seed=3)
+    m64 = models.small_cnn(seed=3, dtype="float64")
+    assert keras.config.dtype_policy().name == "float32"  # nothing global changed
+    assert all(w.dtype == "float64" for w in m64.weights) and len(m64.weights) == 8
+    assert all(w.dtype == "float32" for w in m32.weights)
+    assert m64.inputs[0].dtype == "float64"
+    x = np.random.default_rng(0).normal(size=(4, 28, 28, 1))
+    out64 = m64(x)
+    assert out64.dtype == "float64" and m64.predict(x, verbose=0).dtype == np.float64
+    # the same network: with the float32 weights it computes the float32 model's logits
+    m64.set_weights([w.astype(np.float64) for w in m32.get_weights()])
+    np.testing.assert_allclose(
+        np.asarray(m64(x)), np.asarray(m32(x.astype(np.float32))), rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="dtype"):
+        models.small_cnn(dtype="no-such-dtype")
+
+
+def test_trained_small_cnn_float64_is_cached_apart(tmp_path, monkeypatch):
+    counter = _FitCounter(monkeypatch)
+    path = models.cache_path(epochs=1, size=8, cache_dir=tmp_path, dtype="float64")
+    assert path.name == f"small_cnn-v{tmx.__version__}-s0-e1-8px-float64.keras"
+    assert models.cache_path(epochs=1, size=8, cache_dir=tmp_path).name.endswith("-8px.keras")
+    model = models.trained_small_cnn(epochs=1, size=8, cache_dir=tmp_path, dtype="float64")
+    assert counter.calls == 1 and path.exists()
+    assert all(w.dtype == "float64" for w in model.weights)
+    again = models.trained_small_cnn(epochs=1, size=8, cache_dir=tmp_path, dtype="float64")
+    assert counter.calls == 1  # loaded, in float64
+    assert all(w.dtype == "float64" for w in again.weights)
+    x = datasets.digits(8).x_test[:16]
+    out = again.predict(x, verbose=0)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, model.predict(x, verbose=0))
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "name"),
     [

@@ -163,11 +163,20 @@ def test_jitter_scale_and_its_effect_on_the_loss() -> None:
         jit=False,
         validation=100 / 1100,
     )
-    _, clean = flows.fit(pr, jitter=0.0, flow=flows.flow(5, blocks=1, hidden=(8,)), **common)
-    _, noisy = flows.fit(pr, jitter=0.5, flow=flows.flow(5, blocks=1, hidden=(8,)), **common)
-    rms = np.sqrt(np.mean(pr["a"].values[:1000].astype(np.float64).std(axis=0) ** 2))
+    plain = dict(blocks=1, hidden=(8,), standardize=False)
+    _, clean = flows.fit(pr, jitter=0.0, flow=flows.flow(5, **plain), **common)
+    _, noisy = flows.fit(pr, jitter=0.5, flow=flows.flow(5, **plain), **common)
+    pooled = np.concatenate([pr["a"].values[:1000], pr["b"].values[:1000]]).astype(np.float64)
+    rms = np.sqrt(np.mean(pooled.std(axis=0) ** 2))
     assert noisy.attrs["noise_std"] == pytest.approx(0.5 * rms, rel=1e-6)
     assert clean.attrs["noise_std"] == 0.0
+    assert noisy.attrs["standardized"] == clean.attrs["standardized"] == 0
+    # with a Standardize layer (the default) σ = jitter in standardised units
+    flow, std = flows.fit(pr, jitter=0.5, flow=flows.flow(5, blocks=1, hidden=(8,)), **common)
+    assert std.attrs["noise_std"] == 0.5 and std.attrs["standardized"] == 1
+    np.testing.assert_allclose(
+        np.exp(flow.flow_layers[0].log_scale.numpy()), pooled.std(axis=0), rtol=1e-5
+    )
     # independent noise on both members decorrelates them: the loss of shared factors rises
     assert noisy["loss"].values[0] > clean["loss"].values[0]
     with pytest.raises(ValueError, match="jitter"):
@@ -341,3 +350,225 @@ def test_fit_under_mixed_precision_with_a_dead_unit_is_finite() -> None:
 
 def test_top_level_api() -> None:
     assert tmx.flows.fit is flows.fit
+
+
+def _nll(flow, a, b, rho, dims) -> np.ndarray:
+    """Per-pair factor loss (gyoza form) in numpy float64 from the flow's outputs: an
+    independent computation of the loss (no tmx loss code)."""
+    za, lda = (np.asarray(t, np.float64) for t in flow(a))
+    zb, ldb = (np.asarray(t, np.float64) for t in flow(b))
+    r_d = np.repeat(np.asarray(rho, np.float64), dims, axis=1)
+    var = 1.0 - r_d**2
+    quad = za**2 + (zb - r_d * za) ** 2 / var + np.log(var)
+    return 0.5 * quad.sum(axis=1) - lda - ldb
+
+
+def test_xla_fit_of_ten_thousand_units() -> None:
+    # the XLA step used to fail (tf.repeat in the loss) on layers wider than ~3,000 units
+    d, n = 10_000, 256
+    rng = np.random.default_rng(0)
+    cube = xr.DataArray(
+        rng.gamma(2.0, 1.0, size=(8, 4, d)).astype(np.float32),
+        dims=("sample", "transformation", "unit"),
+        coords={"unit": np.arange(d)},
+    )
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=n, seed=0)
+    dims = [d - 2, 1, 1]
+    flow, history = flows.fit(
+        pr,
+        flow=flows.flow(d, blocks=1, hidden=(4,), seed=0),
+        dimensions=dims,
+        epochs=2,
+        batch_size=n,
+        learning_rate=0.0,
+        jitter=0.0,
+        validation=0.0,
+        progress=False,
+        jit=True,
+    )
+    assert history.attrs["jit"] == 1 and history.attrs["batch_size"] == n
+    # one batch of all the pairs, weights fixed: the loss is their mean factor loss
+    expected = _nll(flow, pr["a"].values, pr["b"].values, pr["rho"].values, dims).mean()
+    np.testing.assert_allclose(history["loss"].values, expected, rtol=1e-5)
+    assert np.all(history["invert_error"].values < 1e-3)
+
+
+def tiny_cube(seed: int = 0, n: int = 40, t: int = 8, scale: float = 1e-12) -> xr.DataArray:
+    """synthetic_cube's 5 units at a scale of ~1e-12 (as MobileNetV2's pooled units with
+    random weights), plus two dead units (all 0) and a constant one."""
+    cube, _ = synthetic_cube(seed, n=n, t=t)
+    live = (cube.values.astype(np.float64) + 3.0) * scale
+    dead = np.zeros((n, t, 2))
+    const = np.full((n, t, 1), 2.5 * scale)
+    values = np.concatenate([live, dead, const], axis=-1).astype(np.float32)
+    return xr.DataArray(
+        values,
+        dims=("sample", "transformation", "unit"),
+        coords={"unit": np.arange(8), "layer": ("unit", ["pool"] * 8)},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    cube = tiny_cube()
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=1100, seed=0)
+    flow, history = flows.fit(
+        pr,
+        flow=flows.flow(8, blocks=2, hidden=(16,), seed=0),
+        dimensions=[4, 2, 2],
+        epochs=4,
+        batch_size=100,
+        progress=False,
+        jit=False,
+    )
+    return cube, pr, flow, history
+
+
+def test_fit_standardises_units_of_scale_1e_minus_12_with_dead_units(tiny_fit) -> None:
+    cube, pr, flow, history = tiny_fit
+    # before: loss and val_loss ran to 1e35 then NaN, invert_error reported as 0.0
+    for name in ("loss", "val_loss", "invert_error"):
+        assert np.all(np.isfinite(history[name].values)), name
+    assert history["loss"].values[-1] < history["loss"].values[0]
+    assert history.attrs["standardized"] == 1
+    assert np.all(history["invert_error"].values > 0)
+    assert np.all(history["invert_error"].values < 1e-5 * 1e-12)  # in the layer's own units
+    # the Standardize layer holds the training pairs' statistics (a and b pooled, float64)
+    n_train = history.attrs["n_train"]
+    pooled = np.concatenate([pr["a"].values[:n_train], pr["b"].values[:n_train]])
+    mean, std = pooled.astype(np.float64).mean(axis=0), pooled.astype(np.float64).std(axis=0)
+    standardize = flow.flow_layers[0]
+    assert isinstance(standardize, flows.Standardize) and not standardize.trainable_weights
+    np.testing.assert_allclose(standardize.loc.numpy(), mean, rtol=1e-5)
+    scale = np.exp(standardize.log_scale.numpy().astype(np.float64))
+    np.testing.assert_allclose(scale[:5], std[:5], rtol=1e-4)
+    rms = np.sqrt(np.mean(std[:5] ** 2))  # dead and constant units: the live units' RMS scale
+    np.testing.assert_allclose(scale[5:], rms, rtol=1e-4)
+    # the trainable layers see units of scale 1; dead and constant units are exactly 0
+    inner = np.asarray(standardize(cube.values.reshape(-1, 8))[0])
+    np.testing.assert_array_equal(inner[:, 5:], 0.0)
+    assert 0.5 < inner[:, :5].std() < 2.0
+    z = flows.transform(flow, cube)
+    assert np.all(np.isfinite(z.values)) and 0.1 < float(z.std()) < 10.0
+
+
+def test_standardised_flow_transforms_consistently_after_save_and_load(tiny_fit, tmp_path):
+    import keras
+
+    cube, pr, flow, _ = tiny_fit
+    z = flows.transform(flow, cube)
+    # transform on the cube = the flow on the pairs' rows (what fit trained on)
+    row = pr.isel(pair=0)
+    one = cube.sel(sample=row["sample_a"], transformation=row["transformation_a"])
+    np.testing.assert_array_equal(one.values, pr["a"].values[0])
+    direct = np.asarray(flow(pr["a"].values[:1])[0])[0]
+    np.testing.assert_allclose(flows.transform(flow, one.values[None]).values[0], direct, rtol=1e-5)
+    path = tmp_path / "tiny.keras"
+    flow.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.flow_layers[0], flows.Standardize)
+    np.testing.assert_array_equal(flows.transform(loaded, cube).values, z.values)
+    back = flows.inverse(loaded, z)
+    np.testing.assert_allclose(back.values, cube.values, rtol=0, atol=1e-5 * 1e-12)
+    assert list(back["layer"].values) == ["pool"] * 8
+
+
+@pytest.mark.parametrize("build", [{"preset": "gyoza", "blocks": 1}, {"standardize": False}])
+def test_fit_refuses_badly_scaled_units_without_standardize(build) -> None:
+    pr = flows.pairs(tiny_cube(n=20, t=4), by=("sample", "transformation"), n=200, seed=0)
+    flow = flows.flow(8, **build)
+    with pytest.raises(ValueError, match=r"standard deviations are 1\.\d+e-12.*Standardize"):
+        flows.fit(pr, flow=flow, dimensions=[4, 2, 2], epochs=1, progress=False, jit=False)
+
+
+class _NanInverse:
+    """Builds a flow whose inverse gives NaN: the inversion error must not read 0.0."""
+
+    @staticmethod
+    def flow():
+        import keras
+
+        class NanInverse(keras.layers.Layer):
+            def call(self, x):
+                return x, tf.zeros((tf.shape(x)[0],), x.dtype)
+
+            def inverse(self, y):
+                return y * np.nan, tf.zeros((tf.shape(y)[0],), y.dtype)
+
+        layers = [flows.Standardize(), NanInverse(), flows.AdditiveCoupling([0, 1, 0, 1, 0])]
+        f = flows.Flow(layers)
+        f.build((None, 5))
+        return f
+
+
+def test_non_finite_values_stop_fit_with_the_epoch() -> None:
+    cube, _ = synthetic_cube(9, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=200, seed=0)
+    common = dict(dimensions=[2, 2, 1], epochs=2, batch_size=50, progress=False, jit=False)
+
+    def small():
+        return flows.flow(5, blocks=1, hidden=(8,), seed=0)
+
+    # a NaN in a held-out pair: the validation loss is NaN in epoch 1
+    bad = pr.copy(deep=True)
+    bad["a"][-1, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="validation loss is nan in epoch 1"):
+        flows.fit(bad, flow=small(), **common)
+    # a NaN in a training pair is refused before training
+    bad = pr.copy(deep=True)
+    bad["b"][3, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        flows.fit(bad, flow=small(), **common)
+    # NaN from the inverse: never reported as an inversion error of 0.0
+    with pytest.raises(FloatingPointError, match=r"inversion error .* is nan in epoch 1"):
+        flows.fit(pr, flow=_NanInverse.flow(), **common)
+    # a diverging training run stops in the epoch where the loss stops being finite
+    with pytest.raises(FloatingPointError, match=r"training loss is (nan|inf|-inf) in epoch \d"):
+        flows.fit(pr, flow=small(), learning_rate=1e30, **{**common, "epochs": 5})
+
+
+def test_fit_in_float64(monkeypatch) -> None:
+    import keras
+
+    cube, _ = synthetic_cube(10, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=300, seed=0)
+    common = dict(dimensions=[2, 2, 1], progress=False, jit=True, validation=0.0)
+    f64 = flows.flow(5, blocks=1, hidden=(8,), seed=0, dtype="float64")
+    flow, history = flows.fit(
+        pr, flow=f64, epochs=1, batch_size=300, learning_rate=0.0, jitter=0.0, **common
+    )
+    assert history.attrs["dtype"] == "float64"
+    assert all(w.dtype == "float64" for w in flow.weights)
+    # the loss in float64 from end to end: equal to the numpy value to ~1e-12
+    expected = _nll(
+        flow,
+        pr["a"].values.astype(np.float64),
+        pr["b"].values.astype(np.float64),
+        pr["rho"].values,
+        [2, 2, 1],
+    ).mean()
+    np.testing.assert_allclose(history["loss"].values[0], expected, rtol=1e-11)
+    z = flows.transform(flow, cube)
+    assert z.dtype == np.float64
+    np.testing.assert_allclose(flows.inverse(flow, z).values, cube.values, atol=1e-12)
+    # the default flow is built with dtype= (a small one here), and a float64 fit trains
+    from tmx.flows import _build
+
+    asked, original = [], _build.flow
+
+    def small_flow(units, **kwargs):
+        asked.append(kwargs.get("dtype"))
+        return original(units, **{**kwargs, "blocks": 1, "hidden": (8,)})
+
+    monkeypatch.setattr(_build, "flow", small_flow)
+    flow, history = flows.fit(
+        pr, dtype="float64", epochs=2, batch_size=64, learning_rate=1e-2, **{**common, "jit": False}
+    )
+    assert asked == ["float64"]
+    assert history.attrs["dtype"] == "float64" and flow.compute_dtype == "float64"
+    assert all(w.dtype == "float64" for w in flow.weights)
+    assert np.all(np.isfinite(history["loss"].values))
+    assert history["loss"].values[1] < history["loss"].values[0]
+    with pytest.raises(ValueError, match="dtype"):
+        flows.fit(pr, flow=flows.flow(5, blocks=1, dtype="float32"), dtype="float64", **common)
+    assert keras.config.dtype_policy().name == "float32"  # nothing global changed

@@ -16,6 +16,7 @@ from tmx.flows.layers import (
     Flow,
     Householder,
     Permute,
+    Standardize,
 )
 
 from .flow_helpers import perturb
@@ -126,6 +127,7 @@ def test_coupling_pass_through_half_is_exactly_unchanged(cls, d):
 def test_every_dimension_transformed_within_one_block(d, kind, shape, coupling):
     # blocks=1 without ActNorm and Householder: exactly coupling → permutation → coupling
     options = {"permutation": kind, "actnorm": None, "reflections": 0, "shape": shape}
+    options["standardize"] = False
     f = flow(d, blocks=1, coupling=coupling, hidden=(8,), seed=1, **options)
     assert [type(la).__name__ for la in f.flow_layers] == [
         f"{coupling.title()}Coupling",
@@ -359,7 +361,7 @@ def test_mixed_float16_runs_finite(mixed_precision, coupling):
     d = 12
     f = flow(d, blocks=2, coupling=coupling, hidden=(16,), seed=0)
     _perturb(f)
-    coupling_layer = f.flow_layers[1]
+    coupling_layer = next(la for la in f.flow_layers if hasattr(la, "network"))
     assert coupling_layer.network.layers[0].compute_dtype == "float16"  # networks follow policy
     assert coupling_layer.compute_dtype == "float32"  # the flow itself stays in float32
     x = 100.0 * _x(d, n=8)
@@ -429,8 +431,10 @@ def test_default_flow_structure_and_identity_start():
     f = flow(6, blocks=2, hidden=(8,), actnorm="identity", seed=0)
     names = [type(la).__name__ for la in f.flow_layers]
     block = ["ActNorm", "AffineCoupling", "Permute", "AffineCoupling", "Householder"]
-    assert names == block * 2
-    g = flow(6, blocks=2, hidden=(8,), actnorm="identity", reflections=0, seed=0)
+    assert names == ["Standardize"] + block * 2
+    assert not f.flow_layers[0].trainable and not f.flow_layers[0].trainable_weights
+    assert [type(la).__name__ for la in flow(6, standardize=False).flow_layers] == block * 8
+    g = flow(6, blocks=2, hidden=(8,), actnorm="identity", reflections=0, seed=0, standardize=False)
     x = _x(6)
     p = g.flow_layers[2].indices  # an involution: two blocks permute back
     np.testing.assert_allclose(g(x)[0].numpy(), x.numpy()[:, p][:, p])
@@ -559,3 +563,71 @@ def test_gyoza_preset_architecture_and_initialisation(tmp_path):
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         call()
+
+
+@pytest.mark.parametrize("preset", [None, "gyoza"])
+def test_dtype_argument_builds_float64_flows(preset):
+    # keras.config.set_floatx alone does not change a dtype policy that is already set:
+    # flow(..., dtype="float64") does, without touching the global policy
+    d = 6
+    size = {"hidden": (8,)} if preset is None else {}
+    f = flow(d, blocks=1, preset=preset, seed=0, dtype="float64", **size)
+    assert keras.config.dtype_policy().name == "float32"
+    assert f.compute_dtype == "float64" and f.weights
+    assert all(w.dtype == "float64" for w in f.weights)
+    assert all(la.compute_dtype == "float64" for la in f.flow_layers)
+    _perturb(f)
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, d)))
+    f(x)  # data initialisation
+    y, logdet = f(x)
+    assert y.dtype == tf.float64 and logdet.dtype == tf.float64
+    _, expected = _jacobian_logdet(f, x)
+    np.testing.assert_allclose(logdet.numpy(), expected, atol=1e-10)
+    x_back, _ = f.inverse(y)
+    assert x_back.dtype == tf.float64
+    np.testing.assert_allclose(x_back.numpy(), x.numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="dtype"):
+        flow(d, dtype="no-such-dtype")
+
+
+def test_global_float64_policy_gives_float64_flows():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        f = flow(4, blocks=1, hidden=(4,), seed=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert all(w.dtype == "float64" for w in f.weights)
+    assert f(np.ones((2, 4)))[0].dtype == tf.float64
+
+
+def test_standardize_layer_statistics_logdet_and_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(3.0, 2.0, (50, 5)) * [1e-12, 1e-12, 1.0, 1e6, 1.0]).astype(np.float32)
+    x[:, 4] = 7.0  # a constant unit
+    mean, std = x.astype(np.float64).mean(axis=0), x.astype(np.float64).std(axis=0)
+    layer = Standardize()
+    layer.set_statistics(mean, std)
+    assert not layer.trainable_weights and len(layer.non_trainable_weights) == 3
+    y, logdet = layer(x)
+    live = std[:4]
+    fill = np.sqrt(np.mean(live**2))  # the constant unit gets the live units' RMS scale
+    expected = (x.astype(np.float64) - mean) / np.append(live, fill)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(y.numpy()[:, 4], 0.0)
+    np.testing.assert_allclose(logdet.numpy(), -np.sum(np.log(np.append(live, fill))), rtol=1e-6)
+    _, autodiff = _jacobian_logdet(layer, tf.constant(x[:3]))
+    np.testing.assert_allclose(logdet.numpy()[:3], autodiff, rtol=1e-5)
+    np.testing.assert_allclose(layer.inverse(y)[0].numpy(), x, rtol=1e-5)
+    # set once: a later call does not re-initialise on its batch; saved with its statistics
+    layer(x[:5] * 3)
+    np.testing.assert_allclose(layer.loc.numpy(), mean, rtol=1e-6)
+    f = Flow([layer, Householder(1, seed=0)])
+    f.build((None, 5))
+    f.save(tmp_path / "s.keras")
+    loaded = keras.models.load_model(tmp_path / "s.keras")
+    assert isinstance(loaded.flow_layers[0], Standardize)
+    assert not loaded.flow_layers[0].trainable and not loaded.flow_layers[0].trainable_weights
+    np.testing.assert_array_equal(loaded(x)[0].numpy(), f(x)[0].numpy())
+    with pytest.raises(ValueError, match="finite"):
+        Standardize().set_statistics([np.nan, 1.0], [1.0, 1.0])

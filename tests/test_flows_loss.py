@@ -318,3 +318,37 @@ def test_factor_dimensions_bad_input():
     ds = _pairs_dataset(rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), ["x"] * 4, ["x", "y"])
     with pytest.raises(ValueError, match="'y'"):
         factor_dimensions(ds)
+
+
+@pytest.mark.parametrize("dims", [[9998, 1, 1], [3334, 3333, 3333]])
+def test_xla_compiled_loss_of_a_wide_layer(dims):
+    # tf.repeat's XLA lowering failed here (a reshape to the wrong size) from ~3,000 units
+    batch = 256
+    rng = np.random.default_rng(0)
+    za = rng.normal(size=(batch, sum(dims))).astype(np.float32)
+    zb = (0.5 * za + rng.normal(size=za.shape)).astype(np.float32)
+    rho = rng.uniform(0.0, 0.9, size=(batch, len(dims)))
+    jitted = tf.function(
+        lambda a, b, r: factor_loss(a, b, tf.zeros(batch), tf.zeros(batch), r, dims),
+        jit_compile=True,
+    )
+    got = float(jitted(tf.constant(za), tf.constant(zb), tf.constant(rho)))
+    # independent: ρ per dimension by numpy's repeat, the Gaussian negative log-likelihood
+    za64, zb64 = za.astype(np.float64), zb.astype(np.float64)
+    r_d = np.repeat(rho, dims, axis=1)
+    var = 1.0 - r_d**2
+    per_pair = 0.5 * (za64**2 + (zb64 - r_d * za64) ** 2 / var + np.log(var)).sum(axis=1)
+    np.testing.assert_allclose(got, per_pair.mean(), rtol=1e-10)
+
+
+def test_gyoza_rho_clipping_is_reproduced_by_clipping_rho_yourself():
+    # gyoza 0.3.0 clips ρ ≥ 1 to 1 − 1e−6 silently; tmx refuses ρ = 1, and clipping ρ before
+    # the call gives gyoza's (float64) value
+    za, zb, ja, jb, rho, dims = _random(4, per_pair=False)
+    rho = rho.copy()
+    rho[-1] = 1.0
+    with pytest.raises(ValueError, match="rho"):
+        factor_loss(za, zb, ja, jb, rho, dims)
+    clipped = np.minimum(rho, 1.0 - 1e-6)
+    expected = _reference(za, zb, ja, jb, np.where(rho >= 1.0, 1.0 - 1e-6, rho), dims, "gyoza")
+    np.testing.assert_allclose(factor_loss(za, zb, ja, jb, clipped, dims), expected.mean(), 1e-9)

@@ -32,6 +32,7 @@ def small_cnn(
     *,
     seed: int = 0,
     name: str = "small_cnn",
+    dtype: str | keras.DTypePolicy | None = None,
 ) -> keras.Model:
     """An untrained small convolutional network with named layers and seeded weights.
 
@@ -51,12 +52,17 @@ def small_cnn(
         independently of any global random state.
     name : str, default "small_cnn"
         The model's name.
+    dtype : str or keras.DTypePolicy, optional
+        dtype (policy) of every layer and of the input, e.g. ``"float64"``; ``None`` = Keras's
+        current global policy (``keras.config.set_dtype_policy``, which
+        ``keras.config.set_floatx`` alone does not change once a policy is set).
 
     Returns
     -------
     keras.Model
         A functional Keras 3 model, not compiled, whose output is **logits** (no softmax):
-        use ``from_logits=True`` losses, or ``keras.ops.softmax`` for probabilities.
+        use ``from_logits=True`` losses, or ``keras.ops.softmax`` for probabilities.  Its
+        weights and outputs have the dtype policy's variable and compute dtypes.
     """
     shape = v.int_vector(input_shape, "input_shape")
     if len(shape) != 3 or min(shape) < 1 or min(shape[:2]) < 4:
@@ -68,22 +74,39 @@ def small_cnn(
     seed = _seed(seed)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string; got {v._describe(name)}")
+    policy = _dtype_policy(dtype)
 
     def init(k: int) -> keras.initializers.Initializer:
         return keras.initializers.GlorotUniform(seed=seed + k)
 
-    inputs = keras.Input(shape=shape, name="input")
+    inputs = keras.Input(shape=shape, name="input", dtype=policy.compute_dtype)
     h = keras.layers.Conv2D(
-        8, 3, padding="same", activation="relu", kernel_initializer=init(0), name="conv1"
+        8,
+        3,
+        padding="same",
+        activation="relu",
+        kernel_initializer=init(0),
+        name="conv1",
+        dtype=policy,
     )(inputs)
-    h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool1", dtype=policy)(h)
     h = keras.layers.Conv2D(
-        16, 3, padding="same", activation="relu", kernel_initializer=init(1), name="conv2"
+        16,
+        3,
+        padding="same",
+        activation="relu",
+        kernel_initializer=init(1),
+        name="conv2",
+        dtype=policy,
     )(h)
-    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(32, activation="relu", kernel_initializer=init(2), name="dense")(h)
-    outputs = keras.layers.Dense(n_classes, kernel_initializer=init(3), name="logits")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool2", dtype=policy)(h)
+    h = keras.layers.Flatten(name="flatten", dtype=policy)(h)
+    h = keras.layers.Dense(
+        32, activation="relu", kernel_initializer=init(2), name="dense", dtype=policy
+    )(h)
+    outputs = keras.layers.Dense(
+        n_classes, kernel_initializer=init(3), name="logits", dtype=policy
+    )(h)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -112,12 +135,14 @@ def cache_path(
     epochs: int = 8,
     size: int = 28,
     cache_dir: str | os.PathLike[str] | None = None,
+    dtype: str | keras.DTypePolicy | None = None,
 ) -> Path:
     """The cache file of ``trained_small_cnn`` for these arguments.
 
     ``<cache_dir>/small_cnn-v{tmx version}-s{seed}-e{epochs}-{size}px.keras``, with characters
-    of the version other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``.
-    ``cache_dir=None`` means ``default_cache_dir``.
+    of the version other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``, and
+    ``-{policy name}`` before ``.keras`` when the dtype policy (``dtype``, ``None`` = the
+    global one) is not ``float32``. ``cache_dir=None`` means ``default_cache_dir``.
 
     Returns
     -------
@@ -130,7 +155,9 @@ def cache_path(
     size = _size(size)
     directory = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     version = re.sub(r"[^A-Za-z0-9._-]", "_", str(__version__))
-    return directory / f"small_cnn-v{version}-s{seed}-e{epochs}-{size}px.keras"
+    policy = _dtype_policy(dtype).name
+    suffix = "" if policy == "float32" else "-" + re.sub(r"[^A-Za-z0-9._-]", "_", policy)
+    return directory / f"small_cnn-v{version}-s{seed}-e{epochs}-{size}px{suffix}.keras"
 
 
 def trained_small_cnn(
@@ -141,6 +168,7 @@ def trained_small_cnn(
     cache_dir: str | os.PathLike[str] | None = None,
     retrain: bool = False,
     verbose: bool = False,
+    dtype: str | keras.DTypePolicy | None = None,
 ) -> keras.Model:
     """``small_cnn`` trained on the digits, cached on disk after the first call.
 
@@ -160,6 +188,9 @@ def trained_small_cnn(
         Train and overwrite the cache even when a cached model exists.
     verbose : bool, default False
         Print one line per epoch while training.
+    dtype : str or keras.DTypePolicy, optional
+        dtype (policy) of the model (``small_cnn(..., dtype=dtype)``), e.g. ``"float64"``;
+        ``None`` = Keras's global policy. Part of the cache key (``cache_path``).
 
     Returns
     -------
@@ -191,7 +222,8 @@ def trained_small_cnn(
     leaves a partial cache file. A cache file that cannot be loaded (or holds a model of the
     wrong input shape) is retrained and replaced, with a ``RuntimeWarning``.
     """
-    path = cache_path(seed=seed, epochs=epochs, size=size, cache_dir=cache_dir)
+    policy = _dtype_policy(dtype)
+    path = cache_path(seed=seed, epochs=epochs, size=size, cache_dir=cache_dir, dtype=policy)
     seed, epochs, size = _seed(seed), int(epochs), int(size)
     if not isinstance(retrain, bool | np.bool_):
         raise ValueError(f"retrain must be a bool; got {v._describe(retrain)}")
@@ -200,6 +232,10 @@ def trained_small_cnn(
             model = keras.models.load_model(path, safe_mode=True)
             if tuple(model.input_shape) != (None, size, size, 1):
                 raise ValueError(f"input shape {model.input_shape}, expected (None, {size}, ...)")
+            if model.layers[-1].dtype_policy.name != policy.name:
+                raise ValueError(
+                    f"dtype policy {model.layers[-1].dtype_policy.name}, expected {policy.name}"
+                )
         except Exception as exc:  # any unreadable cache is retrained
             warnings.warn(
                 f"tmx: the cached model {path} could not be loaded ({type(exc).__name__}: "
@@ -209,12 +245,25 @@ def trained_small_cnn(
             )
         else:
             return model
-    model = _train(seed=seed, epochs=epochs, size=size, verbose=bool(verbose))
+    model = _train(seed=seed, epochs=epochs, size=size, verbose=bool(verbose), dtype=policy)
     _save_atomic(model, path)
     return model
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _dtype_policy(dtype: object) -> keras.DTypePolicy:
+    """The dtype policy for ``dtype`` (``None``: the current global policy)."""
+    if dtype is None:
+        return keras.config.dtype_policy()
+    try:
+        return keras.dtype_policies.get(dtype)
+    except Exception as err:
+        raise ValueError(
+            f"dtype must be None, a float dtype name such as 'float64' or a Keras dtype "
+            f"policy; got {v._describe(dtype)}"
+        ) from err
+
+
 def _seed(seed: object) -> int:
     if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {v._describe(seed)}")
@@ -227,12 +276,14 @@ def _size(size: object) -> int:
     return int(size)
 
 
-def _train(*, seed: int, epochs: int, size: int, verbose: bool) -> keras.Model:
+def _train(
+    *, seed: int, epochs: int, size: int, verbose: bool, dtype: keras.DTypePolicy | None = None
+) -> keras.Model:
     from .datasets import digits
 
     data = digits(size, seed=seed)
     keras.utils.set_random_seed(seed)
-    model = small_cnn((size, size, 1), 10, seed=seed)
+    model = small_cnn((size, size, 1), 10, seed=seed, dtype=dtype)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

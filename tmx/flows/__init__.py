@@ -20,7 +20,15 @@ from ._latent import interpolate, inverse, swap, transform
 from ._loss import factor_dimensions, factor_loss
 from ._masks import inverse_permutation, mask, permutation
 from ._pairs import pairs
-from .layers import ActNorm, AdditiveCoupling, AffineCoupling, Flow, Householder, Permute
+from .layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Flow,
+    Householder,
+    Permute,
+    Standardize,
+)
 
 __all__ = [
     "ActNorm",
@@ -29,6 +37,7 @@ __all__ = [
     "Flow",
     "Householder",
     "Permute",
+    "Standardize",
     "check",
     "disentanglement",
     "factor_dimensions",

@@ -20,6 +20,7 @@ from tmx.flows.layers import (
     Flow,
     Householder,
     Permute,
+    Standardize,
     _child_seeds,
     _hidden,
 )
@@ -36,7 +37,23 @@ _DEFAULTS = {
 }
 
 
-def _gyoza_network(d: int, outputs: int, seeds: Sequence[int]) -> keras.Sequential:
+def check_dtype(dtype: Any) -> Any:
+    """Validate a Keras dtype / dtype policy argument (``None`` = Keras's current policy)."""
+    if dtype is None:
+        return None
+    try:
+        keras.dtype_policies.get(dtype)
+    except Exception as err:
+        raise ValueError(
+            f"dtype must be None, a float dtype name such as 'float64' or a Keras dtype policy; "
+            f"got {dtype!r}"
+        ) from err
+    return dtype
+
+
+def _gyoza_network(
+    d: int, outputs: int, seeds: Sequence[int], dtype: Any = None
+) -> keras.Sequential:
     """gyoza 0.3.0's coupling network ``Dense(4D, relu) → Dense(D)`` on the conditioning half.
 
     gyoza feeds the full masked vector ``m ⊙ x`` (``D`` inputs, the masked ones zero) and keeps the
@@ -51,29 +68,37 @@ def _gyoza_network(d: int, outputs: int, seeds: Sequence[int]) -> keras.Sequenti
                 4 * d,
                 activation="relu",
                 kernel_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seeds[0]),
+                dtype=dtype,
             ),
             keras.layers.Dense(
                 outputs,
                 kernel_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seeds[1]),
+                dtype=dtype,
             ),
         ]
     )
 
 
-def _gyoza_layers(d: int, shape: tuple[int, ...], blocks: int, seed: int) -> list[Any]:
+def _gyoza_layers(
+    d: int, shape: tuple[int, ...], blocks: int, seed: int, dtype: Any = None
+) -> list[Any]:
     m = _mask("checkerboard", shape)
     p = _permutation("checkerboard", shape)
     n_t = int(np.sum(m == 0))
     seeds = iter(_child_seeds(seed, 5 * blocks))
-    layers: list[Any] = [ActNorm("identity")]
+    layers: list[Any] = [ActNorm("identity", dtype=dtype)]
     for _ in range(blocks):
         layers.append(
-            Householder(1, initializer=keras.initializers.RandomUniform(-1.0, 1.0, next(seeds)))
+            Householder(
+                1,
+                initializer=keras.initializers.RandomUniform(-1.0, 1.0, next(seeds)),
+                dtype=dtype,
+            )
         )
         for _ in range(2):
-            net = _gyoza_network(d, n_t, (next(seeds), next(seeds)))
-            layers += [AdditiveCoupling(m, network=net), Permute(p)]
-        layers.append(ActNorm("identity"))
+            net = _gyoza_network(d, n_t, (next(seeds), next(seeds)), dtype)
+            layers += [AdditiveCoupling(m, network=net, dtype=dtype), Permute(p, dtype=dtype)]
+        layers.append(ActNorm("identity", dtype=dtype))
     return layers
 
 
@@ -90,10 +115,14 @@ def flow(
     preset: str | None = None,
     seed: int = 0,
     shape: int | Sequence[int] | None = None,
+    standardize: bool | None = None,
+    dtype: Any = None,
 ) -> Flow:
     r"""Build an invertible interpretation network ``T`` over ``D = units`` units.
 
-    Default structure (``preset=None``), repeated ``blocks`` times::
+    Default structure (``preset=None``): a :class:`~tmx.flows.layers.Standardize` layer (a fixed,
+    non-trainable per-unit standardisation set from the training pairs by :func:`fit`; dead and
+    constant units map to 0), then, repeated ``blocks`` times::
 
         ActNorm(actnorm) → Coupling(m₁) → Permute(p) → Coupling(m₂) → Householder(reflections)
 
@@ -110,7 +139,8 @@ def flow(
     starts as a per-unit standardisation followed by fixed rotations.
 
     ``preset="gyoza"`` builds gyoza 0.3.0's disentangling flow model instead (the layer sequence
-    of its "Getting Started" tutorial), ``6·blocks + 1`` layers::
+    of its "Getting Started" tutorial), ``6·blocks + 1`` layers (no ``Standardize`` unless
+    ``standardize=True``)::
 
         ActNorm(identity), then per block:
         Householder(1) → Additive(m) → Permute(p) → Additive(m) → Permute(p) → ActNorm(identity)
@@ -150,11 +180,22 @@ def flow(
     shape : int or sequence of int, optional
         Layout of the ``D`` units (C order) for checkerboard masks and permutations; default
         ``(D,)``.
+    standardize : bool, optional
+        Put a :class:`~tmx.flows.layers.Standardize` layer first.  Default: True, except with
+        ``preset="gyoza"`` (whose numbers it would change).  Without it, ``fit`` refuses units
+        whose scale is far from 1 (Adam's fixed step size would make training diverge).
+    dtype : str or keras.DTypePolicy, optional
+        dtype (policy) of every layer and of the coupling networks, e.g. ``"float64"``; ``None``
+        = Keras's current global policy (``keras.config.set_dtype_policy``; note that
+        ``keras.config.set_floatx`` does not change a policy that is already set).  A 16-bit
+        policy (``"mixed_float16"``) runs the coupling networks in 16 bits and the invertible
+        maps and log-determinants in float32.
 
     Returns
     -------
     Flow
-        A built :class:`~tmx.flows.layers.Flow` (``call`` → ``(z̃, logdet)``, ``inverse``).
+        A built :class:`~tmx.flows.layers.Flow` (``call`` → ``(z̃, logdet)``, ``inverse``), of
+        compute dtype ``dtype`` (its weights in the policy's variable dtype).
 
     References
     ----------
@@ -187,6 +228,12 @@ def flow(
     layout = (d,) if shape is None else _shape(shape, "shape")
     if int(np.prod(layout)) != d:
         raise ValueError(f"shape must have prod(shape) == units ({d}); got {layout}")
+    if standardize is None:
+        standardize = preset != "gyoza"
+    if not isinstance(standardize, bool | np.bool_):
+        raise ValueError(f"standardize must be True, False or None; got {standardize!r}")
+    dtype = check_dtype(dtype)
+    first: list[Any] = [Standardize(dtype=dtype)] if standardize else []
 
     if preset == "gyoza":
         given = {
@@ -203,7 +250,7 @@ def flow(
                     f"{name} is fixed by preset='gyoza'; leave it at its default "
                     f"({_DEFAULTS[name]!r}), got {value!r}"
                 )
-        model = Flow(_gyoza_layers(d, layout, blocks, seed))
+        model = Flow(first + _gyoza_layers(d, layout, blocks, seed, dtype), dtype=dtype)
         model.build((None, d))
         for layer in model.flow_layers:
             if isinstance(layer, Householder):
@@ -216,18 +263,18 @@ def flow(
     seeds = iter(_child_seeds(seed, 4 * blocks))
     cls = AffineCoupling if coupling == "affine" else AdditiveCoupling
     extra = {"clamp": clamp} if coupling == "affine" else {}
-    layers: list[Any] = []
+    layers: list[Any] = first
     for _ in range(blocks):
         p = _permutation(permutation, layout, seed=next(seeds))
         m2 = m1.copy() if d == 1 else 1 - m1[p]
         if actnorm is not None:
-            layers.append(ActNorm(actnorm))
-        layers.append(cls(m1, hidden=hidden, seed=next(seeds), **extra))
-        layers.append(Permute(p))
-        layers.append(cls(m2, hidden=hidden, seed=next(seeds), **extra))
+            layers.append(ActNorm(actnorm, dtype=dtype))
+        layers.append(cls(m1, hidden=hidden, seed=next(seeds), dtype=dtype, **extra))
+        layers.append(Permute(p, dtype=dtype))
+        layers.append(cls(m2, hidden=hidden, seed=next(seeds), dtype=dtype, **extra))
         layer_seed = next(seeds)
         if reflections > 0:
-            layers.append(Householder(int(reflections), seed=layer_seed))
-    model = Flow(layers)
+            layers.append(Householder(int(reflections), seed=layer_seed, dtype=dtype))
+    model = Flow(layers, dtype=dtype)
     model.build((None, d))
     return model

@@ -25,6 +25,7 @@ __all__ = ["fit"]
 
 _UNIT_COORDS = ("layer", "channel", "y", "x")
 DEFAULT_MEMORY_LIMIT = 512 * 2**20
+_SCALE_RANGE = (1e-3, 1e3)  # unit scales a flow without Standardize is allowed to train on
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -93,8 +94,11 @@ class _Arrays:
     """Rows [start, stop) of the pairs' a, b (numpy or zarr arrays, read a block at a time)
     and their ρ."""
 
-    def __init__(self, a: Any, b: Any, rho: np.ndarray, start: int, stop: int) -> None:
+    def __init__(
+        self, a: Any, b: Any, rho: np.ndarray, start: int, stop: int, dtype: Any = np.float32
+    ) -> None:
         self.a, self.b, self.rho, self.start, self.stop = a, b, rho, start, stop
+        self.dtype = np.dtype(dtype)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -103,21 +107,23 @@ class _Arrays:
         """Rows lo..hi (relative), one contiguous read."""
         s = slice(self.start + lo, self.start + hi)
         return (
-            np.asarray(self.a[s], np.float32),
-            np.asarray(self.b[s], np.float32),
+            np.asarray(self.a[s], self.dtype),
+            np.asarray(self.b[s], self.dtype),
             self.rho[s],
         )
 
 
 def _materialise(
-    pairs: xr.Dataset, memory_limit: int
+    pairs: xr.Dataset, memory_limit: int, dtype: Any = np.float32
 ) -> tuple[np.ndarray | Any, np.ndarray | Any, str, str | None]:
-    """a and b as numpy (in memory) or zarr arrays (spilled), computed in one pass."""
+    """a and b as numpy (in memory) or zarr arrays (spilled, in ``dtype``), computed in one
+    pass."""
+    dtype = np.dtype(dtype)
     a = pairs["a"].transpose("pair", "unit")
     b = pairs["b"].transpose("pair", "unit")
     if a.chunks is None and b.chunks is None:
         return np.asarray(a.values), np.asarray(b.values), "memory", None
-    nbytes = a.size * 4 * 2
+    nbytes = a.size * dtype.itemsize * 2
     if nbytes <= memory_limit:
         import dask
 
@@ -127,7 +133,7 @@ def _materialise(
     import zarr
 
     tmp = tempfile.mkdtemp(prefix="tmx-flow-pairs-")
-    rows = max(1, min(a.sizes["pair"], (16 * 2**20) // max(1, a.sizes["unit"] * 4)))
+    rows = max(1, min(a.sizes["pair"], (16 * 2**20) // max(1, a.sizes["unit"] * dtype.itemsize)))
     stores = []
     for name, arr in (("a", a), ("b", b)):
         z = zarr.open_array(
@@ -135,9 +141,9 @@ def _materialise(
             mode="w",
             shape=arr.shape,
             chunks=(rows, arr.sizes["unit"]),
-            dtype="float32",
+            dtype=dtype.name,
         )
-        stores.append((arr.data.astype(np.float32).rechunk((rows, -1)), z))
+        stores.append((arr.data.astype(dtype).rechunk((rows, -1)), z))
     da.store([s for s, _ in stores], [z for _, z in stores], lock=False)
     return stores[0][1], stores[1][1], "zarr", tmp
 
@@ -162,6 +168,75 @@ def _batches(
         carry = (a[full:], b[full:], r[full:])
 
 
+def _unit_statistics(arrays: _Arrays, limit: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit mean and standard deviation (ddof 0, float64) of the first ``limit`` rows of
+    ``a`` and ``b`` pooled (the pairs are in random order: a random sample), read in blocks of
+    at most 32 MiB and accumulated around the first row (no cancellation for large means)."""
+    stop = min(len(arrays), limit)
+    units = int(arrays.a.shape[1])
+    step = max(1, (32 * 2**20) // max(1, 8 * units))
+    shift = None
+    s1 = np.zeros(units)
+    s2 = np.zeros(units)
+    for lo in range(0, stop, step):
+        a, b, _ = arrays.rows(lo, min(stop, lo + step))
+        for x in (a, b):
+            x = x.astype(np.float64)
+            if shift is None:
+                shift = x[0].copy()
+            x -= shift
+            s1 += x.sum(axis=0)
+            s2 += np.square(x).sum(axis=0)
+    n = 2.0 * stop
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite values: refused next
+        centred = s1 / n
+        return shift + centred, np.sqrt(np.maximum(s2 / n - centred**2, 0.0))
+
+
+def _check_finite(mean: np.ndarray, std: np.ndarray) -> None:
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+        raise ValueError(
+            f"pairs: a or b hold NaN or infinite values (units {bad[:5].tolist()}, ...); "
+            "remove them from the cube before fitting"
+        )
+
+
+def _check_scale(mean: np.ndarray, std: np.ndarray) -> None:
+    """Refuse units of a scale far from 1 for a flow that does not standardise them."""
+    from .layers import dead_or_constant
+
+    live = ~dead_or_constant(mean, std)
+    rms = float(np.sqrt(np.mean(std[live] ** 2))) if np.any(live) else 0.0
+    offset = float(np.max(np.abs(mean)))
+    if not (_SCALE_RANGE[0] <= rms <= _SCALE_RANGE[1]) or offset > _SCALE_RANGE[1]:
+        raise ValueError(
+            f"pairs: the units' standard deviations are {rms:.3g} (RMS over the {int(live.sum())} "
+            f"live units) and their largest |mean| is {offset:.3g}, far from the scale 1 that a "
+            f"flow without a Standardize layer trains on (Adam moves every weight by about "
+            f"learning_rate per step, so such a flow diverges). Use a flow that starts with "
+            f"tmx.flows.layers.Standardize: tmx.flows.flow(units) (the default, standardize=True) "
+            f"or flow=None; or rescale the units to standard deviations within "
+            f"[{_SCALE_RANGE[0]:g}, {_SCALE_RANGE[1]:g}] and means within ±{_SCALE_RANGE[1]:g}"
+        )
+
+
+def _standardize_layer(flow: Any) -> Any:
+    """The flow's first layer when it is a ``Standardize``, else None."""
+    from .layers import Standardize
+
+    layers = list(getattr(flow, "flow_layers", []) or [])
+    return layers[0] if layers and isinstance(layers[0], Standardize) else None
+
+
+def _not_finite(what: str, value: float, epoch: int, detail: str = "") -> FloatingPointError:
+    return FloatingPointError(
+        f"fit: {what} is {value} in epoch {epoch}{detail}; training stopped. The pairs may hold "
+        "non-finite values, or training diverged: lower learning_rate, keep the flow's "
+        "Standardize layer (tmx.flows.flow(units), the default), or keep jitter > 0"
+    )
+
+
 # -- fit ---------------------------------------------------------------------------------------
 def fit(
     pairs: xr.Dataset,
@@ -179,6 +254,7 @@ def fit(
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     jitter: float = 0.01,
     jit: bool = True,
+    dtype: Any = None,
 ) -> tuple[Any, xr.Dataset]:
     r"""Train an interpretation flow T on pairs with the factor loss (Adam).
 
@@ -193,6 +269,22 @@ def fit(
 
     (Esser, Rombach & Ommer 2020, arXiv:2004.13166; ``docs/flows.md``).
 
+    **Standardisation.**  The default flow starts with a fixed
+    :class:`~tmx.flows.layers.Standardize` layer, which ``fit`` sets (unless it already is) from
+    the per-unit mean and standard deviation of the training pairs (``a`` and ``b`` pooled, up
+    to 10,000 rows of each, float64); dead and constant units map to 0.  The trainable layers
+    thus always see units of scale 1, whatever the layer's scale (a MobileNetV2 pooling layer
+    with random weights has responses of ~1e-12, on which an unstandardised flow diverges to
+    NaN).  The statistics are weights of the returned flow, so :func:`transform`,
+    :func:`inverse` and a saved and loaded flow apply exactly the same map.  A ``flow`` without
+    a ``Standardize`` first layer (``preset="gyoza"``, ``standardize=False``, your own) is
+    refused with a ``ValueError`` when the units' RMS standard deviation lies outside
+    [1e-3, 1e3] or a mean outside ±1e3.
+
+    **Divergence.**  A non-finite training loss (checked every step), validation loss or
+    inversion error stops training with a ``FloatingPointError`` naming the epoch; NaN is never
+    reported as a number.
+
     Parameters
     ----------
     pairs : xarray.Dataset
@@ -203,7 +295,7 @@ def fit(
         ``tmx.flows.factor_dimensions(pairs)``, a list in factor order, or a dict by name.
     flow : tmx.flows.Flow, optional
         The flow to train (its weights are updated in place); default
-        ``tmx.flows.flow(units, seed=seed)``.
+        ``tmx.flows.flow(units, seed=seed, dtype=dtype)`` (which starts with ``Standardize``).
     epochs : int
         Passes over the training pairs.
     batch_size : int
@@ -229,13 +321,21 @@ def fit(
         Bytes of pairs held in memory; above it a dask-backed ``pairs`` is written once to a
         temporary Zarr store and streamed from there every epoch.
     jitter : float
-        Dequantisation: every batch's a and b get fresh Gaussian noise of standard deviation
-        σ = jitter × RMS of the units' standard deviations (seeded; the validation pairs get
-        fixed draws). Without it, a dead or constant unit, or a ReLU unit's point mass at 0,
-        has infinite density, and the loss can fall without bound by stretching it
-        (−log|det J| → −∞). 0 disables it.
+        Dequantisation: every batch's a and b get fresh Gaussian noise (seeded; the validation
+        pairs get fixed draws) of standard deviation σ = jitter in standardised units (each
+        unit's σ = jitter × its standard deviation; jitter itself for dead units, which
+        ``Standardize`` maps to 0) when the flow starts with ``Standardize``, else σ = jitter ×
+        RMS of the units' standard deviations. Without it, a dead or constant unit, or a ReLU
+        unit's point mass at 0, has infinite density, and the loss can fall without bound by
+        stretching it (−log|det J| → −∞). 0 disables it.
     jit : bool
-        Compile the training step with XLA (faster steps, a few seconds more to compile).
+        Compile the training step with XLA (faster steps, a few seconds more to compile); any
+        layer width compiles.
+    dtype : str or keras.DTypePolicy, optional
+        dtype of the default flow (``"float64"`` for a float64 run); ``None`` = Keras's global
+        policy (``keras.config.set_dtype_policy``).  With ``flow`` given, its compute dtype is
+        used and a different ``dtype`` is a ``ValueError``.  The pairs are fed in the flow's
+        compute dtype; the loss is float64 in any case.
 
     Returns
     -------
@@ -248,12 +348,24 @@ def fit(
         after the epoch (NaN without validation), ``invert_error`` = max |T⁻¹(T(a)) − a| over
         up to 1024 held-out pairs (training pairs without validation), ``seconds`` = the
         epoch's wall time. ``attrs``: the options, n_train, n_val, factors, dimensions,
-        best_epoch, stopped_early, source ("memory" or "zarr").
+        best_epoch, stopped_early, source ("memory" or "zarr"), standardized (1 when the flow
+        starts with ``Standardize``), noise_std (σ, in standardised units when standardized),
+        dtype (the flow's compute dtype).
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss, the validation loss or the inversion error is not finite (the message
+        names the epoch).
+    ValueError
+        Bad arguments; non-finite pairs; units far from scale 1 for a flow without
+        ``Standardize``.
     """
     import keras
     import tensorflow as tf
 
     from .. import __version__
+    from ._build import check_dtype
     from ._build import flow as build_flow
 
     factors, units = _check_pairs(pairs)
@@ -276,11 +388,27 @@ def fit(
         raise ValueError(f"jitter must be >= 0; got {jitter}")
     if not isinstance(jit, bool):
         raise ValueError(f"jit must be True or False; got {jit!r}")
+    dtype = check_dtype(dtype)
+    if flow is None:
+        flow = build_flow(units, seed=int(seed), dtype=dtype)
+    elif not (callable(getattr(flow, "inverse", None)) and callable(flow)):
+        raise ValueError(
+            f"flow must be a tmx.flows.Flow (call and inverse); got {type(flow).__name__}"
+        )
+    elif dtype is not None and keras.dtype_policies.get(dtype).compute_dtype != str(
+        flow.compute_dtype
+    ):
+        raise ValueError(
+            f"dtype={dtype!r} differs from the flow's compute dtype {flow.compute_dtype!r}; "
+            "build the flow with tmx.flows.flow(..., dtype=...) or leave dtype out"
+        )
+    work_dtype = np.dtype(str(flow.compute_dtype))
+    tf_dtype = tf.as_dtype(work_dtype)
     rho = np.asarray(pairs["rho"].transpose("pair", "factor").values, np.float64)
     if not np.all((rho >= 0) & (rho < 1)):
         raise ValueError("rho must lie in [0, 1) for every pair and factor (pairs.rho)")
 
-    a_all, b_all, source, tmpdir = _materialise(pairs, memory_limit)
+    a_all, b_all, source, tmpdir = _materialise(pairs, memory_limit, work_dtype)
     try:
         if isinstance(dimensions, str) and dimensions == "estimate" and source == "zarr":
             import dask.array as da
@@ -297,12 +425,6 @@ def fit(
         else:
             dims = _check_dimensions(dimensions, factors, units, pairs)
 
-        if flow is None:
-            flow = build_flow(units, seed=int(seed))
-        elif not (callable(getattr(flow, "inverse", None)) and callable(flow)):
-            raise ValueError(
-                f"flow must be a tmx.flows.Flow (call and inverse); got {type(flow).__name__}"
-            )
         flow.factors = list(factors)
         flow.dimensions = list(dims)
         flow.unit_coords = _unit_coords(pairs) or None
@@ -314,17 +436,27 @@ def fit(
         n_train = n - n_val
         if n_train < 1:
             raise ValueError(f"validation={validation} leaves no training pairs out of {n}")
-        train = _Arrays(a_all, b_all, rho, 0, n_train)
-        held = _Arrays(a_all, b_all, rho, n_train, n)
+        train = _Arrays(a_all, b_all, rho, 0, n_train, work_dtype)
+        held = _Arrays(a_all, b_all, rho, n_train, n, work_dtype)
         batch = min(batch_size, n_train)
         block = n_train if source == "memory" else max(batch, a_all.chunks[0])
 
         first = train.rows(0, min(n_train, max(batch, 2)))
-        sample = train.rows(0, min(n_train, 10_000))[0].astype(np.float64)
-        unit_std = sample.std(axis=0)
-        noise_std = float(jitter * np.sqrt(np.mean(unit_std**2))) if jitter else 0.0
-        if jitter and noise_std == 0.0:
-            noise_std = float(jitter)  # every unit constant: absolute jitter
+        unit_mean, unit_std = _unit_statistics(train)
+        _check_finite(unit_mean, unit_std)
+        standardize = _standardize_layer(flow)
+        if standardize is None:
+            _check_scale(unit_mean, unit_std)
+            noise_std = float(jitter * np.sqrt(np.mean(unit_std**2))) if jitter else 0.0
+            if jitter and noise_std == 0.0:
+                noise_std = float(jitter)  # every unit constant: absolute jitter
+            noise_scale: Any = noise_std
+        else:
+            if float(keras.ops.convert_to_numpy(standardize.initialized)) < 0.5:
+                standardize.set_statistics(unit_mean, unit_std)
+            noise_std = float(jitter)  # in standardised units
+            log_scale = keras.ops.convert_to_numpy(standardize.log_scale).astype(np.float64)
+            noise_scale = (jitter * np.exp(log_scale)).astype(work_dtype)  # in the raw units
         flow(tf.constant(first[0]))  # builds the flow; ActNorm initialises on real data
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         variables = flow.trainable_variables
@@ -332,8 +464,8 @@ def fit(
 
         @tf.function(
             input_signature=[
-                tf.TensorSpec((batch, units), tf.float32),
-                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, units), tf_dtype),
+                tf.TensorSpec((batch, units), tf_dtype),
                 tf.TensorSpec((batch, len(factors)), tf.float64),
                 tf.TensorSpec((2,), tf.int64),
             ],
@@ -355,7 +487,7 @@ def fit(
                 return a, b
             seed_a = tf.stack([step_seed[0], 2 * step_seed[1]])
             seed_b = tf.stack([step_seed[0], 2 * step_seed[1] + 1])
-            scale = tf.constant(noise_std, a.dtype)
+            scale = tf.constant(noise_scale, a.dtype)
             return (
                 a + scale * tf.random.stateless_normal(tf.shape(a), seed_a, dtype=a.dtype),
                 b + scale * tf.random.stateless_normal(tf.shape(b), seed_b, dtype=b.dtype),
@@ -378,7 +510,8 @@ def fit(
                 a, b, r = arrays.rows(s, min(stop, s + 1024))
                 loss_sum, err = evaluate(a, b, r, np.array([int(seed) + 1, -1 - s], np.int64))
                 total += float(loss_sum)
-                worst = max(worst, float(tf.reduce_max(err)))
+                # NaN propagates (max(0.0, nan) would be 0.0)
+                worst = float(np.max([worst, float(tf.reduce_max(err))]))
                 count += a.shape[0]
             return total / max(count, 1), worst
 
@@ -387,8 +520,8 @@ def fit(
                 yield from _batches(train, batch, epoch_rng, block)
                 return
             spec = (
-                tf.TensorSpec((batch, units), tf.float32),
-                tf.TensorSpec((batch, units), tf.float32),
+                tf.TensorSpec((batch, units), tf_dtype),
+                tf.TensorSpec((batch, units), tf_dtype),
                 tf.TensorSpec((batch, len(factors)), tf.float64),
             )
             data = tf.data.Dataset.from_generator(
@@ -396,20 +529,35 @@ def fit(
             ).prefetch(2)
             yield from data
 
-        bar = keras.utils.Progbar(epochs, unit_name="epoch") if progress else None
+        # stateful: the bar shows each epoch's loss, not Progbar's running mean over epochs
+        bar = (
+            keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss", "val_loss"])
+            if progress
+            else None
+        )
         history: dict[str, list[float]] = {k: [] for k in ("loss", "val_loss", "invert", "sec")}
         best, best_epoch, best_weights, waited, stopped = math.inf, 0, None, 0, False
         step = 0
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             losses = []
-            for a, b, r in stream(np.random.default_rng([int(seed), epoch])):
+            for i, (a, b, r) in enumerate(stream(np.random.default_rng([int(seed), epoch]))):
                 step += 1
-                losses.append(float(train_step(a, b, r, np.array([int(seed), step], np.int64))))
+                value = float(train_step(a, b, r, np.array([int(seed), step], np.int64)))
+                if not math.isfinite(value):
+                    detail = f" (batch {i + 1})"
+                    if history["loss"]:
+                        detail += f"; the previous epoch's loss was {history['loss'][-1]:.6g}"
+                    raise _not_finite("the training loss", value, epoch, detail)
+                losses.append(value)
             if n_val:
                 val_loss, invert = held_out(held, None)
+                if not math.isfinite(val_loss):
+                    raise _not_finite("the validation loss", val_loss, epoch)
             else:
                 val_loss, invert = math.nan, held_out(train, 1024)[1]
+            if not math.isfinite(invert):
+                raise _not_finite("the inversion error max |T⁻¹(T(a)) − a|", invert, epoch)
             loss = float(np.mean(losses))
             history["loss"].append(loss)
             history["val_loss"].append(val_loss)
@@ -457,6 +605,8 @@ def fit(
             "source": source,
             "jitter": jitter,
             "noise_std": noise_std,
+            "standardized": int(standardize is not None),
+            "dtype": str(work_dtype),
             "jit": int(jit),
             "reference": "Esser, Rombach & Ommer (2020), arXiv:2004.13166",
             "tmx_version": __version__,

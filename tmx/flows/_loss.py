@@ -189,7 +189,10 @@ def factor_loss(
         ):
             za = tf.identity(za)
 
-    r_d = tf.repeat(r, repeats=list(dims), axis=-1)  # ρ per dimension
+    # ρ per dimension: a gather with a precomputed index (tf.repeat's XLA lowering reshapes
+    # to a wrong size for wide layers and large batches; a gather compiles for any width)
+    factor_of = tf.constant(np.repeat(np.arange(n_factors, dtype=np.int32), dims), tf.int32)
+    r_d = tf.gather(r, factor_of, axis=-1)
     var_b = (1.0 - r_d) * (1.0 + r_d)  # 1 − ρ², without cancellation near ρ = 1
     nll = 0.5 * tf.reduce_sum(tf.square(za), axis=-1) + 0.5 * tf.reduce_sum(
         tf.square(zb - r_d * za) / var_b, axis=-1

@@ -50,6 +50,7 @@ __all__ = [
     "Flow",
     "Householder",
     "Permute",
+    "Standardize",
 ]
 
 _PACKAGE = "tmx.flows"
@@ -168,6 +169,15 @@ class _FlowLayer(keras.layers.Layer):
         )
 
 
+def dead_or_constant(mean: Any, std: Any, *, invert: bool = False) -> np.ndarray:
+    """Units whose standard deviation is 0 or negligible, ``std ≤ 1e-6·|mean|`` + the smallest
+    normal float32 (``ActNorm``'s and ``Standardize``'s rule); ``invert=True``: the live ones."""
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    live = std > 1e-6 * np.abs(mean) + float(np.finfo(np.float32).tiny)
+    return live if invert else ~live
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ActNorm(_FlowLayer):
     r"""Activation normalisation: a per-unit affine map with a data-dependent initialisation.
@@ -272,6 +282,82 @@ class ActNorm(_FlowLayer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"init": self.init})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Standardize(ActNorm):
+    r"""A fixed per-unit standardisation: an :class:`ActNorm` that is set from data, never trained.
+
+    .. math::
+
+        y = (x - \mathrm{loc}) \odot e^{-\mathrm{log\_scale}}, \qquad
+        \log|\det J| = -\sum_d \mathrm{log\_scale}_d,
+
+    with ``loc`` the mean and ``e^{log_scale}`` the standard deviation of each unit (float64
+    statistics).  **Dead and constant units** (standard deviation 0 or ``≤ 1e-6·|mean|``) get
+    ``loc`` = their value and the live units' RMS standard deviation as their scale: they map to
+    exactly 0, carrying no information into the rest of the flow, and a round trip keeps them to
+    the layer's precision.
+    The weights are non-trainable, so the optimiser never moves them: a layer whose responses have
+    a scale of 1e-12 (or 1e6) reaches the trainable layers at scale 1, where Adam's steps of about
+    ``learning_rate`` are meaningful (on the raw units they would be 10^9 standard deviations).
+
+    :func:`tmx.flows.flow` puts one first by default, and :func:`tmx.flows.fit` sets it from the
+    training pairs (``a`` and ``b`` pooled, up to 10,000 rows of each) before training, unless it
+    has already been set; otherwise, like ``ActNorm(init="data")``, it is set by the first batch
+    it is called on.  The statistics are weights of the flow (with the ``initialized`` flag), so
+    ``transform``/``inverse`` and a saved and loaded flow apply exactly the standardisation that
+    training used.
+
+    Parameters
+    ----------
+    **kwargs
+        Keras layer arguments (``name``, ``dtype``).  ``trainable`` is always False.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("init", None)
+        kwargs["trainable"] = False
+        super().__init__("data", **kwargs)
+
+    def set_statistics(self, mean: Any, std: Any) -> None:
+        """Set ``loc = mean`` and ``log_scale = log(std)`` per unit and mark the layer initialised.
+
+        Dead or constant units (``std ≤ 1e-6·|mean|`` + the smallest normal float32) get the live
+        units' RMS standard deviation (1 when none is live) instead of their own.
+
+        Parameters
+        ----------
+        mean, std : array-like, shape [D]
+            Finite per-unit mean and standard deviation (``std ≥ 0``) of the responses.
+        """
+        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std = np.asarray(std, dtype=np.float64).reshape(-1)
+        if mean.shape != std.shape or mean.size == 0:
+            raise ValueError(
+                f"mean and std must be 1-D of one entry per unit; got {mean.shape}, {std.shape}"
+            )
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= 0)):
+            raise ValueError(
+                "mean and std must be finite (std >= 0): the responses hold NaN or infinite values"
+            )
+        if not self.built:
+            self.build((None, mean.size))
+        live = dead_or_constant(mean, std, invert=True)
+        # dead units: the live units' RMS scale, so a round trip keeps them to the layer's
+        # precision (a scale of 1 would give errors of ~1e-7 on a layer of scale 1e-12)
+        fill = float(np.sqrt(np.mean(std[live] ** 2))) if np.any(live) else 1.0
+        log_scale = np.log(np.where(live, std, fill))
+        self.loc.assign(mean.astype(self.variable_dtype))
+        self.log_scale.assign(log_scale.astype(self.variable_dtype))
+        self.initialized.assign(np.ones((), dtype=self.variable_dtype))
+        self._known_initialised = False  # re-read the flag on the next eager call
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("init", None)
+        config.pop("trainable", None)
         return config
 
 
