@@ -47,12 +47,12 @@ is kept, so the baseline is DNIKit at its best of those (the table says which):
 - iua: ``tmx.introspect.iua`` vs ``IUA.introspect`` + ``.results``.
 - familiarity fit: ``familiarity(X, score=X[:1])`` (the fit plus scoring one sample; tmx has no
   separate fit call) vs ``Familiarity.introspect`` with the GMM strategy; both fit
-  ``sklearn.mixture.GaussianMixture(5, "diag", random_state=seed)`` on the float32 responses
-  (DNIKit: max_iter=200; tmx: max_iter=100; both converge in 48 iterations here), so the fit is
-  at parity by construction.
+  ``sklearn.mixture.GaussianMixture(5, "diag", random_state=seed, max_iter=200)`` on the
+  float32 responses (tmx's defaults are DNIKit's), so the fit is at parity by construction.
 - familiarity scoring: scoring the 10,000 samples under a fitted model. tmx: the scoring loop
   ``familiarity`` runs after its fit (``tmx.introspect.familiarity._score``, sklearn
-  ``score_samples`` per 4096-row chunk) on the model its ``_fit`` returns; DNIKit: the fitted
+  ``score_samples`` per 4096-row chunk, in float64 like DNIKit) on the model its ``_fit``
+  returns; DNIKit: the fitted
   ``Familiarity`` stage in a ``pipeline`` (per batch and component, scipy
   ``multivariate_normal.logpdf`` with the diagonal covariance expanded to a full 512 × 512
   matrix, then one result object per sample). Both compute the same log-likelihood; the
@@ -296,14 +296,13 @@ def print_checks(out: dict[str, object], check: dict) -> None:
             "  familiarity, tmx's fitted model scored by DNIKit's code (first 100): max |diff| "
             f"{np.max(np.abs(same_model - tmx100)):.2e} "
             f"(|score| ~ {np.median(np.abs(tmx100)):.0f}; "
-            "tmx scores float32 responses in float32 as scikit-learn does, DNIKit in float64)"
+            "both score in float64)"
         )
     own = np.asarray(df["scores_first100"])
     corr = np.corrcoef(own, tmx100)[0, 1]
     print(
         f"  familiarity, each library's own fit (first 100): Pearson r {corr:.6f}, max |diff| "
-        f"{np.max(np.abs(own - tmx100)):.2e} (both fit the float32 responses; DNIKit with "
-        "max_iter=200, tmx with max_iter=100)"
+        f"{np.max(np.abs(own - tmx100)):.2e} (both fit the float32 responses with max_iter=200)"
     )
 
 

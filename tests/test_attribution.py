@@ -331,3 +331,63 @@ def test_over_transforms_gives_a_cube_that_measures_and_invert_accept() -> None:
     np.testing.assert_allclose(tmx.transformation_variance(tmx.invert(ig)).values, 0.0, atol=1e-6)
     with pytest.raises(ValueError, match="TransformationSet"):
         A.over_transforms(A.saliency, energy, images, [0, 1])
+
+
+# -- reproducing Captum and netlens (docs/attribution.md, "Reproducing Captum and TruLens") -----
+def _captum_riemann(method: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Captum 0.9's approximation_methods, from their definitions: riemann alphas on a grid,
+    step sizes 1/n (the trapezoid halves the two end steps, so they sum to 1 - 1/n), and
+    Gauss-Legendre nodes and weights mapped from [-1, 1] to [0, 1]."""
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return 0.5 * (nodes + 1), 0.5 * weights
+    steps = np.full(n, 1.0 / n)
+    alphas = {
+        "riemann_left": np.linspace(0, 1 - 1 / n, n),
+        "riemann_right": np.linspace(1 / n, 1, n),
+        "riemann_middle": np.linspace(1 / (2 * n), 1 - 1 / (2 * n), n),
+        "riemann_trapezoid": np.linspace(0, 1, n),
+    }[method]
+    if method == "riemann_trapezoid":
+        steps[[0, -1]] /= 2
+    return alphas, steps
+
+
+@pytest.mark.parametrize(
+    ("method", "rule"),
+    [
+        ("gausslegendre", "gausslegendre"),
+        ("riemann_left", "riemann_left"),
+        ("riemann_right", "riemann_right"),
+        ("riemann_middle", "riemann_middle"),
+        ("riemann_trapezoid", "trapezoid"),
+    ],
+)
+def test_integrated_gradients_reproduce_captum(method: str, rule: str) -> None:
+    """Captum's IntegratedGradients(method=...) on Σ z³ with a zero baseline:
+    x_i Σ_k w_k 3 (α_k x_i)². tmx's rules sum to 1, so Captum's trapezoid is tmx's times
+    (n − 1) / n; the other rules are the same."""
+    n = 6
+    alphas, steps = _captum_riemann(method, n)
+    x64 = X.astype(np.float64)
+    captum = 3 * x64**3 * np.sum(steps * alphas**2)
+    got = A.integrated_gradients(cubic, X, 0, steps=n, rule=rule).values.astype(np.float64)
+    if method == "riemann_trapezoid":
+        got = got * (n - 1) / n
+        assert np.sum(steps) == pytest.approx(1 - 1 / n)
+    np.testing.assert_allclose(got, captum, rtol=1e-5, atol=1e-7)
+
+
+def test_integrated_gradients_reproduce_netlens_uniform_grid() -> None:
+    """netlens / TruLens-Explain's IG: the mean of the gradients on linspace(0, 1, resolution),
+    times (x − b): rule="uniform"."""
+    n = 5
+    x64 = X.astype(np.float64)
+    base = np.full_like(x64, 0.25)
+    alphas = np.linspace(0, 1, n)
+    grads = [3 * (base + a * (x64 - base)) ** 2 for a in alphas]  # ∂Σz³/∂z on the grid
+    netlens = (x64 - base) * np.mean(grads, axis=0)
+    got = A.integrated_gradients(
+        cubic, X, 0, baseline=base.astype(np.float32), steps=n, rule="uniform"
+    )
+    np.testing.assert_allclose(got.values, netlens, rtol=1e-5, atol=1e-6)

@@ -84,3 +84,22 @@ def test_deletion_and_insertion_against_a_loop() -> None:
     assert (dele["auc"].values < reverse["auc"].values).all()
     with pytest.raises(ValueError, match="one value per input"):
         A.deletion(model, images, attr.values[:, :2], 1)
+
+
+def test_infidelity_normalize_is_captums() -> None:
+    """Captum's infidelity(normalize=True) from its definition: with a_k = I_kᵀ Φ and
+    d_k = f(x) − f(x − I_k), β = mean(a d) / mean(a²) and INFD = mean(β² a² − 2 β a d + d²);
+    normalize=False is mean((a − d)²). Same perturbations: tmx's seeded draws."""
+    ixg = A.input_x_gradient(cubic, X, 0)
+    pert = draws("normal", (6,), np.arange(5), 8, 0.3, 5).astype(np.float64)
+    x64 = X.astype(np.float64)
+    d = (x64**3).sum(1)[:, None] - ((x64[:, None] - pert) ** 3).sum(-1)
+    a = (pert * ixg.values[:, None]).sum(-1)
+    beta = (a * d).mean(1, keepdims=True) / (a**2).mean(1, keepdims=True)
+    captum = (beta**2 * a**2 - 2 * beta * a * d + d**2).mean(1)
+    got = A.infidelity(cubic, X, ixg, 0, noise=0.3, samples=8, seed=5, normalize=True)
+    np.testing.assert_allclose(got.values, captum, rtol=1e-4)
+    assert got.attrs["normalize"] == 1
+    plain = A.infidelity(cubic, X, ixg, 0, noise=0.3, samples=8, seed=5)
+    np.testing.assert_allclose(plain.values, ((a - d) ** 2).mean(1), rtol=1e-4)
+    assert np.all(got.values <= plain.values * (1 + 1e-6))  # the best scale never does worse

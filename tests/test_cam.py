@@ -109,3 +109,22 @@ def test_upsample_and_errors() -> None:
     for method in (A.cam, A.grad_cam, A.grad_cam_pp, A.score_cam):
         with pytest.raises(ValueError, match="target: class index 9 is out of range"):
             method(model, IMAGES, 9)
+
+
+def test_grad_cam_pp_times_exp_score_is_the_papers_exponential_form() -> None:
+    """With Y = exp(S) (the paper's, and its authors' code): ∂Y/∂A = e^S g, ∂²Y = e^S g²,
+    ∂³Y = e^S g³, α = ∂²Y / (2 ∂²Y + Σ_ab A ∂³Y), w = Σ α ReLU(∂Y/∂A), L = ReLU(Σ w A).
+    tmx leaves out e^S (same for every channel), so multiplying by exp(S) reproduces it."""
+    model = gap_model()
+    acts = activations(model)
+    c = 2
+    score = np.asarray(model(IMAGES), float)[:, c]
+    e = np.exp(score)[:, None, None, None]
+    g = np.broadcast_to(DENSE[:, c] / 36, acts.shape).astype(float)
+    d1, d2, d3 = e * g, e * g**2, e * g**3
+    den = 2 * d2 + acts.sum(axis=(1, 2), keepdims=True) * d3
+    alpha = np.where(den != 0, d2 / den, 0.0)
+    w = (alpha * np.maximum(d1, 0)).sum(axis=(1, 2))
+    paper = np.maximum((w[:, None, None, :] * acts).sum(axis=-1, keepdims=True), 0)
+    got = A.grad_cam_pp(model, IMAGES, c).values * e
+    np.testing.assert_allclose(got, paper, rtol=1e-4, atol=1e-6 * np.abs(paper).max())

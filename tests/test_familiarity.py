@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from tmx.introspect.familiarity import familiarity
@@ -32,9 +36,39 @@ def _responses(n: int, seed: int, chunks: tuple[int, ...] | None = None) -> xr.D
     )
 
 
-def _direct(x: np.ndarray, y: np.ndarray, components: int, covariance: str, seed: int):
-    model = GaussianMixture(n_components=components, covariance_type=covariance, random_state=seed)
+def _direct(
+    x: np.ndarray,
+    y: np.ndarray,
+    components: int,
+    covariance: str,
+    seed: int,
+    max_iter: int = 200,
+    tol: float = 1e-3,
+):
+    model = GaussianMixture(
+        n_components=components,
+        covariance_type=covariance,
+        random_state=seed,
+        max_iter=max_iter,
+        tol=tol,
+    )
     return model.fit(x).score_samples(y)
+
+
+def _dnikit_scores(model: GaussianMixture, y: np.ndarray) -> np.ndarray:
+    """DNIKit's scoring of a fitted mixture: scipy's multivariate normal log-density of every
+    component (a diag covariance expanded to a full matrix), in float64, log-sum-exp with the
+    log weights."""
+    cov = np.asarray(model.covariances_, dtype=np.float64)
+    if model.covariance_type == "diag":
+        cov = np.stack([np.diag(c) for c in cov])
+    y64 = np.asarray(y, dtype=np.float64)
+    logs = [
+        multivariate_normal(np.asarray(mu, dtype=np.float64), c).logpdf(y64)
+        for mu, c in zip(model.means_, cov, strict=True)
+    ]
+    w = np.log(np.asarray(model.weights_, dtype=np.float64))
+    return logsumexp(np.stack(logs, axis=1) + w, axis=1)
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full"])
@@ -52,7 +86,15 @@ def test_matches_sklearn(covariance: str) -> None:
         np.testing.assert_allclose(
             out["familiarity"].sel(layer=name).values, exp, rtol=0, atol=1e-10
         )
-    assert out.attrs == {"components": 3, "covariance": covariance, "seed": 4, "by": "None"}
+    assert out.attrs == {
+        "components": 3,
+        "covariance": covariance,
+        "seed": 4,
+        "max_iter": 200,
+        "tol": 1e-3,
+        "score_dtype": "float64",
+        "by": "None",
+    }
 
 
 def test_default_score_is_fit_on_and_reproducible() -> None:
@@ -166,17 +208,77 @@ def test_errors() -> None:
         familiarity(fit, fit.assign_coords(channel=("unit", np.arange(7)[::-1])))
 
 
-def test_float32_is_fitted_like_sklearn_on_float32() -> None:
-    """float32 responses (a tmx cube's dtype) are fitted and scored in float32, exactly what
-    scikit-learn does with the same array."""
+def test_defaults_are_dnikits() -> None:
+    """DNIKit's GMM strategy: 5 diag components, max_iterations=200, convergence 1e-3."""
+    params = inspect.signature(familiarity).parameters
+    assert params["components"].default == 5
+    assert params["covariance"].default == "diag"
+    assert params["max_iter"].default == 200
+    assert params["tol"].default == 1e-3
+    assert params["score_dtype"].default == "float64"
+
+
+def test_max_iter_default_is_200() -> None:
+    """With tol=0 EM runs to max_iter, and 100 and 200 iterations give different mixtures: the
+    default equals scikit-learn's with max_iter=200, and max_iter=100 is passed through."""
+    rng = np.random.default_rng(21)
+    values = np.concatenate([rng.normal(size=(150, 7)), 0.7 * rng.normal(size=(150, 7)) + 0.4])
+    fit = _responses(300, 0).copy(data=values)
+    cols = LAYERS == "b"
+    x = values[:, cols]
+    with pytest.warns(ConvergenceWarning):
+        at200 = _direct(x, x, 4, "diag", 3, max_iter=200, tol=0.0)
+    with pytest.warns(ConvergenceWarning):
+        at100 = _direct(x, x, 4, "diag", 3, max_iter=100, tol=0.0)
+    assert np.max(np.abs(at200 - at100)) > 1e-6  # the iteration count matters here
+    with pytest.warns(ConvergenceWarning):  # tol=0: EM never stops before max_iter
+        out = familiarity(fit, components=4, seed=3, tol=0.0)
+    np.testing.assert_allclose(out["familiarity"].sel(layer="b").values, at200, rtol=0, atol=1e-10)
+    with pytest.warns(ConvergenceWarning):
+        out100 = familiarity(fit, components=4, seed=3, tol=0.0, max_iter=100)
+    np.testing.assert_allclose(
+        out100["familiarity"].sel(layer="b").values, at100, rtol=0, atol=1e-10
+    )
+    assert out.attrs["max_iter"] == 200 and out100.attrs["max_iter"] == 100
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_float32_scored_in_float64_like_dnikit(covariance: str) -> None:
+    """float32 responses (a tmx cube's dtype) are fitted as scikit-learn fits the float32 array
+    (what DNIKit hands it) and scored in float64: equal to DNIKit's scipy scoring of that fit
+    to 1e-9 relative, where scoring in float32 is off by far more."""
+    rng = np.random.default_rng(22)
+    n, units = 400, 40
+    pre = rng.normal(size=(n, 6)) @ rng.normal(size=(6, units)) + rng.normal(size=(n, units))
+    values = np.maximum(pre + 0.5, 0).astype(np.float32) + np.float32(0.05) * rng.random(
+        (n, units), dtype=np.float32
+    )
+    layers = np.array(["one"] * units)
+    fit = xr.DataArray(values, dims=("sample", "unit"), coords={"layer": ("unit", layers)})
+    out = familiarity(fit, components=3, covariance=covariance, seed=2)
+    model = GaussianMixture(3, covariance_type=covariance, random_state=2, max_iter=200).fit(values)
+    assert model.means_.dtype == np.float32
+    expected = _dnikit_scores(model, values)
+    got = out["familiarity"].sel(layer="one").values
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
+    old = familiarity(fit, components=3, covariance=covariance, seed=2, score_dtype="input")
+    np.testing.assert_allclose(
+        old["familiarity"].sel(layer="one").values, model.score_samples(values), rtol=0, atol=1e-10
+    )
+    assert (
+        np.max(np.abs(old["familiarity"].sel(layer="one").values - expected) / np.abs(expected))
+        > 1e-8
+    )
+
+
+def test_float64_input_unchanged_by_score_dtype() -> None:
     fit = _responses(80, 5)
-    fit32 = fit.astype(np.float32)
-    out = familiarity(fit32, components=2, seed=1)
-    for name in ("a", "b"):
-        cols = LAYERS == name
-        x = fit32.values[:, cols]
-        assert x.dtype == np.float32
-        exp = _direct(x, x, 2, "diag", 1)
-        np.testing.assert_allclose(out["familiarity"].sel(layer=name).values, exp, atol=1e-10)
-    out64 = familiarity(fit, components=2, seed=1)
-    np.testing.assert_allclose(out["familiarity"].values, out64["familiarity"].values, atol=1e-2)
+    a = familiarity(fit, components=2, seed=1)
+    b = familiarity(fit, components=2, seed=1, score_dtype="input")
+    np.testing.assert_array_equal(a["familiarity"].values, b["familiarity"].values)
+    with pytest.raises(ValueError, match="score_dtype"):
+        familiarity(fit, score_dtype="float32")
+    with pytest.raises(ValueError, match="max_iter"):
+        familiarity(fit, max_iter=0)
+    with pytest.raises(ValueError, match="tol"):
+        familiarity(fit, tol=-1.0)

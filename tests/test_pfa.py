@@ -52,10 +52,76 @@ def test_reference_energy(reference_stats: xr.Dataset) -> None:
     assert np.all(rec["kept_energy"].values >= 0.98)
 
 
-def test_size_strategy(reference_stats: xr.Dataset) -> None:
+def _size_percentile_direct(blocks: list[np.ndarray], size: float) -> list[int]:
+    """DNIKit's Size rule written out from its definition: per layer the exclusive cumulative
+    energies E_k = Σ_{j<k} λ_j / Σλ of the descending, 0-clipped eigenvalues of np.cov; t = the
+    100·size-th percentile of all E_k, clamped to [1e-8, 1 − 1e-8]; then each layer keeps the
+    first k whose running energy share reaches t (an explicit loop, as DNIKit's Energy)."""
+    spectra, exclusive = [], []
+    for b in blocks:
+        lam = np.maximum(np.linalg.eigvalsh(np.cov(b, rowvar=False)), 0.0)[::-1]
+        spectra.append(lam)
+        exclusive += [sum(lam[:k]) / lam.sum() for k in range(lam.size)]
+    t = min(max(float(np.percentile(exclusive, 100 * size)), 1e-8), 1 - 1e-8)
+    counts = []
+    for lam in spectra:
+        running, k = 0.0, 0
+        for value in lam:
+            running, k = running + value, k + 1
+            if running / lam.sum() >= t:
+                break
+        counts.append(k)
+    return counts
+
+
+def test_reference_size_is_dnikits_rule(reference_stats: xr.Dataset) -> None:
+    """DNIKit 2.0.0's Size(0.5) on its own regression data recommends [62, 36, 14]."""
     rec = pfa_recipe(reference_stats, "size", size=0.5)
+    assert rec["recommended"].values.tolist() == [62, 36, 14]
+    assert rec.attrs["size_rule"] == "percentile"
+    assert rec["keep"].sum("channel").values.tolist() == [62, 36, 14]
+    # the shared energy fraction, applied as the energy strategy, gives the same counts
+    t = rec.attrs["size_energy"]
+    assert 0 < t < 1
+    energy = pfa_recipe(reference_stats, "energy", energy=t)
+    assert energy["recommended"].values.tolist() == [62, 36, 14]
+
+
+@pytest.mark.parametrize("size", [0.1, 0.25, 0.75, 0.9, 1.0])
+def test_size_percentile_matches_direct_numpy(reference_stats: xr.Dataset, size: float) -> None:
+    d = np.load(DATA)
+    expected = _size_percentile_direct([d["layer_0"], d["layer_1"], d["layer_2"]], size)
+    rec = pfa_recipe(reference_stats, "size", size=size)
+    assert rec["recommended"].values.tolist() == expected
+
+
+def test_size_percentile_on_random_layers() -> None:
+    rng = np.random.default_rng(11)
+    blocks = [
+        rng.normal(size=(300, 20)) @ rng.normal(size=(20, 20)),
+        rng.normal(size=(300, 3)) @ rng.normal(size=(3, 12)) + 0.1 * rng.normal(size=(300, 12)),
+        rng.exponential(size=(300, 7)),
+    ]
+    stats = pfa(_dense(blocks))
+    for size in (0.2, 0.4, 0.6, 0.8):
+        rec = pfa_recipe(stats, "size", size=size)
+        assert rec["recommended"].values.tolist() == _size_percentile_direct(blocks, size)
+
+
+def test_size_share_rule(reference_stats: xr.Dataset) -> None:
+    """tmx's own rule, by name: the exact kept total round(size × Σ channels), largest spectral
+    shares first, and size=1 keeps every channel."""
+    rec = pfa_recipe(reference_stats, "size", size=0.5, size_rule="share")
+    assert rec.attrs["size_rule"] == "share" and np.isnan(rec.attrs["size_energy"])
     assert int(rec["recommended"].sum()) == round(0.5 * 224)
-    full = pfa_recipe(reference_stats, "size", size=1.0)
+    shares = [
+        reference_stats["eigenvalues"].values[i, :n]
+        / reference_stats["eigenvalues"].values[i, :n].sum()
+        for i, n in enumerate([128, 64, 32])
+    ]
+    cut = np.sort(np.concatenate(shares))[::-1][111]
+    assert rec["recommended"].values.tolist() == [int(np.sum(s >= cut)) for s in shares]
+    full = pfa_recipe(reference_stats, "size", size=1.0, size_rule="share")
     assert full["recommended"].values.tolist() == [128, 64, 32]
 
 
@@ -159,7 +225,12 @@ def test_inactive_units_never_kept() -> None:
     x[:, [2, 7]] = 3.0  # constant: inactive
     stats = pfa(_dense([x]))
     assert int(stats["n_active"][0]) == 8
-    for strategy, kw in [("kl", {}), ("energy", {"energy": 1.0}), ("size", {"size": 1.0})]:
+    for strategy, kw in [
+        ("kl", {}),
+        ("energy", {"energy": 1.0}),
+        ("size", {"size": 1.0}),
+        ("size", {"size": 1.0, "size_rule": "share"}),
+    ]:
         rec = pfa_recipe(stats, strategy, **kw)
         assert int(rec["recommended"][0]) <= 8
         assert not rec["keep"].values[0, [2, 7]].any()
@@ -219,6 +290,10 @@ def test_errors(reference_stats: xr.Dataset) -> None:
         pfa_recipe(reference_stats, "size", size=0.0)
     with pytest.raises(ValueError, match="unit_strategy"):
         pfa_recipe(reference_stats, unit_strategy="random")
+    with pytest.raises(ValueError, match="size_rule"):
+        pfa_recipe(reference_stats, "size", size=0.5, size_rule="global")
+    with pytest.raises(ValueError, match="epsilon_energy"):
+        pfa_recipe(reference_stats, "size", size=0.5, epsilon_energy=0.7)
 
 
 def test_ledoit_wolf_shrinkage_matches_closed_form() -> None:

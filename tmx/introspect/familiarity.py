@@ -5,18 +5,25 @@ Kit*, 2021): a Gaussian mixture model (Reynolds 2009) is fitted to one set of re
 layer, and every sample of a (possibly different) set is scored with its log-likelihood under
 that model. Higher = more familiar; samples unlike the fitting data score low.
 
+The defaults are DNIKit's: ``max_iter=200``, ``tol=1e-3``, the responses fitted as they are
+(float32 responses, such as a tmx cube's, in float32, as scikit-learn does with the array DNIKit
+hands it) and every score computed in float64 (DNIKit scores with scipy in float64), so that the
+scores equal DNIKit's to about 1e-6 rather than the 3e-3 of float32 scoring.
+
 Memory: fitting needs the data, so each layer's ``fit_on`` responses are loaded in full, one
-layer at a time (``n_fit_samples × n_layer_units`` values: float32 responses, such as a tmx
-cube's, are fitted in float32 as scikit-learn does, anything else in float64). The score set
-is scored chunk by chunk (its sample chunks when dask-backed) and never loaded whole.
+layer at a time (``n_fit_samples × n_layer_units`` values, float32 kept as float32, anything else
+float64). The score set is scored chunk by chunk (its sample chunks when dask-backed) and never
+loaded whole.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from scipy.linalg import solve_triangular
 from sklearn.mixture import GaussianMixture
 
 from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
@@ -24,6 +31,7 @@ from ._common import as_responses, layer_positions, load_block, sample_slices, s
 __all__ = ["familiarity"]
 
 _COVARIANCES = ("diag", "full")
+_SCORE_DTYPES = ("float64", "input")
 _NUMPY_CHUNK = 4096
 
 
@@ -38,11 +46,47 @@ def _sample_slices(responses: xr.DataArray) -> list[slice]:
     return sample_slices(responses.data, _NUMPY_CHUNK)
 
 
-def _score(models: list[GaussianMixture], responses: xr.DataArray, pos: np.ndarray) -> np.ndarray:
-    """``(sample, model)`` log-likelihoods of a layer's responses, streamed over sample chunks."""
+def _float64_model(model: GaussianMixture) -> GaussianMixture:
+    """A copy of a fitted mixture whose parameters are float64.
+
+    The weights, means and covariances are cast to float64 and the Cholesky factors of the
+    precisions are recomputed from them in float64 (scikit-learn's own formulas: diag
+    ``1 / sqrt(σ²)``; full ``L⁻ᵀ`` with ``Σ = L Lᵀ``), so that ``score_samples`` on float64
+    data is the log-likelihood of the fitted mixture in float64, as DNIKit's scipy scoring of
+    the same parameters. A float64 model is returned as is."""
+    if model.means_.dtype == np.float64 and model.precisions_cholesky_.dtype == np.float64:
+        return model
+    out = copy.copy(model)
+    out.weights_ = np.asarray(model.weights_, dtype=np.float64)
+    out.means_ = np.asarray(model.means_, dtype=np.float64)
+    cov = np.asarray(model.covariances_, dtype=np.float64)
+    out.covariances_ = cov
+    if model.covariance_type == "full":
+        eye = np.eye(cov.shape[-1])
+        chol = np.stack([solve_triangular(np.linalg.cholesky(c), eye, lower=True).T for c in cov])
+        out.precisions_cholesky_ = chol
+        out.precisions_ = chol @ np.swapaxes(chol, -1, -2)
+    else:
+        out.precisions_cholesky_ = 1.0 / np.sqrt(cov)
+        out.precisions_ = 1.0 / cov
+    return out
+
+
+def _score(
+    models: list[GaussianMixture],
+    responses: xr.DataArray,
+    pos: np.ndarray,
+    score_dtype: str = "float64",
+) -> np.ndarray:
+    """``(sample, model)`` log-likelihoods of a layer's responses, streamed over sample chunks,
+    computed in float64 (``score_dtype="float64"``) or in the responses' dtype (``"input"``)."""
+    if score_dtype == "float64":
+        models = [_float64_model(model) for model in models]
     out = np.empty((responses.sizes["sample"], len(models)), dtype=np.float64)
     for sl in _sample_slices(responses):
         block = _load(responses, pos, sl)
+        if score_dtype == "float64":
+            block = block.astype(np.float64, copy=False)
         for m, model in enumerate(models):
             out[sl, m] = model.score_samples(block)
     return out
@@ -70,9 +114,20 @@ def _check_units(fit: xr.DataArray, score: xr.DataArray) -> None:
             raise ValueError(f"fit_on and score differ in unit coordinate {name!r}")
 
 
-def _fit(x: np.ndarray, components: int, covariance: str, seed: int | None) -> GaussianMixture:
+def _fit(
+    x: np.ndarray,
+    components: int,
+    covariance: str,
+    seed: int | None,
+    max_iter: int = 200,
+    tol: float = 1e-3,
+) -> GaussianMixture:
     return GaussianMixture(
-        n_components=components, covariance_type=covariance, random_state=seed
+        n_components=components,
+        covariance_type=covariance,
+        random_state=seed,
+        max_iter=max_iter,
+        tol=tol,
     ).fit(x)
 
 
@@ -83,6 +138,9 @@ def familiarity(
     components: int = 5,
     covariance: str = "diag",
     seed: int | None = 0,
+    max_iter: int = 200,
+    tol: float = 1e-3,
+    score_dtype: str = "float64",
     by: str | None = None,
     layers: list[str] | None = None,
     transformation: Any = None,
@@ -90,9 +148,16 @@ def familiarity(
     """Per-layer Gaussian-mixture familiarity (log-likelihood) of responses.
 
     For each layer, ``sklearn.mixture.GaussianMixture(n_components=components,
-    covariance_type=covariance, random_state=seed)`` is fitted to ``fit_on``'s responses of
-    that layer, and every sample of ``score`` is scored with ``score_samples`` (its
-    log-likelihood under the mixture; higher = more familiar).
+    covariance_type=covariance, random_state=seed, max_iter=max_iter, tol=tol)`` is fitted to
+    ``fit_on``'s responses of that layer, and every sample x of ``score`` gets its
+    log-likelihood under the mixture (higher = more familiar):
+
+        log p(x) = log Σ_k π_k N(x; μ_k, Σ_k),
+
+    computed in float64 by default (``score_samples`` of the float64 responses under the
+    float64 parameters). With the defaults this is DNIKit's ``Familiarity`` with its ``GMM``
+    strategy (``gaussian_count=5``, ``convergence_threshold=1e-3``, ``max_iterations=200``,
+    ``DIAG``), whose scores it reproduces to about 1e-6.
 
     Parameters
     ----------
@@ -110,6 +175,18 @@ def familiarity(
         Covariance type of the components.
     seed : int or None, default 0
         ``random_state`` of the mixtures: the same seed gives the same result.
+    max_iter : int, default 200
+        Maximum number of EM iterations of each fit (DNIKit's ``max_iterations``;
+        scikit-learn's own default is 100).
+    tol : float, default 1e-3
+        Convergence threshold of EM on the mean log-likelihood gain (DNIKit's
+        ``convergence_threshold``).
+    score_dtype : {"float64", "input"}, default "float64"
+        Precision of the scores. ``"float64"``: the responses and the fitted parameters (a
+        float32 fit's too) are cast to float64 before scoring, as DNIKit's scipy scoring does.
+        ``"input"``: scored in the responses' dtype, as ``score_samples`` of float32 data
+        does (faster; scores off by up to about 1e-6 relative, 3e-3 absolute on the
+        benchmark's 512 units, ``python -m benchmarks.introspect``).
     by : str, optional
         A coordinate along ``sample`` of ``fit_on`` (typically ``"label"``): one mixture is
         fitted per value of it, on ``fit_on``'s samples with that value, and every score
@@ -129,13 +206,14 @@ def familiarity(
         ``familiarity_own`` (sample, layer), the score under the model of the sample's own
         value (NaN where that value has no model).
         Sample coordinates of ``score`` (such as ``label``) are kept. Attributes
-        ``components``, ``covariance``, ``seed``, ``by`` (``seed`` / ``by`` stored as ``"None"``
-        when unset, for serialisability).
+        ``components``, ``covariance``, ``seed``, ``max_iter``, ``tol``, ``score_dtype``,
+        ``by`` (``seed`` / ``by`` stored as ``"None"`` when unset, for serialisability).
 
     Raises
     ------
     ValueError
-        On ``components < 1``, an unknown ``covariance``, an unknown layer, a missing ``by``
+        On ``components < 1``, an unknown ``covariance``, ``max_iter < 1``, ``tol < 0``, an
+        unknown ``score_dtype``, an unknown layer, a missing ``by``
         coordinate, too few samples (fewer than ``components``) in a layer or for a ``by``
         value (naming it), or when ``fit_on`` and ``score`` have different units.
 
@@ -151,6 +229,13 @@ def familiarity(
         raise ValueError(f"components must be >= 1; got {components}")
     if covariance not in _COVARIANCES:
         raise ValueError(f"covariance must be one of {_COVARIANCES}; got {covariance!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
+    max_iter = int(max_iter)
+    if not (isinstance(tol, int | float | np.floating) and tol >= 0):
+        raise ValueError(f"tol must be a number >= 0; got {tol!r}")
+    if score_dtype not in _SCORE_DTYPES:
+        raise ValueError(f"score_dtype must be one of {_SCORE_DTYPES}; got {score_dtype!r}")
 
     fit = as_responses(fit_on, transformation=transformation, name="fit_on")
     sco = fit if score is None else as_responses(score, transformation=transformation, name="score")
@@ -188,13 +273,13 @@ def familiarity(
         pos = layer_positions(fit, layer)
         models = []
         if by is None:
-            models.append(_fit(_load(fit, pos), components, covariance, seed))
+            models.append(_fit(_load(fit, pos), components, covariance, seed, max_iter, tol))
         else:
             x = _load(fit, pos)
             for _, rows in groups:
-                models.append(_fit(x[rows], components, covariance, seed))
+                models.append(_fit(x[rows], components, covariance, seed, max_iter, tol))
             del x
-        result[:, j, :] = _score(models, sco, layer_positions(sco, layer))
+        result[:, j, :] = _score(models, sco, layer_positions(sco, layer), score_dtype)
 
     sample_coords = {k: c.variable for k, c in sco.coords.items() if c.dims == ("sample",)}
     coords: dict[str, Any] = {**sample_coords, "layer": np.asarray(chosen, dtype=str)}
@@ -202,6 +287,9 @@ def familiarity(
         "components": components,
         "covariance": covariance,
         "seed": "None" if seed is None else int(seed),
+        "max_iter": max_iter,
+        "tol": float(tol),
+        "score_dtype": score_dtype,
         "by": "None" if by is None else by,
     }
     if by is None:

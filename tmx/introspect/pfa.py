@@ -8,7 +8,8 @@ channels carry information, a peaked spectrum means the layer is redundant.
 Differences with DNIKit's implementation: eigenvectors are reordered together with the
 eigenvalues, the covariance is merged over chunks with the stable (Chan) update in float64,
 inactive channels are counted and never kept, and a layer with fewer samples than channels gets a
-Ledoit-Wolf shrinkage covariance (with a warning) instead of being dropped.
+Ledoit-Wolf shrinkage covariance (with a warning) instead of being dropped. The recipes' numbers
+(KL, energy, and size with its default ``size_rule="percentile"``) are DNIKit's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._common import as_responses, layer_positions, layers_of, sample_slices, un
 _POOLS = ("max", "mean", "sum")
 _STRATEGIES = ("kl", "energy", "size")
 _UNIT_STRATEGIES = ("l1max", "l1min", "absmax", "absmin")
+_SIZE_RULES = ("percentile", "share")
 _NUMPY_CHUNK = 4096
 
 
@@ -291,6 +293,36 @@ def _kl(eig: np.ndarray) -> float:
     return float(np.sum(p[nz] * np.log(p[nz] * lam.size)))
 
 
+def _energy_count(lam: np.ndarray, threshold: float) -> int:
+    """The smallest k with Σ_{j≤k} λ_j / Σλ >= threshold (λ sorted descending, >= 0); all of
+    them when Σλ = 0."""
+    tot = lam.sum()
+    if tot <= 0:
+        return int(lam.size)
+    return min(int(np.searchsorted(np.cumsum(lam) / tot, threshold) + 1), int(lam.size))
+
+
+def _size_percentile_threshold(eigs: list[np.ndarray], size: float, epsilon: float) -> float:
+    """DNIKit's Size rule: one energy fraction for all layers.
+
+    Per layer, with λ sorted descending and clipped at 0, the exclusive cumulative energy of
+    rank k is E_k = Σ_{j<k} λ_j / Σλ (E_1 = 0; every E_k = 1 for a layer with Σλ = 0). The
+    threshold is the ``100 · size``-th percentile (linear interpolation) of the E_k of all
+    channels of all layers, clamped to [ε, 1 − ε].
+    """
+    exclusive = []
+    for e in eigs:
+        lam = np.clip(e, 0, None)
+        cum = np.cumsum(lam)
+        if cum.size and cum[-1] > 0:
+            exclusive.append(np.concatenate(([0.0], cum[:-1])) / cum[-1])
+        else:
+            exclusive.append(np.ones_like(lam))
+    values = np.concatenate(exclusive) if exclusive else np.zeros(1)
+    t = float(np.percentile(values, 100.0 * float(size)))
+    return min(max(t, float(epsilon)), 1.0 - float(epsilon))
+
+
 def _pair_pick(sub: np.ndarray, largest: bool) -> int:
     """absmax / absmin: the pair with the extreme |correlation|, then the one of the two whose
     own next extreme |correlation| (with any other unit) is more extreme; ties: lower index."""
@@ -346,6 +378,8 @@ def pfa_recipe(
     energy: float = 0.98,
     min_kept: int = 1,
     size: float | None = None,
+    size_rule: str = "percentile",
+    epsilon_energy: float = 1e-8,
     unit_strategy: str | None = None,
 ) -> xr.Dataset:
     """How many (and which) channels of each layer to keep, from ``pfa`` statistics.
@@ -358,16 +392,29 @@ def pfa_recipe(
         ``"kl"`` (PFA-KL): with p_k = λ_k / Σλ over the layer's n channels,
         KL = Σ p_k log(p_k n) (0 log 0 = 0) and ratio = 1 − KL / log n; keep ceil(n · ratio).
         ``"energy"`` (PFA-En): the smallest k whose cumulative spectral share is ``>= energy``,
-        at least ``min_kept``. ``"size"``: one global threshold on the per-layer normalised
-        eigenvalues λ_k / Σλ (the spectral shares, so that layers of different scales compare)
-        across all layers, chosen so that the kept total is round(``size`` × Σ channels); each
-        layer keeps at least ``min_kept``. Every count is capped at the layer's active channels.
+        at least ``min_kept``. ``"size"``: a relative network size ``size`` turned into one
+        count per layer by ``size_rule``. Every count is capped at the layer's active channels.
     energy
         Spectral energy share for ``"energy"``, in (0, 1].
     min_kept
         Lower bound of the count for ``"energy"`` and ``"size"`` (still capped by the actives).
     size
         Relative network size in (0, 1] for ``"size"``.
+    size_rule
+        How ``"size"`` chooses the counts. ``"percentile"`` (default; DNIKit's ``Size``, by the
+        PFA authors' team): one energy fraction t shared by all layers, then the ``"energy"``
+        rule with t in every layer. With λ_1 ≥ λ_2 ≥ … the layer's eigenvalues clipped at 0,
+        its exclusive cumulative energies are E_k = Σ_{j<k} λ_j / Σ_j λ_j, k = 1 … n (E_1 = 0;
+        all 1 when Σλ = 0), and t = clip(P_{100·size}({E_k of every channel of every layer}),
+        ε, 1 − ε), P the percentile with linear interpolation and ε = ``epsilon_energy``; each
+        layer keeps the smallest k with Σ_{j≤k} λ_j / Σλ ≥ t, at least ``min_kept``. The kept
+        total is about, not exactly, ``size`` × Σ channels, and ``size=1`` keeps the channels
+        up to 1 − ε of the energy. ``"share"`` (tmx's rule): one global threshold on the
+        spectral shares p_k = λ_k / Σλ of the active channels of all layers, the
+        round(``size`` × Σ channels) largest shares are kept (each layer at least
+        ``min_kept``), so the total is exact and ``size=1`` keeps every active channel.
+    epsilon_energy
+        ε of ``size_rule="percentile"``: the threshold is clamped to [ε, 1 − ε] (DNIKit: 1e-8).
     unit_strategy
         Which channels to remove, DNIKit's four unit selection strategies. All work on |R|, the
         absolute Pearson correlation matrix of the layer's active channels, remove one channel
@@ -387,7 +434,9 @@ def pfa_recipe(
         ``recommended``, ``kl``, ``ratio``, ``kept_energy`` (fraction of Σλ in the top
         ``recommended`` eigenvalues) and ``kept_energy_abs``; ``keep`` (layer, channel), a mask
         over the layer's channels padded False; ``removal_order`` (layer, rank), channel indices
-        in removal order (the last ones are the most essential), padded -1.
+        in removal order (the last ones are the most essential), padded -1. Attributes: the
+        options, and ``size_energy``, the shared energy fraction t of
+        ``size_rule="percentile"`` (NaN for the other rules).
 
     References
     ----------
@@ -402,6 +451,10 @@ def pfa_recipe(
         raise ValueError(f"energy must be in (0, 1]; got {energy!r}")
     if strategy == "size" and (size is None or not 0 < size <= 1):
         raise ValueError(f"size must be in (0, 1] for strategy='size'; got {size!r}")
+    if size_rule not in _SIZE_RULES:
+        raise ValueError(f"size_rule must be one of {_SIZE_RULES}; got {size_rule!r}")
+    if not 0 <= epsilon_energy < 0.5:
+        raise ValueError(f"epsilon_energy must be in [0, 0.5); got {epsilon_energy!r}")
     if int(min_kept) < 0:
         raise ValueError(f"min_kept must be >= 0; got {min_kept!r}")
     n_ch = np.asarray(stats["n_channels"].values, dtype=np.int64)
@@ -412,14 +465,16 @@ def pfa_recipe(
     logn = np.log(np.maximum(n_ch, 1))
     ratio = np.where(n_ch > 1, 1 - kl / np.where(logn > 0, logn, 1), 1.0)
     rec = np.zeros(nl, dtype=np.int64)
+    size_energy = float("nan")
     if strategy == "kl":
         rec = np.array([math.ceil(n * r - 1e-9) for n, r in zip(n_ch, ratio, strict=True)])
     elif strategy == "energy":
         for i, e in enumerate(eigs):
-            lam = np.clip(e, 0, None)
-            tot = lam.sum()
-            k = n_ch[i] if tot <= 0 else int(np.searchsorted(np.cumsum(lam) / tot, energy) + 1)
-            rec[i] = max(min(k, n_ch[i]), int(min_kept))
+            rec[i] = max(_energy_count(np.clip(e, 0, None), energy), int(min_kept))
+    elif size_rule == "percentile":
+        size_energy = _size_percentile_threshold(eigs, float(size), epsilon_energy)
+        for i, e in enumerate(eigs):
+            rec[i] = max(_energy_count(np.clip(e, 0, None), size_energy), int(min_kept))
     else:
         shares, owner = [], []
         for i, e in enumerate(eigs):
@@ -469,6 +524,8 @@ def pfa_recipe(
             "energy": float(energy),
             "min_kept": int(min_kept),
             "size": float("nan") if size is None else float(size),
+            "size_rule": size_rule,
+            "size_energy": size_energy,
         },
     )
 
