@@ -87,13 +87,27 @@ def test_analyze_is_pure_and_matches_its_parts():
     assert first.measure.dims == ("group", "layer")
     for name, tset in groups.items():
         cube = tmx.activations(model, x, tset, layers=["conv", "gap"])
-        per_layer = tmx.by_layer(tmx.normalized_variance(cube))
+        # default: the layer's Σ TV / Σ SV, jackknifed, with the plain unit mean beside it
+        parts = tmx.normalized_variance(cube, parts=True, bias_correction="jackknife")
+        per_layer = tmx.by_layer(parts, reduce="ratio_of_means")
         np.testing.assert_allclose(first.measure.sel(group=name), per_layer, rtol=1e-10)
-        nv = tmx.normalized_variance(cube).values
-        np.testing.assert_allclose(first.overall.sel(group=name), nv[np.isfinite(nv)].mean(), 1e-10)
+        unit_mean = tmx.by_layer(tmx.normalized_variance(cube))
+        np.testing.assert_allclose(first.unit_mean.sel(group=name), unit_mean, rtol=1e-10)
+        np.testing.assert_array_equal(first.inactive.sel(group=name), unit_mean.inactive)
+        everything = parts.assign_coords(layer=("unit", np.full(parts.sizes["unit"], "all")))
+        overall = tmx.by_layer(everything, reduce="ratio_of_means")
+        np.testing.assert_allclose(first.overall.sel(group=name), overall[0], rtol=1e-10)
         acc = tmx.evaluate(model, x, y, tset).accuracy.mean()
         np.testing.assert_allclose(first.accuracy.sel(group=name), acc)
     assert first.attrs["measure"] == "normalized_variance"
+    assert "jackknife" in first.measure.attrs["long_name"]
+    assert "moves with" in first.unit_mean.attrs["long_name"]
+    plain = tmx.analyze(model, x, y, groups, layers=["conv", "gap"], reduce="mean")
+    cube = tmx.activations(model, x, groups["shift"], layers=["conv", "gap"])
+    np.testing.assert_allclose(
+        plain.measure.sel(group="shift"), tmx.by_layer(tmx.normalized_variance(cube)), rtol=1e-10
+    )
+    assert "unit_mean" not in plain
 
 
 def test_analyze_default_groups_are_the_seed_groups_and_options_pass_through():

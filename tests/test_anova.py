@@ -220,3 +220,28 @@ def test_bad_correction(correction):
         anova_invariance(make_cube(half_invariant_array(u=4)), correction=correction)
     with pytest.raises(ValueError, match="correction"):
         adjust_pvalues([0.1, 0.2], correction)
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", None])
+def test_nothing_tested_gives_no_critical_value(correction):
+    """A constant model: every p is NaN, m = 0, nothing rejects, f_critical is NaN (no error)."""
+    arr = np.full((6, 5, 4), 0.1) + np.arange(4)  # float64: the means of 0.1s round
+    result = anova_invariance(make_cube(arr, chunks={"sample": (4, 2)}), correction=correction)
+    assert result.attrs["m"] == 0 and math.isnan(result.attrs["f_critical"])
+    assert np.isnan(result["p_adjusted"].values).all() and not result["reject"].values.any()
+
+
+@pytest.mark.parametrize("chunks", [None, {"sample": (3, 5, 3), "transformation": (2, 5)}])
+def test_equal_group_means_give_f_zero_like_scipy(chunks):
+    """Every group holds the same samples (a unit that depends only on the sample): the group
+    means are equal, F = 0 and p = 1 exactly; scipy agrees up to its rounding residue (its F
+    can even come out slightly negative, with a NaN p)."""
+    rng = np.random.default_rng(5)
+    offsets = np.array([0, 0.1, 1, 123.4, 1e3 / 3, 1e4])
+    arr = np.broadcast_to(rng.normal(size=(11, 1, 6)) + offsets, (11, 7, 6))
+    result = anova(make_cube(np.ascontiguousarray(arr), chunks=chunks)).compute()
+    assert (result["f"].values == 0).all() and (result["p"].values == 1).all()
+    f, p = scipy_anova(arr)
+    np.testing.assert_allclose(result["f"].values, f, atol=1e-20)
+    assert np.isfinite(p).any()
+    np.testing.assert_allclose(result["p"].values[np.isfinite(p)], p[np.isfinite(p)], rtol=1e-12)

@@ -30,7 +30,9 @@ from .measures_util import cube_a, random_cube
 )
 def test_vectorised_replicates_equal_explicit_resampling(over, measure, options):
     cube = random_cube(7, n=8, t=5)
-    fast = bootstrap(measure, cube, n=15, over=over, seed=3, return_replicates=True, **options)
+    fast = bootstrap(
+        measure, cube, n=15, over=over, seed=3, method="bc", return_replicates=True, **options
+    )
     slow = bootstrap(
         lambda c, **kw: measure(c, **kw),
         cube,
@@ -49,17 +51,17 @@ def test_vectorised_replicates_equal_explicit_resampling(over, measure, options)
 def test_intervals_are_seeded_cover_the_estimate_and_shrink_with_n_samples():
     small = random_cube(1, n=10, t=6)
     large = random_cube(1, n=200, t=6)
-    a = bootstrap(normalized_variance, small, n=200, seed=1)
-    b = bootstrap(normalized_variance, small, n=200, seed=1)
-    c = bootstrap(normalized_variance, small, n=200, seed=2)
+    a = bootstrap(normalized_variance, small, n=200, seed=1, method="bc")
+    b = bootstrap(normalized_variance, small, n=200, seed=1, method="bc")
+    c = bootstrap(normalized_variance, small, n=200, seed=2, method="bc")
     xr.testing.assert_identical(a, b)
     assert not np.allclose(a.low, c.low)
     assert ((a.low <= a.estimate) & (a.estimate <= a.high)).mean() > 0.8
     wide = float((a.high - a.low).mean())
     narrow = float(
         (
-            bootstrap(normalized_variance, large, n=200, seed=1).high
-            - bootstrap(normalized_variance, large, n=200, seed=1).low
+            bootstrap(normalized_variance, large, n=200, seed=1, method="bc").high
+            - bootstrap(normalized_variance, large, n=200, seed=1, method="bc").low
         ).mean()
     )
     assert narrow < wide / 2
@@ -67,7 +69,7 @@ def test_intervals_are_seeded_cover_the_estimate_and_shrink_with_n_samples():
 
 def test_per_layer_intervals_including_ratio_of_means():
     cube = cube_a()
-    out = bootstrap(normalized_variance, cube, n=50, seed=0, by_layer="mean")
+    out = bootstrap(normalized_variance, cube, n=50, seed=0, by_layer="mean", method="bc")
     assert out.estimate.dims == ("layer",)
     np.testing.assert_allclose(out.estimate, by_layer(normalized_variance(cube)), rtol=1e-10)
     seed_style = bootstrap(
@@ -78,6 +80,7 @@ def test_per_layer_intervals_including_ratio_of_means():
         by_layer="ratio_of_means",
         dispersion="var",
         zero_div="nan",
+        method="bc",
     )
     parts = normalized_variance(cube, parts=True, dispersion="var", zero_div="nan")
     np.testing.assert_allclose(
@@ -87,9 +90,12 @@ def test_per_layer_intervals_including_ratio_of_means():
 
 def test_lazy_and_numpy_cubes_give_the_same_intervals():
     cube = random_cube(4, n=12, t=4)
-    eager = bootstrap(normalized_variance, cube, n=30, seed=5)
-    lazy = bootstrap(normalized_variance, cube.chunk({"sample": 5}), n=30, seed=5)
-    xr.testing.assert_allclose(eager, lazy, rtol=1e-9)
+    for method in ("bc", None):
+        eager = bootstrap(normalized_variance, cube, n=30, seed=5, method=method)
+        lazy = bootstrap(
+            normalized_variance, cube.chunk({"sample": 5}), n=30, seed=5, method=method
+        )
+        xr.testing.assert_allclose(eager, lazy, rtol=1e-9)
 
 
 def test_other_measures_use_the_loop():
@@ -141,7 +147,7 @@ def test_percentile_and_bias_corrected_bounds_match_independent_formulas():
 
 def test_bias_corrected_intervals_cover_the_estimate_more_often():
     cube = random_cube(9, n=12, t=4)
-    bc = bootstrap(normalized_variance, cube, n=200, seed=0)
+    bc = bootstrap(normalized_variance, cube, n=200, seed=0, method="bc")
     pct = bootstrap(normalized_variance, cube, n=200, seed=0, method="percentile")
 
     def covered(res):
@@ -158,7 +164,9 @@ def test_replicates_are_stable_for_large_mean_small_spread():
     values = (1e4 + 1e-2 * rng.normal(size=(60, 6, 3))).astype(np.float32)
     cube = make_cube({"dense": values}).chunk({"sample": 7})
     for over in ("sample", ("sample", "transformation")):
-        fast = bootstrap(normalized_variance, cube, n=8, seed=1, over=over, return_replicates=True)
+        fast = bootstrap(
+            normalized_variance, cube, n=8, seed=1, over=over, method="bc", return_replicates=True
+        )
         slow = bootstrap(
             lambda c: normalized_variance(c),
             cube.compute(),

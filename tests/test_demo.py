@@ -23,10 +23,12 @@ def test_demo_pipeline_runs_and_writes_its_outputs(tmp_path, monkeypatch, capsys
         "rotations.png",
         "anova_per_layer.png",
         "goodfellow_per_layer.png",
+        "convergence.png",
     ]:
         assert paths[name].exists() and paths[name].stat().st_size > 1000
     rows = list(csv.reader(paths["summary.csv"].open()))
     assert rows[0][0] == "layer" and "NV rotation estimate" in rows[0]
+    assert "NV rotation, unit mean estimate" in rows[0]
     assert [r[0] for r in rows[1:]] == [
         "conv1",
         "pool1",

@@ -62,7 +62,7 @@ def groups_of(cube: xr.DataArray, per: str) -> list[np.ndarray]:
 
 
 def mean_pairs(vectors: np.ndarray, metric: str, normalize: bool) -> float:
-    if normalize:
+    if normalize and vectors.shape[1] > 1:  # 1-vectors stay unnormalized (as tmeasures)
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return float(pdist(vectors, metric).mean())
 
@@ -160,12 +160,11 @@ def test_invariant_channels(metric, normalize):
     cube = degenerate_cube()
     ds = normalized_distance(cube, per="channel", metric=metric, normalize=normalize, parts=True)
     assert list(ds.layer.values) == ["dense"] * 4 + ["conv"] * 2
-    atol = 0.0 if metric == "euclidean" else 1e-12  # 1 − â·â rounds to ~1e-16
-    close(ds.td.values[4], 0.0, atol=atol)  # conv channel 0: one map per sample
-    close(ds.sd.values[5], 0.0, atol=atol)  # conv channel 1: one map per transformation
+    # equal vectors are at distance exactly 0, for cosine too (not 1 − â·â ≈ 1e-16)
+    assert ds.td.values[4] == 0  # conv channel 0: one map per sample
+    assert ds.sd.values[5] == 0  # conv channel 1: one map per transformation
     assert ds.td.values[5] > 0 and ds.sd.values[4] > 0
-    if metric == "euclidean":
-        assert ds.nd.values[5] == np.inf and ds.nd.values[4] == 0
+    assert ds.nd.values[5] == np.inf and ds.nd.values[4] == 0
 
 
 def test_cosine_and_normalize_with_zero_vectors():
@@ -186,6 +185,47 @@ def test_cosine_and_normalize_with_zero_vectors():
     # sample pairs under each transformation: (0, e1) → 1, (0, e2) → 1, ((1, 2), (2, 0)) → 1 − 1/√5
     sd = sample_distance(cube, per="channel", metric="cosine")
     close(sd, [(1 + 1 + (1 - 2 / (np.sqrt(5) * 2))) / 3])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_normalize_leaves_one_vectors_unnormalized(lazy):
+    """Units of a layer without spatial axes are 1-vectors: normalize=True leaves them as they
+    are (tmeasures' behaviour), so their distance is |a − b|, not |sign(a) − sign(b)|."""
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(N, T, 3)) * 0.2 + np.array([0.05, 3.0, -1.0])  # unit 0 flips sign
+    conv = rng.normal(size=(N, T, 2, 3, 2)) + 0.7
+    cube = build(dense, conv)
+    if lazy:
+        cube = cube.chunk({"sample": 3, "transformation": 2})
+    ds = normalized_distance(cube, per="channel", normalize=True, parts=True).compute()
+    a = dense.astype(np.float64)
+    pairs_t = np.abs(a[:, :, None, :] - a[:, None, :, :]).sum(axis=(1, 2)) / (T * (T - 1))
+    pairs_s = np.abs(a[:, None, :, :] - a[None, :, :, :]).sum(axis=(0, 1)) / (N * (N - 1))
+    close(ds.td.values[:3], pairs_t.mean(axis=0))
+    close(ds.sd.values[:3], pairs_s.mean(axis=0))
+    close(ds.nd.values[:3], pairs_t.mean(axis=0) / pairs_s.mean(axis=0))
+    plain = normalized_distance(cube, per="channel", parts=True).compute()
+    close(ds.td.values[:3], plain.td.values[:3])
+    close(transformation_distance(cube).values[:3], pairs_t.mean(axis=0))
+    # the maps of the conv layer are still normalized: brute force with unit vectors
+    td, sd, _ = brute(cube, "channel", "euclidean", True)
+    close(ds.td.values[3:], td[3:])
+    close(ds.sd.values[3:], sd[3:])
+    assert not np.allclose(ds.td.values[3:], plain.td.values[3:])
+
+
+def test_cosine_of_nearly_parallel_maps_is_accurate():
+    """δ = ‖â − b̂‖² / 2 keeps the digits that 1 − â·b̂ loses for nearly parallel maps."""
+    base = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    eps = 1e-7
+    maps = np.stack([base, base + eps * np.array([1.0, -1, 0, 0, 0, 0])])  # (T = 2, 6)
+    conv = np.broadcast_to(maps.reshape(1, 2, 2, 3, 1), (2, 2, 2, 3, 1))
+    cube = build(np.zeros((2, 2, 0)), conv)
+    a, b = maps / np.linalg.norm(maps, axis=1, keepdims=True)
+    exact = float(np.sum((a - b) ** 2) / 2)  # 1 − cos, ≈ 1e-15, without cancellation
+    td = transformation_distance(cube, per="channel", metric="cosine")
+    close(td, [exact], rtol=1e-6)
+    assert sample_distance(cube, per="channel", metric="cosine").values[0] == 0
 
 
 def test_normalize_removes_scale():

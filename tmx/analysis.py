@@ -131,7 +131,7 @@ def analyze(
     measure: Callable[..., xr.DataArray] = normalized_variance,
     n: int = 8,
     layers: list[Any] | None = None,
-    reduce: str = "mean",
+    reduce: str | None = None,
     batch_size: int = 256,
     from_logits: bool | None = None,
     progress: bool = False,
@@ -155,8 +155,13 @@ def analyze(
         Transformations per group when ``groups`` is None.
     layers : list, optional
         Layers to measure (descriptors as in ``tmx.activations``); default every layer.
-    reduce : str, default "mean"
+    reduce : str, optional
         How ``tmx.by_layer`` summarises each layer; ``overall`` applies it to all units.
+        Default: for ``normalized_variance``, "ratio_of_means" with
+        ``bias_correction="jackknife"`` — the layer's Σ TV / Σ SV, bias-corrected, the value
+        that does not move with the number of samples (pass ``bias_correction=None`` for the
+        seed package's plain ratio) — and the plain mean of the unit values beside it as
+        ``unit_mean``; "mean" for other measures.
     progress : bool
         Show a progress bar per group.
     **options
@@ -167,7 +172,10 @@ def analyze(
     xr.Dataset
         Over ``group`` (and ``layer``): ``measure`` (group, layer), ``excluded`` (group, layer;
         non-finite units left out), ``overall`` (group), ``accuracy`` and ``loss`` (group; the
-        mean over the group's transformations). Calling it twice gives the same result.
+        mean over the group's transformations); with "ratio_of_means" also ``unit_mean``
+        (group, layer; the mean of the unit NVs, which moves with N) and ``inactive`` (group,
+        layer; never-active units, whose NV is only the zero-division policy's value).
+        Calling it twice gives the same result.
     """
     from . import inspect as _inspect
 
@@ -184,6 +192,8 @@ def analyze(
             )
     if not callable(measure):
         raise ValueError(f"measure must be callable; got {measure!r}")
+    options = dict(options)
+    reduce, ratio = _resolve_reduce(measure, reduce, options)
     descriptors = list(_inspect.default_endpoints(model) if layers is None else layers)
     out_name = _inspect.resolve(model, [-1])[0].name
     names = [e.name for e in _inspect.resolve(model, descriptors)]
@@ -206,23 +216,31 @@ def analyze(
             per_unit.assign_coords(layer=("unit", np.full(per_unit.sizes["unit"], "all"))),
             reduce=reduce,
         )
-        rows.append(
-            xr.Dataset(
-                {
-                    "measure": layer_values.drop_vars(["units", "excluded"]),
-                    "excluded": layer_values["excluded"].drop_vars("units"),
-                    "overall": overall.isel(layer=0, drop=True).drop_vars(
-                        ["units", "excluded"], errors="ignore"
-                    ),
-                    "accuracy": float(np.mean(scores["accuracy"])),
-                    "loss": float(np.mean(scores["loss"])),
-                    "n_transformations": len(tset),
-                }
-            )
-        )
+        extra = ["units", "excluded", "inactive", "jackknife_se", "uncorrected"]
+        row = {
+            "measure": layer_values.drop_vars(extra, errors="ignore"),
+            "excluded": layer_values["excluded"].drop_vars(extra[:1], errors="ignore"),
+            "overall": overall.isel(layer=0, drop=True).drop_vars(extra, errors="ignore"),
+            "accuracy": float(np.mean(scores["accuracy"])),
+            "loss": float(np.mean(scores["loss"])),
+            "n_transformations": len(tset),
+        }
+        if ratio:
+            raw = per_unit["nv_raw" if "nv_raw" in per_unit else "nv"]
+            row["unit_mean"] = by_layer(raw, reduce="mean").drop_vars(extra, errors="ignore")
+            row["inactive"] = layer_values["inactive"].drop_vars(extra, errors="ignore")
+        rows.append(xr.Dataset({k: _plain(v) for k, v in row.items()}))
     result = xr.concat(rows, dim="group", coords="minimal", compat="override")
     result = result.assign_coords(group=("group", np.array(list(groups), dtype=str)))
-    result["measure"].attrs = {"long_name": getattr(measure, "__name__", "measure")}
+    long_name = getattr(measure, "__name__", "measure")
+    if ratio:
+        corrected = options.get("bias_correction") == "jackknife"
+        long_name += " (layer Σ TV / Σ SV" + (", jackknife bias-corrected)" if corrected else ")")
+        result["unit_mean"].attrs = {
+            "long_name": "mean of the unit values (moves with the number of samples)"
+        }
+        result["inactive"].attrs = {"long_name": "never-active units (TV = SV = 0)"}
+    result["measure"].attrs = {"long_name": long_name}
     result.attrs = {
         "measure": getattr(measure, "__name__", "measure"),
         "reduce": reduce,
@@ -231,6 +249,31 @@ def analyze(
         **{f"option_{k}": ("none" if val is None else val) for k, val in options.items()},
     }
     return result
+
+
+def _resolve_reduce(measure: Callable, reduce: str | None, options: dict) -> tuple[str, bool]:
+    """The layer summary; for the ratio of means, ask the measure for its parts (and, by
+    default, the jackknife). ``options`` is updated in place."""
+    if reduce is None:
+        reduce = "ratio_of_means" if measure is normalized_variance else "mean"
+        if reduce == "ratio_of_means":
+            options.setdefault("bias_correction", "jackknife")
+    if reduce != "ratio_of_means":
+        return reduce, False
+    if measure is not normalized_variance:
+        raise ValueError(
+            "reduce='ratio_of_means' needs measure=tmx.normalized_variance (its tv and sv parts)"
+        )
+    options["parts"] = True
+    return reduce, True
+
+
+def _plain(value: Any) -> Any:
+    """A row's value without the per-layer coordinates that vary between groups."""
+    if isinstance(value, xr.DataArray):
+        keep = {"layer"}
+        return value.drop_vars([c for c in value.coords if c not in keep])
+    return value
 
 
 def _progress(progress: bool, name: str):

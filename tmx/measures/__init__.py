@@ -2,6 +2,7 @@
 
 from .anova import adjust_pvalues, anova, anova_invariance
 from .bootstrap import bootstrap
+from .convergence import convergence
 from .distance import normalized_distance, sample_distance, transformation_distance
 from .equivariance import invert
 from .goodfellow import goodfellow
@@ -15,6 +16,7 @@ __all__ = [
     "bootstrap",
     "by_channel",
     "by_layer",
+    "convergence",
     "goodfellow",
     "invert",
     "normalized_distance",

@@ -11,6 +11,12 @@ per block, ``count``, ``mean`` and ``M2`` (sum of squared deviations from the me
 with two passes; blocks are merged with
 
     n = n_a + n_b,  δ = m_b − m_a,  m = m_a + δ n_b / n,  M2 = M2_a + M2_b + δ² n_a n_b / n.
+
+Exactly constant data have exactly zero spread, whatever the chunking and the dtype: a block's
+values are taken relative to one of its own values (x − x_0 is exactly 0 where x = x_0, whereas
+the float64 mean of n copies of c need not round back to c), and blocks relative to one block's
+mean (equal block means give δ = 0 exactly). So a dead unit at a non-zero bias has TV = SV = 0
+and NV = 0/0, never a rounding residue divided by another.
 """
 
 from __future__ import annotations
@@ -166,33 +172,57 @@ def _divide(num: Any, den: Any, zero_div: str) -> Any:
 # -- chunked moments ----------------------------------------------------------------------------
 def block_moments(x: np.ndarray, axis: int) -> np.ndarray:
     """(n, mean, M2) of a block along ``axis``, stacked: shape (3, *x.shape) with ``axis`` of
-    size 1. Two passes in float64."""
+    size 1. Two passes in float64, around the block's first value along ``axis``.
+
+    With x_0 the first value, d_k = x_k − x_0 and d̄ = (1/n) Σ_k d_k:
+
+        mean = x_0 + d̄,    M2 = Σ_k (d_k − d̄)².
+
+    The shift changes nothing mathematically, but a constant block has d = 0 exactly, hence
+    mean = x_0 and M2 = 0 exactly (the float64 mean of n copies of c need not be c, and then
+    x − mean is a rounding residue, not 0). An empty block gives (0, 0, 0).
+    """
     x = np.asarray(x)
     if x.dtype != np.float32:
         x = x.astype(np.float64, copy=False)
-    # the mean accumulates in float64 without a float64 copy of the block; the deviations are
-    # float64 and their squares are summed by einsum, without a temporary for the squares
-    mean = x.mean(axis=axis, keepdims=True, dtype=np.float64)
-    d = x - mean
+    shape = list(x.shape)
+    shape[axis] = 1
+    if x.shape[axis] == 0:
+        return np.zeros((3, *shape))
+    first = np.take(x, [0], axis=axis)
+    # one float64 temporary for the deviations (as without the shift), centred in place; their
+    # squares are summed by einsum, without a temporary for the squares
+    d = np.subtract(x, first, dtype=np.float64)
+    shift = d.mean(axis=axis, keepdims=True)
+    d -= shift
     letters = "abcdefghijklmnopqrstuvwxyz"[: x.ndim]
     kept = letters.replace(letters[axis], "")
     m2 = np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", d, d), axis)
+    mean = first.astype(np.float64) + shift
     return np.stack([np.full(mean.shape, float(x.shape[axis])), mean, m2])
 
 
 def merge_moments(stacked: np.ndarray, axis: int, keepdims: bool = True) -> np.ndarray:
     """Merge stacked moments along ``axis`` (an axis of ``stacked``, after the leading 3).
 
-    The k-way form of Chan et al.'s update: n = Σ n_k, m = Σ n_k m_k / n,
-    M2 = Σ M2_k + Σ n_k (m_k − m)²; no difference of large sums, so no cancellation.
+    The k-way form of Chan et al.'s update, around the mean m_r of the block with the largest
+    count (r): with δ_k = m_k − m_r, n = Σ n_k and δ̄ = Σ n_k δ_k / n,
+
+        m = m_r + δ̄,    M2 = Σ M2_k + Σ n_k (δ_k − δ̄)².
+
+    No difference of large sums, so no cancellation; and blocks with equal means give δ = 0
+    exactly, so their merged mean is that mean and exactly-zero M2 stay exactly zero.
     """
     n, mean, m2 = stacked[0], stacked[1], stacked[2]
     ax = axis - 1
     total = n.sum(axis=ax, keepdims=True)
+    ref = np.take_along_axis(mean, n.argmax(axis=ax, keepdims=True), axis=ax)
+    dev = mean - ref
     with np.errstate(invalid="ignore", divide="ignore"):
-        grand = np.where(total > 0, (n * mean).sum(axis=ax, keepdims=True) / total, 0.0)
-    spread = m2.sum(axis=ax, keepdims=True) + (n * (mean - grand) ** 2).sum(axis=ax, keepdims=True)
-    out = np.stack([total, grand, spread])
+        shift = np.where(total > 0, (n * dev).sum(axis=ax, keepdims=True) / total, 0.0)
+    dev -= shift
+    spread = m2.sum(axis=ax, keepdims=True) + (n * dev * dev).sum(axis=ax, keepdims=True)
+    out = np.stack([total, ref + shift, spread])
     return out if keepdims else np.squeeze(out, axis=axis)
 
 

@@ -11,7 +11,10 @@ mean (Fisher 1925):
 
 This is ``scipy.stats.f_oneway(a[:, 0, u], …, a[:, T − 1, u])``, edge cases included: when every
 group is constant (MSW = 0) F = +inf, p = 0, unless all groups share one value (MSB = 0 too), then
-F = p = NaN. Constancy is tested exactly (min = max per group), as scipy does.
+F = p = NaN. Constancy is tested exactly (min = max per group), as scipy does. The moments are
+taken around values of the data (``_common.moments``; the grand mean around the first group's
+mean), so groups with exactly equal means give SSB = 0 and F = 0, p = 1 exactly, whatever the
+dtype and the chunking (scipy leaves a rounding residue, F ≈ 1e-30).
 
 A small p says the transformations move the unit's mean: the unit is *not* invariant in mean.
 ``anova_invariance`` tests every unit at level ``alpha`` with a multiple-testing correction
@@ -50,8 +53,10 @@ def _anova_block(mom: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, t: int
     over samples. Returns (2, u): F, p.
     """
     means, m2 = mom[1], mom[2]
-    grand = means.mean(axis=0)
-    ssb = n * ((means - grand) ** 2).sum(axis=0)
+    # deviations around the first group's mean: equal group means give SSB = 0 exactly
+    dev = means - means[:1]
+    dev -= dev.mean(axis=0)
+    ssb = n * (dev * dev).sum(axis=0)
     ssw = m2.sum(axis=0)
     msb = ssb / (t - 1)
     msw = ssw / (t * (n - 1))
@@ -237,8 +242,11 @@ def anova_invariance(
     attrs = base_attrs(cube, "anova_invariance", alpha=alpha, correction=correction)
     attrs.update(dfn=dfn, dfd=dfd, m=m)
     if correction in ("bonferroni", None):
-        level = alpha / m if correction == "bonferroni" else alpha
-        attrs["f_critical"] = float(stats.f.isf(level, dfn, dfd)) if m > 0 else float("nan")
+        if m == 0:  # nothing tested (e.g. a constant model): no critical value
+            attrs["f_critical"] = float("nan")
+        else:
+            level = alpha / m if correction == "bonferroni" else alpha
+            attrs["f_critical"] = float(stats.f.isf(level, dfn, dfd))
     ref = result["f"]
     return xr.Dataset(
         {

@@ -23,10 +23,15 @@ large the mean is compared to the spread.
 unit of a layer without spatial axes is its own channel with a 1-vector. δ is the euclidean
 or the cosine distance between those vectors, for all pairs at once from the Gram matrix
 (‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b, clamped at 0, in float64; the vectors are first shifted by the
-first vector of their set, which leaves euclidean distances unchanged and keeps the Gram free of
-cancellation). Cosine: δ = 1 − a·b / (‖a‖ ‖b‖), with δ = 0 between two zero vectors and δ = 1
-between a zero and a non-zero vector. ``normalize=True`` divides each vector by its L2 norm
-first (zero vectors stay zero).
+first vector of their set, which leaves euclidean distances unchanged, keeps the Gram free of
+cancellation and puts equal vectors at distance exactly 0). Cosine: δ = 1 − a·b / (‖a‖ ‖b‖),
+computed as ‖â − b̂‖² / 2 with â = a / ‖a‖ (the same number, without the cancellation of
+1 − â·b̂ for nearly parallel vectors), δ = 0 between two zero vectors and δ = 1 between a zero
+and a non-zero vector. ``normalize=True`` divides each vector of d ≥ 2 values by its L2 norm
+first (zero vectors stay zero); a 1-vector (a unit of a layer without spatial axes) is left
+unnormalized, as ``tmeasures`` does: its unit vector would be its sign, and the distance would
+only count sign flips. Exactly constant units and channels have TD = SD = 0 exactly, so
+ND = 0/0 (1 under ``zero_div="tmeasures"``).
 
 Cost: per unit O(N T log T + T N log N) per unit; per channel O(N T² + T N²) per unit (Gram
 products). Memory of a lazy cube's blocks: TD needs every transformation of a sample (blocks
@@ -79,33 +84,38 @@ def _unit_pairs(v: np.ndarray) -> np.ndarray:
 
 
 def _vector_pairs(v: np.ndarray, metric: str) -> np.ndarray:
-    """Mean distance over all pairs of the n vectors of each set: ``v`` (B, n, d) → (B,)."""
+    """Mean distance over all pairs of the n vectors of each set: ``v`` (B, n, d) → (B,).
+
+    Both metrics go through the squared euclidean distance of vectors shifted by the set's
+    first vector (the Gram form ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b then does not cancel, and equal
+    vectors are at distance exactly 0). Cosine: δ = 1 − â·b̂ = ‖â − b̂‖² / 2 for the unit vectors
+    â = a / ‖a‖, b̂ = b / ‖b‖; a zero vector against a non-zero one is at distance 1.
+    """
     b_sets, n, d = v.shape
-    if metric == "euclidean":
-        if d == 1:
-            return _unit_pairs(v)[:, 0]
-        v = v - v[:, :1, :]  # shift by the set's first vector: same distances, no cancellation
-        zero = None
-    else:
+    if metric == "euclidean" and d == 1:
+        return _unit_pairs(v)[:, 0]
+    zero = None
+    if metric == "cosine":
         norms = np.sqrt(np.einsum("bnd,bnd->bn", v, v))
         zero = norms == 0
         v = v / np.where(zero, 1.0, norms)[..., None]
+    v = v - v[:, :1, :]  # shift by the set's first vector: same distances, no cancellation
     out = np.empty(b_sets, dtype=np.float64)
     step = max(1, GRAM_BYTES // (3 * 8 * n * n))
     diag = np.arange(n)
     for s in range(0, b_sets, step):
         w = v[s : s + step]
         gram = w @ np.swapaxes(w, 1, 2)  # (b, n, n)
+        sq = gram[:, diag, diag]
+        dist = sq[:, :, None] + sq[:, None, :] - 2.0 * gram
+        np.maximum(dist, 0.0, out=dist)
         if metric == "euclidean":
-            sq = gram[:, diag, diag]
-            dist = sq[:, :, None] + sq[:, None, :] - 2.0 * gram
-            np.maximum(dist, 0.0, out=dist)
             np.sqrt(dist, out=dist)
         else:
-            np.clip(gram, -1.0, 1.0, out=gram)
-            dist = 1.0 - gram
+            dist *= 0.5
+            np.minimum(dist, 2.0, out=dist)
             z = zero[s : s + step]
-            dist[z[:, :, None] & z[:, None, :]] = 0.0  # two zero vectors: distance 0
+            dist[z[:, :, None] != z[:, None, :]] = 1.0  # a zero and a non-zero vector
         dist[:, diag, diag] = 0.0
         out[s : s + step] = dist.sum(axis=(1, 2)) / (n * (n - 1))
     return out
@@ -126,7 +136,7 @@ def _channel_pairs(v: np.ndarray, codes: np.ndarray, metric: str, normalize: boo
         groups = np.flatnonzero(sizes == d)
         idx = order[starts[groups][:, None] + np.arange(d)]  # (G_d, d) unit positions
         w = v[:, :, idx]  # (A, n, G_d, d)
-        if normalize:
+        if normalize and d > 1:  # a 1-vector is left as it is (its unit vector is its sign)
             norms = np.sqrt(np.einsum("angd,angd->ang", w, w))
             w = w / np.where(norms == 0, 1.0, norms)[..., None]
         a, n, g, _ = w.shape
@@ -342,13 +352,16 @@ def transformation_distance(
     per : {"unit", "channel"}, default "unit"
         "unit": each unit's scalar activation, δ = |a − b| (O(T log T) per cell from the sorted
         values). "channel": each (layer, channel)'s (y, x) map as one vector; a unit of a layer
-        without spatial axes is its own channel (a 1-vector).
+        without spatial axes is its own channel (a 1-vector; its cosine distance only sees the
+        signs: 0 for equal signs, 2 for opposite ones, as scipy's and tmeasures' do).
     metric : {"euclidean", "cosine"}, default "euclidean"
         Distance between vectors (``per="channel"`` only for "cosine"). Cosine distance is
         1 − a·b / (‖a‖ ‖b‖), 0 between two zero vectors and 1 between a zero and a non-zero one.
     normalize : bool, default False
-        L2-normalize each vector before comparing (zero vectors stay zero);
-        ``per="channel"`` only.
+        L2-normalize each vector before comparing, â = a / ‖a‖ (zero vectors stay zero);
+        ``per="channel"`` only. Vectors of one value (units of layers without spatial axes)
+        are left unnormalized, as ``tmeasures`` does (â would be the sign of a, so δ would only
+        count sign flips): for them ``normalize=True`` gives the ``normalize=False`` distance.
 
     Returns
     -------

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _jackknife as jk
 from ._common import ZERO_DIVS, channel_groups, choice, divide, group_reduce
 
 REDUCES = ("mean", "median", "max", "min", "ratio_of_means")
@@ -81,16 +82,33 @@ def by_layer(
             )
         zero_div = zero_div or per_unit.attrs.get("zero_div", "tmeasures")
         choice(zero_div, "zero_div", ZERO_DIVS)
-        rows, excluded = [], []
+        jackknifed = {"tv_loo", "sv_loo", "tv_raw", "sv_raw"} <= set(per_unit.data_vars)
+        raw = ("tv_raw", "sv_raw") if jackknifed else ("tv", "sv")
+        rows, excluded, errors, plain = [], [], [], []
         for name in layers:
             sub = per_unit.isel(unit=np.flatnonzero(layer_of == name))
-            ok = np.isfinite(sub["tv"]) & np.isfinite(sub["sv"])
-            tv = sub["tv"].where(ok) if finite_only else sub["tv"]
-            sv = sub["sv"].where(ok) if finite_only else sub["sv"]
-            mean_tv, mean_sv = tv.mean("unit"), sv.mean("unit")
-            rows.append(xr.apply_ufunc(divide, mean_tv, mean_sv, zero_div, dask="allowed"))
-            excluded.append((~ok).sum("unit") if finite_only else xr.zeros_like(mean_tv, int))
+            ok = np.isfinite(sub[raw[0]]) & np.isfinite(sub[raw[1]])
+            if jackknifed:
+                ok = ok & np.isfinite(sub["tv_loo"]).all("jackknife")
+                ok = ok & np.isfinite(sub["sv_loo"]).all("jackknife")
+            ratio = _ratio_of_means(sub, raw, ok if finite_only else None, zero_div)
+            if jackknifed:
+                loo = _ratio_of_means(
+                    sub, ("tv_loo", "sv_loo"), ok if finite_only else None, zero_div
+                )
+                sizes = np.asarray(per_unit["jackknife_size"].values, dtype=np.float64)
+                value, se = jk.combine(ratio.data, loo.transpose("jackknife", ...).data, sizes)
+                plain.append(ratio)
+                ratio = ratio.copy(data=value)
+                errors.append(ratio.copy(data=se))
+            rows.append(ratio)
+            excluded.append((~ok).sum("unit") if finite_only else xr.zeros_like(ratio, int))
         out = _stack(rows, excluded, layers, layer_of, "normalized_variance")
+        if jackknifed:
+            for name, values in (("jackknife_se", errors), ("uncorrected", plain)):
+                values = xr.concat(values, dim="layer", coords="minimal", compat="override")
+                out = out.assign_coords({name: values.drop_vars(_UNIT_COORDS, errors="ignore")})
+        out = _with_inactive(out, per_unit, layers, layer_of)
         out.attrs = {
             **per_unit.attrs,
             "reduce": reduce,
@@ -115,12 +133,46 @@ def by_layer(
         rows.append(value)
         excluded.append(n_bad)
     out = _stack(rows, excluded, layers, layer_of, per_unit.name)
+    out = _with_inactive(out, per_unit, layers, layer_of)
     out.attrs = {**per_unit.attrs, "reduce": reduce, "finite_only": finite_only}
     return out
 
 
+_UNIT_COORDS = ["layer", "channel", "y", "x", "unit", "units", "inactive"]
+
+
+def _ratio_of_means(
+    sub: xr.Dataset, names: tuple[str, str], ok: xr.DataArray | None, zero_div: str
+) -> xr.DataArray:
+    """mean_u TV / mean_u SV over the units ``ok`` (all when None), with the zero-div policy."""
+    tv, sv = sub[names[0]], sub[names[1]]
+    if ok is not None:
+        tv, sv = tv.where(ok), sv.where(ok)
+    mean_tv, mean_sv = tv.mean("unit"), sv.mean("unit")
+    return xr.apply_ufunc(divide, mean_tv, mean_sv, zero_div, dask="allowed")
+
+
+def _with_inactive(out, per_unit, layers, layer_of):
+    """The ``inactive`` count per layer: units whose activation never varies (TV = SV = 0),
+    when the per-unit result says which (its ``inactive`` coordinate, or tv and sv). Lazy
+    when the result is."""
+    if "inactive" in per_unit.coords and per_unit["inactive"].dims == ("unit",):
+        flag = per_unit["inactive"]
+    elif isinstance(per_unit, xr.Dataset) and {"tv", "sv"} <= set(per_unit.data_vars):
+        tv = per_unit["tv_raw" if "tv_raw" in per_unit else "tv"]
+        sv = per_unit["sv_raw" if "sv_raw" in per_unit else "sv"]
+        if tv.dims != ("unit",):
+            return out
+        flag = (tv == 0) & (sv == 0)
+    else:
+        return out
+    flag = flag.reset_coords(drop=True).astype(np.int64)
+    counts = [flag.isel(unit=np.flatnonzero(layer_of == n)).sum("unit") for n in layers]
+    return out.assign_coords(inactive=("layer", xr.concat(counts, dim="layer").data))
+
+
 def _stack(rows, excluded, layers, layer_of, name) -> xr.DataArray:
-    drop = ["layer", "channel", "y", "x", "unit", "units"]
+    drop = _UNIT_COORDS
     rows = [r.drop_vars([d for d in drop if d in r.coords]) for r in rows]
     out = xr.concat(rows, dim="layer", coords="minimal", compat="override")
     bad = xr.concat(excluded, dim="layer", coords="minimal", compat="override")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
     ZERO_DIVS,
@@ -109,6 +110,8 @@ def variance_parts(
     pool: str | None = None,
     by: str | None = None,
     measure: str = "normalized_variance",
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
 ) -> xr.Dataset:
     """TV, SV and NV per unit (or per channel when pooled) in one pass: a Dataset (tv, sv, nv).
 
@@ -120,6 +123,14 @@ def variance_parts(
     pool = _check_pool(cube, pool)
     ddof = check_ddof(ddof, cube.sizes["sample"], cube.sizes["transformation"], DIMS_BOTH)
     strata = _strata(cube, by, ddof)
+    choice(bias_correction, "bias_correction", jk.BIAS_CORRECTIONS)
+    if bias_correction is not None and by is not None:
+        raise ValueError(
+            "bias_correction='jackknife' with by=... is not supported: correct each stratum "
+            "separately (select its samples) or use by=None"
+        )
+    if bias_correction is None and jackknife_groups is not None:
+        raise ValueError("jackknife_groups needs bias_correction='jackknife'")
     target = pool_activations(cube, pool[4:]) if pool in ("pre_mean", "pre_max") else cube
     codes = groups = None
     if pool == "mean":
@@ -132,7 +143,13 @@ def variance_parts(
             sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
         return tv, sv, divide(tv, sv, zero_div)
 
-    if strata is None:
+    jackknifed = None
+    if bias_correction == "jackknife":
+        n_groups = jk.check_groups(jackknife_groups, cube.sizes["sample"])
+        tv, sv, nv, jackknifed = _jackknife_parts(
+            target.data, ddof, dispersion, zero_div, n_groups, codes, groups
+        )
+    elif strata is None:
         tv, sv, nv = parts_of(target.data)
     else:  # the measure within each stratum, averaged per unit
         parts = [parts_of(target.data[idx]) for idx in strata]
@@ -143,18 +160,94 @@ def variance_parts(
     else:
         coords = unit_coords_of(target)
     attrs = base_attrs(
-        cube, measure, dispersion=dispersion, ddof=ddof, zero_div=zero_div, pool=pool, by=by
+        cube,
+        measure,
+        dispersion=dispersion,
+        ddof=ddof,
+        zero_div=zero_div,
+        pool=pool,
+        by=by,
+        bias_correction=bias_correction,
     )
-    ds = xr.Dataset(
-        {
-            "tv": xr.Variable("unit", tv, {"long_name": "transformation variance"}),
-            "sv": xr.Variable("unit", sv, {"long_name": "sample variance"}),
-            "nv": xr.Variable("unit", nv, {"long_name": "normalized variance"}),
-        },
-        coords=coords,
-        attrs=attrs,
+    variables = {
+        "tv": xr.Variable("unit", tv, {"long_name": "transformation variance"}),
+        "sv": xr.Variable("unit", sv, {"long_name": "sample variance"}),
+        "nv": xr.Variable("unit", nv, {"long_name": "normalized variance"}),
+    }
+    if jackknifed is not None:
+        attrs["jackknife_groups"] = len(jackknifed["sizes"])
+        for key in ("tv", "sv", "nv"):
+            variables[key].attrs["long_name"] += " (jackknife bias-corrected)"
+            variables[f"{key}_raw"] = xr.Variable(
+                "unit", jackknifed[f"{key}_raw"], {"long_name": f"{key} without correction"}
+            )
+        variables["nv_se"] = xr.Variable(
+            "unit", jackknifed["nv_se"], {"long_name": "jackknife standard error of nv"}
+        )
+        for key in ("tv", "sv"):
+            variables[f"{key}_loo"] = xr.Variable(
+                ("jackknife", "unit"),
+                jackknifed[f"{key}_loo"],
+                {"long_name": f"{key} without each jackknife group"},
+            )
+        coords = {**coords, "jackknife_size": ("jackknife", jackknifed["sizes"])}
+    raw_tv, raw_sv = (
+        (tv, sv) if jackknifed is None else (jackknifed["tv_raw"], jackknifed["sv_raw"])
     )
-    return ds
+    coords = {**coords, "inactive": ("unit", (raw_tv == 0) & (raw_sv == 0), _INACTIVE)}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+_INACTIVE = {
+    "long_name": "never-active unit",
+    "description": (
+        "True where the unit's activation is the same in every cell (TV = SV = 0: a dead "
+        "ReLU, a unit at a fixed bias); its NV is the zero_div policy value, not a measurement"
+    ),
+}
+
+
+def _jackknife_parts(
+    data: Any,
+    ddof: int,
+    dispersion: str,
+    zero_div: str,
+    n_groups: int,
+    codes: np.ndarray | None,
+    groups: dict[str, np.ndarray] | None,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Bias-corrected TV, SV, NV and what the layer ratio's jackknife needs, in one pass.
+
+    The estimates are those of ``bias_correction=None`` exactly; the leave-group-out values
+    come from group sums over the same blocks (see ``tmx.measures._jackknife``).
+    """
+    code, sizes = jk.assign(data.shape[0], n_groups)
+    cells = _cells(data, 1, ddof, dispersion)  # (N, U): D over transformations per sample
+    tv = cells.mean(axis=0)
+    sv = _cells(data, 0, ddof, dispersion).mean(axis=0)
+    tv_loo = jk.leave_out_mean(jk.group_sums(cells, code, n_groups), sizes)
+    s1, s2 = jk.shifted_power_sums(data, code, n_groups)
+    sv_loo = jk.leave_out_dispersion(s1, s2, sizes, ddof, dispersion).mean(axis=1)
+    if codes is not None:
+        k = len(groups["layer"])
+        tv, sv, tv_loo, sv_loo = (
+            group_reduce(a, codes, k, "mean") for a in (tv, sv, tv_loo, sv_loo)
+        )
+    nv = divide(tv, sv, zero_div)
+    nv_loo = divide(tv_loo, sv_loo, zero_div)
+    tv_j, _ = jk.combine(tv, tv_loo, sizes)
+    sv_j, _ = jk.combine(sv, sv_loo, sizes)
+    nv_j, nv_se = jk.combine(nv, nv_loo, sizes)
+    extra = {
+        "tv_raw": tv,
+        "sv_raw": sv,
+        "nv_raw": nv,
+        "nv_se": nv_se,
+        "tv_loo": tv_loo,
+        "sv_loo": sv_loo,
+        "sizes": sizes.astype(np.int64),
+    }
+    return tv_j, sv_j, nv_j, extra
 
 
 DIMS_BOTH = ("sample", "transformation")
@@ -167,6 +260,8 @@ def transformation_variance(
     ddof: int = 1,
     pool: str | None = None,
     by: str | None = None,
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
 ) -> xr.DataArray:
     """Transformation variance per unit: TV[u] = mean_i D_j a[i, j, u].
 
@@ -188,6 +283,16 @@ def transformation_variance(
         a cube with no spatial layer at all is a ``ValueError``.
     by : str, optional
         Stratify by a sample coordinate (e.g. "label"): compute within each stratum and average.
+    bias_correction : {None, "jackknife"}, default None
+        None: the plain estimate (the peers' numbers). "jackknife": the delete-m jackknife
+        estimate θ_J = G θ̂ − Σ_g (1 − m_g/N) θ_(g) over G groups of samples (Quenouille 1956;
+        Efron & Tibshirani 1993, ch. 10–11; Busing et al. 1999 for unequal group sizes m_g),
+        computed in the same single pass from per-group sums. It removes the O(1/N) bias of
+        the ratios and square roots: TV is a mean over samples, so its jackknife is TV itself;
+        SV with ``dispersion="std"`` and NV move. See ``tmx.measures._jackknife``.
+    jackknife_groups : int, optional
+        G, the number of jackknife groups: default min(N, 50); N is the leave-one-out jackknife.
+        Memory: 2 G T U float64 values for the SV sums.
 
     Returns
     -------
@@ -196,7 +301,14 @@ def transformation_variance(
         ``attrs`` recording the options, N and T.
     """
     ds = variance_parts(
-        cube, dispersion=dispersion, ddof=ddof, pool=pool, by=by, measure="transformation_variance"
+        cube,
+        dispersion=dispersion,
+        ddof=ddof,
+        pool=pool,
+        by=by,
+        measure="transformation_variance",
+        bias_correction=bias_correction,
+        jackknife_groups=jackknife_groups,
     )
     return _single(ds, "tv", "transformation_variance")
 
@@ -208,13 +320,33 @@ def sample_variance(
     ddof: int = 1,
     pool: str | None = None,
     by: str | None = None,
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
 ) -> xr.DataArray:
     """Sample variance per unit: SV[u] = mean_j D_i a[i, j, u].
 
     Options as in ``transformation_variance``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, tmx
+    >>> a = np.random.default_rng(0).normal(size=(40, 3, 2))
+    >>> cube = xr.DataArray(a, dims=("sample", "transformation", "unit"),
+    ...     coords={"layer": ("unit", ["d", "d"]), "channel": ("unit", [0, 1]),
+    ...             "y": ("unit", [-1, -1]), "x": ("unit", [-1, -1])})
+    >>> sv = tmx.sample_variance(cube, dispersion="var")
+    >>> bool(np.allclose(sv, a.var(axis=0, ddof=1).mean(axis=0)))
+    True
     """
     ds = variance_parts(
-        cube, dispersion=dispersion, ddof=ddof, pool=pool, by=by, measure="sample_variance"
+        cube,
+        dispersion=dispersion,
+        ddof=ddof,
+        pool=pool,
+        by=by,
+        measure="sample_variance",
+        bias_correction=bias_correction,
+        jackknife_groups=jackknife_groups,
     )
     return _single(ds, "sv", "sample_variance")
 
@@ -228,6 +360,8 @@ def normalized_variance(
     pool: str | None = None,
     by: str | None = None,
     parts: bool = False,
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """Normalized variance per unit: NV[u] = TV[u] / SV[u] (0 = invariant).
 
@@ -240,7 +374,15 @@ def normalized_variance(
         x/0 → +inf (the seed TF package).
     parts : bool, default False
         Return a Dataset with ``tv``, ``sv`` and ``nv`` (needed by
-        ``by_layer(..., reduce="ratio_of_means")``, the seed's layer value).
+        ``by_layer(..., reduce="ratio_of_means")``, the seed's layer value). With
+        ``bias_correction="jackknife"`` it also holds the uncorrected ``tv_raw``, ``sv_raw``,
+        ``nv_raw``, the jackknife standard error ``nv_se`` and the leave-group-out ``tv_loo``,
+        ``sv_loo`` (dims ``jackknife``, ``unit``; group sizes in ``jackknife_size``), from which
+        ``by_layer(..., reduce="ratio_of_means")`` returns the **jackknifed layer ratio**
+        (the jackknife of Σ TV / Σ SV, not the ratio of the jackknifed parts).
+    bias_correction, jackknife_groups
+        As in ``transformation_variance``: "jackknife" gives NV_J, the jackknife of each unit's
+        ratio (the estimate that does not move with N), with its standard error in ``parts``.
 
     Notes
     -----
@@ -251,7 +393,16 @@ def normalized_variance(
     """
     if not isinstance(parts, bool):
         raise ValueError(f"parts must be True or False; got {parts!r}")
-    ds = variance_parts(cube, dispersion=dispersion, ddof=ddof, zero_div=zero_div, pool=pool, by=by)
+    ds = variance_parts(
+        cube,
+        dispersion=dispersion,
+        ddof=ddof,
+        zero_div=zero_div,
+        pool=pool,
+        by=by,
+        bias_correction=bias_correction,
+        jackknife_groups=jackknife_groups,
+    )
     return ds if parts else _single(ds, "nv", "normalized_variance")
 
 

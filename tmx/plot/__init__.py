@@ -4,6 +4,8 @@ Every function returns a ``matplotlib.figure.Figure`` and never calls ``plt.show
 those with an ``ax`` argument draw into a given axes (and return its figure) or create a new
 figure. Import explicitly: ``import tmx.plot``.
 
+- ``convergence``: a measure and its interval against the number of samples
+  (``tmx.convergence``).
 - ``layer_curves``: per-layer results (and bootstrap intervals) over the layers.
 - ``unit_heatmap``: the per-unit values of one layer, channels × spatial positions.
 - ``accuracy_scatter``: accuracy against a measure, one point per transformation group.
@@ -15,6 +17,7 @@ figure. Import explicitly: ``import tmx.plot``.
 
 from .analysis import accuracy_scatter
 from .attribution import attribution, attribution_mask, normalize_attribution
+from .convergence import convergence
 from .layers import layer_curves
 from .overlay import overlay
 from .transforms import transform_preview
@@ -24,6 +27,7 @@ __all__ = [
     "accuracy_scatter",
     "attribution",
     "attribution_mask",
+    "convergence",
     "layer_curves",
     "normalize_attribution",
     "overlay",

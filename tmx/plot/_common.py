@@ -11,14 +11,15 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, to_hex
 from matplotlib.figure import Figure
 
-_WRAPPER = re.compile(r"^\s*(?:bootstrap|boot)\((.*)\)\s*$")
+_WRAPPER = re.compile(r"^\s*(?:bootstrap|boot|convergence)\((.*)\)\s*$")
 
 
 def pretty_name(name: Any, default: str = "value") -> str:
     """A readable version of a measure or variable name.
 
-    ``"normalized_variance"`` → ``"normalized variance"``; a ``bootstrap(...)`` wrapper (the
-    ``measure`` attr of a bootstrap result) is removed; ``None`` or ``""`` give ``default``.
+    ``"normalized_variance"`` → ``"normalized variance"``; a ``bootstrap(...)`` or
+    ``convergence(...)`` wrapper (the ``measure`` attr of their results) is removed; ``None``
+    or ``""`` give ``default``.
     """
     if name is None:
         return default
