@@ -108,6 +108,8 @@ def test_analyze_is_pure_and_matches_its_parts():
         plain.measure.sel(group="shift"), tmx.by_layer(tmx.normalized_variance(cube)), rtol=1e-10
     )
     assert "unit_mean" not in plain
+    single = tmx.analyze(model, x, y, groups, layers="gap", reduce="mean")  # one name, not letters
+    assert list(single.layer.values) == ["gap"]
 
 
 def test_analyze_default_groups_are_the_seed_groups_and_options_pass_through():
@@ -120,3 +122,62 @@ def test_analyze_default_groups_are_the_seed_groups_and_options_pass_through():
     assert result.attrs["option_dispersion"] == "var"
     with pytest.raises(ValueError, match="groups"):
         tmx.analyze(small_cnn(), x, y, {"a": "rotation"})
+
+
+def two_head_model() -> keras.Model:
+    """A shared trunk and two classifier heads; ``aux`` is the last entry of ``model.layers``
+    (the head a ``layers[-1]`` lookup would score), ``main`` the first output."""
+    inp = keras.Input((6, 6, 3))
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(inp)
+    main = keras.layers.Dense(4, name="main")(h)
+    aux = keras.layers.Dense(4, name="aux")(h)
+    model = keras.Model(inp, [main, aux], name="two_heads")
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def test_evaluate_scores_the_chosen_output_of_a_two_head_model(data):
+    x, y = data
+    model = two_head_model()
+    assert model.layers[-1].name == "aux"
+    main, aux = model.predict(x, verbose=0)
+    acc_main, acc_aux = (main.argmax(1) == y).mean(), (aux.argmax(1) == y).mean()
+    assert acc_main != acc_aux  # the heads are told apart
+    for output, expected in (("main", acc_main), (0, acc_main), ("aux", acc_aux), (-1, acc_aux)):
+        result = tmx.evaluate(model, x, y, output=output)
+        np.testing.assert_allclose(result.accuracy.values, [expected])
+    assert tmx.evaluate(model, x, y, output=0).attrs["output"] == "main"
+    with pytest.raises(ValueError, match=r"2 outputs \(0: 'main', 1: 'aux'\).*pass output="):
+        tmx.evaluate(model, x, y)
+    with pytest.raises(ValueError, match="names no output"):
+        tmx.evaluate(model, x, y, output="gap")
+    with pytest.raises(ValueError, match="out of range"):
+        tmx.evaluate(model, x, y, output=2)
+
+
+def test_analyze_scores_the_chosen_output_and_records_it(data):
+    x, y = data
+    model = two_head_model()
+    main = model.predict(x, verbose=0)[0]
+    groups = {"rot90": T.rot90([0, 1, 2, 3])}  # the pooled heads are invariant to it
+    result = tmx.analyze(model, x, y, groups, layers=["gap"], output="main")
+    np.testing.assert_allclose(result.accuracy.sel(group="rot90"), (main.argmax(1) == y).mean())
+    assert result.attrs["output"] == "main"
+    assert list(result.layer.values) == ["gap"]  # the output is scored, not measured
+    with pytest.raises(ValueError, match="pass output="):
+        tmx.analyze(model, x, y, groups, layers=["gap"])
+
+
+def test_analyze_progress_bar_when_asked_and_quiet_under_pytest(capsys):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, size=6)
+    groups = {"shift": T.translation([0, 1], 0)}
+    tmx.analyze(small_cnn(), x, y, groups, layers=["gap"], progress=True)
+    shown = capsys.readouterr().out
+    assert "group shift:" in shown and "100% Completed" in shown
+    tmx.analyze(small_cnn(), x, y, groups, layers=["gap"])
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="progress must be"):
+        tmx.analyze(small_cnn(), x, y, groups, layers=["gap"], progress="yes")

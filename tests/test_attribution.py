@@ -391,3 +391,65 @@ def test_integrated_gradients_reproduce_netlens_uniform_grid() -> None:
         cubic, X, 0, baseline=base.astype(np.float32), steps=n, rule="uniform"
     )
     np.testing.assert_allclose(got.values, netlens, rtol=1e-5, atol=1e-6)
+
+
+# -- calling conventions: tf.function, progress, several outputs -------------------------------
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x: A.integrated_gradients(m, x, steps=4),
+        lambda m, x: A.attribute(m, x),
+        lambda m, x: A.smoothgrad(m, x, samples=2),
+        lambda m, x: A.saliency(m, x),
+    ],
+)
+def test_attributions_refuse_tf_function_clearly(call) -> None:
+    model = linear_model()
+
+    @tf.function
+    def traced(x):
+        return call(model, x)
+
+    with pytest.raises(RuntimeError, match=r"run eagerly.*outside tf\.function"):
+        traced(tf.constant(X))
+    # outside it, the same call works: ∂Q/∂x of a linear model is the chosen class's column
+    out = call(model, X)
+    assert out.shape == X.shape
+
+
+def test_progress_bar_when_asked_and_quiet_under_pytest(capsys) -> None:
+    import re
+
+    model = linear_model()
+    # 7 samples × 4 steps = 28 rows in calls of at most 8 rows: a bar over several calls, to
+    # its end
+    ig = A.integrated_gradients(model, X, 0, steps=4, batch_size=8, progress=True)
+    shown = capsys.readouterr().out
+    done = re.findall(r"(\d+)/(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", shown))
+    assert "/batch" in shown and done[-1][0] == done[-1][1] and int(done[-1][1]) >= 4
+    # linear model: IG is exactly (x − 0) ⊙ W[:, 0] whatever the batching
+    np.testing.assert_allclose(ig.values, X * W[:, 0], rtol=1e-5)
+    A.smoothgrad(model, X, samples=3, batch_size=8, progress=True)
+    assert "/batch" in capsys.readouterr().out
+    A.integrated_gradients(model, X, steps=4, batch_size=8)
+    A.attribute(model, X)
+    assert capsys.readouterr().out == ""
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match="progress must be"):
+            A.integrated_gradients(model, X, progress=bad)
+
+
+def test_shortcuts_on_a_two_output_model_suggest_what_they_accept() -> None:
+    inp = keras.Input((5,))
+    hidden = keras.layers.Dense(4, name="hidden")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(3, name="main")(hidden), hidden])
+    with pytest.raises(ValueError, match=r"has 2 \('main', 'hidden'\): pass a callable target"):
+        A.integrated_gradients(model, X, steps=4)
+    with pytest.raises(ValueError, match="explains one output") as err:
+        A.integrated_gradients(model, X, steps=4, cut="hidden")
+    assert "qoi_cut" not in str(err.value) and "callable target" not in str(err.value)
+    # a callable target picks the output: the gradient of main's class 1 is its kernel path
+    picked = A.saliency(model, X, target=lambda ys: ys[0][:, 1], absolute=False)
+    head = keras.Model(inp, model.outputs[0])
+    expected = A.saliency(head, X, target=1, absolute=False)
+    np.testing.assert_allclose(picked.values, expected.values, rtol=1e-6)

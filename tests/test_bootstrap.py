@@ -177,3 +177,40 @@ def test_replicates_are_stable_for_large_mean_small_spread():
         )
         np.testing.assert_allclose(fast.replicates, slow.replicates, rtol=1e-6)
         np.testing.assert_allclose(fast.estimate, normalized_variance(cube), rtol=1e-6)
+
+
+def test_memory_budget_bounds_the_replicates_and_never_changes_the_numbers():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    from .measures_util import make_cube
+
+    cube = make_cube({"d": rng.normal(size=(40, 8, 500)) + rng.normal(size=(40, 1, 500))})
+    kwargs = {"n": 400, "seed": 2, "method": "bc", "over": "sample", "by_layer": "mean"}
+    tracemalloc.start()
+    small = bootstrap(normalized_variance, cube, memory=2**22, **kwargs)
+    _, peak_small = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tracemalloc.start()
+    whole = bootstrap(normalized_variance, cube, memory=2**30, **kwargs)
+    _, peak_whole = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert small.attrs["passes"] > 10 and whole.attrs["passes"] == 1
+    xr.testing.assert_allclose(small, whole, rtol=1e-12)  # replicate b draws the same always
+    # one pass holds 401 replicates' (T, U) sums: ~100 MB; the 4 MiB budget stays near it
+    assert peak_whole > 50 * 2**20
+    assert peak_small < 12 * 2**20
+
+
+def test_progress_bar_when_asked_and_quiet_under_pytest(capsys):
+    cube = random_cube(3, n=12, t=4).chunk({"sample": 4})
+    bootstrap(normalized_variance, cube, n=5, method="bc", progress=True)
+    shown = capsys.readouterr().out
+    assert "3/3" in shown and "block" in shown
+    bootstrap(normalized_variance, cube, n=5, method="bc")
+    bootstrap(normalized_variance, cube)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="progress must be"):
+        bootstrap(normalized_variance, cube, progress="yes")
+    with pytest.raises(ValueError, match="memory must be"):
+        bootstrap(normalized_variance, cube, memory=10)

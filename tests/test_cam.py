@@ -128,3 +128,52 @@ def test_grad_cam_pp_times_exp_score_is_the_papers_exponential_form() -> None:
     paper = np.maximum((w[:, None, None, :] * acts).sum(axis=-1, keepdims=True), 0)
     got = A.grad_cam_pp(model, IMAGES, c).values * e
     np.testing.assert_allclose(got, paper, rtol=1e-4, atol=1e-6 * np.abs(paper).max())
+
+
+class SubclassedCnn(keras.Model):
+    """The layers of ``gap_model`` in a subclassed model's Python ``call``."""
+
+    def __init__(self) -> None:
+        super().__init__(name="subclassed_cnn")
+        self.conv = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")
+        self.gap = keras.layers.GlobalAveragePooling2D(name="gap")
+        self.logits = keras.layers.Dense(4, name="logits")
+
+    def call(self, x):
+        return self.logits(self.gap(self.conv(x)))
+
+
+@pytest.mark.parametrize("method", ["cam", "grad_cam", "grad_cam_pp", "score_cam"])
+def test_cams_on_a_subclassed_model_name_the_real_reason(method: str) -> None:
+    model = SubclassedCnn()
+    model(IMAGES)
+    with pytest.raises(ValueError) as err:
+        getattr(A, method)(model, IMAGES)
+    message = str(err.value)
+    assert message.startswith(f"{method} ")
+    assert "subclassed keras.Model" in message and "'conv' (Conv2D)" in message
+    assert "functional model" in message and "saliency" in message
+    # never an option the function does not take, nor a false claim about the layers
+    assert "qoi_cut" not in message and "no layer with spatial axes" not in message
+    # the input-side attributions it points to work on this model
+    assert A.saliency(model, IMAGES).shape == IMAGES.shape
+
+
+@pytest.mark.parametrize("method", ["cam", "grad_cam", "grad_cam_pp", "score_cam"])
+def test_cams_on_a_two_output_model_suggest_what_they_accept(method: str) -> None:
+    base = gap_model()
+    model = keras.Model(base.inputs, [base.output, base.get_layer("gap").output])
+    with pytest.raises(
+        ValueError, match=rf"{method} explains one output.*has 2 \('logits', 'gap'\)"
+    ) as err:
+        getattr(A, method)(model, IMAGES)
+    assert "qoi_cut" not in str(err.value) and "model.outputs[k]" in str(err.value)
+
+
+def test_score_cam_progress_bar_when_asked_and_quiet_under_pytest(capsys) -> None:
+    A.score_cam(gap_model(), IMAGES, progress=True)
+    assert "5/5" in capsys.readouterr().out
+    A.score_cam(gap_model(), IMAGES)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="progress must be"):
+        A.score_cam(gap_model(), IMAGES, progress=1)

@@ -106,3 +106,14 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_single_layer_name_is_one_layer_everywhere():
+    from tmx.introspect import familiarity
+
+    cube = _cube(60)
+    curve = convergence(normalized_variance, cube, sizes=(20, 60))
+    fig = tmx.plot.convergence(curve, layers="a")
+    assert len(fig.axes[0].lines) == 1
+    fam = familiarity(cube.isel(transformation=0), layers="b", components=1)
+    assert list(fam.layer.values) == ["b"]

@@ -87,9 +87,10 @@ def test_building_runs_no_forward_pass_and_each_block_runs_once(data):
     with dask.config.set(scheduler="synchronous"):  # the layer's counter is not thread-safe
         ref = few.values
     images_few = int(counter.numpy())
-    # 3 sample blocks (8, 8, 7), 2 samples per batch of 10 images (T = 5): 4 + 4 + 4 batches
+    # 3 sample blocks (8, 8, 7), 2 samples per batch of 10 images (T = 5): 4 + 4 + 4 batches,
+    # the last one of 1 sample not padded to 2
     assert forward_runner(few).batches == 12
-    assert images_few == 12 * 2 * len(TSET) == forward_runner(few).images
+    assert images_few == 23 * len(TSET) == forward_runner(few).images
     np.testing.assert_array_equal(many.values, ref)  # threaded: the runner's counts are locked
     assert forward_runner(many).batches == 12  # not multiplied by the unit chunks
     assert forward_runner(many).images == images_few
@@ -115,7 +116,11 @@ def test_chunking_does_not_change_values(data):
     b = activations(model, data, TSET, layers=LAYERS, chunks={"unit": 77})
     assert a.data.chunks[0] == (5, 5, 5, 5, 3) and a.data.chunks[1] == (2, 2, 1)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-6)
-    assert len(forward_runner(a)._functions) == 3  # one compiled function per block
+    # one compiled function per transformation block and call shape: blocks of 5 and 3
+    # samples run calls of 8 and 4 samples (powers of two), not whole batches
+    functions = forward_runner(a)._functions
+    assert {indices for indices, _ in functions} == {(0, 1), (2, 3), (4,)}
+    assert {rows for _, rows in functions} == {8, 4}
 
 
 def test_coordinates_and_attrs(data):
@@ -350,3 +355,139 @@ def test_cubes_of_one_model_share_compiled_functions_and_see_new_weights(data):
     third = activations(model, data, TSET, layers=LAYERS, batch_size=16)
     np.testing.assert_allclose(third.values, reference(model, data, TSET), rtol=1e-5, atol=1e-5)
     assert not np.allclose(third.values, before)
+
+
+# -- batching, memory planning, shape checks, single descriptors, progress ---------------------
+def test_the_last_batch_is_padded_to_a_power_of_two_not_a_whole_batch(data):
+    """3 samples × 2 rotations with the defaults ran 256 images for 6; now 4 samples' worth."""
+    model = small_cnn(counting=True)
+    counter = model.get_layer("counter").count
+    rot = T.rotation([0.0, 90.0])
+    cube = activations(model, data[:3], rot, layers=LAYERS)
+    with dask.config.set(scheduler="synchronous"):
+        values = cube.values
+    assert int(counter.numpy()) == forward_runner(cube).images == 4 * 2  # pow2(3) × T
+    np.testing.assert_allclose(values, reference(model, data[:3], rot), rtol=1e-6, atol=1e-6)
+    # default chunks of a longer input: whole batches, no image run twice or padded
+    counter.assign(0)
+    cube = activations(model, data, TSET, layers=LAYERS, batch_size=80)
+    with dask.config.set(scheduler="synchronous"):
+        cube.compute()
+    # 16 samples a batch: one full batch, then 7 run as 8 (was: a second batch of 16)
+    assert int(counter.numpy()) == (16 + 8) * len(TSET) == forward_runner(cube).images
+
+
+def test_memory_budget_plans_the_batch_and_chunks(data):
+    """A budget too small for the default blocks: the planned blocks and forward batch fit
+    it, the values do not change, and no image is run twice."""
+    model = small_cnn(counting=True)
+    counter = model.get_layer("counter").count
+    cube = activations(model, data, TSET, layers=["conv1", "dense"], memory="256kB")
+    units = cube.sizes["unit"]
+    s, t, _ = cube.data.chunksize
+    runner = forward_runner(cube)
+    assert cube.data.numblocks[0] > 1  # the budget split the samples
+    assert s * t * units * 4 <= 256_000  # the float32 block alone fits the budget
+    assert runner.batch_size < 256 and runner.batch_size & (runner.batch_size - 1) == 0
+    assert cube.attrs["batch_size"] == runner.batch_size
+    with dask.config.set(scheduler="synchronous"):
+        small = cube.values
+    assert int(counter.numpy()) == 23 * len(TSET) == runner.images
+    big = activations(model, data, TSET, layers=["conv1", "dense"], memory=2**30).values
+    np.testing.assert_allclose(small, big, rtol=1e-6, atol=1e-6)
+    ref = reference(model, data, TSET, ["conv1", "dense"])
+    np.testing.assert_allclose(small, ref, rtol=1e-5, atol=1e-5)
+    # NV does not move with the planned chunks
+    nv_small = tmx.normalized_variance(cube).values
+    nv_big = tmx.normalized_variance(
+        activations(model, data, TSET, layers=["conv1", "dense"], chunks={"sample": 23})
+    ).values
+    np.testing.assert_allclose(nv_small, nv_big, rtol=1e-9, equal_nan=True)
+    with pytest.raises(ValueError, match="memory"):
+        activations(model, data, TSET, memory="lots")
+    with pytest.raises(ValueError, match="memory"):
+        activations(model, data, TSET, memory=-5)
+
+
+def test_plan_of_a_wide_model_bounds_the_blocks():
+    """MobileNetV2-sized width (4 M units per image, T = 8): the plan keeps the forward batch
+    and the unit chunks small and never multiplies samples; a narrower model gets 64 MiB
+    blocks of whole forward batches."""
+    from tmx._batching import GIB, MIB, plan_cube
+
+    wide = plan_cube(
+        16,
+        8,
+        4_000_000,
+        transient_bytes=900_000,
+        memory=2 * GIB,
+        batch_size=None,
+        chunks={},
+        threads=2,
+    )
+    assert wide.batch_size * 4 * 4_000_000 * 2 <= 2 * GIB // 4  # the forward batch's outputs
+    assert wide.sample * wide.transformation * wide.unit * 4 <= 8 * MIB  # one unit chunk
+    assert wide.sample in (1, 16)  # one sample block (no partial moments) or the smallest
+    narrow = plan_cube(
+        2000,
+        16,
+        12_586,
+        transient_bytes=25_088,
+        memory=2 * GIB,
+        batch_size=256,
+        chunks={},
+        threads=2,
+    )
+    assert narrow.sample * 16 * 12_586 * 4 <= 64 * MIB and narrow.sample % (256 // 16) == 0
+    assert narrow.unit == 12_586
+
+
+def test_shape_mistakes_fail_when_the_cube_is_built(data):
+    model = small_cnn()
+    nchw = np.transpose(data, (0, 3, 1, 2))  # (23, 1, 12, 12)
+    with pytest.raises(ValueError, match="channels-first") as err:
+        activations(model, nchw, TSET)
+    text = str(err.value)
+    assert "x has shape (23, 1, 12, 12)" in text and "(N, 12, 12, 1)" in text
+    assert "np.transpose(x, (0, 2, 3, 1))" in text
+    with pytest.raises(ValueError, match=r"x has shape \(23, 10, 10, 1\).*\(N, 12, 12, 1\)"):
+        activations(model, data[:, :10, :10], TSET)
+    with pytest.raises(ValueError, match="sample axis"):
+        activations(model, data[0], TSET)
+    inp = keras.Input((12, 10, 1))
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(
+        keras.layers.Conv2D(2, 3, name="c")(inp)
+    )
+    wide_model = keras.Model(inp, pooled)
+    oblong = np.zeros((4, 12, 10, 1), np.float32)
+    with pytest.raises(ValueError, match=r"transformation 1 .*\(12, 10, 1\)"):
+        activations(wide_model, oblong, T.rot90([0, 1]))
+    assert activations(wide_model, oblong, T.rot90([0, 2])).shape == (4, 2, 10 * 8 * 2 + 2)
+
+
+def test_a_single_layer_descriptor_is_not_read_letter_by_letter(data):
+    model = small_cnn()
+    one = activations(model, data[:4], TSET, layers="conv1")
+    assert one.attrs["layers"] == ["conv1"]
+    np.testing.assert_allclose(
+        one.values, reference(model, data[:4], TSET, ["conv1"]), rtol=1e-6, atol=1e-6
+    )
+    assert activations(model, data[:4], layers=-1).attrs["layers"] == ["dense"]
+    assert activations(model, data[:4], layers=("pool",)).attrs["layers"] == ["pool"]
+
+
+def test_progress_reports_blocks_when_asked_and_is_quiet_by_default(data, capsys):
+    model = small_cnn()
+    quiet = activations(model, data, TSET, layers=["dense"], chunks={"sample": 8})
+    assert forward_runner(quiet).progress is False  # None under pytest: off
+    quiet.compute()
+    assert "block" not in capsys.readouterr().out
+    loud = activations(model, data, TSET, layers=["dense"], chunks={"sample": 8}, progress=True)
+    runner = forward_runner(loud)
+    assert runner.total_blocks == 3
+    loud.compute()
+    out = capsys.readouterr().out
+    assert "3/3" in out and "block" in out
+    assert runner.blocks == 3
+    with pytest.raises(ValueError, match="progress"):
+        activations(model, data, TSET, progress="yes")

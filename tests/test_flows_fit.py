@@ -572,3 +572,78 @@ def test_fit_in_float64(monkeypatch) -> None:
     with pytest.raises(ValueError, match="dtype"):
         flows.fit(pr, flow=flows.flow(5, blocks=1, dtype="float32"), dtype="float64", **common)
     assert keras.config.dtype_policy().name == "float32"  # nothing global changed
+
+
+def _fit_recording_traces(monkeypatch, pr, **kwargs):
+    """fit, with every tf.function fit compiles recorded, and the symbolic (traced) calls of
+    the flow and of its inverse counted."""
+    made = []
+    real = tf.function
+
+    def recording(func=None, **options):
+        if func is None:
+            return lambda f: recording(f, **options)
+        fn = real(func, **options)
+        if "fit.<locals>" in getattr(func, "__qualname__", ""):
+            made.append(fn)
+        return fn
+
+    monkeypatch.setattr(tf, "function", recording)
+    flow = flows.flow(5, blocks=1, hidden=(8,), seed=0)
+    traced = {"call": 0, "inverse": 0}
+    for name in traced:
+        real_method = getattr(flow, name)
+
+        def counting(*args, _name=name, _real=real_method, **kw):
+            traced[_name] += not tf.executing_eagerly()
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(flow, name, counting)
+    flow, history = flows.fit(pr, flow=flow, progress=False, jit=False, **kwargs)
+    return flow, history, made, traced
+
+
+def test_fit_traces_each_compiled_function_once(monkeypatch) -> None:
+    # 1100 held-out pairs: more than one evaluation block (1024), of two sizes before padding
+    cube, _ = synthetic_cube(9, n=50, t=8)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=2200, seed=4)
+    flow, history, made, traced = _fit_recording_traces(
+        monkeypatch,
+        pr,
+        dimensions=[2, 2, 1],
+        epochs=3,
+        batch_size=250,
+        validation=0.5,
+        learning_rate=0.0,
+        jitter=0.0,
+    )
+    assert history.attrs["n_val"] == 1100 and history.sizes["epoch"] == 3
+    names = sorted(fn.python_function.__name__ for fn in made)
+    assert names == ["evaluate", "train_step"]
+    assert [fn.experimental_get_tracing_count() for fn in made] == [1, 1]
+    # the flow is traced once per compiled function, its inverse once (the evaluation)
+    assert traced == {"call": 2, "inverse": 1}
+    # the padded blocks leave the numbers alone: the weights stay put (learning_rate 0), so
+    # val_loss is the mean factor loss of the held-out pairs and invert_error their round trip
+    a, b = pr["a"].values[1100:], pr["b"].values[1100:]
+    za, lda = flow(a)
+    zb, ldb = flow(b)
+    direct = flows.factor_loss(
+        za.numpy(), zb.numpy(), lda.numpy(), ldb.numpy(), pr["rho"].values[1100:], [2, 2, 1]
+    )
+    np.testing.assert_allclose(history["val_loss"].values, direct, rtol=1e-5)
+    back = np.asarray(flow.inverse(za)[0])
+    np.testing.assert_allclose(history["invert_error"].values, np.abs(back - a).max(), atol=1e-6)
+
+
+def test_fit_progress_bar_when_asked_and_quiet_under_pytest(capsys) -> None:
+    cube, _ = synthetic_cube(10, n=20, t=4)
+    pr = flows.pairs(cube, by=("sample", "transformation"), n=100, seed=0)
+    args = {"flow": flows.flow(5, blocks=1, hidden=(8,)), "dimensions": [2, 2, 1], "jit": False}
+    flows.fit(pr, epochs=2, progress=True, **args)
+    shown = capsys.readouterr().out
+    assert "2/2" in shown and "val_loss" in shown
+    flows.fit(pr, epochs=1, **args)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="progress must be"):
+        flows.fit(pr, progress="yes", **args)

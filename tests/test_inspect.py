@@ -619,3 +619,23 @@ def test_structure_nested_and_multi_output():
     assert s2["output_shape"].sel(layer="split").item() == "multiple"
     assert s2["units"].sel(layer="split").item() == -1
     assert s2["output_shape"].sel(layer="cat").item() == "(2, 4)"
+
+
+def test_descriptor_list_takes_one_descriptor_or_many():
+    """One name is one descriptor (never its letters); tuples and dicts are one descriptor;
+    lists, arrays and other iterables are many."""
+    layer = L.Dense(2)
+    assert ti.descriptor_list("conv1") == ["conv1"]
+    assert ti.descriptor_list(b"conv1") == ["conv1"]
+    assert ti.descriptor_list(("outer", "inner")) == [("outer", "inner")]
+    assert ti.descriptor_list({"name": "a", "call": 1}) == [{"name": "a", "call": 1}]
+    assert ti.descriptor_list(-1) == [-1]
+    assert ti.descriptor_list(layer) == [layer]
+    assert ti.descriptor_list(["a", "b"]) == ["a", "b"]
+    assert ti.descriptor_list(np.array(["a", "b"])) == ["a", "b"]
+    assert ti.descriptor_list(n for n in ("a", "b")) == ["a", "b"]
+    x = keras.Input((3,))
+    m = keras.Model(x, L.Dense(2, name="out")(L.Dense(4, name="hidden")(x)))
+    assert [e.name for e in ti.resolve(m, "hidden")] == ["hidden"]
+    assert [e.name for e in ti.resolve(m, np.array(["hidden", "out"]))] == ["hidden", "out"]
+    assert len(ti.expose(m, "hidden").outputs) == 1

@@ -288,3 +288,26 @@ def test_html_in_headless_chromium(rep: xr.Dataset, tmp_path) -> None:
         seen = 0.8 * np.asarray(colour) + 0.2 * 255
         close = np.abs(pixels * 255 - seen).max(axis=-1) < 25
         assert close.sum() > 20, colour
+
+
+def test_report_progress_bar_when_asked(capsys):
+    rng = np.random.default_rng(0)
+    cube = _progress_cube(rng)
+    report(cube, layers=["a"], reduce_dims=None, progress=True)
+    assert "4/4" in capsys.readouterr().out
+    report(cube, layers=["a"], reduce_dims=None)
+    assert capsys.readouterr().out == ""
+
+
+def _progress_cube(rng):
+    data = rng.normal(size=(30, 1, 4))
+    return xr.DataArray(
+        data,
+        dims=("sample", "transformation", "unit"),
+        coords={
+            "layer": ("unit", ["a"] * 4),
+            "channel": ("unit", np.arange(4)),
+            "y": ("unit", [-1] * 4),
+            "x": ("unit", [-1] * 4),
+        },
+    )

@@ -708,3 +708,18 @@ def test_save_validates_the_cube_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="'_tmx_x' cannot be stored"):
         save(cube.assign_coords(_tmx_x=("unit", np.arange(30))), tmp_path / "c.zarr")
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_save_progress_defaults_to_interactive(tmp_path, capsys, monkeypatch):
+    """progress=None: quiet under pytest, dask's bar when a person is watching."""
+    from tmx import _progress
+
+    save(_shared_cube(Counter()), tmp_path / "quiet.zarr")
+    assert "[#" not in capsys.readouterr().out
+    monkeypatch.setattr(_progress, "interactive", lambda: True)
+    save(_shared_cube(Counter()), tmp_path / "shown.zarr")
+    assert "100%" in capsys.readouterr().out
+    save(_shared_cube(Counter()), tmp_path / "off.zarr", progress=False)
+    assert "100%" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="progress"):
+        save(_shared_cube(Counter()), tmp_path / "bad.zarr", progress="yes")

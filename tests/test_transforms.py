@@ -437,7 +437,11 @@ def test_integer_images_are_converted_and_tensors_stay_tensors():
         (lambda: T.identity(0), "n must be a positive integer"),
         (lambda: T.product(), "at least one"),
         (lambda: T.union(T.rotation(1), "rotation"), "must be a TransformationSet"),
-        (lambda: T.apply(T.rotation(1), np.zeros((28, 28)), 0), "x must be a rank-4"),
+        (
+            lambda: T.apply(T.rotation(1), np.zeros((28, 28)), 0),
+            r"rotation\(1\) is a geometric transformation of images and needs a rank-4 .* "
+            r"x has shape \(28, 28\)",
+        ),
         (lambda: T.apply(T.rotation(1), np.zeros((1, 4, 4, 1)), 3), "out of range"),
         (lambda: T.apply(T.rotation(1), np.zeros((1, 4, 4, 1)), 0.5), "j must be an integer"),
         (lambda: T.invert(T.rotation(1), np.zeros((4, 4)), 0), "fmap must be a rank-4"),

@@ -94,3 +94,45 @@ def image_size(value: Any, name: str) -> tuple[int, int]:
     if not isinstance(value, Sequence | np.ndarray) or len(value) != 2:
         raise ValueError(f"{name} must be an int or a pair (height, width); got {_describe(value)}")
     return positive_int(value[0], name), positive_int(value[1], name)
+
+
+def input_shape(given: Sequence[int], expected: Sequence[Any], name: str = "x") -> None:
+    """Check a batch's shape ``given`` (sample axis first) against a model's per-sample input
+    shape ``expected`` (None for a free axis).
+
+    The error names ``name``, the expected and the given shape; for a channels-first image
+    batch (N, C, H, W) fed to a channels-last model it gives the transpose to apply.
+    """
+    given = tuple(int(d) for d in given)
+    expected = tuple(None if d is None else int(d) for d in expected)
+    per_sample = given[1:]
+    if len(per_sample) == len(expected) and all(
+        e is None or e == g for e, g in zip(expected, per_sample, strict=True)
+    ):
+        return
+    shown = "(N, " + ", ".join("any" if e is None else str(e) for e in expected) + ")"
+    message = f"{name} has shape {given}, but the model takes inputs of shape {shown}"
+    if len(per_sample) == 3 and len(expected) == 3:
+        c, h, w = per_sample
+        nhwc = (h, w, c)
+        if all(e is None or e == g for e, g in zip(expected, nhwc, strict=True)):
+            message += (
+                f"; {name} looks channels-first (NCHW): pass np.transpose({name}, (0, 2, 3, 1)) "
+                "(channels last, NHWC)"
+            )
+    elif len(per_sample) == len(expected) - 1:
+        message += f"; is the sample axis missing? a single sample is {name}[None]"
+    raise ValueError(message)
+
+
+def names(value: Any, name: str = "layers") -> list[str]:
+    """A name or a sequence of names as a list of str: one string is one name, never read
+    letter by letter."""
+    if isinstance(value, str | bytes):
+        return [value.decode() if isinstance(value, bytes) else value]
+    try:
+        return [str(v) for v in value]
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a name or a list of names; got {_describe(value)}"
+        ) from None

@@ -19,6 +19,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from . import _progress
 from . import _validate as v
 from .cube import activations
 from .measures import by_layer, normalized_variance
@@ -35,6 +36,64 @@ def _labels(y: Any, n: int) -> np.ndarray:
             f"shape {y.shape} and dtype {y.dtype}"
         )
     return y.astype(np.int64)
+
+
+def _output_endpoint(model: Any, output: Any) -> tuple[Any, str]:
+    """The endpoint descriptor and name of the model output to score.
+
+    A functional or Sequential model's outputs are ``model.outputs`` (never
+    ``model.layers[-1]``, which need not be an output); a subclassed model has one, its
+    endpoint ``-1``. ``output``: None (the only output), an index into the outputs, or a name
+    (the output's endpoint name, or its entry of ``model.output_names``).
+    """
+    from . import inspect as _inspect
+
+    tensors = list(getattr(model, "outputs", None) or [])
+    if not tensors:  # a subclassed model: its output is the endpoint -1
+        if output not in (None, 0, -1, getattr(model, "name", None)):
+            raise ValueError(
+                f"output={output!r}: model {model.name!r} is a subclassed model with one known "
+                "output; leave output=None"
+            )
+        return -1, _inspect.resolve(model, [-1])[0].name
+    nodes = _inspect._nodes_by_op(_inspect._model_graph(model))
+    descriptors = []
+    for t in tensors:
+        op, node_index, tensor_index = t._keras_history
+        node = op._inbound_nodes[node_index]
+        call = next(k for k, n in enumerate(nodes[id(op)]) if n is node)
+        descriptors.append({"name": op.name, "call": call, "index": tensor_index})
+    names = [e.name for e in _inspect.resolve(model, descriptors)]
+    aliases = list(getattr(model, "output_names", None) or [])
+    if len(aliases) != len(names):
+        aliases = names
+    listing = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+    if output is None:
+        if len(names) > 1:
+            raise ValueError(
+                f"model {model.name!r} has {len(names)} outputs ({listing}); pass output= (a "
+                "name or an index) to choose the classifier head to score"
+            )
+        index = 0
+    elif isinstance(output, str):
+        if output in names:
+            index = names.index(output)
+        elif output in aliases:
+            index = aliases.index(output)
+        else:
+            raise ValueError(
+                f"output={output!r} names no output of the model; its outputs: {listing}"
+            )
+    elif isinstance(output, int | np.integer) and not isinstance(output, bool):
+        if not -len(names) <= output < len(names):
+            raise ValueError(
+                f"output={output} is out of range for the model's {len(names)} output(s) "
+                f"({listing})"
+            )
+        index = int(output) % len(names)
+    else:
+        raise ValueError(f"output must be None, an output name or an index; got {output!r}")
+    return descriptors[index], names[index]
 
 
 def _scores(outputs: np.ndarray, y: np.ndarray, from_logits: bool | None) -> dict[str, Any]:
@@ -70,6 +129,7 @@ def evaluate(
     *,
     batch_size: int = 256,
     from_logits: bool | None = None,
+    output: Any = None,
     safe_mode: bool = True,
 ) -> xr.Dataset:
     """Accuracy and loss of a classifier under each transformation.
@@ -77,7 +137,7 @@ def evaluate(
     Parameters
     ----------
     model : keras.Model or path
-        A classifier whose (single) output is class logits or probabilities.
+        A classifier whose output (``output`` of several) is class logits or probabilities.
     x : array-like
         Untransformed samples (as for ``tmx.activations``).
     y : array-like
@@ -88,16 +148,30 @@ def evaluate(
     from_logits : bool, optional
         Whether the outputs are logits; default: probabilities if every output row lies in
         [0, 1] and sums to 1, logits otherwise.
+    output : int or str, optional
+        Which of the model's outputs (``model.outputs``) is scored: an index or a name (the
+        output layer's name, or its ``model.output_names`` entry). Required when the model has
+        several outputs; the only output otherwise.
 
     Returns
     -------
     xr.Dataset
         Over ``transformation`` (with the set's parameter coordinates): ``accuracy`` (fraction
         of samples whose largest output is the true class) and ``loss`` (mean cross-entropy
-        −log p_y, probabilities clipped at 1e-7).
+        −log p_y, probabilities clipped at 1e-7); ``attrs["output"]`` names the scored output.
+
+    Raises
+    ------
+    ValueError
+        For a model with several outputs and ``output=None`` (the message lists them), an
+        unknown output, or labels that do not fit the output.
     """
+    from . import inspect as _inspect
+
+    model = _inspect.load_model(model, safe_mode=safe_mode)
+    desc, _ = _output_endpoint(model, output)
     cube = activations(
-        model, x, transforms, layers=[-1], batch_size=batch_size, safe_mode=safe_mode
+        model, x, transforms, layers=[desc], batch_size=batch_size, safe_mode=safe_mode
     )
     y = _labels(y, cube.sizes["sample"])
     scores = _scores(cube.values, y, from_logits)
@@ -115,6 +189,7 @@ def _score_dataset(cube: xr.DataArray, scores: dict[str, Any]) -> xr.Dataset:
     )
     ds.attrs = {
         "n_samples": int(cube.sizes["sample"]),
+        "output": str(cube.layer.values[0]) if cube.sizes["unit"] else "",
         "from_logits": scores["from_logits"],
         "model_name": cube.attrs.get("model_name", ""),
         "transforms_description": cube.attrs.get("transforms_description", ""),
@@ -134,7 +209,8 @@ def analyze(
     reduce: str | None = None,
     batch_size: int = 256,
     from_logits: bool | None = None,
-    progress: bool = False,
+    output: Any = None,
+    progress: bool | None = None,
     safe_mode: bool = True,
     **options: Any,
 ) -> xr.Dataset:
@@ -143,7 +219,7 @@ def analyze(
     Parameters
     ----------
     model : keras.Model or path
-        A classifier (logits or probabilities as its single output).
+        A classifier (logits or probabilities as its output, ``output`` of several).
     x, y : array-like
         Untransformed NHWC samples and their integer classes (or one-hot rows).
     groups : dict of name → TransformationSet, optional
@@ -162,8 +238,12 @@ def analyze(
         that does not move with the number of samples (pass ``bias_correction=None`` for the
         seed package's plain ratio) — and the plain mean of the unit values beside it as
         ``unit_mean``; "mean" for other measures.
-    progress : bool
-        Show a progress bar per group.
+    output : int or str, optional
+        Which of the model's outputs is scored (as in :func:`evaluate`); required when the
+        model has several. It is recorded in the cube beside the measured layers.
+    progress : bool or None, default None
+        Show a progress bar per group; None: when run interactively (a terminal, not under
+        pytest or CI).
     **options
         Passed to the measure.
 
@@ -179,6 +259,7 @@ def analyze(
     """
     from . import inspect as _inspect
 
+    show = _progress.resolve(progress)
     model = _inspect.load_model(model, safe_mode=safe_mode)
     if groups is None:
         size = tuple(np.shape(x)[1:3])
@@ -194,21 +275,30 @@ def analyze(
         raise ValueError(f"measure must be callable; got {measure!r}")
     options = dict(options)
     reduce, ratio = _resolve_reduce(measure, reduce, options)
-    descriptors = list(_inspect.default_endpoints(model) if layers is None else layers)
-    out_name = _inspect.resolve(model, [-1])[0].name
+    descriptors = (
+        _inspect.default_endpoints(model) if layers is None else _inspect.descriptor_list(layers)
+    )
+    out_desc, out_name = _output_endpoint(model, output)
     names = [e.name for e in _inspect.resolve(model, descriptors)]
-    with_output = descriptors if out_name in names else [*descriptors, -1]
+    with_output = descriptors if out_name in names else [*descriptors, out_desc]
     rows = []
     for name, tset in groups.items():
         cube = activations(
-            model, x, tset, layers=with_output, batch_size=batch_size, safe_mode=safe_mode
+            model,
+            x,
+            tset,
+            layers=with_output,
+            batch_size=batch_size,
+            progress=False,
+            safe_mode=safe_mode,
         )
         y_int = _labels(y, cube.sizes["sample"])
         measured = cube.isel(unit=np.flatnonzero(np.isin(cube.layer.values, names)))
         outputs = cube.isel(unit=np.flatnonzero(cube.layer.values == out_name))
         per_unit = measure(measured, **options)
-        context = _progress(progress, name)
-        with context:
+        if show:
+            print(f"group {name}:", flush=True)
+        with _progress.dask_bar(show):
             per_unit, logits = dask.compute(per_unit, outputs.data)
         scores = _scores(logits, y_int, from_logits)
         layer_values = by_layer(per_unit, reduce=reduce)
@@ -246,6 +336,7 @@ def analyze(
         "reduce": reduce,
         "n_samples": int(np.shape(x)[0]),
         "model_name": str(model.name),
+        "output": out_name,
         **{f"option_{k}": ("none" if val is None else val) for k, val in options.items()},
     }
     return result
@@ -274,14 +365,3 @@ def _plain(value: Any) -> Any:
         keep = {"layer"}
         return value.drop_vars([c for c in value.coords if c not in keep])
     return value
-
-
-def _progress(progress: bool, name: str):
-    import contextlib
-
-    if not progress:
-        return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
-
-    print(f"group {name}:", flush=True)
-    return ProgressBar()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import os
 import tempfile
 import threading
@@ -28,12 +29,12 @@ import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
+from . import _batching, _progress
 from . import _validate as v
 from ._memo import memo, per_object
-from .transforms import TransformationSet, identity
+from .transforms import TransformationSet, check_input, identity
 from .transforms._apply import _apply_chain
 
-DEFAULT_CHUNK_BYTES = 64 * 2**20  # target bytes of one (sample block × transformation block)
 UNIT_COORDS = ("layer", "channel", "y", "x")
 
 
@@ -84,12 +85,15 @@ class ForwardRunner:
 
     Holds the exposed Keras model (or, after unpickling on a worker, its ``.keras`` bytes, loaded
     on first use) and compiles one ``tf.function`` per transformation block, with a fixed batch
-    of ``samples_per_batch`` samples × the block's transformations (the last batch is padded and
-    the padding dropped). Thread-safe: the threaded scheduler shares one instance.
+    of ``samples_per_batch`` samples × the block's transformations; a block's last, short batch
+    is padded to the power of two ≥ its samples at most (``tmx._batching.call_rows``: a few
+    compiled shapes) and the padding dropped. Thread-safe: the threaded scheduler shares one
+    instance. With ``progress``, a bar counts the blocks done out of ``total_blocks``.
 
-    ``batches`` and ``images`` count the forward batches run and the images (padding included)
-    that went through this instance; ``ForwardRunner.loads`` counts models loaded from bytes in
-    this process (diagnostics: on a cluster, at most one per worker and graph).
+    ``batches``, ``images`` and ``blocks`` count the forward batches run, the images (padding
+    included) and the blocks that went through this instance; ``ForwardRunner.loads`` counts
+    models loaded from bytes in this process (diagnostics: on a cluster, at most one per worker
+    and graph).
     """
 
     loads = 0
@@ -106,19 +110,25 @@ class ForwardRunner:
         transforms: TransformationSet,
         batch_size: int,
         *,
-        image: bool,
+        dtype: Any = "float32",
         safe_mode: bool = True,
+        progress: bool = False,
+        total_blocks: int = 0,
     ) -> None:
         self._model = model
         self._bytes: bytes | None = None
         self.transforms = transforms
         self.batch_size = batch_size
-        self.image = image
+        self.dtype = np.dtype(dtype)  # what the forward pass takes: float32, or token ids' ints
         self.safe_mode = safe_mode
         self._functions: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
         self.batches = 0
         self.images = 0
+        self.blocks = 0
+        self.progress = progress
+        self.total_blocks = total_blocks
+        self._bar: Any = None
 
     # pickling: the model travels as .keras bytes, compiled functions are rebuilt on arrival
     def __getstate__(self) -> dict[str, Any]:
@@ -127,7 +137,9 @@ class ForwardRunner:
         state["_model"] = None
         state["_functions"] = {}
         state["_lock"] = None
-        state["batches"] = state["images"] = 0
+        state["batches"] = state["images"] = state["blocks"] = 0
+        state["progress"] = False  # workers have no terminal to report to
+        state["_bar"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -144,7 +156,7 @@ class ForwardRunner:
     def token(self) -> str:
         """Identifies the model bytes and everything compiled from them."""
         digest = hashlib.sha256(self.model_bytes())
-        extra = f"{self.transforms.to_json()}|{self.batch_size}|{self.image}|{self.safe_mode}"
+        extra = f"{self.transforms.to_json()}|{self.batch_size}|{self.dtype.name}|{self.safe_mode}"
         digest.update(extra.encode())
         return digest.hexdigest()
 
@@ -181,47 +193,43 @@ class ForwardRunner:
     def samples_per_batch(self, block: int) -> int:
         return max(1, self.batch_size // block)
 
-    def _function(self, indices: tuple[int, ...], sample_shape: tuple[int, ...]):
+    def _function(self, indices: tuple[int, ...], sample_shape: tuple[int, ...], rows: int):
         with self._lock:
-            fn = self._functions.get(indices)
+            fn = self._functions.get((indices, rows))
             if fn is None:
                 # a live model (not unpickled): reuse what an earlier cube of the same model,
                 # transformations and batch compiled, instead of tracing again per cube
                 key = (
                     self.transforms.to_json(),
-                    self.batch_size,
-                    self.image,
+                    self.dtype.name,
                     indices,
+                    rows,
                     tuple(sample_shape),
                 )
                 if self._model is None:
-                    fn = self._compile(indices, sample_shape)
+                    fn = self._compile(indices, sample_shape, rows)
                 else:
                     fn = memo(
                         _live_functions,
                         self._model,
                         key,
-                        lambda: self._compile(indices, sample_shape),
+                        lambda: self._compile(indices, sample_shape, rows),
                     )
-                self._functions[indices] = fn
+                self._functions[(indices, rows)] = fn
             return fn
 
-    def _compile(self, indices: tuple[int, ...], sample_shape: tuple[int, ...]):
+    def _compile(self, indices: tuple[int, ...], sample_shape: tuple[int, ...], rows: int):
         import tensorflow as tf
 
         model = self._load()  # the caller holds the lock
         tset = self.transforms
         k = len(indices)
-        spb = self.samples_per_batch(k)
-        spec = tf.TensorSpec((spb, *sample_shape), tf.float32)
+        spec = tf.TensorSpec((rows, *sample_shape), tf.as_dtype(self.dtype))
 
-        @tf.function(input_signature=[spec, tf.TensorSpec((spb,), tf.int64)], reduce_retracing=True)
+        @tf.function(input_signature=[spec, tf.TensorSpec((rows,), tf.int64)])
         def forward(xb, sample_index):
-            if self.image:
-                parts = [_apply_chain(tset.elements[j], xb, j, sample_index) for j in indices]
-                batch = tf.reshape(tf.stack(parts, axis=1), (spb * k, *sample_shape))
-            else:
-                batch = xb
+            parts = [_apply_chain(tset.elements[j], xb, j, sample_index) for j in indices]
+            batch = tf.reshape(tf.stack(parts, axis=1), (rows * k, *sample_shape))
             outputs = model(batch, training=False)
             if not isinstance(outputs, list | tuple):
                 outputs = [outputs]
@@ -232,29 +240,43 @@ class ForwardRunner:
     def __call__(
         self, x_block: np.ndarray, sample_index: np.ndarray, indices: tuple[int, ...]
     ) -> np.ndarray:
-        """Activations of one block: (samples, len(indices), units), float32."""
-        x_block = np.asarray(x_block, dtype=np.float32)
+        """Activations of one block: (samples, len(indices), units), float32.
+
+        Full batches of ``samples_per_batch`` samples, then the rest in one batch padded to
+        the power of two ≥ the rest (``tmx._batching.call_rows``): a block of 3 samples runs
+        4 samples' images, not a whole batch's."""
+        x_block = np.asarray(x_block, dtype=self.dtype)
         n, k = x_block.shape[0], len(indices)
-        fn = self._function(indices, x_block.shape[1:])
         spb = self.samples_per_batch(k)
         out: np.ndarray | None = None
-        for start in range(0, n, spb):
-            xb = x_block[start : start + spb]
-            ib = np.asarray(sample_index[start : start + spb], dtype=np.int64)
-            real = xb.shape[0]
-            if real < spb:  # fixed batch shape: pad the last batch, drop the padding
-                xb = np.concatenate([xb, np.zeros((spb - real, *xb.shape[1:]), xb.dtype)])
-                ib = np.concatenate([ib, np.zeros(spb - real, np.int64)])
-            results = [r.numpy().reshape(spb, k, -1) for r in fn(xb, ib)]
+        for start, stop, rows in _batching.batches(n, spb):
+            fn = self._function(indices, x_block.shape[1:], rows)
+            xb = x_block[start:stop]
+            ib = np.asarray(sample_index[start:stop], dtype=np.int64)
+            real = stop - start
+            if real < rows:  # fixed batch shape: pad the last batch, drop the padding
+                xb = np.concatenate([xb, np.zeros((rows - real, *xb.shape[1:]), xb.dtype)])
+                ib = np.concatenate([ib, np.zeros(rows - real, np.int64)])
+            results = [r.numpy().reshape(rows, k, -1) for r in fn(xb, ib)]
             if out is None:  # one copy: each layer's output straight into the block
                 widths = [r.shape[2] for r in results]
                 offsets = np.concatenate([[0], np.cumsum(widths)])
                 out = np.empty((n, k, int(offsets[-1])), np.float32)
             for r, lo, hi in zip(results, offsets[:-1], offsets[1:], strict=True):
-                out[start : start + real, :, lo:hi] = r[:real]
+                out[start:stop, :, lo:hi] = r[:real]
+            del results
             with self._lock:
                 self.batches += 1
-                self.images += spb * k
+                self.images += rows * k
+        with self._lock:
+            self.blocks += 1
+            bar = self._bar
+            if bar is None and self.progress and self.total_blocks:
+                bar = self._bar = _progress._Steps(self.total_blocks, True, "block")
+            if bar is not None:
+                bar.advance()
+                if bar.done >= self.total_blocks:
+                    self._bar = None  # the next compute starts a new bar
         return out
 
 
@@ -321,9 +343,7 @@ def _weights_sha256(model: Any) -> str:
     return digest.hexdigest()
 
 
-def _default_chunks(
-    n: int, t: int, units: int, batch_size: int, chunks: dict[str, int] | None
-) -> tuple[int, int, int]:
+def _check_chunks(chunks: dict[str, int] | None) -> dict[str, int]:
     chunks = dict(chunks or {})
     unknown = set(chunks) - {"sample", "transformation", "unit"}
     if unknown:
@@ -331,16 +351,68 @@ def _default_chunks(
             f"chunks: unknown dims {sorted(unknown)}; expected keys 'sample', 'transformation', "
             "'unit'"
         )
-    t_block = min(t, v.positive_int(chunks.get("transformation", t), "chunks['transformation']"))
-    u_block = min(units, v.positive_int(chunks.get("unit", units), "chunks['unit']"))
-    if "sample" in chunks:
-        s_block = v.positive_int(chunks["sample"], "chunks['sample']")
-    else:
-        s_block = max(1, DEFAULT_CHUNK_BYTES // (t_block * units * 4))
-        per_batch = max(1, batch_size // t_block)  # whole forward batches per block
-        if s_block > per_batch:
-            s_block -= s_block % per_batch
-    return min(n, s_block), t_block, u_block
+    return {k: v.positive_int(val, f"chunks[{k!r}]") for k, val in chunks.items()}
+
+
+_transient_bytes_cache = per_object()
+
+
+def _transient_bytes(model: Any) -> int:
+    """Bytes per image of the model's largest top-level layer output (float32): what a forward
+    pass holds in flight besides the recorded outputs."""
+    from . import inspect as _inspect
+
+    def compute() -> int:
+        try:
+            shapes = [e.shape for e in _inspect.resolve(model, _inspect.default_endpoints(model))]
+        except ValueError:
+            return 0
+        sizes = [int(np.prod([d or 1 for d in shape])) for shape in shapes]
+        return 4 * max(sizes, default=0)
+
+    return memo(_transient_bytes_cache, model, "largest", compute)
+
+
+def _model_input_shape(model: Any) -> tuple[Any, ...] | None:
+    """The model's per-sample input shape (None for free axes), or None when unknown or when
+    the model has several inputs."""
+    try:
+        inputs = getattr(model, "inputs", None)
+        if inputs and len(inputs) == 1:
+            return tuple(inputs[0].shape[1:])
+        shapes = getattr(model, "_build_shapes_dict", None)
+        if not inputs and shapes and len(shapes) == 1:
+            return tuple(next(iter(shapes.values())))[1:]
+    except (AttributeError, TypeError, ValueError):  # models never called: nothing to check
+        return None
+    return None
+
+
+def _check_transforms(
+    transforms: TransformationSet, shape: tuple[int, ...], dtype: np.dtype
+) -> None:
+    """Apply each transformation to one blank sample of ``x``'s shape: a transformation that
+    cannot take it (``rot90`` of a non-square image) or changes its shape fails here, when the
+    cube is built, not inside a forward pass."""
+    import tensorflow as tf
+
+    blank = tf.zeros((1, *shape), tf.as_dtype(dtype))
+    index = tf.zeros((1,), tf.int64)
+    for j, element in enumerate(transforms.elements):
+        label = transforms.labels[j]
+        try:
+            out = _apply_chain(element, blank, j, index)
+        except Exception as exc:  # reported with the transformation named
+            raise ValueError(
+                f"transforms: transformation {j} ({label!r}) cannot be applied to x, whose "
+                f"samples have shape {tuple(shape)}: {exc}"
+            ) from exc
+        if tuple(out.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"transforms: transformation {j} ({label!r}) turns samples of x of shape "
+                f"{tuple(shape)} into {tuple(out.shape[1:])}; every transformation must keep "
+                "the shape"
+            )
 
 
 # -- the public function ------------------------------------------------------------------------
@@ -349,10 +421,12 @@ def activations(
     x: Any,
     transforms: TransformationSet | None = None,
     *,
-    layers: Sequence[Any] | None = None,
-    batch_size: int = 256,
+    layers: Any = None,
+    batch_size: int | None = None,
     chunks: dict[str, int] | None = None,
+    memory: int | str | None = None,
     labels: Sequence[Any] | np.ndarray | None = None,
+    progress: bool | None = None,
     safe_mode: bool = True,
 ) -> xr.DataArray:
     """The lazy activation cube a[i, j, u] of a model over samples × transformations.
@@ -364,20 +438,35 @@ def activations(
     x : numpy array, xr.DataArray, dask array or zarr array
         The untransformed samples, sample axis first (NHWC images when ``transforms`` is given).
         Lazy inputs are read block by block, never whole. A DataArray's ``sample`` and
-        ``label`` coordinates are kept.
+        ``label`` coordinates are kept. Its per-sample shape is checked against the model's
+        input shape when the cube is built.
     transforms : TransformationSet, optional
-        The T transformations; ``None`` means the identity only (T = 1).
-    layers : list of endpoint descriptors, optional
+        The T transformations; ``None`` means the identity only (T = 1). Each is tried on one
+        blank sample when the cube is built (e.g. ``rot90`` needs square images).
+    layers : endpoint descriptor or list of them, optional
         Which units to record: int index, name, Layer, tuple path into nested models, or
-        ``{"name"|"layer": ..., "link": "output"|"input"}``. ``None``: every layer output
-        except the input. An unknown descriptor raises ``ValueError`` listing valid names.
-    batch_size : int, default 256
+        ``{"name"|"layer": ..., "link": "output"|"input"}``; one descriptor (``"conv1"``) or
+        a list. ``None``: every layer output except the input. An unknown descriptor raises
+        ``ValueError`` listing valid names.
+    batch_size : int, optional
         Images per forward batch (at least one sample × the transformations of a block).
+        Default: planned from ``memory`` (at most 256, a power of two).
     chunks : dict, optional
         Chunk sizes ``{"sample": s, "transformation": t, "unit": u}``. Defaults: all
-        transformations, all units, and as many samples as keep a block near 64 MiB.
+        transformations; samples and units planned from ``memory`` (blocks of at most
+        64 MiB when the budget allows, whole forward batches per block).
+    memory : int or str, optional
+        The memory budget the forward batch and chunks are planned for, in bytes or as a size
+        (``"4GB"``). Default: 2 GiB, or a quarter of the machine's memory when that is less.
+        It bounds, for the scheduler's threads together, the forward batches, the blocks and
+        the float64 work a measure such as ``tmx.normalized_variance`` makes on them; the
+        process also holds TensorFlow itself (about 0.7 GB). Given ``batch_size`` and
+        ``chunks`` are kept as they are.
     labels : sequence, optional
         Per-sample labels, stored as the ``label`` coordinate on ``sample``.
+    progress : bool or None, default None
+        Report the forward passes (blocks done out of the total) when the cube is computed.
+        None: when run interactively (a terminal, not under pytest or CI).
     safe_mode : bool, default True
         Passed to ``keras.models.load_model`` for paths, and on workers of a distributed run.
 
@@ -388,10 +477,18 @@ def activations(
         transformation set's parameter coordinates, the unit coordinates ``layer``, ``channel``,
         ``y``, ``x`` (−1 where a layer has no such axis), and provenance ``attrs``.
 
+    Raises
+    ------
+    ValueError
+        For unknown layers, bad chunks, batch size or budget, an ``x`` whose samples do not
+        have the model's input shape (the message gives both shapes, and the transpose for a
+        channels-first batch), or a transformation that cannot be applied to ``x``.
+
     Notes
     -----
     Building the cube runs no forward pass. Computing it runs one forward pass per
-    (sample block × transformation block), shared by all unit chunks of that block.
+    (sample block × transformation block), shared by all unit chunks of that block; a
+    block's last batch is padded to a power of two at most, not to a whole batch.
 
     Examples
     --------
@@ -405,7 +502,11 @@ def activations(
     from . import inspect as _inspect
 
     model = _inspect.load_model(model, safe_mode=safe_mode)
-    batch_size = v.positive_int(batch_size, "batch_size")
+    if batch_size is not None:
+        batch_size = v.positive_int(batch_size, "batch_size")
+    budget = _batching.parse_memory(memory, "memory")
+    show = _progress.resolve(progress)
+    chunks = _check_chunks(chunks)
     if transforms is None:
         transforms = identity()
     if not isinstance(transforms, TransformationSet):
@@ -415,13 +516,18 @@ def activations(
         )
     xd, sample_coord, label_coord = _as_dask_input(x)
     n = int(xd.shape[0])
-    image = xd.ndim == 4
-    if not image and transforms != identity():
-        raise ValueError(
-            f"x must be a batch of NHWC images (rank 4) to apply transformations; got shape "
-            f"{tuple(xd.shape)}"
-        )
-    descriptors = list(_inspect.default_endpoints(model) if layers is None else layers)
+    expected = _model_input_shape(model)
+    if expected is not None:
+        v.input_shape(tuple(int(d) for d in xd.shape), expected, "x")
+    # geometric transformations of images need NHWC x; the rest take any rank (tables,
+    # sequences, token ids); integer x other than images keeps its dtype (token ids)
+    dtype = check_input(transforms, xd.shape, xd.dtype)
+    dtype = np.dtype(np.float32) if dtype.kind == "f" else dtype
+    if transforms != identity():
+        _check_transforms(transforms, tuple(int(d) for d in xd.shape[1:]), dtype)
+    descriptors = (
+        _inspect.default_endpoints(model) if layers is None else _inspect.descriptor_list(layers)
+    )
     if not descriptors:
         raise ValueError("layers must name at least one layer")
     endpoints = _inspect.resolve(model, descriptors)
@@ -434,9 +540,28 @@ def activations(
     exposed = _exposed(model, descriptors, names)
 
     t = len(transforms)
-    s_block, t_block, u_block = _default_chunks(n, t, units, batch_size, chunks)
+    plan = _batching.plan_cube(
+        n,
+        t,
+        units,
+        transient_bytes=_transient_bytes(model),
+        memory=budget,
+        batch_size=batch_size,
+        chunks=chunks,
+    )
+    batch_size = plan.batch_size
+    s_block, t_block, u_block = plan.sample, plan.transformation, plan.unit
     xd = xd.rechunk((s_block, *xd.shape[1:]))
-    runner = ForwardRunner(exposed, transforms, batch_size, image=image, safe_mode=safe_mode)
+    n_blocks = len(xd.chunks[0]) * math.ceil(t / t_block)
+    runner = ForwardRunner(
+        exposed,
+        transforms,
+        batch_size,
+        dtype=dtype,
+        safe_mode=safe_mode,
+        progress=show,
+        total_blocks=n_blocks,
+    )
 
     token = hashlib.sha256(
         f"{id(runner)}-{xd.name}-{transforms.to_json()}-{names}-{batch_size}".encode()

@@ -52,6 +52,7 @@ __all__ = [
     "Endpoint",
     "biases",
     "default_endpoints",
+    "descriptor_list",
     "expose",
     "find_layer",
     "find_layers",
@@ -768,12 +769,29 @@ def _resolve_one(model: keras.Model, groups: dict, desc: Any) -> tuple[Endpoint,
     return endpoint, site.key
 
 
-def _as_list(endpoints: Any) -> list:
+def descriptor_list(endpoints: Any) -> list:
+    """Endpoint descriptors as a list: one descriptor (a name such as ``"conv1"``, an int, a
+    Layer, a tuple path, a dict, an ``Endpoint``) becomes a one-item list; a list, or another
+    sequence or iterable of descriptors (not a str or tuple, which are one descriptor), becomes
+    a list. The one place where ``layers=``/``endpoints=`` arguments are normalised, so that a
+    single name is never read letter by letter.
+    """
     if isinstance(endpoints, list):
-        if not endpoints:
-            raise ValueError("endpoints must not be empty")
-        return endpoints
-    return [endpoints]
+        return list(endpoints)
+    if isinstance(endpoints, str | bytes | tuple | dict | numbers.Integral | Endpoint):
+        return [endpoints.decode() if isinstance(endpoints, bytes) else endpoints]
+    if isinstance(endpoints, keras.Layer) or not isinstance(endpoints, Iterable):
+        return [endpoints]
+    if isinstance(endpoints, np.ndarray) and endpoints.ndim == 0:
+        return [endpoints.item()]
+    return list(endpoints.tolist() if isinstance(endpoints, np.ndarray) else endpoints)
+
+
+def _as_list(endpoints: Any) -> list:
+    out = descriptor_list(endpoints)
+    if not out:
+        raise ValueError("endpoints must not be empty")
+    return out
 
 
 def _subclassed_endpoint(model: keras.Model, descs: list) -> Endpoint:

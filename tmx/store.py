@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
-import contextlib
 import hashlib
 import json
 import math
@@ -73,6 +72,8 @@ import xarray as xr
 import zarr
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+
+from . import _progress
 
 __all__ = ["open", "save"]
 
@@ -775,14 +776,8 @@ def _write_blocks(
         workers = dask.config.get("num_workers", None) or dask.threaded.CPU_COUNT
         pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tmx-save")
         kwargs = {"scheduler": pool}  # an Executor: dask's local scheduler on this pool
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        bar: contextlib.AbstractContextManager[Any] = ProgressBar()
-    else:
-        bar = contextlib.nullcontext()
     try:
-        with bar:
+        with _progress.dask_bar(progress):
             dask.compute(*tasks, **kwargs)
     finally:
         if pool is not None:
@@ -795,7 +790,7 @@ def save(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
     compression: str | None = "zstd",
 ) -> str:
     """Save an activation cube to a Zarr (format 3) store, chunk by chunk.
@@ -825,8 +820,9 @@ def save(
     overwrite : bool
         Replace an existing store. Only a tmx cube store (or an empty directory) is ever
         deleted.
-    progress : bool
-        Show a dask progress bar (local schedulers only).
+    progress : bool or None, default None
+        Show a dask progress bar (local schedulers only). None: when run interactively (a
+        terminal, not under pytest or CI; see ``tmx._progress``).
     compression : {"zstd", "lz4", None}, default "zstd"
         Codec of the data chunks: zstd at level 1, Blosc LZ4 with bit shuffle, or none. On a
         small CNN's activations (2 cores, ``benchmarks/codecs``-style measurement) zstd level
@@ -863,7 +859,7 @@ def save(
     """
     resume = _check_flag(resume, "resume")
     overwrite = _check_flag(overwrite, "overwrite")
-    progress = _check_flag(progress, "progress")
+    progress = _progress.resolve(progress)
     if compression not in _COMPRESSORS:
         raise ValueError(
             f"compression must be one of {list(_COMPRESSORS)}; got {_describe(compression)}"

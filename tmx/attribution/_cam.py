@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _progress
 from .. import _validate as v
 from ._core import (
     _as_inputs,
@@ -24,14 +25,55 @@ from ._core import (
     _qoi_model,
     _rewired,
     _row_params,
+    _single_output,
     _tail_functions,
 )
 
 
-def _spatial_layer(model: Any, layer: Any) -> tuple[Any, str]:
+def _all_layers(model: Any) -> list[Any]:
+    """The layers a model tracks, nested ones included, depth first."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_all_layers(layer))
+    return out
+
+
+def _require_graph(model: Any, method: str) -> None:
+    """Raise unless ``model`` is a functional or Sequential Keras model with one output: a CAM
+    reads a layer's activations (and gradients) by cutting the model's graph of layers there."""
+    import keras
+
+    subclassed = (
+        isinstance(model, keras.Model)
+        and not isinstance(model, keras.Sequential)
+        and getattr(model, "_nodes_by_depth", None) is None
+    )
+    if subclassed:
+        spatial = [
+            f"{layer.name!r} ({type(layer).__name__})"
+            for layer in _all_layers(model)
+            if "Conv" in type(layer).__name__ or "Pool" in type(layer).__name__
+        ]
+        holds = f" (it holds {', '.join(spatial[:4])}{', ...' * (len(spatial) > 4)})" * bool(
+            spatial
+        )
+        raise ValueError(
+            f"{method} cuts the model's graph of layers at a layer with spatial axes, and "
+            f"{model.name!r} is a subclassed keras.Model{holds}: its call() is Python code, "
+            "so it has no graph of layers to cut. Build the same layers as a functional model "
+            "(keras.Model(inputs, outputs)) or a keras.Sequential, or use an attribution at "
+            "the input, which works on any model (tmx.attribution.saliency, "
+            "integrated_gradients, smoothgrad)"
+        )
+    _single_output(model, method)
+
+
+def _spatial_layer(model: Any, layer: Any, method: str) -> tuple[Any, str]:
     """The layer descriptor and its endpoint name: ``layer`` or the last with (y, x, c) maps."""
     from ..inspect import default_endpoints, resolve
 
+    _require_graph(model, method)
     if layer is not None:
         endpoint = resolve(model, [layer])[0]
         if len(endpoint.shape) != 3:
@@ -45,7 +87,10 @@ def _spatial_layer(model: Any, layer: Any) -> tuple[Any, str]:
     ):
         if len(endpoint.shape) == 3:
             return desc, endpoint.name
-    raise ValueError("the model has no layer with spatial axes (y, x, channel) for a CAM")
+    raise ValueError(
+        f"{method}: model {model.name!r} has no layer with spatial axes (y, x, channel) to "
+        "compute a class activation map on"
+    )
 
 
 def _maps(
@@ -107,7 +152,7 @@ def grad_cam(
         raise ValueError(f"relu must be True or False; got {relu!r}")
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
-    layer, name = _spatial_layer(model, layer)
+    layer, name = _spatial_layer(model, layer, "grad_cam")
     qoi = _target(model, values, target, batch_size)
     acts, grads = _gradients(model, values, qoi, layer, batch_size)
     maps = _maps(values, grads.mean(axis=(1, 2)), acts, relu)
@@ -128,7 +173,7 @@ def grad_cam_pp(
     """
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
-    layer, name = _spatial_layer(model, layer)
+    layer, name = _spatial_layer(model, layer, "grad_cam_pp")
     qoi = _target(model, values, target, batch_size)
     acts, g = _gradients(model, values, qoi, layer, batch_size)
     g2, g3 = g**2, g**3
@@ -150,7 +195,7 @@ def cam(
 
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
-    layer, name = _spatial_layer(model, layer)
+    layer, name = _spatial_layer(model, layer, "cam")
     qoi = _target(model, values, target, batch_size)
     if qoi.kind != "class":
         raise ValueError("cam needs a class target (an int, one per sample, or None)")
@@ -175,22 +220,25 @@ def score_cam(
     layer: Any = None,
     baseline: float = 0.0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Score-CAM (Wang et al. 2020): α_k = f(X ∘ H_k) − f(X_b), L = ReLU(Σ_k α_k A_k).
 
     H_k is channel k's map upsampled (bilinear) to the input and min-max normalised to [0, 1]
     (a constant map gives 0), f the softmax probability of the target class, X_b the input
     filled with ``baseline``. The masked inputs of all channels go through the model in
-    batches of ``batch_size`` (not one forward pass per channel).
+    batches of ``batch_size`` (not one forward pass per channel). ``progress``: a bar over
+    the samples (None: when run interactively).
     """
     import tensorflow as tf
 
+    show = _progress.resolve(progress)
     batch_size = v.positive_int(batch_size, "batch_size")
     baseline = v.finite_real(baseline, "baseline")
     values, coords = _as_inputs(x)
     if values.ndim != 4:
         raise ValueError(f"score_cam needs images (N, H, W, C); got shape {values.shape}")
-    layer, name = _spatial_layer(model, layer)
+    layer, name = _spatial_layer(model, layer, "score_cam")
     qoi = _target(model, values, target, batch_size)
     if qoi.kind != "class":
         raise ValueError("score_cam needs a class target (an int, one per sample, or None)")
@@ -210,13 +258,15 @@ def score_cam(
 
     base_p = prob(np.full_like(values, baseline), qoi.params)
     weights = np.empty((n, c))
-    for i in range(n):
-        up = tf.image.resize(np.moveaxis(acts[i], -1, 0)[..., None], size).numpy()[..., 0]
-        lo = up.min(axis=(1, 2), keepdims=True)
-        span = up.max(axis=(1, 2), keepdims=True) - lo
-        masks = np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0)
-        masked = values[i][None] * masks[..., None].astype(np.float32)
-        weights[i] = prob(masked, np.full(c, qoi.params[i])) - base_p[i]
+    with _progress.steps(n, show, "sample") as bar:
+        for i in range(n):
+            up = tf.image.resize(np.moveaxis(acts[i], -1, 0)[..., None], size).numpy()[..., 0]
+            lo = up.min(axis=(1, 2), keepdims=True)
+            span = up.max(axis=(1, 2), keepdims=True) - lo
+            masks = np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0)
+            masked = values[i][None] * masks[..., None].astype(np.float32)
+            weights[i] = prob(masked, np.full(c, qoi.params[i])) - base_p[i]
+            bar.advance()
     maps = _maps(values, weights, acts.astype(np.float64), relu=True)
     return _result(maps, coords, "score_cam", name, qoi.description, baseline=baseline)
 

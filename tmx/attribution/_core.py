@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _batching, _progress
 from .. import _validate as v
 from .._memo import memo, per_object
 from ._doi import RULES, check_seed, gaussian_noise, quadrature
@@ -68,8 +69,43 @@ class _Qoi:
     description: str = ""
 
 
+def _require_eager() -> None:
+    """Refuse to run inside a ``tf.function``: attributions are computed eagerly, NumPy and
+    xarray in and out, around tmx's own compiled functions (a symbolic tensor has no values
+    to attribute, and the result could not be returned into the graph)."""
+    import tensorflow as tf
+
+    if tf.inside_function():
+        raise RuntimeError(
+            "tmx attributions run eagerly (NumPy or xarray in, xarray out; they compile their "
+            "own tf.functions inside): call them outside tf.function, on the input values, "
+            "not inside a function being traced"
+        )
+
+
+def _several_outputs(model: Any) -> list[str]:
+    """The output names of a Keras model with several outputs; [] for one (or a callable)."""
+    outputs = getattr(model, "outputs", None) if hasattr(model, "get_config") else None
+    if not outputs or len(outputs) < 2:
+        return []
+    return [getattr(t._keras_history.operation, "name", str(t)) for t in outputs]
+
+
+def _single_output(model: Any, method: str, alternative: str = "") -> None:
+    """Raise for a model with several outputs, naming them and what ``method`` accepts."""
+    names = _several_outputs(model)
+    if names:
+        raise ValueError(
+            f"{method} explains one output, and model {model.name!r} has {len(names)} "
+            f"({', '.join(map(repr, names))}): {alternative}build a model with the output to "
+            "explain, e.g. keras.Model(model.inputs, model.outputs[k])"
+        )
+
+
 def _as_inputs(x: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """Inputs as float32 numpy with the sample axis first, and the sample coordinates."""
+    """Inputs as float32 numpy with the sample axis first, and the sample coordinates (outside
+    a ``tf.function`` only)."""
+    _require_eager()
     if isinstance(x, xr.DataArray):
         if "sample" not in x.dims:
             raise ValueError(f"x must have a 'sample' dim when it is a DataArray; got {x.dims}")
@@ -283,6 +319,7 @@ def gradient_moments(
     grad: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     attr_shape: tuple[int, ...] | None = None,
     squares: bool = True,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points.
 
@@ -291,7 +328,7 @@ def gradient_moments(
     to ``rows`` for the compiled call), in the attribution's shape ``attr_shape`` (default:
     the model's input gradient). A call holds whole samples' points when they fit in
     ``batch_size`` (the largest multiple of the points per sample), so no rows are wasted
-    on padding but the last call's."""
+    on padding but the last call's. ``progress``: a bar over the compiled calls."""
     n, shape = x.shape[0], x.shape[1:]
     alphas = weights = None
     if callable(doi):
@@ -332,37 +369,40 @@ def gradient_moments(
     call_rows = batch_size
     if per_sample <= batch_size:  # whole samples per call: padding only in the last one
         call_rows = (batch_size // per_sample) * per_sample
-    for a, b in _batches(total, call_rows):
-        rows = np.arange(a, b)
-        s_idx, k_idx = rows // per_sample, rows % per_sample
-        if doi == "point":
-            z, w = x[s_idx], np.ones(rows.size)
-        elif doi == "linear":
-            base = baseline[s_idx]
-            al = alphas[k_idx].astype(np.float32).reshape(-1, *([1] * len(shape)))
-            z, w = base + al * (x[s_idx] - base), weights[k_idx]
-        elif doi == "gaussian":
-            uniq = np.unique(s_idx)
-            eps = gaussian_noise(shape, uniq, samples, noise, seed)
-            where = np.searchsorted(uniq, s_idx)
-            z, w = x[s_idx] + eps[where, k_idx], weights[k_idx]
-        else:
-            z = np.empty((rows.size, *shape), np.float32)
-            w = np.zeros(rows.size)
-            for r, (i, k) in enumerate(zip(s_idx, k_idx, strict=True)):
-                pts, ws = custom_cache[int(i)]
-                if k < pts.shape[0]:
-                    z[r], w[r] = pts[k], ws[k]
-                else:
-                    z[r] = x[i]
-        g = grad(s_idx, z, call_rows)
-        wg = w.reshape(-1, *([1] * len(attr_shape))) * g
-        # rows come sample by sample: sum each sample's run of rows (reduceat, no scatter)
-        starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
-        owners = s_idx[starts]
-        mean[owners] += np.add.reduceat(wg, starts, axis=0)
-        if squares:
-            square[owners] += np.add.reduceat(wg * g, starts, axis=0)
+    n_calls = -(-total // call_rows)
+    with _progress.steps(n_calls, progress, "batch") as bar:
+        for a, b in _batches(total, call_rows):
+            rows = np.arange(a, b)
+            s_idx, k_idx = rows // per_sample, rows % per_sample
+            if doi == "point":
+                z, w = x[s_idx], np.ones(rows.size)
+            elif doi == "linear":
+                base = baseline[s_idx]
+                al = alphas[k_idx].astype(np.float32).reshape(-1, *([1] * len(shape)))
+                z, w = base + al * (x[s_idx] - base), weights[k_idx]
+            elif doi == "gaussian":
+                uniq = np.unique(s_idx)
+                eps = gaussian_noise(shape, uniq, samples, noise, seed)
+                where = np.searchsorted(uniq, s_idx)
+                z, w = x[s_idx] + eps[where, k_idx], weights[k_idx]
+            else:
+                z = np.empty((rows.size, *shape), np.float32)
+                w = np.zeros(rows.size)
+                for r, (i, k) in enumerate(zip(s_idx, k_idx, strict=True)):
+                    pts, ws = custom_cache[int(i)]
+                    if k < pts.shape[0]:
+                        z[r], w[r] = pts[k], ws[k]
+                    else:
+                        z[r] = x[i]
+            g = grad(s_idx, z, call_rows)
+            wg = w.reshape(-1, *([1] * len(attr_shape))) * g
+            # rows come sample by sample: sum each sample's run of rows (reduceat, no scatter)
+            starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
+            owners = s_idx[starts]
+            mean[owners] += np.add.reduceat(wg, starts, axis=0)
+            if squares:
+                square[owners] += np.add.reduceat(wg * g, starts, axis=0)
+            bar.advance()
     return mean, square
 
 
@@ -381,8 +421,7 @@ def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
     """The model's (first) output of every row, compiled for fixed batches: ``batch`` rows, or
     the power of two ≥ the rows at hand when fewer (a few shapes, and one sample is not
     padded to a whole batch)."""
-    if x.shape[0] < batch:
-        batch = min(batch, 1 << (x.shape[0] - 1).bit_length())
+    batch = _batching.call_rows(x.shape[0], batch)
     shape = tuple(x.shape[1:])
     predict = memo(
         _FUNCTIONS, model, ("predict", shape, batch), lambda: _compile_predict(model, shape, batch)
@@ -516,6 +555,7 @@ def attribute(
     seed: int = 0,
     batch_size: int = 64,
     return_delta: bool = False,
+    progress: bool | None = None,
     _gradients: str = "mean",
 ) -> xr.DataArray | xr.Dataset:
     """Internal influence: E_{z∼DoI}[∂Q/∂h (z)] ⊙ m(h(x)), one attribution per cut value.
@@ -568,6 +608,9 @@ def attribute(
     return_delta : bool, default False
         Linear DoI only: also return ``delta`` = Σ attribution − (Q(x) − Q(b)) per sample, the
         completeness error of the quadrature.
+    progress : bool or None, default None
+        A progress bar over the compiled gradient calls; None: when run interactively (a
+        terminal, not under pytest or CI).
 
     Returns
     -------
@@ -577,7 +620,16 @@ def attribute(
         features; ``attrs`` record cut, qoi,
         doi, steps, rule, multiply_activation, noise, samples, seed. With ``return_delta``, a
         Dataset with ``attribution`` and ``delta`` (sample).
+
+    Raises
+    ------
+    RuntimeError
+        When called inside a ``tf.function``: attributions run eagerly.
+    ValueError
+        For bad arguments (the message names the argument).
     """
+    _require_eager()
+    show = _progress.resolve(progress)
     if cut is None and doi_cut not in (None, "input"):
         raise ValueError(
             f"doi_cut={doi_cut!r}: with cut=None the attributions live at the model input, so "
@@ -610,6 +662,7 @@ def attribute(
         "seed": int(seed),
         "batch_size": batch_size,
         "squares": _gradients != "mean",
+        "progress": show,
     }
     if cut is None:  # attributions at the model input: the DoI lives there too
         space = values

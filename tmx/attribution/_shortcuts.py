@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
-from ._core import attribute
+from ._core import _require_eager, _single_output, attribute
 
 SMOOTHGRAD_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -17,22 +17,48 @@ def _qoi(target: Any) -> Any:
     return "max" if target is None else target
 
 
+def _check_call(model: Any, method: str, target: Any, cut: Any = None) -> None:
+    """Refuse a traced call, and a model with several outputs unless a callable target picks
+    one (at the input; a layer cut explains the model's only output)."""
+    _require_eager()
+    if cut is None and callable(target):
+        return
+    alternative = "pass a callable target f(outputs) -> (batch,) that picks one, or " * (
+        cut is None
+    )
+    _single_output(model, method, alternative)
+
+
 def _named(out: xr.DataArray, method: str, **extra: Any) -> xr.DataArray:
     out.attrs = {**out.attrs, "method": method, **extra}
     return out
 
 
 def saliency(
-    model: Any, x: Any, target: Any = None, *, absolute: bool = True, batch_size: int = 64
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    absolute: bool = True,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Saliency |∂Q/∂x| (Simonyan, Vedaldi & Zisserman 2014), or the signed gradient.
 
     ``target``: an int class, one int per sample, or ``None`` for the predicted class.
+    ``progress``: a bar over the compiled gradient calls (None: when run interactively).
     """
+    _check_call(model, "saliency", target)
     if not isinstance(absolute, bool):
         raise ValueError(f"absolute must be True or False; got {absolute!r}")
     out = attribute(
-        model, x, qoi=_qoi(target), doi="point", multiply_activation=False, batch_size=batch_size
+        model,
+        x,
+        qoi=_qoi(target),
+        doi="point",
+        multiply_activation=False,
+        batch_size=batch_size,
+        progress=progress,
     )
     if absolute:
         out = np.abs(out)
@@ -40,10 +66,19 @@ def saliency(
 
 
 def input_x_gradient(
-    model: Any, x: Any, target: Any = None, *, batch_size: int = 64
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
-    """x ⊙ ∂Q/∂x (Shrikumar et al. 2016)."""
-    out = attribute(model, x, qoi=_qoi(target), doi="point", batch_size=batch_size)
+    """x ⊙ ∂Q/∂x (Shrikumar et al. 2016). ``progress``: a bar over the compiled gradient
+    calls (None: when run interactively)."""
+    _check_call(model, "input_x_gradient", target)
+    out = attribute(
+        model, x, qoi=_qoi(target), doi="point", batch_size=batch_size, progress=progress
+    )
     return _named(out, "input_x_gradient")
 
 
@@ -58,9 +93,15 @@ def integrated_gradients(
     cut: Any = None,
     batch_size: int = 64,
     return_delta: bool = False,
+    progress: bool | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """Integrated gradients (Sundararajan, Taly & Yan 2017):
-    (x − b) ⊙ ∫₀¹ ∂Q/∂z (b + α (x − b)) dα, by the quadrature ``rule`` with ``steps`` nodes."""
+    (x − b) ⊙ ∫₀¹ ∂Q/∂z (b + α (x − b)) dα, by the quadrature ``rule`` with ``steps`` nodes.
+
+    ``progress``: a bar over the compiled gradient calls (None: when run interactively). Runs
+    eagerly: inside a ``tf.function`` it raises ``RuntimeError``.
+    """
+    _check_call(model, "integrated_gradients", target, cut)
     out = attribute(
         model,
         x,
@@ -72,6 +113,7 @@ def integrated_gradients(
         rule=rule,
         batch_size=batch_size,
         return_delta=return_delta,
+        progress=progress,
     )
     out.attrs = {**out.attrs, "method": "integrated_gradients"}
     if isinstance(out, xr.Dataset):
@@ -89,13 +131,16 @@ def smoothgrad(
     kind: str = "smoothgrad",
     seed: int = 0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """SmoothGrad and its variants over ``samples`` noisy copies x + N(0, noise²) per sample.
 
     ``"smoothgrad"``: the mean gradient (Smilkov et al. 2017); ``"smoothgrad_sq"``: the mean
     squared gradient; ``"vargrad"``: the variance of the gradients (Adebayo et al. 2018), the
-    population variance over the samples. Signed gradients, not multiplied by x.
+    population variance over the samples. Signed gradients, not multiplied by x. ``progress``:
+    a bar over the compiled gradient calls (None: when run interactively).
     """
+    _check_call(model, "smoothgrad", target)
     v.choice(kind, "kind", SMOOTHGRAD_KINDS)
     which = {"smoothgrad": "mean", "smoothgrad_sq": "square", "vargrad": "variance"}[kind]
     out = attribute(
@@ -108,6 +153,7 @@ def smoothgrad(
         seed=seed,
         multiply_activation=False,
         batch_size=batch_size,
+        progress=progress,
         _gradients=which,
     )
     return _named(out, kind)

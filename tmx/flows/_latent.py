@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import xarray as xr
 
+from .. import _batching
 from .. import _validate as v
 from .._memo import memo, per_object
 from .layers import ActNorm, Flow
@@ -168,7 +169,7 @@ def _apply_rows(block: np.ndarray, *, flow: Flow, direction: str, batch_size: in
     if rows.shape[0]:
         n = rows.shape[0]
         # fixed shapes: batch_size rows, or the power of two >= n when fewer (few compiles)
-        call = batch_size if n >= batch_size else min(batch_size, 1 << (n - 1).bit_length())
+        call = _batching.call_rows(n, batch_size)
         fn = _compiled(flow, direction, d, call)
         for start in range(0, n, call):
             chunk = rows[start : start + call]

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _validate
+
 
 def as_responses(data: Any, *, transformation: Any = None, name: str = "responses") -> xr.DataArray:
     """Responses with dims ``(sample, unit)`` and a ``layer`` coordinate on ``unit``.
@@ -108,7 +110,7 @@ def select_layers(responses: xr.DataArray, layers: Any) -> list[str]:
     all_layers = layers_of(responses)
     if layers is None:
         return all_layers
-    chosen = [str(layer) for layer in layers]
+    chosen = _validate.names(layers)
     unknown = [layer for layer in chosen if layer not in all_layers]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; the responses have {all_layers}")

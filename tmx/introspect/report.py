@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from ._common import as_responses, layer_positions, select_layers
 from .duplicates import duplicates
 from .familiarity import familiarity
@@ -84,6 +86,47 @@ def _reduced(responses: xr.DataArray, layers: list[str], dims: int | None, seed:
     )
 
 
+def _assemble(data, chosen, label_values, dup, proj, fam) -> xr.Dataset:
+    """The report's per-sample variables from the duplicates, projection and familiarity."""
+    sample_coords = {k: c.variable for k, c in data.coords.items() if c.dims == ("sample",)}
+    out = xr.Dataset(coords={**sample_coords, "layer": np.asarray(chosen, dtype=str)})
+    if label_values is not None:
+        out = out.assign_coords(label=("sample", label_values))
+    out["duplicate_cluster"] = (("sample", "layer"), np.asarray(dup["duplicate_cluster"].values))
+    out["projection"] = (("sample", "layer", "component"), np.asarray(proj.values))
+    out = out.assign_coords(component=np.arange(2))
+    out["familiarity"] = (("sample", "layer"), np.asarray(fam["familiarity"].values))
+    return out
+
+
+def _with_split_familiarity(
+    out, reduced, label_values, split_min, components, covariance, seed
+) -> xr.Dataset:
+    """Familiarity under one mixture per label with at least ``split_min`` samples."""
+    n, n_layers = out.sizes["sample"], out.sizes["layer"]
+    uniques, counts = np.unique(label_values, return_counts=True)
+    big = uniques[counts >= split_min]
+    split = np.full((n, n_layers, uniques.size), np.nan)
+    if big.size:
+        rows = np.isin(label_values, big)
+        fit_on = reduced.isel(sample=np.flatnonzero(rows))
+        split_fam = familiarity(
+            fit_on, reduced, components=components, covariance=covariance, seed=seed, by="label"
+        )
+        for m, value in enumerate(np.asarray(split_fam["label_model"].values)):
+            u = int(np.flatnonzero(uniques == value)[0])
+            split[:, :, u] = split_fam["familiarity"].values[:, :, m]
+    own = np.full((n, n_layers), np.nan)
+    for u, value in enumerate(uniques):
+        rows = np.flatnonzero(label_values == value)
+        own[rows] = split[rows, :, u]
+    out = out.assign_coords(label_model=uniques)
+    out["familiarity_split"] = (("sample", "layer", "label_model"), split)
+    out["familiarity_own"] = (("sample", "layer"), own)
+    out["label_count"] = (("label_model",), counts.astype(np.int64))
+    return out
+
+
 def report(
     responses: Any,
     labels: Any = None,
@@ -99,6 +142,7 @@ def report(
     duplicates_threshold: Any = "slope",
     duplicates_options: dict[str, Any] | None = None,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """A per-sample report of a data set seen through a network's layers.
 
@@ -136,6 +180,8 @@ def report(
     seed : int, default 0
         Seed of the PCA, projection, mixtures and approximate index: the same seed gives the
         same report.
+    progress : bool, optional
+        A progress bar over the report's stages; default: shown when run interactively.
 
     Returns
     -------
@@ -171,55 +217,30 @@ def report(
         raise ValueError(f"reduce_dims must be None or an int >= 2; got {reduce_dims!r}")
     if isinstance(split_min, bool) or not isinstance(split_min, int | np.integer) or split_min < 1:
         raise ValueError(f"split_min must be an int >= 1; got {split_min!r}")
+    progress = resolve_progress(progress)
     data = as_responses(responses, transformation=transformation)
     label_values = _labels_of(data, labels)
     chosen = select_layers(data, layers)
 
-    reduced, kept = _reduced(data, chosen, reduce_dims, seed)
-    if label_values is not None:
-        reduced = reduced.assign_coords(label=("sample", label_values))
-
-    dup = duplicates(
-        reduced, threshold=duplicates_threshold, seed=seed, **(duplicates_options or {})
-    )
-    proj = reduce(reduced, projection, 2, seed=seed, **(projection_options or {}))
-    fam = familiarity(reduced, components=components, covariance=covariance, seed=seed)
-
-    sample_coords = {k: c.variable for k, c in data.coords.items() if c.dims == ("sample",)}
-    out = xr.Dataset(coords={**sample_coords, "layer": np.asarray(chosen, dtype=str)})
-    if label_values is not None:
-        out = out.assign_coords(label=("sample", label_values))
-    out["duplicate_cluster"] = (("sample", "layer"), np.asarray(dup["duplicate_cluster"].values))
-    out["projection"] = (("sample", "layer", "component"), np.asarray(proj.values))
-    out = out.assign_coords(component=np.arange(2))
-    out["familiarity"] = (("sample", "layer"), np.asarray(fam["familiarity"].values))
-
-    if label_values is not None:
-        uniques, counts = np.unique(label_values, return_counts=True)
-        big = uniques[counts >= split_min]
-        split = np.full((data.sizes["sample"], len(chosen), uniques.size), np.nan)
-        if big.size:
-            rows = np.isin(label_values, big)
-            fit_on = reduced.isel(sample=np.flatnonzero(rows))
-            split_fam = familiarity(
-                fit_on,
-                reduced,
-                components=components,
-                covariance=covariance,
-                seed=seed,
-                by="label",
+    with steps(5 if label_values is not None else 4, progress, unit="stage") as bar:
+        reduced, kept = _reduced(data, chosen, reduce_dims, seed)
+        if label_values is not None:
+            reduced = reduced.assign_coords(label=("sample", label_values))
+        bar.advance()
+        dup = duplicates(
+            reduced, threshold=duplicates_threshold, seed=seed, **(duplicates_options or {})
+        )
+        bar.advance()
+        proj = reduce(reduced, projection, 2, seed=seed, **(projection_options or {}))
+        bar.advance()
+        fam = familiarity(reduced, components=components, covariance=covariance, seed=seed)
+        bar.advance()
+        out = _assemble(data, chosen, label_values, dup, proj, fam)
+        if label_values is not None:
+            out = _with_split_familiarity(
+                out, reduced, label_values, split_min, components, covariance, seed
             )
-            for m, value in enumerate(np.asarray(split_fam["label_model"].values)):
-                u = int(np.flatnonzero(uniques == value)[0])
-                split[:, :, u] = split_fam["familiarity"].values[:, :, m]
-        own = np.full((data.sizes["sample"], len(chosen)), np.nan)
-        for u, value in enumerate(uniques):
-            rows = np.flatnonzero(label_values == value)
-            own[rows] = split[rows, :, u]
-        out = out.assign_coords(label_model=uniques)
-        out["familiarity_split"] = (("sample", "layer", "label_model"), split)
-        out["familiarity_own"] = (("sample", "layer"), own)
-        out["label_count"] = (("label_model",), counts.astype(np.int64))
+            bar.advance()
 
     out["reduced_dims"] = (("layer",), np.asarray([kept[layer] for layer in chosen], np.int64))
     out["duplicate_threshold"] = (("layer",), np.asarray(dup["threshold"].values, np.float64))

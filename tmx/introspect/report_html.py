@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _validate
+
 __all__ = ["report_html"]
 
 _SIZE = 420  # scatter side, px
@@ -254,7 +256,7 @@ def report_html(
         raise ValueError(f"top must be an int >= 0; got {top!r}")
     pics = _check_images(images, report)
     all_layers = [str(v) for v in report["layer"].values]
-    chosen = all_layers if layers is None else [str(v) for v in layers]
+    chosen = all_layers if layers is None else _validate.names(layers)
     unknown = [v for v in chosen if v not in all_layers]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; the report has {all_layers}")

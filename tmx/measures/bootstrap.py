@@ -33,6 +33,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._progress import dask_bar, steps
+from .._progress import resolve as resolve_progress
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
@@ -45,6 +47,7 @@ from ._common import (
     dispersion_from_m2,
     divide,
     group_reduce,
+    is_lazy,
     unit_coords_of,
 )
 from .reduce import REDUCES
@@ -119,13 +122,49 @@ def _check_over(over: Any) -> tuple[str, ...]:
     return items
 
 
-def _multiplicities(rng: np.random.Generator, n_boot: int, size: int, resample: bool):
-    """(n_boot + 1, size) draw counts; row 0 (the estimate) and non-resampled dims are ones."""
-    out = np.ones((n_boot + 1, size))
-    if resample:
-        idx = rng.integers(0, size, size=(n_boot, size))
-        out[1:] = np.apply_along_axis(np.bincount, 1, idx, minlength=size)
-    return out
+def _draws(
+    seed: int, first: int, stop: int, n: int, t: int, over: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplicities of replicates ``first`` … ``stop − 1``: w (k, N) and v (k, T).
+
+    Replicate 0 is the estimate (all ones); replicate b ≥ 1 draws from its own generator
+    ``default_rng([seed, b])``, so a replicate is the same whichever batch computes it (the
+    memory budget changes how many passes run, never the numbers).
+    """
+    w = np.ones((stop - first, n))
+    v = np.ones((stop - first, t))
+    for row, b in enumerate(range(first, stop)):
+        if b == 0:
+            continue
+        rng = np.random.default_rng([int(seed), b])
+        if "sample" in over:
+            w[row] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        if "transformation" in over:
+            v[row] = np.bincount(rng.integers(0, t, size=t), minlength=t)
+    return w, v
+
+
+def _all_draws(seed: int, n_boot: int, n: int, t: int, over: tuple[str, ...]):
+    """Every replicate's multiplicities (the loop path), the same as the batched path's."""
+    return _draws(seed, 0, n_boot + 1, n, t, over)
+
+
+_MEMORY = 2**30  # default bytes for the replicates' sums
+
+
+def _check_memory(memory: Any) -> int:
+    if memory is None:
+        return _MEMORY
+    if isinstance(memory, bool) or not isinstance(memory, int | np.integer) or memory < 2**20:
+        raise ValueError(f"memory must be a number of bytes >= 1 MiB (or None); got {memory!r}")
+    return int(memory)
+
+
+def _replicates_per_pass(t: int, u: int, memory: int) -> int:
+    """Replicates whose sums fit ``memory``: per replicate, S1 and S2 over (T, U), their
+    dispersions and the per-unit TV, SV, NV, in float64."""
+    per_replicate = 8 * (4 * t * u + 4 * u)
+    return max(1, int(memory // per_replicate))
 
 
 def _weighted_dispersion(vb, xt, xt2, ddof: int, dispersion: str) -> np.ndarray:
@@ -143,9 +182,10 @@ def _weighted_dispersion(vb, xt, xt2, ddof: int, dispersion: str) -> np.ndarray:
 
 
 def _weighted_replicates(
-    data: Any, w: np.ndarray, v: np.ndarray, ddof: int, dispersion: str
+    data: Any, w: np.ndarray, v: np.ndarray, ddof: int, dispersion: str, bar: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """TV and SV of every replicate, (B, U) each, in one pass over the sample blocks."""
+    """TV and SV of the replicates of ``w``, ``v``: (B, U) each, in one pass over the sample
+    blocks (``bar`` advances once per block)."""
     n, t, u = data.shape
     b_total = w.shape[0]
     resample_t = bool((v != 1).any())
@@ -171,6 +211,8 @@ def _weighted_replicates(
         xt = x - x[:, :1]  # shifted by a value of each cell first: constant cells give 0
         xt -= xt.mean(axis=1, keepdims=True)  # centred over transformations, per (i, u)
         xt2 = xt * xt
+        if bar is not None:
+            bar.advance()
         if not resample_t:  # per-cell dispersions, re-weighted: one matrix product
             cells = dispersion_from_m2(xt2.sum(axis=1), t, ddof, dispersion)  # (s, U)
             tv_acc += wb_all @ cells
@@ -194,39 +236,70 @@ def _weighted_replicates(
 def _vectorised(
     measure: Callable,
     cube: xr.DataArray,
-    w: np.ndarray,
-    v: np.ndarray,
+    draws: tuple[int, int, tuple[str, ...]],
     options: dict[str, Any],
-) -> tuple[xr.Dataset, xr.DataArray]:
-    """Replicates (with replicate 0 the estimate) of a variance-family measure."""
+    by_layer: str | None,
+    memory: int,
+    progress: bool,
+) -> tuple[xr.DataArray, int]:
+    """Replicates (with replicate 0 the estimate) of a variance-family measure, per unit or
+    reduced per layer, computed in passes of as many replicates as ``memory`` holds."""
     dispersion = choice(options.get("dispersion", "std"), "dispersion", DISPERSIONS)
     zero_div = choice(options.get("zero_div", "tmeasures"), "zero_div", ZERO_DIVS)
     pool = options.get("pool")
-    ddof = check_ddof(
-        options.get("ddof", 1), cube.sizes["sample"], cube.sizes["transformation"], OVER
-    )
+    n, t = cube.sizes["sample"], cube.sizes["transformation"]
+    ddof = check_ddof(options.get("ddof", 1), n, t, OVER)
     # validate the options the measure's own way (and get its attrs and unit coords)
     template = measure(cube.isel(sample=slice(0, 2 + ddof)), **options)
     target = pool_activations(cube, pool[4:]) if pool in ("pre_mean", "pre_max") else cube
-    tv, sv = _weighted_replicates(target.data, w, v, ddof, dispersion)
-    if pool == "mean":
-        codes, groups = channel_groups(cube)
-        tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
-        sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
-    nv = divide(tv, sv, zero_div)
     coords = {k: c for k, c in unit_coords_of(template).items() if k != "inactive"}
-    parts = xr.Dataset(
-        {k: (("replicate", "unit"), val) for k, val in (("tv", tv), ("sv", sv), ("nv", nv))},
-        coords=coords,
-        attrs=template.attrs,
-    )
-    main = parts[_VECTORISED[measure]].rename(template.name)
-    main.attrs = dict(template.attrs)
-    return parts, main
+    seed, n_boot, over = draws
+    total = n_boot + 1
+    per_pass = min(total, _replicates_per_pass(t, target.sizes["unit"], memory))
+    passes = -(-total // per_pass)
+    if passes > 1 and isinstance(target.data, da.Array) and cube.attrs.get("model_name"):
+        warnings.warn(
+            f"bootstrap: {total} replicates of this cube's sums need {passes} passes over the "
+            f"cube within memory={memory} bytes, and each pass recomputes the model's forward "
+            "passes; save the cube (tmx.save) and bootstrap the opened store, or raise memory",
+            stacklevel=3,
+        )
+    blocks = len(target.data.chunks[0]) if isinstance(target.data, da.Array) else 1
+    rows = []
+    with steps(passes * blocks, progress, unit="block") as bar:
+        for first in range(0, total, per_pass):
+            stop = min(total, first + per_pass)
+            w, v = _draws(seed, first, stop, n, t, over)
+            tv, sv = _weighted_replicates(target.data, w, v, ddof, dispersion, bar)
+            if pool == "mean":
+                codes, groups = channel_groups(cube)
+                tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
+                sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
+            nv = divide(tv, sv, zero_div)
+            parts = xr.Dataset(
+                {k: (("replicate", "unit"), x) for k, x in (("tv", tv), ("sv", sv), ("nv", nv))},
+                coords=coords,
+                attrs=template.attrs,
+            )
+            if by_layer == "ratio_of_means":
+                reps = _by_layer(parts, reduce="ratio_of_means")
+            else:
+                reps = parts[_VECTORISED[measure]].rename(template.name)
+                reps.attrs = dict(template.attrs)
+                if by_layer is not None:
+                    reps = _by_layer(reps, reduce=by_layer)
+            rows.append(reps)
+    out = rows[0] if len(rows) == 1 else xr.concat(rows, dim="replicate", coords="minimal")
+    return out, passes
 
 
 def _loop(
-    measure: Callable, cube: xr.DataArray, w: np.ndarray, v: np.ndarray, options: dict[str, Any]
+    measure: Callable,
+    cube: xr.DataArray,
+    w: np.ndarray,
+    v: np.ndarray,
+    options: dict[str, Any],
+    progress: bool = False,
 ) -> xr.DataArray:
     """Replicates by recomputing the measure on each resample (replicate 0 = the estimate)."""
     if isinstance(cube.data, da.Array):
@@ -240,16 +313,18 @@ def _loop(
         else:
             cube = cube.load()
     results = []
-    for b in range(w.shape[0]):
-        idx = np.repeat(np.arange(w.shape[1]), w[b].astype(int))
-        jdx = np.repeat(np.arange(v.shape[1]), v[b].astype(int))
-        result = measure(cube.isel(sample=idx, transformation=jdx), **options)
-        if isinstance(result, xr.Dataset):
-            raise ValueError(
-                "measure must return a DataArray to be bootstrapped (pass the measure's main "
-                "output, e.g. a lambda selecting one variable)"
-            )
-        results.append(result.compute())
+    with steps(w.shape[0], progress, unit="replicate") as bar:
+        for b in range(w.shape[0]):
+            idx = np.repeat(np.arange(w.shape[1]), w[b].astype(int))
+            jdx = np.repeat(np.arange(v.shape[1]), v[b].astype(int))
+            result = measure(cube.isel(sample=idx, transformation=jdx), **options)
+            if isinstance(result, xr.Dataset):
+                raise ValueError(
+                    "measure must return a DataArray to be bootstrapped (pass the measure's "
+                    "main output, e.g. a lambda selecting one variable)"
+                )
+            results.append(result.compute())
+            bar.advance()
     return xr.concat(results, dim="replicate", coords="minimal", compat="override")
 
 
@@ -275,7 +350,12 @@ def _resolve_method(method: Any, measure: Callable, options: dict, over, by_laye
 
 
 def _jackknife_interval(
-    measure: Callable, cube: xr.DataArray, ci: float, by_layer: str | None, options: dict
+    measure: Callable,
+    cube: xr.DataArray,
+    ci: float,
+    by_layer: str | None,
+    options: dict,
+    progress: bool = False,
 ) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray, int]:
     """θ_J, its standard error and θ̂ of a variance-family measure (per unit or per layer)."""
     groups = options.pop("jackknife_groups", None)
@@ -283,7 +363,8 @@ def _jackknife_interval(
     parts = normalized_variance(
         cube, parts=True, bias_correction="jackknife", jackknife_groups=groups, **options
     )
-    parts = parts.compute()
+    with dask_bar(progress and is_lazy(parts)):
+        parts = parts.compute()
     sizes = np.asarray(parts["jackknife_size"].values, dtype=np.float64)
     if by_layer == "ratio_of_means":
         layer = _by_layer(parts, reduce="ratio_of_means")
@@ -313,6 +394,7 @@ def _jackknife_result(
     by_layer: str | None,
     options: dict[str, Any],
     return_replicates: bool,
+    progress: bool = False,
 ) -> xr.Dataset:
     """The studentised jackknife interval θ_J ± t_(G−1) SE_J, as a bootstrap-shaped Dataset."""
     from scipy.stats import t as student_t
@@ -323,7 +405,7 @@ def _jackknife_result(
             "(method='jackknife', the default for the variance family, draws none)"
         )
     options = dict(options)
-    value, se, raw, n_groups = _jackknife_interval(measure, cube, ci, by_layer, options)
+    value, se, raw, n_groups = _jackknife_interval(measure, cube, ci, by_layer, options, progress)
     half = student_t.ppf(0.5 + ci / 2, n_groups - 1) * np.asarray(se.values)
     estimate = value.rename(getattr(measure, "__name__", "measure"))
     out = xr.Dataset(
@@ -366,6 +448,8 @@ def bootstrap(
     by_layer: str | None = None,
     method: str | None = None,
     return_replicates: bool = False,
+    memory: int | None = None,
+    progress: bool | None = None,
     **options: Any,
 ) -> xr.Dataset:
     """Bootstrap confidence intervals of a measure, per unit or per layer.
@@ -413,6 +497,16 @@ def bootstrap(
         ``by_layer`` "median", "max", "min", and for ``over="transformation"``.
     return_replicates : bool, default False
         Also return the replicates (dim ``replicate``).
+    memory : int, optional
+        Bytes the vectorised path may hold for the replicates' sums (default 1 GiB). Every
+        replicate's SV needs float64 sums over (T, U) until the last block is read, so the
+        replicates are computed in passes of as many as fit (about 32 T U bytes each): one pass
+        over the cube when they all fit, more otherwise (a model-backed lazy cube then reruns
+        its forward passes each pass: save it with ``tmx.save`` first). The numbers do not
+        depend on it: replicate b always draws from ``default_rng([seed, b])``.
+    progress : bool, optional
+        A progress bar over the cube's blocks (and passes; over replicates for the loop path).
+        Default: shown when run interactively, not under pytest or CI.
     **options
         Passed to the measure (e.g. ``dispersion="var"``, ``pool="mean"``).
 
@@ -459,28 +553,27 @@ def bootstrap(
         raise ValueError(f"measure must be a callable measure; got {measure!r}")
     if options.get("parts"):
         raise ValueError("parts=True is not bootstrapped; use by_layer='ratio_of_means'")
+    progress = resolve_progress(progress)
+    memory = _check_memory(memory)
     method = _resolve_method(method, measure, options, over, by_layer)
     if method == "jackknife":
-        return _jackknife_result(measure, cube, ci, by_layer, options, return_replicates)
+        return _jackknife_result(measure, cube, ci, by_layer, options, return_replicates, progress)
     if "jackknife_groups" in options or options.get("bias_correction") is not None:
         raise ValueError(
             "bias_correction and jackknife_groups apply to method='jackknife' (the default "
             "for the variance family); method='bc'/'percentile' bootstrap the plain estimate"
         )
-    rng = np.random.default_rng(int(seed))
-    w = _multiplicities(rng, int(n), cube.sizes["sample"], "sample" in over)
-    v = _multiplicities(rng, int(n), cube.sizes["transformation"], "transformation" in over)
     vectorised = measure in _VECTORISED and options.get("by") is None
+    passes = 1
     if vectorised:
-        parts, reps = _vectorised(measure, cube, w, v, options)
-        if by_layer == "ratio_of_means":
-            reps = _by_layer(parts, reduce="ratio_of_means")
-        elif by_layer is not None:
-            reps = _by_layer(reps, reduce=by_layer)
+        draws = (int(seed), int(n), over)
+        reps, passes = _vectorised(measure, cube, draws, options, by_layer, memory, progress)
     else:
         if by_layer == "ratio_of_means":
             raise ValueError("by_layer='ratio_of_means' needs a variance-family measure")
-        reps = _loop(measure, cube, w, v, options)
+        n_s, n_t = cube.sizes["sample"], cube.sizes["transformation"]
+        w, v = _all_draws(int(seed), int(n), n_s, n_t, over)
+        reps = _loop(measure, cube, w, v, options, progress)
         if by_layer is not None:
             reps = _by_layer(reps, reduce=by_layer)
     reps = reps.transpose("replicate", ...)
@@ -510,5 +603,6 @@ def bootstrap(
         ),
         "method": method,
         "path": "vectorised" if vectorised else "loop",
+        "passes": int(passes),
     }
     return out

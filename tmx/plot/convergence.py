@@ -9,6 +9,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .. import _validate
 from ._common import new_axes, pretty_name
 
 
@@ -58,7 +59,7 @@ def convergence(
             f"got dims {dict(curve.sizes)}"
         )
     names = [str(x) for x in curve["layer"].values]
-    chosen = names if layers is None else list(layers)
+    chosen = names if layers is None else _validate.names(layers)
     unknown = [name for name in chosen if name not in names]
     if unknown:
         raise ValueError(f"layers {unknown} are not in the curve (layers: {names})")

@@ -1,4 +1,9 @@
-"""Applying transformation sets to NHWC batches, and inverting them on feature maps.
+"""Applying transformation sets to batches, and inverting them on feature maps.
+
+Geometric operations of images need rank-4 NHWC batches; photometric, noise and custom operations,
+and rolls and flips along one named axis, apply to batches of any rank (tables (N, features),
+sequences (N, L, C), token ids (N, L)). ``check_input`` says, before any graph is built, whether a
+set applies to inputs of a given shape and dtype.
 
 Everything is TensorFlow ops, so ``apply`` and ``invert`` run inside a ``tf.function``
 (the forward-pass graph of the cube). Consecutive interpolated geometric operations of one
@@ -17,7 +22,9 @@ import numpy as np
 from .. import _validate as v
 from ._set import (
     FILLS,
+    FLIP_AXIS,
     INTERPOLATIONS,
+    ROLL_AXIS,
     ROTATION,
     SCALE,
     SHEAR_X,
@@ -135,8 +142,138 @@ def _run_matrix(run: Sequence[Op], height: int, width: int, pixel_scale) -> np.n
 
 
 # -- batches ------------------------------------------------------------------------------------
-def _as_batch(x: Any, name: str):
-    """(tensor, was_numpy): a rank-4 floating tensor with static height and width."""
+def _np_dtype(dtype: Any) -> np.dtype:
+    as_numpy = getattr(dtype, "as_numpy_dtype", None)  # a tf.DType
+    return np.dtype(as_numpy if as_numpy is not None else dtype)
+
+
+def _op_axis(op: Op) -> int:
+    """The axis of a roll or flip along one axis (0: no flip)."""
+    return int(op.option("axis")) if op.kind == ROLL_AXIS else int(op.params["flip_axis"])
+
+
+def check_input(
+    tset: TransformationSet,
+    shape: Sequence[int | None],
+    dtype: Any = "float32",
+    *,
+    indices: Sequence[int] | None = None,
+    name: str = "x",
+) -> np.dtype:
+    """Check that a set applies to batches of a shape and dtype; return the dtype it keeps.
+
+    Geometric transformations of images (rotation, translation, scale, shear, ``flip("x")``,
+    ``rot90``, ``roll(s, "x")``) need rank-4 NHWC batches. Photometric (brightness, contrast)
+    and noise ones need floating inputs of any rank. Custom transformations, and ``roll`` /
+    ``flip`` along a named axis, apply to any rank and dtype. Integer batches of rank 4 are
+    treated as images and converted to float32; other integer batches (token ids) keep their
+    dtype, so that a model taking integers receives integers.
+
+    Parameters
+    ----------
+    tset : TransformationSet
+    shape : sequence of int or None
+        The batch's shape, sample axis first (its length may be None).
+    dtype : dtype-like, default "float32"
+        The batch's dtype (numpy or TensorFlow).
+    indices : sequence of int, optional
+        Check only these transformations (default: all).
+    name : str, default "x"
+        The input's name in error messages.
+
+    Returns
+    -------
+    numpy.dtype
+        The dtype the transformations work in and return: that of a floating input, float32
+        for integer images, the input's own for other integer inputs.
+
+    Raises
+    ------
+    ValueError
+        Naming the transformation and the input's shape, if one does not apply.
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tset = tmx.transforms.union(tmx.transforms.brightness(2.0), tmx.transforms.rotation(30))
+    >>> tmx.transforms.check_input(tset, (8, 28, 28, 1), "uint8")
+    dtype('float32')
+    >>> tmx.transforms.check_input(tset[:1], (8, 16))
+    dtype('float32')
+    >>> tmx.transforms.check_input(tset, (8, 16))
+    Traceback (most recent call last):
+    ...
+    ValueError: rotation(30) is a geometric transformation of images ...
+    """
+    if not isinstance(tset, TransformationSet):
+        raise ValueError(f"tset must be a TransformationSet; got {type(tset).__name__}")
+    shape = tuple(None if s is None else int(s) for s in shape)
+    rank = len(shape)
+    if rank < 2:
+        raise ValueError(
+            f"{name} must be a batch with a sample axis first and at least one more axis; got "
+            f"shape {shape}. Add a batch axis with {name}[None] or a feature axis with "
+            f"{name}[:, None]."
+        )
+    dt = _np_dtype(dtype)
+    if dt.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric; got dtype {dt}")
+    out = dt if dt.kind == "f" else np.dtype(np.float32) if rank == 4 else dt
+    chosen = range(len(tset)) if indices is None else [check_index(tset, j) for j in indices]
+    seen: set[Op] = set()
+    for j in chosen:
+        for op in tset.elements[j]:
+            if op in seen:
+                continue
+            seen.add(op)
+            kind = op.kind
+            if kind.image_only and rank != 4:
+                raise ValueError(
+                    f"{op.label} is a geometric transformation of images and needs a rank-4 "
+                    f"NHWC batch (batch, height, width, channels); {name} has shape {shape}. "
+                    "Inputs of other ranks take photometric, noise and custom transformations, "
+                    "and roll(shifts, axis='time') / flip(axis='time') along one axis; add a "
+                    f"channel axis to grayscale images (N, H, W) with {name}[..., None]."
+                )
+            if kind.image_only and kind.category == "affine" and None in shape[1:3]:
+                raise ValueError(f"{name} must have a static height and width; got {shape}")
+            if kind.float_only and out.kind != "f":
+                raise ValueError(
+                    f"{op.label} needs floating inputs; {name} has dtype {dt} and shape {shape} "
+                    "(integer inputs other than images, such as token ids, keep their dtype). "
+                    f"Cast {name} to float32 if the model takes floats, or use a custom "
+                    "transformation."
+                )
+            if kind in (ROLL_AXIS, FLIP_AXIS):
+                axis = _op_axis(op)
+                if axis != 0 and not 1 <= (axis if axis > 0 else rank + axis) < rank:
+                    raise ValueError(
+                        f"{op.label}: axis {axis} is not an axis of {name}, which has shape "
+                        f"{shape} (axes 1..{rank - 1}; axis 0 holds the samples)"
+                    )
+    return out
+
+
+def _as_inputs(tset: TransformationSet, x: Any, indices: Sequence[int]):
+    """(tensor, was_numpy): the batch to transform, in the dtype ``check_input`` returns."""
+    tf = _tf()
+    was_numpy = not tf.is_tensor(x)
+    if was_numpy:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"x must be numeric; got dtype {arr.dtype}")
+        x = tf.convert_to_tensor(arr)
+    if x.shape.rank is None:
+        raise ValueError("x must have a known rank")
+    dtype = check_input(tset, tuple(x.shape), x.dtype, indices=indices)
+    if dtype != _np_dtype(x.dtype):
+        x = tf.cast(x, tf.as_dtype(dtype))
+    return x, was_numpy
+
+
+def _as_maps(x: Any, name: str, *, images: bool = True):
+    """(tensor, was_numpy): a floating feature-map batch; rank 4 with static height and width
+    when ``images``, otherwise any rank ≥ 2."""
     tf = _tf()
     was_numpy = not tf.is_tensor(x)
     if was_numpy:
@@ -148,6 +285,10 @@ def _as_batch(x: Any, name: str):
         x = tf.convert_to_tensor(arr)
     elif not x.dtype.is_floating:
         x = tf.cast(x, tf.float32)
+    if not images:
+        if x.shape.rank is None or x.shape.rank < 2:
+            raise ValueError(f"{name} must be a batch of rank 2 or more; got shape {x.shape}")
+        return x, was_numpy
     if x.shape.rank != 4:
         raise ValueError(
             f"{name} must be a rank-4 NHWC batch (batch, height, width, channels); got shape "
@@ -172,6 +313,11 @@ def _apply_op(op: Op, x, j: int, sample_index):
     kind = op.kind
     if kind.category == "custom":
         return _call_custom(kind.fn, x, p, f"custom transformation {kind.name!r}")
+    if kind == ROLL_AXIS:
+        return tf.roll(x, shift=p["shift"], axis=_op_axis(op) % x.shape.rank)
+    if kind == FLIP_AXIS:
+        axis = _op_axis(op)
+        return tf.reverse(x, [axis % x.shape.rank]) if axis else x
     if kind.name == "flip":
         axes = {"none": [], "x": [2], "y": [1], "xy": [1, 2]}[p["flip"]]
         return tf.reverse(x, axes) if axes else x
@@ -181,8 +327,8 @@ def _apply_op(op: Op, x, j: int, sample_index):
         return tf.roll(x, shift=[p["dy"], p["dx"]], axis=[1, 2])
     if kind.name == "brightness":
         return x * tf.cast(p["factor"], x.dtype)
-    if kind.name == "contrast":
-        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    if kind.name == "contrast":  # over all axes but samples and channels; a table's features
+        mean = tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)) or [1], keepdims=True)
         return mean + tf.cast(p["factor"], x.dtype) * (x - mean)
     if kind.name == "gaussian_noise":
         return x + tf.cast(p["std"], x.dtype) * _noise(x, op.option("seed"), j, sample_index)
@@ -190,10 +336,16 @@ def _apply_op(op: Op, x, j: int, sample_index):
 
 
 def _call_custom(fn, x, params: dict[str, Any], what: str):
-    """Call a user function on a batch and check it kept the batch's spatial shape."""
+    """Call a user function on a batch and check its shape: images keep their height and width
+    (channels may change), batches of other ranks their whole shape."""
     tf = _tf()
     out = tf.convert_to_tensor(fn(x, **params))
-    if out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]:
+    rank = x.shape.rank
+    if rank == 4:
+        bad = out.shape.rank != 4 or out.shape[1:3] != x.shape[1:3]
+    else:
+        bad = out.shape.rank != rank or not out.shape[1:].is_compatible_with(x.shape[1:])
+    if bad:
         raise ValueError(
             f"{what} must return a batch of the input's shape {tuple(x.shape)}; "
             f"got {tuple(out.shape)}"
@@ -230,10 +382,12 @@ def _noise(x, seed: int, j: int, sample_index):
 
 
 def _apply_chain(chain: Sequence[Op], x, j: int, sample_index):
-    height, width = int(x.shape[1]), int(x.shape[2])
+    """Transformation ``chain`` (the j-th of its set) on a batch of any rank the chain accepts
+    (see ``check_input``; the cube's forward pass calls this inside its graph)."""
     for run in _groups(chain):
         head = run[0]
         if head.kind.category == "affine":
+            height, width = int(x.shape[1]), int(x.shape[2])
             m = _run_matrix(run, height, width, (1.0, 1.0))
             x = _resample(
                 x,
@@ -258,8 +412,11 @@ def apply(tset: TransformationSet, x: Any, j: int, *, sample_index: Any = None) 
     Parameters
     ----------
     tset : TransformationSet
-    x : array-like or tf.Tensor, shape (batch, height, width, channels)
-        NHWC images. Integer images are converted to float32.
+    x : array-like or tf.Tensor, sample axis first
+        NHWC images (batch, height, width, channels) for geometric transformations of images;
+        any rank for the others: tables (N, features), sequences (N, L, C), token ids (N, L).
+        Integer images are converted to float32; other integer inputs keep their dtype (see
+        ``check_input``).
     j : int
         Index of the transformation (negative counts from the end).
     sample_index : array-like of int, optional
@@ -277,9 +434,15 @@ def apply(tset: TransformationSet, x: Any, j: int, *, sample_index: Any = None) 
     >>> out = tmx.transforms.apply(tmx.transforms.rotation(90), img, 0)
     >>> np.argwhere(out[0, ..., 0] > 0.5).tolist()                       # now top-left
     [[0, 0]]
+    >>> seq = np.arange(8, dtype=np.float32).reshape(1, 4, 2)           # (N, L, C)
+    >>> tset = tmx.transforms.product(
+    ...     tmx.transforms.roll(1, axis="time"), tmx.transforms.brightness(2)
+    ... )
+    >>> tmx.transforms.apply(tset, seq, 0)[0].tolist()
+    [[12.0, 14.0], [0.0, 2.0], [4.0, 6.0], [8.0, 10.0]]
     """
     j = check_index(tset, j)
-    x, was_numpy = _as_batch(x, "x")
+    x, was_numpy = _as_inputs(tset, x, [j])
     return _to_output(_apply_chain(tset.elements[j], x, j, sample_index), was_numpy)
 
 
@@ -290,7 +453,10 @@ def apply_many(
     *,
     sample_index: Any = None,
 ) -> Any:
-    """Apply several transformations to a batch: shape (batch, K, height, width, channels).
+    """Apply several transformations to a batch: shape (batch, K, ...) (K transformations).
+
+    ``x`` is as in ``apply``: NHWC images, or a batch of any rank without geometric
+    transformations of images.
 
     ``indices`` defaults to every transformation of the set. Each transformation is one
     independent op (TensorFlow runs them in parallel); ``benchmarks/transforms.py`` compares this
@@ -301,7 +467,7 @@ def apply_many(
         indices = list(range(len(tset)))
     else:
         indices = [check_index(tset, j) for j in v.int_vector(indices, "indices")]
-    x, was_numpy = _as_batch(x, "x")
+    x, was_numpy = _as_inputs(tset, x, indices)
     out = tf.stack([_apply_chain(tset.elements[j], x, j, sample_index) for j in indices], axis=1)
     return _to_output(out, was_numpy)
 
@@ -361,14 +527,17 @@ def invert(
         v.choice(interpolation, "interpolation", INTERPOLATIONS)
     if fill is not None:
         v.choice(fill, "fill", FILLS)
-    x, was_numpy = _as_batch(fmap, "fmap")
-    height, width = int(x.shape[1]), int(x.shape[2])
+    images = any(op.kind.image_only for op in chain)
+    x, was_numpy = _as_maps(fmap, "fmap", images=images)
+    rank = x.shape.rank
+    height = int(x.shape[1]) if rank > 2 and x.shape[1] is not None else 1
+    width = int(x.shape[2]) if rank > 3 and x.shape[2] is not None else height
     if input_size is None:
         if chain_needs_input_size(chain):
             raise ValueError(
                 f"input_size is required to invert transformation {j} ({tset.labels[j]}) on a "
                 "feature map: its pixel shifts are rescaled by the map's size relative to the "
-                "input's; pass input_size=(H, W) of the model input"
+                "input's; pass input_size=(H, W) of the model input (L of a sequence's)"
             )
         input_size = (height, width)
     in_h, in_w = v.image_size(input_size, "input_size")
@@ -400,6 +569,8 @@ def _invert_op(op: Op, x, scale_xy, interpolation, fill):
         return _call_custom(
             kind.inverse, x, p, f"the inverse of custom transformation {kind.name!r}"
         )
+    if kind in (ROLL_AXIS, FLIP_AXIS):
+        return _invert_axis_op(op, x, scale_xy)
     if kind.name == "flip":
         return _apply_op(op, x, 0, None)
     if kind.name == "rot90":
@@ -411,3 +582,27 @@ def _invert_op(op: Op, x, scale_xy, interpolation, fill):
         m = np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]])
         return _resample(x, _tf_params(np.linalg.inv(m)), interpolation or "bilinear", "wrap", 0.0)
     raise AssertionError(f"unhandled operation {kind.name}")  # pragma: no cover
+
+
+def _invert_axis_op(op: Op, x, scale_xy):
+    """Undo a roll or flip along one axis on feature maps: the same axis of the map (axis 1 or,
+    for rank-4 maps, 2), a roll rescaled by the map's length over the input's."""
+    tf = _tf()
+    rank, axis = x.shape.rank, _op_axis(op)
+    if axis == 0:
+        return x
+    a = axis % rank
+    if not 1 <= a < rank - 1 or a > 2:
+        raise ValueError(
+            f"{op.label} cannot be inverted on feature maps of shape {tuple(x.shape)}: axis "
+            f"{axis} is not a spatial or time axis of the map (the last axis holds its channels)"
+        )
+    if op.kind == FLIP_AXIS:
+        return tf.reverse(x, [a])
+    shift = -op.params["shift"] * (scale_xy[1] if a == 1 else scale_xy[0])
+    if abs(shift - round(shift)) > 1e-9:
+        raise ValueError(
+            f"{op.label} moves the map of shape {tuple(x.shape)} by {-shift:g} steps, not a whole "
+            "number: it cannot be undone exactly on this map"
+        )
+    return tf.roll(x, shift=round(shift), axis=a)

@@ -20,6 +20,14 @@ right, y grows *downwards* (the row index). The centre of an H×W image or featu
 - ``flip("x")`` mirrors left-right, ``flip("y")`` up-down; ``rot90(k)`` turns by k quarter turns
   counter-clockwise (exact); ``roll(s, axis)`` shifts cyclically (exact), with the sign of
   ``translation``.
+
+Inputs other than images
+------------------------
+Geometric operations of images (rotation, translation, scale, shear, ``flip("x")``, ``rot90``,
+``roll(s, "x")``) need rank-4 NHWC batches. Photometric ones (brightness, contrast), noise and
+custom functions apply to batches of any rank: tables (N, features), sequences (N, L, C), token
+ids (N, L). ``roll(s, axis="time")`` and ``flip(axis="time")`` shift or mirror along one named
+axis of the batch: "time" (alias "length") is axis 1, "channel" the last axis, or an int axis.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from .. import _validate as v
 INTERPOLATIONS = ("bilinear", "nearest")
 FILLS = ("constant", "reflect", "nearest", "wrap")
 FLIP_AXES = ("none", "x", "y", "xy")
+# Named axes of a batch for roll/flip along one axis (sequences (N, L, C), tables, token ids).
+SEQUENCE_AXES = {"time": 1, "length": 1, "channel": -1}
 # Coordinate names a parameter may not take: they are dims or coords of the cube.
 RESERVED_NAMES = frozenset(
     {"transformation", "transform", "sample", "unit", "layer", "channel", "y", "x", "label"}
@@ -54,6 +64,9 @@ class Kind:
 
     ``category`` is one of ``"affine"`` (interpolated geometric), ``"exact"`` (flip, rot90, roll),
     ``"photometric"`` (identity on feature maps), ``"noise"`` (not invertible), ``"custom"``.
+    ``image_only`` marks operations that need rank-4 NHWC images (every geometric operation of
+    images); the others apply to batches of any rank. ``float_only`` marks operations that need
+    floating inputs (brightness, contrast, noise): they refuse integer inputs such as token ids.
     """
 
     name: str
@@ -65,6 +78,8 @@ class Kind:
     fn: Callable[..., Any] | None = None
     inverse: Callable[..., Any] | None = None
     geometric: bool = True
+    image_only: bool = False
+    float_only: bool = False
 
     @property
     def invertible(self) -> bool:
@@ -75,8 +90,18 @@ class Kind:
         return True
 
 
-def _kind(name, category, params, meanings, units, neutrals, geometric=True):
-    return Kind(name, category, params, meanings, units, neutrals, geometric=geometric)
+def _kind(name, category, params, meanings, units, neutrals, geometric=True, image_only=True):
+    return Kind(
+        name,
+        category,
+        params,
+        meanings,
+        units,
+        neutrals,
+        geometric=geometric,
+        image_only=image_only,
+        float_only=category in ("photometric", "noise"),
+    )
 
 
 ROTATION = _kind("rotation", "affine", ("angle",), ("rotation_deg",), ("degrees",), (0.0,))
@@ -104,14 +129,34 @@ ROT90 = _kind("rot90", "exact", ("k",), ("quarter_turns",), ("quarter turns",), 
 ROLL = _kind(
     "roll", "exact", ("dx", "dy"), ("shift_x_px", "shift_y_px"), ("pixels", "pixels"), (0, 0)
 )
+# along one axis of a batch of any rank (the axis is the option "axis", an int, never 0)
+ROLL_AXIS = _kind("roll", "exact", ("shift",), ("shift_steps",), ("steps",), (0,), image_only=False)
+# the flipped axis of a batch of any rank; 0 (the sample axis) means no flip
+FLIP_AXIS = _kind(
+    "flip", "exact", ("flip_axis",), ("flipped_axis",), ("axis",), (0,), image_only=False
+)
 BRIGHTNESS = _kind(
-    "brightness", "photometric", ("factor",), ("brightness_factor",), ("factor",), (1.0,), False
+    "brightness",
+    "photometric",
+    ("factor",),
+    ("brightness_factor",),
+    ("factor",),
+    (1.0,),
+    False,
+    False,
 )
 CONTRAST = _kind(
-    "contrast", "photometric", ("factor",), ("contrast_factor",), ("factor",), (1.0,), False
+    "contrast", "photometric", ("factor",), ("contrast_factor",), ("factor",), (1.0,), False, False
 )
 NOISE = _kind(
-    "gaussian_noise", "noise", ("std",), ("noise_std",), ("standard deviation",), (0.0,), False
+    "gaussian_noise",
+    "noise",
+    ("std",),
+    ("noise_std",),
+    ("standard deviation",),
+    (0.0,),
+    False,
+    False,
 )
 BUILTIN_KINDS = (
     ROTATION,
@@ -123,6 +168,8 @@ BUILTIN_KINDS = (
     FLIP,
     ROT90,
     ROLL,
+    ROLL_AXIS,
+    FLIP_AXIS,
     BRIGHTNESS,
     CONTRAST,
     NOISE,
@@ -168,6 +215,10 @@ def _fmt(value: Any) -> str:
 def _label(op: Op) -> str:
     p = op.params
     name = op.kind.name
+    if op.kind == ROLL_AXIS:
+        return f"roll({p['shift']}, axis={op.option('axis')})"
+    if op.kind == FLIP_AXIS:
+        return "flip(none)" if p["flip_axis"] == 0 else f"flip(axis={p['flip_axis']})"
     if op.kind == TRANSLATION_REL:
         return f"translation({_fmt(p['dx_rel'])}w, {_fmt(p['dy_rel'])}h)"
     if name in ("translation", "roll"):
@@ -314,6 +365,15 @@ class TransformationSet:
         return any(op.kind.geometric for chain in self.elements for op in chain)
 
     @cached_property
+    def needs_images(self) -> bool:
+        """Whether some transformation needs rank-4 NHWC images (a geometric one of images).
+
+        Sets without such transformations (photometric, noise, custom, ``roll``/``flip`` along a
+        named axis) apply to batches of any rank: tables, sequences, token ids.
+        """
+        return any(op.kind.image_only for chain in self.elements for op in chain)
+
+    @cached_property
     def needs_input_size(self) -> bool:
         """Whether inverting on a feature map needs the input's size (pixel-unit parameters)."""
         return any(chain_needs_input_size(chain) for chain in self.elements)
@@ -369,7 +429,7 @@ class TransformationSet:
 
 def chain_needs_input_size(chain: Sequence[Op]) -> bool:
     """Whether a chain has pixel shifts (translations, rolls) that a feature map must rescale."""
-    return any(op.kind in (TRANSLATION, ROLL) and any(op.values) for op in chain)
+    return any(op.kind in (TRANSLATION, ROLL, ROLL_AXIS) and any(op.values) for op in chain)
 
 
 def _json_scalar(x: Any) -> Any:
@@ -416,6 +476,12 @@ def from_dict(spec: Mapping[str, Any] | str) -> TransformationSet:
                 if not isinstance(x, int | float | str) or isinstance(x, bool):
                     raise ValueError(f"spec: invalid parameter value {x!r}")
             options = tuple(sorted(dict(o.get("options", {})).items()))
+            if kind in (ROLL_AXIS, FLIP_AXIS):
+                axis = dict(options).get("axis", 1) if kind == ROLL_AXIS else values[0]
+                if isinstance(axis, bool) or not isinstance(axis, int):
+                    raise ValueError(f"spec: the axis of {kind.name} must be an int; got {axis!r}")
+                if kind == ROLL_AXIS and (axis == 0 or not isinstance(values[0], int)):
+                    raise ValueError(f"spec: invalid roll along axis {axis} by {values[0]!r}")
             ops.append(Op(kind, values, tuple(o["names"]), options))
         elements.append(tuple(ops))
     if not elements:
@@ -572,12 +638,70 @@ def shear(
     return _sampled(kind, "angles", values, interpolation, fill, fill_value, f", axis={axis!r}")
 
 
-def flip(axes: str | Sequence[str] = ("x",)) -> TransformationSet:
-    """Mirror flips (exact). Each entry is one transformation: "x" (left-right), "y"
-    (up-down), "xy" (both, = rot90 by 2) or "none"."""
+def _batch_axis(value: Any, argname: str, *, allow_none: bool = False) -> int:
+    """A named or int axis of a batch for ``roll``/``flip`` along one axis, as an int.
+
+    "time"/"length" is 1, "channel" is −1 (the last axis), an int is an axis of the batch
+    (negative counts from the end; 0, the sample axis, is refused); "none" is 0 (no flip).
+    """
+    if isinstance(value, str):
+        if allow_none and value == "none":
+            return 0
+        if value in SEQUENCE_AXES:
+            return SEQUENCE_AXES[value]
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        if int(value) != 0:
+            return int(value)
+    names = [*SEQUENCE_AXES, *(["none"] if allow_none else [])]
+    raise ValueError(
+        f"{argname} must be one of {names} or a non-zero int axis of the batch (axis 0 holds "
+        f"the samples); got {v._describe(value)}"
+    )
+
+
+def flip(axes: str | Sequence[str] | None = None, *, axis: Any = None) -> TransformationSet:
+    """Mirror flips (exact); each entry is one transformation.
+
+    Parameters
+    ----------
+    axes : str or sequence of str, default "x"
+        Images (NHWC): "x" (left-right), "y" (up-down), "xy" (both, = rot90 by 2) or "none".
+        Coordinate ``flip``.
+    axis : str, int or sequence of them, optional
+        Inputs of any rank (sequences (N, L, C), tables, token ids): the axis to reverse,
+        "time" (alias "length", axis 1), "channel" (the last axis), an int axis of the batch
+        (not 0), or "none". Coordinate ``flip_axis``: the axis as an int, 0 for "none". Pass
+        either ``axes`` or ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> seq = np.arange(6, dtype=np.float32).reshape(1, 3, 2)       # (N, L, C)
+    >>> tset = tmx.transforms.flip(axis=["none", "time"])
+    >>> tmx.transforms.apply(tset, seq, 1)[0, :, 0].tolist()
+    [4.0, 2.0, 0.0]
+    >>> tset.labels
+    ('flip(none)', 'flip(axis=1)')
+    """
+    if axis is not None:
+        if axes is not None:
+            raise ValueError("pass either axes (images: 'x', 'y', 'xy') or axis, not both")
+        items = [axis] if isinstance(axis, str | int | np.integer) else list(axis)
+        if not items:
+            raise ValueError("axis must not be empty")
+        values = tuple(_batch_axis(a, "axis", allow_none=True) for a in items)
+        return _single(FLIP_AXIS, [(a,) for a in values], (), f"flip(axis={list(items)!r})")
+    if axes is None:
+        axes = ("x",)
     items = [axes] if isinstance(axes, str) else list(axes)
     if not items:
         raise ValueError("axes must not be empty")
+    for a in items:
+        if isinstance(a, str) and a in SEQUENCE_AXES:
+            raise ValueError(
+                f"axes: {a!r} is an axis of sequences; use flip(axis={a!r}) (axes takes the "
+                f"image axes {list(FLIP_AXES)})"
+            )
     values = tuple(v.choice(a, "axes", FLIP_AXES) for a in items)
     return _single(FLIP, [(a,) for a in values], (), f"flip(axes={list(values)})")
 
@@ -589,17 +713,46 @@ def rot90(k: Sequence[int] | int = (0, 1, 2, 3)) -> TransformationSet:
     return _single(ROT90, [(x,) for x in values], (), f"rot90(k={_short_list(values)})")
 
 
-def roll(shifts: Sequence[Any] | int, axis: str = "x") -> TransformationSet:
-    """Cyclic shifts by whole pixels (exact, nothing leaves the image).
+def roll(shifts: Sequence[Any] | int, axis: Any = "x") -> TransformationSet:
+    """Cyclic shifts by whole pixels or steps (exact, nothing leaves the input).
 
     Parameters
     ----------
     shifts : int or sequence
         Integers with ``axis="x"`` or ``"y"``; pairs (dx, dy) with ``axis="xy"``. Positive shifts
-        move content right/down, like ``translation``.
-    axis : {"x", "y", "xy"}
+        move content right/down, like ``translation`` (coordinates ``dx``, ``dy`` in pixels).
+        Integers with any other ``axis``: positive shifts move content towards higher indices,
+        as ``np.roll`` (coordinate ``shift``, in steps).
+    axis : {"x", "y", "xy"}, or "time", "length", "channel" or an int
+        "x", "y", "xy": NHWC images. Otherwise one axis of a batch of any rank, such as
+        sequences (N, L, C) or token ids (N, L): "time" (alias "length") is axis 1, "channel"
+        the last axis, an int an axis of the batch (negative counts from the end, not 0).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> seq = np.arange(4, dtype=np.float32).reshape(1, 4, 1)       # (N, L, C)
+    >>> tset = tmx.transforms.roll([0, 1], axis="time")
+    >>> tmx.transforms.apply(tset, seq, 1)[0, :, 0].tolist()
+    [3.0, 0.0, 1.0, 2.0]
+    >>> tset.labels
+    ('roll(0, axis=1)', 'roll(1, axis=1)')
     """
-    axis = v.choice(axis, "axis", ("x", "y", "xy"))
+    if not (isinstance(axis, str) and axis in ("x", "y", "xy")):
+        try:
+            a = _batch_axis(axis, "axis")
+        except ValueError:
+            raise ValueError(
+                f"axis must be one of {['x', 'y', 'xy', *SEQUENCE_AXES]} or a non-zero int axis "
+                f"of the batch ('x', 'y', 'xy': images); got {v._describe(axis)}"
+            ) from None
+        values = v.int_vector(shifts, "shifts")
+        return _single(
+            ROLL_AXIS,
+            [(s,) for s in values],
+            (("axis", a),),
+            f"roll(shifts={_short_list(values)}, axis={axis!r})",
+        )
     if axis == "xy":
         arr = np.asarray(shifts, dtype=object)
         if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
@@ -619,14 +772,36 @@ def roll(shifts: Sequence[Any] | int, axis: str = "x") -> TransformationSet:
 
 
 def brightness(factors: Sequence[float] | float) -> TransformationSet:
-    """Multiplicative brightness: x ↦ factor · x (no clipping). Identity on feature maps."""
+    """Multiplicative brightness: x ↦ factor · x (no clipping). Identity on feature maps.
+
+    Applies to floating batches of any rank: images, tables (N, features), sequences (N, L, C).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> table = np.array([[1.0, -2.0, 3.0]], np.float32)                # (N, features)
+    >>> tmx.transforms.apply(tmx.transforms.brightness([1.0, 0.5]), table, 1).tolist()
+    [[0.5, -1.0, 1.5]]
+    """
     values = v.real_vector(factors, "factors")
     return _single(BRIGHTNESS, [(f,) for f in values], (), f"brightness({_short_list(values)})")
 
 
 def contrast(factors: Sequence[float] | float) -> TransformationSet:
-    """Contrast about each image's per-channel mean m: x ↦ m + factor · (x − m) (no clipping,
-    as ``tf.image.adjust_contrast``). Identity on feature maps."""
+    """Contrast about each sample's per-channel mean m: x ↦ m + factor · (x − m) (no clipping,
+    as ``tf.image.adjust_contrast``). Identity on feature maps.
+
+    The mean is taken over every axis but the sample axis and the last (channel) axis: over
+    height and width of NHWC images, over time of sequences (N, L, C); for a table
+    (N, features), which has no such axis, over the sample's features.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> table = np.array([[1.0, 2.0, 6.0]], np.float32)                 # mean 3
+    >>> tmx.transforms.apply(tmx.transforms.contrast(2.0), table, 0).tolist()
+    [[-1.0, 1.0, 9.0]]
+    """
     values = v.real_vector(factors, "factors")
     return _single(CONTRAST, [(f,) for f in values], (), f"contrast({_short_list(values)})")
 
@@ -636,7 +811,16 @@ def gaussian_noise(std: Sequence[float] | float, seed: int = 0) -> Transformatio
 
     The noise of sample i under transformation j depends only on (seed, j, i), where i is the
     sample's index (``sample_index`` of ``apply``, by default its position in the batch),
-    never on the batch size. Noise cannot be inverted on feature maps.
+    never on the batch size. Noise cannot be inverted on feature maps. Applies to floating
+    batches of any rank (integer inputs such as token ids are refused).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> seq = np.zeros((2, 5, 3), np.float32)                           # (N, L, C)
+    >>> noisy = tmx.transforms.apply(tmx.transforms.gaussian_noise([0.0, 0.1]), seq, 1)
+    >>> noisy.shape, bool(np.all(noisy != 0))
+    ((2, 5, 3), True)
     """
     values = v.real_vector(std, "std", nonnegative=True)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -662,8 +846,11 @@ def custom(
     Parameters
     ----------
     fn : callable
-        ``fn(x, **params_j)`` maps an NHWC batch (a ``tf.Tensor``) to a batch of the same shape,
-        with TensorFlow ops so that it runs inside the forward-pass graph.
+        ``fn(x, **params_j)`` maps a batch (a ``tf.Tensor``) to a batch of the same shape, with
+        TensorFlow ops so that it runs inside the forward-pass graph. The batch has any rank:
+        NHWC images (of the same height and width back; the channels may change), tables
+        (N, features), sequences (N, L, C) or token ids (N, L) (the same shape back). Integer
+        batches other than images keep their dtype, and the result is cast to it.
     params : dict of sequences, or sequence of dicts
         The parameters of each transformation: ``{"gamma": [0.5, 1, 2]}`` or
         ``[{"gamma": 0.5}, {"gamma": 1}, ...]``. Names become coordinates.
@@ -675,6 +862,22 @@ def custom(
         Used in labels; defaults to ``fn.__name__``.
     geometric : bool, default True
         False for photometric functions (identity on feature maps).
+
+    Examples
+    --------
+    Token dropout on token ids (N, L): a token is replaced by 0 where a hash of (token,
+    position) falls below ``p``. Derive any randomness from the inputs, as here, not from
+    the batch's shape: the cube groups and pads samples into batches of its own choosing.
+
+    >>> import numpy as np, tensorflow as tf, tmx
+    >>> def dropout(x, p):
+    ...     position = tf.range(tf.shape(x)[1], dtype=x.dtype)[None, :]
+    ...     u = tf.cast(tf.math.floormod(x * 7919 + position * 104729, 1000), tf.float32)
+    ...     return tf.where(u / 1000 >= p, x, tf.zeros_like(x))
+    >>> tset = tmx.transforms.custom(dropout, {"p": [0.0, 1.0]})
+    >>> tokens = np.array([[5, 7, 9]])
+    >>> [tmx.transforms.apply(tset, tokens, j).tolist() for j in range(2)]
+    [[[5, 7, 9]], [[0, 0, 0]]]
     """
     if not callable(fn):
         raise ValueError(f"fn must be callable; got {fn!r}")

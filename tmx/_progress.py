@@ -1,0 +1,70 @@
+"""Progress reporting, one definition for the package.
+
+Long calls take ``progress: bool | None = None``. None means "when run interactively": a
+terminal on stderr, not under pytest and not in CI (the ``CI`` environment variable); True and
+False force it. ``steps`` reports a loop with a known number of steps (Keras's ``Progbar``);
+``dask_bar`` reports a dask computation (dask's local ``ProgressBar``; a ``dask.distributed``
+client has its own dashboard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+
+def interactive() -> bool:
+    """True when a person is likely watching: stderr is a terminal, not pytest, not CI."""
+    if os.environ.get("CI") or os.environ.get("PYTEST_CURRENT_TEST"):
+        return False
+    stream = getattr(sys, "stderr", None)
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def resolve(progress: Any, name: str = "progress") -> bool:
+    """``progress`` as a bool: None → ``interactive()``; a bool passes; anything else is an
+    error naming the argument."""
+    if progress is None:
+        return interactive()
+    if not isinstance(progress, bool):
+        raise ValueError(f"{name} must be True, False or None (when interactive); got {progress!r}")
+    return progress
+
+
+class _Steps:
+    """A counter with a Keras ``Progbar`` behind it (or nothing when disabled)."""
+
+    def __init__(self, total: int, enabled: bool, unit: str) -> None:
+        self.done = 0
+        self._bar = None
+        if enabled and total > 0:
+            import keras
+
+            self._bar = keras.utils.Progbar(total, unit_name=unit)
+
+    def advance(self, n: int = 1, **values: float) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self.done, [(k, v) for k, v in values.items()], finalize=None)
+
+
+@contextlib.contextmanager
+def steps(total: int, enabled: bool, unit: str = "step") -> Iterator[_Steps]:
+    """``with steps(n, enabled) as bar: ... bar.advance()`` — a progress bar over n steps."""
+    counter = _Steps(int(total), enabled, unit)
+    yield counter
+
+
+def dask_bar(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """dask's local ``ProgressBar`` when enabled, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from dask.diagnostics import ProgressBar
+
+    return ProgressBar()
