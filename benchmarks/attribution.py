@@ -1,6 +1,11 @@
 """Attribution throughput against a hand-written sum-trick loop, and IG memory against steps.
 
 Run: .venv/bin/python -m benchmarks.attribution [--repeats 3] [--n-cnn 256] [--n-mobile 4]
+         [--small-n-only]
+
+First, IG at the default ``batch_size`` on ``tmx.models.small_cnn((64, 64, 3))`` for N = 4, 16
+and 64 images (``--small-n-only``: this table alone), against the same hand-written loop at the
+same rows per call, the two alternating in each repeat (target ≥ 0.95 whatever N).
 
 Models: the demo CNN (``tmx.models.small_cnn`` on 28 × 28 × 1) and a MobileNetV2-sized model
 (``keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)``).
@@ -220,12 +225,45 @@ def measure(A, name: str, n: int, repeats: int, keep: dict) -> list[tuple]:
     return rows
 
 
+def measure_small_n(A, ns: tuple[int, ...], repeats: int) -> tuple[list[tuple], int]:
+    """IG at the default ``batch_size`` on a small CNN at 64 × 64 × 3 for each N, against the
+    hand-written loop at the same rows per call; tmx and the loop alternate in each repeat.
+    ((N, tmx s, loop s) rows, the default batch_size)."""
+    import inspect
+
+    import tmx
+
+    default = inspect.signature(A.integrated_gradients).parameters["batch_size"].default
+    model = tmx.models.small_cnn((64, 64, 3), seed=0)
+    rows = []
+    for n in ns:
+        x = np.random.default_rng(2).normal(size=(n, 64, 64, 3)).astype(np.float32)
+        classes = np.argmax(np.asarray(model(x, training=False)), axis=1)
+
+        def tmx_ig(x=x, classes=classes):
+            return A.integrated_gradients(model, x, classes, steps=STEPS)
+
+        base = baseline_ig(model, x, classes, STEPS, default)
+        np.testing.assert_allclose(tmx_ig().values, base(), rtol=1e-3, atol=1e-4)
+        t_runs, b_runs = [], []
+        for _ in range(max(3, repeats)):
+            t_runs.append(median_seconds(tmx_ig, 1, warmup=False))
+            b_runs.append(median_seconds(base, 1, warmup=False))
+        rows.append((n, float(np.median(t_runs)), float(np.median(b_runs))))
+    return rows, default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-cnn", type=int, default=256)
     parser.add_argument("--n-mobile", type=int, default=4)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--small-n-only",
+        action="store_true",
+        help="only IG at the default batch_size on 64x64x3 inputs, N = 4, 16, 64",
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -233,6 +271,18 @@ def main() -> None:
     from tmx import attribution as A
 
     start = time.perf_counter()
+    small, default = measure_small_n(A, (4, 16, 64), args.repeats)
+    print(
+        f"IG (50 steps) on small_cnn 64x64x3, default batch_size {default} for tmx and the "
+        f"loop; medians of {max(3, args.repeats)} alternating runs; ratio = loop / tmx time "
+        "(tmx throughput / loop throughput, target >= 0.95)"
+    )
+    print(f"{'N':>4s} {'tmx s':>8s} {'loop s':>8s} {'ratio':>6s}  met")
+    for n, t, b in small:
+        print(f"{n:4d} {t:8.3f} {b:8.3f} {b / t:6.2f}  {'yes' if b / t >= 0.95 else 'NO'}")
+    if args.small_n_only:
+        print(f"total wall time {time.perf_counter() - start:.0f} s")
+        return
     rows = []
     keep: dict = {}
     for name, n in (("demo CNN", args.n_cnn), ("MobileNetV2 96x96", args.n_mobile)):

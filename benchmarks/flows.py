@@ -33,6 +33,15 @@ Rows (throughputs; ratio = tmx / baseline):
 - forward / inverse (rows/s): medians of ``--repeats`` passes (after one untimed pass) over all
   the pairs' ``a`` rows (``--pairs`` rows) in batches of 256, each batch's (z, logdet) fetched to
   numpy; tmx: ``tf.function`` around ``flow(x)`` / ``flow.inverse(y)`` of the trained flow.
+- transform / inverse vs one direct call (seconds; ratio = tmx / direct, target <= 1.5 with
+  the first call, <= 1.1 on repeat calls): a cube (sample, transformation, unit) = (1000, 24,
+  16) of 24,000 rows and a flow ``tmx.flows.flow(16, blocks=3, hidden=(128,))`` (ActNorm
+  initialised on 256 rows, weights untrained); ``tmx.flows.transform(flow, cube).values``
+  against ``flow(x)[0]`` on the same rows as one numpy array, and ``tmx.flows.inverse(flow,
+  z).values`` against ``flow.inverse(z)[0]``. Each of ``--repeats`` runs makes a new Flow (a
+  fresh state: nothing traced or compiled for it) and times, on it: the direct call, then the
+  tmx call (the first calls), then 3 more of each, alternating (the repeat calls; their
+  median); the table gives the medians over the runs (``--direct-only`` runs just these rows).
 - transform (rows/s): ``tmx.flows.transform(flow, cube)`` (when it exists) on the DataArray cube
   itself (1000 · ⌈pairs / 1000⌉ rows, labelled (sample, transformation, latent) output, its
   default batch of 4096 rows), median of ``--repeats`` after a warm-up, against the plain
@@ -679,6 +688,83 @@ def in_layout(x: dict) -> tuple[np.ndarray, np.ndarray]:
     return x["a_l"], x["b_l"]
 
 
+# -- transform / inverse of a DataArray against one direct call ------------------------------------
+DIRECT_D, DIRECT_BLOCKS, DIRECT_SAMPLES, DIRECT_TRANSFORMATIONS = 16, 3, 1000, 24
+
+
+def measure_direct(args: argparse.Namespace) -> dict:
+    """Seconds of transform/inverse of a DataArray and of one direct call of the same Flow."""
+    import keras
+    import xarray as xr
+
+    import tmx
+
+    rng = np.random.default_rng(0)
+    shape = (DIRECT_SAMPLES, DIRECT_TRANSFORMATIONS, DIRECT_D)
+    mix = rng.normal(size=(DIRECT_D, DIRECT_D)).astype(np.float32)
+    x = (rng.normal(size=(DIRECT_SAMPLES * DIRECT_TRANSFORMATIONS, DIRECT_D)) @ mix).astype(
+        np.float32
+    )
+    cube = xr.DataArray(x.reshape(shape), dims=("sample", "transformation", "unit"))
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    runs: dict[str, list] = {k: [] for k in ("transform", "inverse")}
+    for run in range(args.repeats):
+        f = tmx.flows.flow(DIRECT_D, blocks=DIRECT_BLOCKS, hidden=(HIDDEN,), seed=run)
+        f(x[:256])  # ActNorm's data initialisation (a fitted flow has done it)
+        z_np = keras.ops.convert_to_numpy(f(x)[0])
+        z = xr.DataArray(z_np.reshape(shape), dims=("sample", "transformation", "latent"))
+        calls = {
+            "transform": (
+                lambda f=f: keras.ops.convert_to_numpy(f(x)[0]),
+                lambda f=f: np.asarray(tmx.flows.transform(f, cube).values),
+            ),
+            "inverse": (
+                lambda f=f, z_np=z_np: keras.ops.convert_to_numpy(f.inverse(z_np)[0]),
+                lambda f=f, z=z: np.asarray(tmx.flows.inverse(f, z).values),
+            ),
+        }
+        for key, (direct, labelled) in calls.items():
+            first = (timed(direct), timed(labelled))
+            repeat = [(timed(direct), timed(labelled)) for _ in range(3)]
+            runs[key].append(
+                {
+                    "first": first,
+                    "repeat": (
+                        statistics.median(r[0] for r in repeat),
+                        statistics.median(r[1] for r in repeat),
+                    ),
+                }
+            )
+    out = {}
+    for key, rs in runs.items():
+        for when in ("first", "repeat"):
+            direct = statistics.median(r[when][0] for r in rs)
+            tmx_s = statistics.median(r[when][1] for r in rs)
+            ratios = [r[when][1] / r[when][0] for r in rs]
+            out[(key, when)] = (tmx_s, direct, statistics.median(ratios))
+    return out
+
+
+def print_direct(res: dict) -> None:
+    print(
+        f"transform / inverse of a (sample, transformation, unit) DataArray, "
+        f"{DIRECT_SAMPLES * DIRECT_TRANSFORMATIONS} rows, D = {DIRECT_D}, {DIRECT_BLOCKS} blocks, "
+        f"hidden ({HIDDEN},), vs one direct call of the same Flow (seconds; ratio = tmx / direct, "
+        "median of the runs' ratios)"
+    )
+    line = "{:44s} {:>8s} {:>8s} {:>6s} {:>7s}"
+    print(line.format("what", "tmx s", "direct s", "ratio", "target"))
+    for (key, when), (t, d, ratio) in res.items():
+        target = 1.5 if when == "first" else 1.1
+        name = f"{key} (DataArray) vs flow{'(x)' if key == 'transform' else '.inverse(z)'}, {when}"
+        print(f"{name:44s} {t:8.3f} {d:8.3f} {ratio:6.2f} {'<= ' + str(target):>7s}")
+
+
 # -- gyoza ---------------------------------------------------------------------------------------
 def run_gyoza(data: dict, args: argparse.Namespace) -> dict:
     """gyoza's timings (see ``_gyoza_runner.py``) on the same pairs and rows."""
@@ -786,6 +872,9 @@ def main() -> None:
     parser.add_argument("--coupling", default="additive,affine")
     parser.add_argument("--skip-gyoza", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--direct-only", action="store_true", help="only transform/inverse vs a direct call"
+    )
     parser.add_argument("--threads", type=int, default=1, help="TF threads per pool (0: TF's)")
     parser.add_argument("--setup-gyoza", action="store_true", help="create gyoza's venv and exit")
     parser.add_argument("--python", default=None, help="python >= 3.12 for --setup-gyoza")
@@ -804,6 +893,11 @@ def main() -> None:
 
     start = time.perf_counter()
     set_threads(args.threads)
+    if args.direct_only:
+        print_direct(measure_direct(args))
+        print(f"total wall time {time.perf_counter() - start:.0f} s")
+        return
+    direct = measure_direct(args)
     data = prepare(args)
     couplings = [c.strip() for c in args.coupling.split(",") if c.strip()]
     results = {coupling: measure(coupling, data, args) for coupling in couplings}
@@ -863,6 +957,7 @@ def main() -> None:
         )
     else:
         print(gyoza_note)
+    print_direct(direct)
     print(f"total wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -1,7 +1,7 @@
 """tmx's introspectors (pfa, iua, familiarity) against DNIKit 2.0.0 on 10,000 × 512 responses.
 
 Run: .venv/bin/python -m benchmarks.introspect [--n 10000] [--units 512] [--repeats 3]
-         [--threads 1] [--batch-sizes 1024,4096]
+         [--threads 1] [--batch-sizes 1024,4096] [--pca-only]
      .venv/bin/python -m benchmarks.introspect --setup-dnikit   # once: create the DNIKit venv
 
 Data (seeded, float32, one dense layer "dense" of ``--units`` units): ReLU of correlated Gaussian
@@ -59,6 +59,14 @@ is kept, so the baseline is DNIKit at its best of those (the table says which):
   cross-check scores the first 100 samples under tmx's fitted mixture with DNIKit's code.
 - familiarity end to end: ``familiarity(X)`` vs fit + scoring.
 
+PCA row (``--pca-only`` runs it alone, without the 10,000 × 512 data): ``tmx.introspect.reduce(
+responses, "pca", 2)`` on 1797 × 128 float32 responses (the digits' sample count, the same
+generator) against ``sklearn.decomposition.PCA(2, random_state=0).fit_transform`` of the same
+float32 numpy array, and of the same data held by dask (256-sample chunks, already in memory) as
+a saved or lazy cube is; each timing is the median of ``--repeats`` runs of 20 calls,
+tmx and scikit-learn interleaved; ratio = tmx / scikit-learn time (target ≤ 1.5). The projection
+is checked against scikit-learn's up to sign.
+
 Ratio = DNIKit / tmx (> 1: tmx is faster). Targets (the issue): ≥ 1 on pfa, iua and familiarity
 (each as a user runs it: spectrum + recipe, the IUA, fit + scoring), ≥ 20 on familiarity
 scoring; the indented rows are their steps, for information.
@@ -82,7 +90,7 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from tmx.introspect import familiarity, iua, pfa, pfa_recipe
+from tmx.introspect import familiarity, iua, pfa, pfa_recipe, reduce
 
 from ._timing import median_seconds
 
@@ -171,6 +179,49 @@ def time_tmx(data: xr.DataArray, repeats: int) -> tuple[dict[str, float], dict[s
     out["model"] = model
     out["scores"] = _familiarity_module._score([model], data, pos)[:, 0]
     return sec, out
+
+
+def time_pca(repeats: int, n: int = 1797, units: int = 128) -> dict[str, tuple[float, float]]:
+    """(tmx s, scikit-learn s) per call of a 2-component PCA, in memory and dask-backed."""
+    from sklearn.decomposition import PCA
+
+    x = make_responses(n, units)
+    data = as_dataarray(x)
+    lazy = data.chunk({"sample": 256})
+    direct = PCA(2, random_state=SEED).fit_transform(x)
+    out = {}
+    for label, responses in (("in memory", data), ("dask-backed", lazy)):
+        got = reduce(responses, "pca", 2).values[:, 0]
+        for k in range(2):  # the same projection up to sign (tmx fits float64)
+            sign = np.sign(got[:, k] @ direct[:, k]) or 1.0
+            np.testing.assert_allclose(got[:, k], sign * direct[:, k], rtol=1e-3, atol=1e-3)
+        calls = 20
+        runs: dict[str, list[float]] = {"tmx": [], "sklearn": []}
+        for _ in range(max(3, repeats)):
+            for side, fn in (
+                ("tmx", lambda r=responses: reduce(r, "pca", 2)),
+                ("sklearn", lambda: PCA(2, random_state=SEED).fit_transform(x)),
+            ):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                runs[side].append((time.perf_counter() - start) / calls)
+        out[label] = (float(np.median(runs["tmx"])), float(np.median(runs["sklearn"])))
+    return out
+
+
+def print_pca(sec: dict[str, tuple[float, float]], repeats: int, threads: int) -> None:
+    print(
+        f"reduce(..., 'pca', 2) on 1797 x 128 float32 vs sklearn PCA on the numpy array; "
+        f"medians of {max(3, repeats)} runs of 20 calls; BLAS threads {threads or 'default'}; "
+        "ratio = tmx / sklearn time (target <= 1.5)"
+    )
+    print(f"{'responses':14s} {'tmx ms':>8s} {'sklearn ms':>11s} {'ratio':>6s}  met")
+    for label, (t, b) in sec.items():
+        print(
+            f"{label:14s} {1e3 * t:8.2f} {1e3 * b:11.2f} {t / b:6.2f}  "
+            f"{'yes' if t / b <= 1.5 else 'NO'}"
+        )
 
 
 def run_dnikit(x: np.ndarray, model, args: argparse.Namespace) -> dict:
@@ -325,6 +376,9 @@ def main() -> None:
         "default (all cores)",
     )
     parser.add_argument(
+        "--pca-only", action="store_true", help="only the reduce(pca) vs scikit-learn row"
+    )
+    parser.add_argument(
         "--setup-dnikit", action="store_true", help=f"create {DNIKIT_VENV} with DNIKit 2.0.0"
     )
     args = parser.parse_args()
@@ -332,10 +386,14 @@ def main() -> None:
         setup_dnikit()
         return
     start = time.perf_counter()
-    x = make_responses(args.n, args.units)
-    data = as_dataarray(x)
     if args.threads > 0:
         threadpool_limits(args.threads)
+    print_pca(time_pca(args.repeats), args.repeats, args.threads)
+    if args.pca_only:
+        print(f"total wall time {time.perf_counter() - start:.1f} s")
+        return
+    x = make_responses(args.n, args.units)
+    data = as_dataarray(x)
     tmx_s, out = time_tmx(data, args.repeats)
     result = None
     if dnikit_available():

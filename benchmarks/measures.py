@@ -4,7 +4,7 @@ Run: .venv/bin/python -m benchmarks.measures [--n 2000] [--t 16] [--repeats 3] [
 
 A small CNN on 28×28 inputs (``benchmarks.cube.small_cnn``: 7 layers, 12,586 units), N = 2000
 samples, T = 16 rotations; every layer recorded. Rows, medians of ``--repeats`` runs measured in
-the same process:
+the same process, in interleaved rounds (one run of every row per round):
 
 - **bare loop** (baseline 1, the physical limit): a compiled ``tf.function`` with a fixed batch
   that applies the same rotations (tmx's TensorFlow ops) and returns every layer's output,
@@ -19,14 +19,17 @@ the same process:
   then ``tmx.sample_variance``, then their ratio). The forward batches each run needs are
   counted with ``tmx.cube.forward_runner(cube).batches``.
 
-``--distributed`` adds NV end to end on a ``dask.distributed.LocalCluster`` of 2 worker
-processes (1 thread each) and checks it equals the local result.
+``--numpy-moments`` computes the block moments with numpy (``block_moments`` per reduction, the
+path taken without numba). ``--distributed`` adds NV end to end on a
+``dask.distributed.LocalCluster`` of 2 worker processes (1 thread each) and checks it equals the
+local result.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,7 +76,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--distributed", action="store_true")
+    parser.add_argument(
+        "--numpy-moments",
+        action="store_true",
+        help="the block moments in numpy (the path without numba), for a before/after",
+    )
     args = parser.parse_args()
+    if args.numpy_moments:
+        from tmx.measures import _common
+
+        _common._COMPILED[_common._both_kernel] = None
     start = time.perf_counter()
     n, t, batch = args.n, args.t, args.batch
     model = small_cnn()
@@ -116,23 +128,19 @@ def main() -> None:
     tmx.sample_variance(counted).compute()
     two_batches = runner.batches - before
 
+    # the rows are timed in interleaved rounds (bare, NV, NVSE, two passes, then again), so
+    # that a change in the machine's load during the run falls on every row alike; medians
+    timed = [("bare", bare), ("nv", nv), ("nvse", nvse), ("two", two_pass)]
+    times: dict[str, list[float]] = {key: [] for key, _ in timed}
+    for _ in range(args.repeats):
+        for key, fn in timed:
+            times[key].append(median_seconds(fn, 1, warmup=False))
+    med = {key: statistics.median(v) for key, v in times.items()}
     rows = [
-        (
-            "bare tf.function loop (transform + forward)",
-            median_seconds(bare, args.repeats, warmup=False),
-            None,
-        ),
-        ("NV end to end (one pass)", median_seconds(nv, args.repeats, warmup=False), 1.3),
-        (
-            "NVSE end to end (with inverse maps)",
-            median_seconds(nvse, args.repeats, warmup=False),
-            1.6,
-        ),
-        (
-            "TV and SV in two passes (model run twice)",
-            median_seconds(two_pass, args.repeats, warmup=False),
-            None,
-        ),
+        ("bare tf.function loop (transform + forward)", med["bare"], None),
+        ("NV end to end (one pass)", med["nv"], 1.3),
+        ("NVSE end to end (with inverse maps)", med["nvse"], 1.6),
+        ("TV and SV in two passes (model run twice)", med["two"], None),
     ]
     if args.distributed:
         from dask.distributed import Client, LocalCluster

@@ -10,6 +10,7 @@ import xarray as xr
 
 from tmx import attribution as A
 from tmx.attribution._doi import gaussian_noise
+from tmx.attribution._shortcuts import SMOOTHGRAD_KINDS
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(5, 3)).astype(np.float32)
@@ -130,6 +131,37 @@ def test_independent_of_batch_size_and_order() -> None:
     # a sample's draws depend on its position only, not on the others in the batch
     first = A.smoothgrad(cubic, X[:1], 0, samples=7, seed=1)
     np.testing.assert_allclose(first.values[0], a.values[0], rtol=1e-6)
+
+
+def test_in_graph_moments_equal_the_streamed_path_and_closed_forms() -> None:
+    """Whole samples per call (points made and reduced in the graph, the default) against
+    the streamed path (a sample's points split over calls, batch_size < points per sample)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 6, 6, 2)).astype(np.float32)
+    conv = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, activation="tanh", padding="same"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
+    )
+    for qoi in ("max", (1, 2), A.channel(3)):
+        fast = A.integrated_gradients(conv, x, qoi, steps=9)  # 9 rows a sample: in the graph
+        slow = A.integrated_gradients(conv, x, qoi, steps=9, batch_size=1)  # streamed
+        np.testing.assert_allclose(fast.values, slow.values, rtol=1e-5, atol=1e-7)
+    for kind in SMOOTHGRAD_KINDS:
+        fast = A.smoothgrad(conv, x, 0, samples=6, kind=kind, seed=2)
+        slow = A.smoothgrad(conv, x, 0, samples=6, kind=kind, seed=2, batch_size=4)
+        np.testing.assert_allclose(fast.values, slow.values, rtol=1e-5, atol=1e-7)
+    fast = A.input_x_gradient(conv, x, 1)
+    slow = A.input_x_gradient(conv, x, 1, batch_size=1)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=1e-5, atol=1e-7)
+    # closed form: IG of a linear model is (x − b) ⊙ W[:, c], at every batch size and N
+    base = RNG.normal(size=(1, 5)).astype(np.float32)
+    for n, batch in ((1, 64), (3, 64), (7, 64), (7, 20), (7, 10)):
+        ig = A.integrated_gradients(linear_model(), X[:n], 2, baseline=base, batch_size=batch)
+        np.testing.assert_allclose(ig.values, (X[:n] - base) * W[:, 2], rtol=1e-5, atol=1e-6)
 
 
 def test_memory_is_bounded_by_batch_size() -> None:

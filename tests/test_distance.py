@@ -383,3 +383,142 @@ def test_errors():
     # one transformation is enough for SD, one sample for TD
     assert sample_distance(cube.isel(transformation=[0])).sizes["unit"] == 15
     assert transformation_distance(cube.isel(sample=[0])).sizes["unit"] == 15
+
+
+# -- the fast per-channel path against a float64 reference --------------------------------------
+def messy_cube(seed: int) -> xr.DataArray:
+    """Layers in three unit orders with dead units, dead maps, constant units and channels,
+    invariant channels, duplicated maps and a large offset; N = 9, T = 6, float32."""
+    rng = np.random.default_rng(seed)
+    n, t = 9, 6
+    dense = np.stack(
+        [
+            np.zeros((n, t)),  # dead
+            np.full((n, t), 2.5),  # constant
+            rng.normal(size=(n, t)),
+            rng.normal(size=(n, t)) * 0.2 + 0.05,  # flips sign
+        ],
+        axis=-1,
+    )
+    h, w = 3, 4
+    a = np.empty((n, t, h, w, 6))
+    a[..., 0] = 0.0  # dead channel
+    a[..., 1] = rng.uniform(-1, 1, size=(h, w)) + 7.77  # constant map
+    a[..., 2] = np.maximum(rng.normal(size=(n, t, h, w)) - 1.2, 0)  # many all-zero maps
+    a[..., 3] = rng.normal(size=(n, 1, h, w)) + 1.0  # depends on the sample only
+    a[..., 4] = rng.normal(size=(n, t, h, w)) + 1e3  # large offset
+    dup = rng.normal(size=(3, h, w))  # three distinct maps, each repeated, and zero maps
+    a[..., 5] = dup[rng.integers(0, 3, size=(n, t))] * rng.integers(0, 2, size=(n, t, 1, 1))
+    b = np.maximum(rng.normal(size=(n, t, 3, 2, 2)) + 0.3, 0)  # (channel, y, x) order
+    c = rng.normal(size=(n, t, 2, 3, 2))  # units shuffled below
+    perm = rng.permutation(12)
+    arr = np.concatenate(
+        [dense, a.reshape(n, t, -1), b.reshape(n, t, -1), c.reshape(n, t, -1)[..., perm]], axis=2
+    )
+    ay, ax, ac = (g.ravel() for g in np.meshgrid(range(h), range(w), range(6), indexing="ij"))
+    bc, by, bx = (g.ravel() for g in np.meshgrid(range(3), range(2), range(2), indexing="ij"))
+    cy, cx, cc = (g.ravel()[perm] for g in np.meshgrid(range(2), range(3), range(2), indexing="ij"))
+    layer = ["dense"] * 4 + ["a"] * ac.size + ["b"] * bc.size + ["c"] * cc.size
+    return xr.DataArray(
+        arr.astype(np.float32),
+        dims=("sample", "transformation", "unit"),
+        coords={
+            "layer": ("unit", layer),
+            "channel": ("unit", np.r_[np.arange(4), ac, bc, cc]),
+            "y": ("unit", np.r_[np.full(4, -1), ay, by, cy]),
+            "x": ("unit", np.r_[np.full(4, -1), ax, bx, cx]),
+        },
+    )
+
+
+def reference_mean(v: np.ndarray, metric: str, normalize: bool) -> float:
+    """Mean δ over all pairs of the rows of v, from explicit differences in float64."""
+    v = np.asarray(v, dtype=np.float64)
+    n, d = v.shape
+    if normalize and d > 1:
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        v = v / np.where(norms == 0, 1.0, norms)
+    if metric == "euclidean":
+        return float(pdist(v).mean())
+    norms = np.linalg.norm(v, axis=1)
+    zero = norms == 0
+    u = v / np.where(zero, 1.0, norms)[:, None]
+    dist = ((u[:, None, :] - u[None, :, :]) ** 2).sum(axis=-1) / 2
+    dist[zero[:, None] != zero[None, :]] = 1.0
+    dist[zero[:, None] & zero[None, :]] = 0.0
+    return float(dist[np.triu_indices(n, 1)].mean())
+
+
+def reference_parts(cube: xr.DataArray, metric: str, normalize: bool) -> tuple[np.ndarray, ...]:
+    a = cube.values
+    td, sd = [], []
+    for idx in groups_of(cube, "channel"):
+        td.append(np.mean([reference_mean(a[i][:, idx], metric, normalize) for i in range(9)]))
+        sd.append(np.mean([reference_mean(a[:, j][:, idx], metric, normalize) for j in range(6)]))
+    return np.array(td), np.array(sd)
+
+
+@pytest.mark.parametrize(("metric", "normalize"), [c[1:] for c in COMBOS[1:]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_path_equals_float64_reference(metric, normalize, seed):
+    cube = messy_cube(seed)
+    td, sd = reference_parts(cube, metric, normalize)
+    opts = {"per": "channel", "metric": metric, "normalize": normalize}
+    chunkings = [None, {"sample": (4, 1, 4), "transformation": (1, 3, 2), "unit": (5, 30, 17, 48)}]
+    for chunks in chunkings:
+        ds = normalized_distance(cube if chunks is None else cube.chunk(chunks), parts=True, **opts)
+        ds = ds.compute()
+        close(ds.td, td)
+        close(ds.sd, sd)
+        keys = list(zip(ds.layer.values.tolist(), ds.channel.values.tolist(), strict=True))
+        at = {k: i for i, k in enumerate(keys)}
+        # dead and constant units and channels: exactly 0 both ways
+        for key in [("dense", 0), ("dense", 1), ("a", 0), ("a", 1)]:
+            assert ds.td.values[at[key]] == 0 and ds.sd.values[at[key]] == 0
+        assert ds.td.values[at[("a", 3)]] == 0  # the same map under every transformation
+        assert ds.sd.values[at[("a", 3)]] > 0
+
+
+def test_batches_do_not_change_results(monkeypatch):
+    cube = messy_cube(2)
+    expected = {
+        c: normalized_distance(cube, per="channel", metric=c[0], normalize=c[1], parts=True)
+        for c in [("euclidean", False), ("euclidean", True), ("cosine", False)]
+    }
+    monkeypatch.setattr(dist_mod, "GRAM_BYTES", 2048)  # one set per batch or close to it
+    for (metric, normalize), want in expected.items():
+        got = normalized_distance(
+            cube, per="channel", metric=metric, normalize=normalize, parts=True
+        )
+        for k in ("td", "sd", "nd"):
+            close(got[k], want[k], rtol=1e-13)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_equal_maps_are_exactly_zero_apart_whatever_the_shift(scale):
+    """Equal non-zero maps that are not the shift vector: the Gram value of the pair is
+    recomputed directly, so their distance is exactly 0 (not √ε·‖a‖)."""
+    rng = np.random.default_rng(0)
+    r = rng.uniform(1, 1000, size=37) * scale
+    other = rng.uniform(1, 1000, size=37) * scale
+    # a zero vector (the shift then is 0) and three copies of r: 3 pairs at ‖r‖, 3 at 0
+    sets = np.stack([np.zeros(37), r, r, r])[None]
+    got = dist_mod._vector_pairs(sets.copy(), "euclidean", False)[0]
+    assert got == pytest.approx(np.sqrt(np.sum(r**2)) / 2, rel=1e-14)
+    # shift by the first vector (no zero vector): copies of r against `other`
+    sets = np.stack([other, r, r, r, r])[None]
+    got = dist_mod._vector_pairs(sets.copy(), "euclidean", False)[0]
+    assert got == pytest.approx(4 * np.linalg.norm(r - other) / 10, rel=1e-13)
+    # cosine: equal directions at exactly 0, whatever their length
+    sets = np.stack([r, 2 * r, r, 0.5 * r])[None]
+    assert dist_mod._vector_pairs(sets.copy(), "cosine", False)[0] == 0
+
+
+def test_grid_view_and_copy_agree():
+    v = np.arange(2 * 3 * 24, dtype=np.float32).reshape(2, 3, 24)
+    for idx in [
+        np.arange(24).reshape(4, 6),  # (channel, y, x): a channel's units are contiguous
+        np.arange(24).reshape(6, 4).T,  # (y, x, channel): stride = number of channels
+        np.random.default_rng(0).permutation(24).reshape(4, 6),  # no grid: a copy
+    ]:
+        np.testing.assert_array_equal(dist_mod._grid_view(v, idx), v[..., idx])

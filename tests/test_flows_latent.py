@@ -288,3 +288,68 @@ def test_interpolate_with_a_model_checks_the_flow_layer(skip_model, cube):
     f.unit_coords = {"layer": ["o1"] * D}
     with pytest.raises(ValueError, match=r"^model.*o1"):  # 3 units, not 6
         interpolate(f, cube, cube, factor="a", model=skip_model)
+
+
+# -- eager and compiled paths ----------------------------------------------------------------------
+@pytest.fixture(params=["eager", "compiled"])
+def path(request, monkeypatch):
+    """Small jobs run eagerly, large ones compiled: force either (the threshold is the job size)."""
+    from tmx.flows import _latent
+
+    monkeypatch.setattr(_latent, "_COMPILE_WORK", float("inf") if request.param == "eager" else 0)
+    return request.param
+
+
+def _direct_inverse(f, values):
+    rows = values.reshape(-1, values.shape[-1])
+    return keras.ops.convert_to_numpy(f.inverse(rows)[0]).reshape(values.shape)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "additive"])
+def test_transform_and_inverse_equal_the_direct_call(path, coupling, cube):
+    f = _trained(D, cube.values, coupling=coupling, seed=7)
+    expected = _direct(f, cube.values)
+    z = transform(f, cube.values.reshape(-1, D), batch_size=5)  # numpy, a short last call
+    np.testing.assert_allclose(z.values, expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
+    back_expected = _direct_inverse(f, expected)
+    back = inverse(f, expected.reshape(-1, D), batch_size=16)
+    np.testing.assert_allclose(back.values, back_expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
+    # dask, uneven chunks along every axis (the unit axis is gathered into one chunk)
+    lazy = _chunked(cube, ((5, 7), (1, 2), (4, 2)))
+    zl = transform(f, lazy, batch_size=4)
+    assert zl.chunks is not None
+    np.testing.assert_allclose(zl.values, expected, rtol=1e-5, atol=1e-5)
+    zd = zl.copy(data=da.from_array(expected, chunks=((3, 9), (2, 1), (6,))))
+    np.testing.assert_allclose(
+        inverse(f, zd, batch_size=8).values, back_expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_repeat_call_does_not_recompile(monkeypatch, cube):
+    from tmx.flows import _latent
+
+    monkeypatch.setattr(_latent, "_COMPILE_WORK", 0)
+    f = _trained(D, cube.values, seed=8)
+    before = dict(_latent._TRACES)
+    z = transform(f, cube)
+    assert _latent._TRACES["forward"] == before["forward"] + 1  # one (flow, shape): one trace
+    for _ in range(3):
+        np.testing.assert_array_equal(transform(f, cube).values, z.values)
+        np.testing.assert_array_equal(transform(f, _chunked(cube, (12, 3, 6))).values, z.values)
+    assert _latent._TRACES["forward"] == before["forward"] + 1
+    back = inverse(f, z)
+    for _ in range(3):
+        np.testing.assert_array_equal(inverse(f, z).values, back.values)
+    assert _latent._TRACES["inverse"] == before["inverse"] + 1
+    g = _trained(D, cube.values, seed=8)  # another flow object: its own compile
+    transform(g, cube)
+    assert _latent._TRACES["forward"] == before["forward"] + 2
+
+
+def test_small_jobs_run_eagerly_and_never_trace(cube):
+    from tmx.flows import _latent
+
+    f = _trained(D, cube.values, seed=9)
+    before = dict(_latent._TRACES)
+    inverse(f, transform(f, cube))
+    assert _latent._TRACES == before

@@ -161,6 +161,25 @@ class _Computes(Callback):
         self.events.append("compute")
 
 
+def test_pca_equals_sklearn_on_float32_and_dask_reads_every_layer_in_one_pass() -> None:
+    """The in-memory fast path (no copy of (sample, unit) responses, indexes reused) and the
+    dask path (all layers in one compute) give sklearn's PCA of each layer, up to sign."""
+    values = _low_rank(80, 5).astype(np.float32)
+    eager = reduce(_responses(values), "pca", 2)
+    events: list = []
+    with _Computes(events):
+        lazy = reduce(_responses(values, chunks=(20, 20, 40)), "pca", 2)
+    assert events == ["compute"]  # both layers from one dask pass
+    xr.testing.assert_identical(eager, lazy)
+    assert eager.indexes["sample"].equals(_responses(values).indexes["sample"])
+    for name in ("a", "b"):
+        x = _cols(values, name)
+        direct = PCA(n_components=2, random_state=0).fit_transform(x)
+        _assert_equal_up_to_sign(eager.sel(layer=name).values, direct, atol=1e-4)
+        exact = PCA(n_components=2, random_state=0).fit_transform(x.astype(np.float64))
+        np.testing.assert_allclose(eager.sel(layer=name).values, exact, rtol=0, atol=1e-10)
+
+
 def test_incremental_pca_computes_one_chunk_at_a_time() -> None:
     values = _values(60, 4)
     events: list = []

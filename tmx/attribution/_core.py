@@ -339,6 +339,8 @@ def gradient_moments(
         alphas, weights = quadrature(steps, rule)
     else:  # gaussian
         weights = np.full(samples, 1.0 / samples)
+    # the built-in DoIs at the model input, a sample's points in one call: in the graph
+    in_graph = grad is None and weights is not None and len(weights) <= batch_size
     if grad is None:
 
         def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
@@ -365,6 +367,11 @@ def gradient_moments(
                 )
             custom_cache[i] = (pts, w)
         per_sample = max(p.shape[0] for p, _ in custom_cache.values())
+    if in_graph:
+        return _moments_in_graph(
+            model, x, qoi, doi, baseline, alphas, weights, batch_size, squares, progress,
+            noise=noise, samples=samples, seed=seed,
+        )  # fmt: skip
     total = n * per_sample
     call_rows = batch_size
     if per_sample <= batch_size:  # whole samples per call: padding only in the last one
@@ -402,6 +409,112 @@ def gradient_moments(
             mean[owners] += np.add.reduceat(wg, starts, axis=0)
             if squares:
                 square[owners] += np.add.reduceat(wg * g, starts, axis=0)
+            bar.advance()
+    return mean, square
+
+
+def _compile_moments(
+    model: Any, qoi: _Qoi, shape: tuple[int, ...], group: int, k: int, doi: str, squares: bool
+):
+    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² of ``group`` whole samples in one compiled call:
+    the linear DoI's points are made in the graph (the same float32 operations as NumPy's
+    b + α (x − b)), the other DoIs' points come in; the gradients are weighted and summed per
+    sample in float64 on the device, so only (group, …) moments come back to the host."""
+    import tensorflow as tf
+
+    rows = group * k
+    ones = [1] * len(shape)
+    if doi == "linear":
+        points = [
+            tf.TensorSpec((group, *shape), tf.float32),  # x
+            tf.TensorSpec((group, *shape), tf.float32),  # baseline
+            tf.TensorSpec((k,), tf.float32),  # alphas
+        ]
+    else:
+        points = [tf.TensorSpec((rows, *shape), tf.float32)]
+    specs = [*points, tf.TensorSpec((k,), tf.float64), _param_spec(tf, qoi, rows)]
+
+    def output(z):
+        y = model(z, training=False)
+        if isinstance(y, list | tuple):
+            if len(y) != 1 and qoi.kind != "callable":
+                raise ValueError(
+                    "the model has several outputs: pass a callable qoi that picks one"
+                )
+            y = y[0] if len(y) == 1 else y
+        return y if isinstance(y, list | tuple) else tf.cast(y, tf.float32)
+
+    @tf.function(input_signature=specs)
+    def moments(*args):
+        *pts, w, params = args
+        if doi == "linear":
+            x, b, alphas = pts
+            step = tf.reshape(alphas, (1, k, *ones)) * (x - b)[:, None]
+            z = tf.reshape(b[:, None] + step, (rows, *shape))
+        else:
+            z = pts[0]
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            total = tf.reduce_sum(_qoi_tensor(tf, qoi, output(z), params))
+        g = tf.cast(tf.reshape(tape.gradient(total, z), (group, k, *shape)), tf.float64)
+        wg = g * tf.reshape(w, (1, k, *ones))  # the streamed path's float64 products
+        mean = tf.reduce_sum(wg, axis=1)
+        square = tf.reduce_sum(wg * g, axis=1) if squares else tf.zeros((1,), tf.float64)
+        return mean, square
+
+    return moments
+
+
+def _moments_in_graph(
+    model: Any,
+    x: np.ndarray,
+    qoi: _Qoi,
+    doi: str,
+    baseline: np.ndarray | None,
+    alphas: np.ndarray | None,
+    weights: np.ndarray,
+    batch_size: int,
+    squares: bool,
+    progress: bool,
+    *,
+    noise: float,
+    samples: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``gradient_moments`` of the built-in DoIs when a sample's points fit in a call:
+    ``batch_size // K`` whole samples per compiled call (the last padded with zero samples),
+    points made and gradients reduced in the graph (``_compile_moments``)."""
+    n, shape = x.shape[0], tuple(x.shape[1:])
+    k = len(weights)
+    group = _batching.call_rows(n, batch_size // k)  # fewer samples: a power of two ≥ n
+    moments = memo(
+        _FUNCTIONS,
+        model,
+        ("moments", *_qoi_key(qoi), shape, group, k, doi, squares),
+        lambda: _compile_moments(model, qoi, shape, group, k, doi, squares),
+    )
+    import tensorflow as tf
+
+    w = tf.constant(np.asarray(weights, np.float64))  # converted once, not per call
+    al = None if alphas is None else tf.constant(np.asarray(alphas).astype(np.float32))
+    mean = np.empty((n, *shape), np.float64)
+    square = np.zeros((n, *shape), np.float64)
+    with _progress.steps(-(-n // group), progress, "batch") as bar:
+        for a, b in _batches(n, group):
+            s_idx = np.arange(a, b)
+            params = _row_params(qoi, np.repeat(s_idx, k), group * k)
+            if doi == "linear":
+                pts = (_pad(x[a:b], group), _pad(np.ascontiguousarray(baseline[a:b]), group), al)
+            elif doi == "point":
+                pts = (_pad(x[a:b], group),)
+            else:  # gaussian: the same seeded noise per sample as the streamed path
+                eps = gaussian_noise(shape, s_idx, samples, noise, seed)
+                z = (x[a:b, None] + eps).reshape(-1, *shape)
+                pts = (_pad(np.ascontiguousarray(z, np.float32), group * k),)
+            m, sq = moments(*pts, w, params)
+            mean[a:b] = np.asarray(m)[: b - a]
+            if squares:
+                square[a:b] = np.asarray(sq)[: b - a]
             bar.advance()
     return mean, square
 

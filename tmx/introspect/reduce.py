@@ -9,7 +9,9 @@ Memory: ``"incremental_pca"`` streams the responses by sample chunks (its dask c
 of ``batch_size`` rows) and holds one chunk of one layer at a time (``chunk_rows ×
 n_layer_units × 8`` bytes, float64). Every other method needs the whole layer: each layer's
 responses are loaded in full, one layer at a time (``n_samples × n_layer_units × 8`` bytes,
-float64), plus the library's own working memory (t-SNE, UMAP and PaCMAP keep neighbour graphs
+float64; dask-backed responses whose selected layers take at most 512 MiB in float64 are
+computed in one pass, all those layers at once, so a lazy cube's forward pass runs once),
+plus the library's own working memory (t-SNE, UMAP and PaCMAP keep neighbour graphs
 of ``n_samples × n_neighbours`` entries).
 """
 
@@ -20,12 +22,14 @@ from numbers import Integral, Real
 from types import ModuleType
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from sklearn import config_context
 from sklearn.decomposition import PCA, IncrementalPCA
 
-from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
+from ._common import as_responses, load_block, sample_slices, select_layers
 
 __all__ = ["METHODS", "reduce"]
 
@@ -35,6 +39,7 @@ _OPTIONAL = {"umap": ("umap", "umap-learn"), "pacmap": ("pacmap", "pacmap")}
 _RESERVED = ("n_components", "random_state")
 _ATTRS = ("method", "dims", "seed")
 _MIN_BATCH = 1024
+_LOAD_ONCE_BYTES = 512 * 2**20  # float64 bytes of all layers' blocks computed in one dask pass
 _TSNE_PERPLEXITY = 30.0
 _UMAP_NEIGHBOURS = 15
 _PACMAP_NEIGHBOURS = 10
@@ -144,6 +149,38 @@ def _blocks(data: Any, n: int, batch_size: int | None, dims: int) -> list[slice]
         last = merged.pop()
         merged.append(slice(last.start, n))
     return merged
+
+
+def _responses(responses: Any, transformation: Any) -> xr.DataArray:
+    """``as_responses``, without its copy when ``responses`` already are (sample, unit)
+    with a ``layer`` coordinate."""
+    if (
+        transformation is None
+        and isinstance(responses, xr.DataArray)
+        and responses.dims == ("sample", "unit")
+        and "layer" in responses.coords
+    ):
+        return responses
+    return as_responses(responses, transformation=transformation)
+
+
+def _load_once(data: Any, columns: dict[str, slice | np.ndarray]) -> dict[str, np.ndarray]:
+    """Every layer's block, float64, computed in one dask pass when ``data`` is dask-backed
+    and the blocks fit ``_LOAD_ONCE_BYTES`` (a lazy cube's forward pass then runs once, not
+    once per layer); {} otherwise (numpy-backed: each layer is a view, read when needed; too
+    large: one layer at a time)."""
+    if not isinstance(data, da.Array) or len(columns) < 2:
+        return {}
+    units = sum(
+        (c.stop - c.start) if isinstance(c, slice) else int(c.size) for c in columns.values()
+    )
+    if 8 * int(data.shape[0]) * units > _LOAD_ONCE_BYTES:
+        return {}
+    names = list(columns)
+    blocks = dask.compute(*[data[:, columns[k]] for k in names])
+    return {
+        k: np.ascontiguousarray(b, dtype=np.float64) for k, b in zip(names, blocks, strict=True)
+    }
 
 
 def _incremental(
@@ -302,11 +339,12 @@ def reduce(
             "random state is seed="
         )
 
-    data = as_responses(responses, transformation=transformation)
+    data = _responses(responses, transformation)
     chosen = select_layers(data, layers)
 
-    n = data.sizes["sample"]
-    positions = {layer: layer_positions(data, layer) for layer in chosen}
+    n = int(data.shape[0])
+    names = np.asarray(data.coords.variables["layer"].values).astype(str)
+    positions = {layer: np.flatnonzero(names == layer) for layer in chosen}
     for layer in chosen:
         if dims > positions[layer].size:
             raise ValueError(
@@ -331,18 +369,20 @@ def reduce(
 
     out = np.empty((n, len(chosen), dims), dtype=np.float64)
     ratios = np.empty((len(chosen), dims), dtype=np.float64)
+    columns = {layer: _columns(positions[layer]) for layer in chosen}
+    loaded = {} if method == "incremental_pca" else _load_once(data.data, columns)
     for j, layer in enumerate(chosen):
-        columns = _columns(positions[layer])
         if method == "incremental_pca":
             model = IncrementalPCA(n_components=dims, **opts)
-            out[:, j] = _incremental(data.data, columns, layer, blocks, model)
+            out[:, j] = _incremental(data.data, columns[layer], layer, blocks, model)
             ratios[j] = model.explained_variance_ratio_
             continue
-        x = load_block(data.data, columns)
+        x = loaded.pop(layer) if layer in loaded else load_block(data.data, columns[layer])
         _check_finite(x, layer)
         if method == "pca":
             model = PCA(n_components=dims, random_state=seed, **opts)
-            with np.errstate(divide="ignore", invalid="ignore"):
+            # finite already checked (naming the layer): scikit-learn need not check again
+            with np.errstate(divide="ignore", invalid="ignore"), config_context(assume_finite=True):
                 out[:, j] = model.fit_transform(x)
             ratios[j] = model.explained_variance_ratio_
         elif np.all(x == x[:1]):
@@ -359,14 +399,17 @@ def reduce(
             out[:, j] = model.fit_transform(x)
         del x
 
-    sample_coords = {k: c.variable for k, c in data.coords.items() if c.dims == ("sample",)}
-    coords: dict[str, Any] = {
-        **sample_coords,
-        "layer": np.asarray(chosen, dtype=str),
-        "component": np.arange(dims),
-    }
+    # the responses' sample coordinates and their indexes as they are (no index rebuilt)
+    keep = [k for k, var in data.coords.variables.items() if var.dims == ("sample",)]
+    variables: dict[str, Any] = {k: data.coords.variables[k] for k in keep}
+    variables["layer"] = xr.Variable("layer", np.asarray(chosen, dtype=str))
+    variables["component"] = xr.Variable("component", np.arange(dims))
     if method in _PCA_TYPES:
-        coords["explained_variance_ratio"] = (("layer", "component"), ratios)
+        variables["explained_variance_ratio"] = xr.Variable(("layer", "component"), ratios)
+    indexes = {k: data.xindexes[k] for k in keep if k in data.xindexes}
+    for k in ("layer", "component"):
+        indexes[k] = xr.indexes.PandasIndex(variables[k].to_index(), k)
+    coords = xr.Coordinates(variables, indexes=indexes)
     attrs: dict[str, Any] = {
         "method": method,
         "dims": dims,

@@ -7,6 +7,7 @@ from .distance import normalized_distance, sample_distance, transformation_dista
 from .equivariance import invert
 from .goodfellow import goodfellow
 from .reduce import by_channel, by_layer
+from .similarity import cka, cka_invariance
 from .variance import normalized_variance, sample_variance, transformation_variance
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "bootstrap",
     "by_channel",
     "by_layer",
+    "cka",
+    "cka_invariance",
     "convergence",
     "goodfellow",
     "invert",

@@ -226,6 +226,172 @@ def merge_moments(stacked: np.ndarray, axis: int, keepdims: bool = True) -> np.n
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
+# -- both moment reductions of a cube from one pass over each block ------------------------------
+_COMPILED: dict[Any, Any] = {}  # python function → its numba compilation, or None
+
+
+def compiled(fn: Any) -> Any:
+    """``fn`` compiled by numba (``nogil``: dask's threads run it in parallel with TensorFlow),
+    or None when numba is not installed; the caller then takes its numpy path."""
+    if fn not in _COMPILED:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba ships with the test extras
+            _COMPILED[fn] = None
+        else:
+            try:
+                _COMPILED[fn] = numba.njit(nogil=True, cache=True)(fn)
+            except RuntimeError:  # pragma: no cover - no writable cache directory
+                _COMPILED[fn] = numba.njit(nogil=True)(fn)
+    return _COMPILED[fn]
+
+
+def _numba_kernel() -> Any:
+    """The compiled kernel of ``block_moments_both``, or None without numba."""
+    return compiled(_both_kernel)
+
+
+def _both_kernel(x):  # pragma: no cover - run compiled by numba
+    """(mean, M2) along axis 1 and along axis 0 of a C-contiguous (n, t, u) float block.
+
+    The two passes of ``block_moments`` for both axes at once, reading the block twice and
+    making no temporaries: around x[i, 0, k] along axis 1 and x[0, j, k] along axis 0, in
+    float64 (exact differences of float32 values), the shift's mean first, then the squared
+    deviations from it. Rows along the unit axis are the inner loops (vectorised).
+    """
+    n, t, u = x.shape
+    s1 = np.zeros((n, u))
+    s0 = np.zeros((t, u))
+    for i in range(n):
+        first_t = x[i, 0]
+        acc_t = s1[i]
+        for j in range(t):
+            row = x[i, j]
+            first_s = x[0, j]
+            acc_s = s0[j]
+            for k in range(u):
+                v = np.float64(row[k])
+                acc_t[k] += v - np.float64(first_t[k])
+                acc_s[k] += v - np.float64(first_s[k])
+    s1 /= t
+    s0 /= n
+    q1 = np.zeros((n, u))
+    q0 = np.zeros((t, u))
+    for i in range(n):
+        first_t = x[i, 0]
+        shift_t = s1[i]
+        acc_t = q1[i]
+        for j in range(t):
+            row = x[i, j]
+            first_s = x[0, j]
+            shift_s = s0[j]
+            acc_s = q0[j]
+            for k in range(u):
+                v = np.float64(row[k])
+                e = (v - np.float64(first_t[k])) - shift_t[k]
+                acc_t[k] += e * e
+                d = (v - np.float64(first_s[k])) - shift_s[k]
+                acc_s[k] += d * d
+    mean1 = x[:, 0].astype(np.float64) + s1
+    mean0 = x[0].astype(np.float64) + s0
+    return mean1, q1, mean0, q0
+
+
+def block_moments_both(x: np.ndarray, *, fast: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(block_moments(x, 1), block_moments(x, 0))`` of an (n, t, u) block from one pass.
+
+    The same two-pass moments around the same values (so the same exactness for constant
+    units), computed by one compiled loop over the block, in float64 from the block's own
+    dtype, without the float64 copies of the block (numba; without it, or with
+    ``fast=False``, ``block_moments`` twice).
+    """
+    x = np.asarray(x)
+    kernel = _numba_kernel() if fast is not False else None
+    if kernel is None or x.ndim != 3 or 0 in x.shape:
+        return block_moments(x, 1), block_moments(x, 0)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    mean1, q1, mean0, q0 = kernel(np.ascontiguousarray(x))
+    n, t, _ = x.shape
+    along_t = np.stack([np.full(mean1.shape, float(t)), mean1, q1])[:, :, None, :]
+    along_s = np.stack([np.full(mean0.shape, float(n)), mean0, q0])[:, None, :, :]
+    return along_t, along_s
+
+
+def _both_task(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return block_moments_both(block)
+
+
+def moments_both(data: Any) -> tuple[Any, Any]:
+    """``(moments(data, 1), moments(data, 0))`` of an (N, T, U) array from one pass per block.
+
+    ``data`` dask: one task per block computes both reductions' block moments (one read of the
+    block instead of two float64 reductions), each then merged across blocks as in
+    ``moments``. The results are those of ``moments`` up to float64 rounding.
+    """
+    if not isinstance(data, da.Array):
+        along_t, along_s = block_moments_both(np.asarray(data))
+        return along_t[:, :, 0], along_s[:, 0]
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    token = tokenize(data, "tmx-moments-both")
+    both = f"tmx-moments-both-{token}"
+    names = (f"tmx-moments-t-{token}", f"tmx-moments-s-{token}")
+    s_chunks, t_chunks, u_chunks = data.chunks
+    both_layer = {}
+    out_layers: tuple[dict, dict] = ({}, {})
+    for i in range(len(s_chunks)):
+        for j in range(len(t_chunks)):
+            for k in range(len(u_chunks)):
+                both_layer[(both, i, j, k)] = (_both_task, (data.name, i, j, k))
+                for which in (0, 1):
+                    out_layers[which][(names[which], 0, i, j, k)] = (
+                        _getitem,
+                        (both, i, j, k),
+                        which,
+                    )
+    base_layers = dict(data.dask.layers)
+    base_deps = dict(data.dask.dependencies)
+    block_chunks = (
+        ((3,), s_chunks, (1,) * len(t_chunks), u_chunks),
+        ((3,), (1,) * len(s_chunks), t_chunks, u_chunks),
+    )
+    results = []
+    for which, axis in ((0, 1), (1, 0)):
+        graph = HighLevelGraph(
+            {**base_layers, both: both_layer, names[which]: out_layers[which]},
+            {
+                **base_deps,
+                both: set(data.__dask_layers__()),
+                names[which]: {both},
+            },
+        )
+        per_block = da.Array(graph, names[which], chunks=block_chunks[which], dtype=np.float64)
+        results.append(_merge_blocks(per_block, axis))
+    return results[0], results[1]
+
+
+def _getitem(pair: tuple[np.ndarray, np.ndarray], which: int) -> np.ndarray:
+    return pair[which]
+
+
+def _merge_blocks(per_block: da.Array, axis: int) -> da.Array:
+    """Merge per-block moments (3, ...) with one entry per block along ``axis + 1``."""
+    if per_block.numblocks[axis + 1] == 1:
+        return per_block[(slice(None),) * (axis + 1) + (0,)]
+    return da.reduction(
+        per_block,
+        chunk=_reduce_step,
+        combine=_reduce_step,
+        aggregate=_reduce_last,
+        axis=axis + 1,
+        keepdims=False,
+        dtype=np.float64,
+        concatenate=True,
+    )
+
+
 def _reduce_step(x, axis, keepdims, **kwargs):
     (ax,) = axis
     return merge_moments(x, ax, keepdims=True)
@@ -251,18 +417,7 @@ def moments(data: Any, axis: int) -> Any:
     per_block = data.map_blocks(
         block_moments, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
     )
-    if nb == 1:
-        return per_block[(slice(None),) * (axis + 1) + (0,)]
-    return da.reduction(
-        per_block,
-        chunk=_reduce_step,
-        combine=_reduce_step,
-        aggregate=_reduce_last,
-        axis=axis + 1,
-        keepdims=False,
-        dtype=np.float64,
-        concatenate=True,
-    )
+    return _merge_blocks(per_block, axis)
 
 
 # -- grouping units by (layer, channel) ----------------------------------------------------------

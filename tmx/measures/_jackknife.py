@@ -79,10 +79,52 @@ def group_sums(values: Any, code: np.ndarray, groups: int) -> Any:
 
 
 def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, Any]:
-    """S1_g and S2_g of (a − a[0]) over the samples of each group: (G, T, U) each, float64."""
-    x = data.astype(np.float64)
-    shifted = x - x[0:1]
-    return group_sums(shifted, code, groups), group_sums(shifted * shifted, code, groups)
+    """S1_g and S2_g of (a − a[0]) over the samples of each group: (G, T, U) each, float64.
+
+    Each block adds its samples into their groups with ``np.add.reduceat`` (O(N T U) work, not
+    the O(G N T U) of an indicator-matrix product); the blocks' (2, G, T, U) partial sums are
+    then added. numpy or dask (lazy).
+    """
+    if not isinstance(data, da.Array):
+        out = _block_power_sums(np.asarray(data), np.asarray(data[0:1]), code, groups)[0]
+        return out[0], out[1]
+    nb = data.numblocks[0]
+    per_block = da.map_blocks(
+        _block_power_sums,
+        data,
+        data[0:1],
+        code=code,
+        groups=groups,
+        new_axis=[1, 2],
+        chunks=((1,) * nb, (2,), (groups,), *data.chunks[1:]),
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0, 0, 0), np.float64),
+    )
+    sums = per_block.sum(axis=0) if nb > 1 else per_block[0]
+    return sums[0], sums[1]
+
+
+def _block_power_sums(
+    x: np.ndarray,
+    first: np.ndarray,
+    code: np.ndarray,
+    groups: int,
+    block_info: Any = None,
+) -> np.ndarray:
+    """(1, 2, G, T, U): Σ (x − first) and Σ (x − first)² over each group's samples in the block."""
+    from scipy.sparse import csr_matrix
+
+    lo = 0 if block_info is None else block_info[0]["array-location"][0][0]
+    s = x.shape[0]
+    block_code = code[lo : lo + s]
+    # the (G, s) indicator of the block's samples, sparse: each sample's row is added once
+    member = csr_matrix((np.ones(s), (block_code, np.arange(s))), shape=(groups, s))
+    shifted = np.subtract(x, first, dtype=np.float64).reshape(s, -1)
+    out = np.empty((1, 2, groups, *x.shape[1:]))
+    out[0, 0] = (member @ shifted).reshape(groups, *x.shape[1:])
+    np.multiply(shifted, shifted, out=shifted)
+    out[0, 1] = (member @ shifted).reshape(groups, *x.shape[1:])
+    return out
 
 
 def leave_out_dispersion(

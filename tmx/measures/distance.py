@@ -21,25 +21,37 @@ large the mean is compared to the spread.
 
 ``per="channel"``: one vector per (layer, channel), the channel's (y, x) map (h·w values); a
 unit of a layer without spatial axes is its own channel with a 1-vector. δ is the euclidean
-or the cosine distance between those vectors, for all pairs at once from the Gram matrix
-(‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b, clamped at 0, in float64; the vectors are first shifted by the
-first vector of their set, which leaves euclidean distances unchanged, keeps the Gram free of
-cancellation and puts equal vectors at distance exactly 0). Cosine: δ = 1 − a·b / (‖a‖ ‖b‖),
-computed as ‖â − b̂‖² / 2 with â = a / ‖a‖ (the same number, without the cancellation of
-1 − â·b̂ for nearly parallel vectors), δ = 0 between two zero vectors and δ = 1 between a zero
-and a non-zero vector. ``normalize=True`` divides each vector of d ≥ 2 values by its L2 norm
-first (zero vectors stay zero); a 1-vector (a unit of a layer without spatial axes) is left
-unnormalized, as ``tmeasures`` does: its unit vector would be its sign, and the distance would
-only count sign flips. Exactly constant units and channels have TD = SD = 0 exactly, so
+or the cosine distance between those vectors, in float64, for all pairs of a set at once:
+
+- euclidean: from one Gram product per set (‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b, a BLAS call),
+  the vectors first shifted by one of the set (an all-zero vector where the set has one, else
+  its first), which leaves the distances unchanged, keeps the Gram free of cancellation and
+  puts vectors equal to the shift (a constant channel's maps, dead maps) at distance exactly
+  0; a pair whose Gram value still lost ten bits or more (‖a − b‖² < 2⁻¹⁰ (‖a‖² + ‖b‖²): two
+  equal or nearly equal maps) is recomputed directly as Σ (a − b)², so equal vectors are
+  always at distance exactly 0;
+- cosine: δ = 1 − a·b / (‖a‖ ‖b‖) = ‖â − b̂‖² / 2 with â = a / ‖a‖ (the same number, without
+  the cancellation of 1 − â·b̂ for nearly parallel vectors), δ = 0 between two zero vectors
+  and δ = 1 between a zero and a non-zero vector. Squared distances sum over the pairs without
+  forming them, Σ_{i<j} ‖â_i − â_j‖² = m Σ_i ‖â_i − ā‖² over the m non-zero vectors (ā their
+  mean; the unit vectors are first shifted by one of them, so equal maps give exactly 0).
+
+``normalize=True`` divides each vector of d ≥ 2 values by its L2 norm first (zero vectors stay
+zero); a 1-vector (a unit of a layer without spatial axes) is left unnormalized, as
+``tmeasures`` does: its unit vector would be its sign, and the distance would only count sign
+flips. Exactly constant units and channels have TD = SD = 0 exactly, so
 ND = 0/0 (1 under ``zero_div="tmeasures"``).
 
-Cost: per unit O(N T log T + T N log N) per unit; per channel O(N T² + T N²) per unit (Gram
-products). Memory of a lazy cube's blocks: TD needs every transformation of a sample (blocks
-s × T × u), SD every sample of a transformation (blocks N × t × u); s, t and u are chosen so
-that a block's float64 copy stays within dask's ``array.chunk-size`` where that is possible (at
-least one sample or transformation and, for ``per="channel"``, whole channels: a channel's
-units are spread over its whole layer in (y, x, channel) order, so an SD block holds at least
-N × 1 × (units of the layer)). Gram matrices are built in batches of at most ~32 MiB.
+Cost: per unit O(N T log T + T N log N); per channel of d values, euclidean O(N T² d + T N² d)
+(Gram products), cosine O(N T d) (no pairs). Memory of a lazy cube's blocks: TD needs every
+transformation of a sample (blocks s × T × u), SD every sample of a transformation (blocks
+N × t × u); s, t and u are chosen so that a block's float64 copy stays within dask's
+``array.chunk-size`` where that is possible (at least one sample or transformation and, for
+``per="channel"``, whole channels: a channel's units are spread over its whole layer in
+(y, x, channel) order, so an SD block holds at least N × 1 × (units of the layer)). The sets
+of a block are handled in batches of at most ~32 MiB (their float64 maps and Gram matrices),
+read straight from the block where a layer's units form a regular (y, x, channel) or
+(channel, y, x) grid.
 
 References
 ----------
@@ -70,7 +82,7 @@ from ._common import (
 
 PERS = ("unit", "channel")
 METRICS = ("euclidean", "cosine")
-GRAM_BYTES = 32 * 2**20  # at most this much per batch of Gram matrices (and their distances)
+GRAM_BYTES = 32 * 2**20  # at most ~this much per batch of sets (maps, Gram matrices)
 
 
 # -- kernels on numpy blocks --------------------------------------------------------------------
@@ -83,65 +95,140 @@ def _unit_pairs(v: np.ndarray) -> np.ndarray:
     return total / (n * (n - 1) / 2)
 
 
-def _vector_pairs(v: np.ndarray, metric: str) -> np.ndarray:
-    """Mean distance over all pairs of the n vectors of each set: ``v`` (B, n, d) → (B,).
+def _vector_pairs(w: np.ndarray, metric: str, normalize: bool) -> np.ndarray:
+    """Mean distance over all pairs of the n vectors of each set: ``w`` (..., n, d) → (...).
 
-    Both metrics go through the squared euclidean distance of vectors shifted by the set's
-    first vector (the Gram form ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b then does not cancel, and equal
-    vectors are at distance exactly 0). Cosine: δ = 1 − â·b̂ = ‖â − b̂‖² / 2 for the unit vectors
-    â = a / ‖a‖, b̂ = b / ‖b‖; a zero vector against a non-zero one is at distance 1.
+    ``w`` is float64, C-contiguous, and is overwritten. ``normalize``: divide each vector by
+    its L2 norm first (zero vectors stay zero).
+
+    Cosine, δ = 1 − â·b̂ = ‖â − b̂‖² / 2 for the unit vectors â = a / ‖a‖: the sum over the pairs
+    of the m non-zero vectors is m Σ ‖â_i − ā‖² (ā their mean), so no pair is formed (O(n d));
+    a zero vector is at distance 1 from a non-zero one and 0 from a zero one. The unit vectors
+    are first shifted by one of them, so that equal vectors are at distance exactly 0.
+
+    Euclidean: one Gram product per set, ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b, of the vectors shifted
+    by one of the set (a zero vector where the set has one, else its first vector): the Gram
+    then does not cancel (translation invariance) and vectors equal to the shift are at
+    distance exactly 0. Pairs whose value still lost ten bits or more to cancellation
+    (‖a − b‖² < 2⁻¹⁰ (‖a‖² + ‖b‖²): equal or nearly equal vectors) are recomputed directly as
+    Σ (a − b)², exactly 0 for equal vectors.
     """
-    b_sets, n, d = v.shape
-    if metric == "euclidean" and d == 1:
-        return _unit_pairs(v)[:, 0]
-    zero = None
-    if metric == "cosine":
-        norms = np.sqrt(np.einsum("bnd,bnd->bn", v, v))
+    n, d = w.shape[-2:]
+    if metric == "cosine" or normalize:
+        norms = np.sqrt(np.einsum("...nd,...nd->...n", w, w))
         zero = norms == 0
-        v = v / np.where(zero, 1.0, norms)[..., None]
-    v = v - v[:, :1, :]  # shift by the set's first vector: same distances, no cancellation
-    out = np.empty(b_sets, dtype=np.float64)
-    step = max(1, GRAM_BYTES // (3 * 8 * n * n))
-    diag = np.arange(n)
-    for s in range(0, b_sets, step):
-        w = v[s : s + step]
-        gram = w @ np.swapaxes(w, 1, 2)  # (b, n, n)
-        sq = gram[:, diag, diag]
-        dist = sq[:, :, None] + sq[:, None, :] - 2.0 * gram
-        np.maximum(dist, 0.0, out=dist)
-        if metric == "euclidean":
-            np.sqrt(dist, out=dist)
-        else:
-            dist *= 0.5
-            np.minimum(dist, 2.0, out=dist)
-            z = zero[s : s + step]
-            dist[z[:, :, None] != z[:, None, :]] = 1.0  # a zero and a non-zero vector
-        dist[:, diag, diag] = 0.0
-        out[s : s + step] = dist.sum(axis=(1, 2)) / (n * (n - 1))
-    return out
+        w /= np.where(zero, 1.0, norms)[..., None]
+    if metric == "cosine":
+        nonzero = ~zero
+        m = nonzero.sum(axis=-1)
+        first = np.argmax(nonzero, axis=-1)[..., None, None]
+        w -= np.take_along_axis(w, first, axis=-2)  # equal vectors → exactly 0
+        w *= nonzero[..., None]  # zero vectors out of the spread
+        w -= w.sum(axis=-2, keepdims=True) / np.maximum(m, 1)[..., None, None]
+        spread = np.einsum("...nd,...nd,...n->...", w, w, nonzero.astype(np.float64))
+        # Σ_{i<j} ‖â_i − â_j‖² / 2 = m Σ ‖â_i − ā‖² / 2, plus 1 per (zero, non-zero) pair
+        return (m * spread / 2 + (n - m) * m) / (n * (n - 1) / 2)
+    if not normalize:
+        zero = ~w.any(axis=-1)
+    has_zero = zero.any(axis=-1)
+    if not has_zero.all():
+        shift = w[..., :1, :].copy()
+        shift[has_zero] = 0.0
+        w -= shift
+    sq = np.einsum("...nd,...nd->...n", w, w)
+    d2 = w @ np.swapaxes(w, -1, -2)  # (..., n, n), one BLAS call per set
+    d2 *= -2.0
+    d2 += sq[..., :, None]
+    d2 += sq[..., None, :]
+    flat = d2.reshape(-1, n * n)
+    flat[:, :: n + 1] = np.inf  # the diagonal, out of the minimum
+    sq_sets = sq.reshape(-1, n)
+    # a pair that lost ten bits has ‖a − b‖² < 2⁻⁹ max(‖a‖², ‖b‖²): look in the rows where the
+    # nearest vector is that close (2⁻⁸: a margin for rounding), usually none
+    rows = np.nonzero(flat.reshape(-1, n, n).min(axis=-1) < sq_sets * 2.0**-8)
+    if len(rows[0]):
+        _recompute_near(flat, sq_sets, w.reshape(-1, n, d), rows)
+    flat[:, :: n + 1] = 0.0
+    with np.errstate(invalid="ignore"):  # every entry is ≥ 0 here, or NaN from the data
+        np.sqrt(d2, out=d2)
+    return d2.sum(axis=(-2, -1)) / (n * (n - 1))
+
+
+def _recompute_near(
+    flat: np.ndarray, sq: np.ndarray, w: np.ndarray, rows: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Replace, in the flattened squared distances ``flat`` (S, n·n), the pairs with
+    ‖a − b‖² < 2⁻¹⁰ (‖a‖² + ‖b‖²) that involve one of the (set, vector) ``rows`` by Σ (a − b)²
+    of the vectors ``w`` (S, n, d), on both sides of the diagonal."""
+    n, d = w.shape[1:]
+    sets, first = rows
+    step = max(1, 2**20 // n)
+    found = []
+    for k in range(0, len(sets), step):
+        s, i = sets[k : k + step], first[k : k + step]
+        d2 = flat.reshape(-1, n, n)[s, i]  # (k, n): the rows' squared distances
+        near = d2 < (sq[s, i][:, None] + sq[s]) * 2.0**-10  # the diagonal is +inf
+        kk, j = np.nonzero(near)
+        found.append(np.stack([s[kk], np.minimum(i[kk], j), np.maximum(i[kk], j)]))
+    s, i, j = np.unique(np.concatenate(found, axis=1), axis=1)  # each pair once
+    step = max(1, 2**20 // d)
+    for k in range(0, len(s), step):
+        sk, ik, jk = s[k : k + step], i[k : k + step], j[k : k + step]
+        diff = w[sk, ik] - w[sk, jk]
+        val = np.einsum("kd,kd->k", diff, diff)
+        flat[sk, ik * n + jk] = val
+        flat[sk, jk * n + ik] = val
+
+
+def _grid_view(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``v[..., idx]`` for an (G, d) index array: a strided view where ``idx`` is a regular grid
+    (a layer in (y, x, channel) or (channel, y, x) order), else a copy."""
+    g, d = idx.shape
+    step_g = int(idx[1, 0] - idx[0, 0]) if g > 1 else 1
+    step_d = int(idx[0, 1] - idx[0, 0]) if d > 1 else 1
+    grid = idx[0, 0] + step_g * np.arange(g)[:, None] + step_d * np.arange(d)
+    if step_g < 1 or step_d < 1 or not np.array_equal(idx, grid):
+        return v[..., idx]
+    s = v.strides[-1]
+    return np.lib.stride_tricks.as_strided(
+        v[..., int(idx[0, 0]) :],
+        shape=(*v.shape[:-1], g, d),
+        strides=(*v.strides[:-1], step_g * s, step_d * s),
+        writeable=False,
+    )
 
 
 def _channel_pairs(v: np.ndarray, codes: np.ndarray, metric: str, normalize: bool) -> np.ndarray:
     """Per-channel mean pair distance: ``v`` (A, n, u) with group ``codes`` (u,) → (A, G).
 
     The groups of a block are the consecutive codes min(codes)..max(codes); groups of the same
-    size d are gathered into (A·G_d, n, d) sets and handled together.
+    size d are taken as (a, g, n, d) float64 sets, a batch of at most ~``GRAM_BYTES`` at a
+    time, and handled together.
     """
     local = codes - codes.min()
     sizes = np.bincount(local)
     order = np.argsort(local, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    out = np.full((v.shape[0], len(sizes)), np.nan)
-    for d in np.unique(sizes[sizes > 0]):
+    n_a, n, _ = v.shape
+    out = np.full((n_a, len(sizes)), np.nan)
+    for d in np.unique(sizes[sizes > 0]).tolist():
         groups = np.flatnonzero(sizes == d)
         idx = order[starts[groups][:, None] + np.arange(d)]  # (G_d, d) unit positions
-        w = v[:, :, idx]  # (A, n, G_d, d)
-        if normalize and d > 1:  # a 1-vector is left as it is (its unit vector is its sign)
-            norms = np.sqrt(np.einsum("angd,angd->ang", w, w))
-            w = w / np.where(norms == 0, 1.0, norms)[..., None]
-        a, n, g, _ = w.shape
-        sets = np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(a * g, n, d)
-        out[:, groups] = _vector_pairs(sets, metric).reshape(a, g)
+        if metric == "euclidean" and d == 1:
+            out[:, groups] = _unit_pairs(np.asarray(v[:, :, idx[:, 0]], dtype=np.float64))
+            continue
+        maps = _grid_view(v, idx)  # (A, n, G_d, d)
+        # a 1-vector is left unnormalized (its unit vector would be its sign)
+        norm = normalize and d > 1
+        per_set = 8 * (2 * n * d + (0 if metric == "cosine" else 2 * n * n))
+        cap = max(1, GRAM_BYTES // per_set)
+        g_step = -(-len(groups) // -(-len(groups) // cap))  # balanced batches of ≤ cap
+        a_step = max(1, cap // g_step)
+        for a0 in range(0, n_a, a_step):
+            for g0 in range(0, len(groups), g_step):
+                w = maps[a0 : a0 + a_step, :, g0 : g0 + g_step].transpose(0, 2, 1, 3)
+                w = np.array(w, dtype=np.float64, order="C")  # (a, g, n, d), a copy
+                out[a0 : a0 + a_step, groups[g0 : g0 + g_step]] = _vector_pairs(w, metric, norm)
     return out
 
 
@@ -150,12 +237,12 @@ def _cells(
 ) -> np.ndarray:
     """Mean pair distance along ``axis`` (0: samples, 1: transformations) of a block
     (s, t, u): (t, groups) for axis 0, (s, groups) for axis 1. float64."""
-    v = np.asarray(x, dtype=np.float64)
+    v = np.asarray(x)
     if axis == 0:
         v = v.transpose(1, 0, 2)
     if per == "unit":
-        return _unit_pairs(v)
-    return _channel_pairs(v, np.asarray(codes), metric, normalize)
+        return _unit_pairs(np.asarray(v, dtype=np.float64))
+    return _channel_pairs(v, np.asarray(codes), metric, normalize)  # float64 set by set
 
 
 # -- chunking of a lazy cube --------------------------------------------------------------------

@@ -36,6 +36,7 @@ from ._common import (
     divide,
     group_reduce,
     moments,
+    moments_both,
     spatial_layers,
     unit_coords_of,
 )
@@ -50,9 +51,11 @@ def _cells(data: Any, axis: int, ddof: int, dispersion: str) -> Any:
 
 
 def _tv_sv(data: Any, ddof: int, dispersion: str) -> tuple[Any, Any]:
-    """Per-unit TV and SV of an (N, T, U) array (numpy or dask) in float64."""
-    tv = _cells(data, 1, ddof, dispersion).mean(axis=0)
-    sv = _cells(data, 0, ddof, dispersion).mean(axis=0)
+    """Per-unit TV and SV of an (N, T, U) array (numpy or dask) in float64: both moment
+    reductions from one pass over each block (``moments_both``)."""
+    along_t, along_s = moments_both(data)
+    tv = dispersion_from_m2(along_t[2], along_t[0], ddof, dispersion).mean(axis=0)
+    sv = dispersion_from_m2(along_s[2], along_s[0], ddof, dispersion).mean(axis=0)
     return tv, sv
 
 

@@ -13,6 +13,8 @@ figure. Import explicitly: ``import tmx.plot``.
 - ``overlay``: a heat map (attribution, feature map) drawn over an image.
 - ``attribution`` / ``attribution_mask``: attribution heat maps over images (a samples ×
   methods grid) and images masked by their attribution; ``normalize_attribution``.
+- ``similarity_heatmap``: CKA between layers (``tmx.cka``) or over transformations
+  (``tmx.cka_invariance``).
 """
 
 from .analysis import accuracy_scatter
@@ -20,6 +22,7 @@ from .attribution import attribution, attribution_mask, normalize_attribution
 from .convergence import convergence
 from .layers import layer_curves
 from .overlay import overlay
+from .similarity import similarity_heatmap
 from .transforms import transform_preview
 from .units import unit_heatmap
 
@@ -31,6 +34,7 @@ __all__ = [
     "layer_curves",
     "normalize_attribution",
     "overlay",
+    "similarity_heatmap",
     "transform_preview",
     "unit_heatmap",
 ]
