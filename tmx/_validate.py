@@ -136,3 +136,15 @@ def names(value: Any, name: str = "layers") -> list[str]:
         raise ValueError(
             f"{name} must be a name or a list of names; got {_describe(value)}"
         ) from None
+
+
+def str_array(values: Any) -> np.ndarray:
+    """Labels as a numpy array of Python-width strings (``<U``), from any string-like array:
+    numpy's ``<U``, object arrays, or NumPy 2's ``StringDType`` (what zarr 3 and
+    ``xr.open_zarr`` give back for string coordinates, which ``astype(str)`` refuses)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "U":
+        return arr
+    if arr.dtype.kind == "T" or arr.dtype == object:
+        return np.asarray(arr.astype(object).tolist(), dtype=str).reshape(arr.shape)
+    return arr.astype(str)

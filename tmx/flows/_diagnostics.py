@@ -23,6 +23,7 @@ import xarray as xr
 
 from .. import _validate as v
 from .._memo import memo, per_object
+from .._validate import str_array
 from ._latent import _check_flow, _units
 
 __all__ = ["check", "disentanglement"]
@@ -222,7 +223,7 @@ def _check_z(z: Any) -> tuple[xr.DataArray, list[str], np.ndarray]:
         raise ValueError(f"z must have at least one dim besides 'latent'; got {z.dims}")
     if z.dtype.kind not in "biuf":
         raise ValueError(f"z must be real-valued; got dtype {z.dtype}")
-    per_dim = np.asarray(z["factor"].values).astype(str)
+    per_dim = str_array(z["factor"].values)
     present = list(dict.fromkeys(per_dim.tolist()))
     factors = [str(f) for f in z.attrs.get("factors", [])]
     # the flow's factor list (with zero-size blocks) when transform's attrs agree with the coord
@@ -294,7 +295,7 @@ def _target_matrix(
                 f"targets: {name!r} is categorical with a column dim {extra}; a categorical "
                 "target must be one column (it is one-hot encoded here)"
             )
-        values = np.asarray(target.values).astype(str)
+        values = str_array(target.values)
         target = xr.concat(
             [xr.DataArray(values == c, dims=target.dims) for c in np.unique(values)],
             dim="_category",

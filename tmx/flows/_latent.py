@@ -30,6 +30,7 @@ import xarray as xr
 from .. import _batching
 from .. import _validate as v
 from .._memo import memo, per_object
+from .._validate import str_array
 from .layers import (
     ActNorm,
     AdditiveCoupling,
@@ -448,11 +449,11 @@ def _check_units(flow: Flow, arr: xr.DataArray, name: str, d: int) -> None:
         got = np.asarray(arr[key].values)
         want = np.asarray(expected)
         if got.dtype.kind in "OSU" or want.dtype.kind in "OSU":
-            same = np.array_equal(got.astype(str), want.astype(str))
+            same = np.array_equal(str_array(got), str_array(want))
         else:
             same = np.array_equal(got, want)
         if not same:
-            bad = int(np.flatnonzero(got.astype(str) != want.astype(str))[0])
+            bad = int(np.flatnonzero(str_array(got) != str_array(want))[0])
             raise ValueError(
                 f"{name}: its unit coordinate {key!r} differs from the flow's (unit {bad}: "
                 f"{got[bad]!r} vs {want[bad]!r}); pass the units the flow was trained on, in "
@@ -474,7 +475,7 @@ def _unit_coords(flow: Flow, d: int) -> dict[str, Any]:
             continue
         arr = np.asarray(values)
         if arr.dtype.kind in "OU":
-            arr = arr.astype(str)
+            arr = str_array(arr)
         coords[key] = ("unit", arr)
     return coords
 
@@ -573,7 +574,7 @@ def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
         )
     names, dims = _blocks(flow, d)
     if "factor" in arr.coords and arr["factor"].dims == ("latent",):
-        got = np.asarray(arr["factor"].values).astype(str)
+        got = str_array(arr["factor"].values)
         if not np.array_equal(got, _factor_per_dim(names, dims)):
             raise ValueError(
                 f"z: its factor coordinate does not match the flow's factors {names} with "
@@ -591,7 +592,7 @@ def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
 
 def _factor_mask(z: xr.DataArray, factor: Any) -> tuple[list[str], np.ndarray]:
     """The factor names and a boolean mask over ``latent`` selecting them."""
-    per_dim = np.asarray(z["factor"].values).astype(str)
+    per_dim = str_array(z["factor"].values)
     valid = list(z.attrs.get("factors", list(dict.fromkeys(per_dim.tolist()))))
     wanted = [factor] if isinstance(factor, str) else factor
     if (

@@ -17,6 +17,7 @@ import tensorflow as tf
 import xarray as xr
 
 from .. import _validate as v
+from .._validate import str_array
 
 __all__ = ["factor_dimensions", "factor_loss"]
 
@@ -231,7 +232,7 @@ def _pairs_arrays(pairs: Any) -> tuple[Any, Any, np.ndarray, list[str]]:
         raise ValueError(f"pairs.drawn must lie along pair; got {pairs['drawn'].dims}")
     a = pairs["a"].transpose("pair", "unit").data
     b = pairs["b"].transpose("pair", "unit").data
-    drawn = np.asarray(pairs["drawn"].values).astype(str)
+    drawn = str_array(pairs["drawn"].values)
     return a, b, drawn, factors
 
 

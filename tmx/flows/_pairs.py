@@ -16,6 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import _validate as v
+from .._validate import str_array
 
 __all__ = ["pairs"]
 
@@ -81,7 +82,7 @@ def _select_layer(cube: xr.DataArray, layer: Any) -> xr.DataArray:
         return cube
     if "layer" not in cube.coords or cube["layer"].dims != ("unit",):
         raise ValueError("layer: the cube has no 'layer' coordinate along unit to select from")
-    names = np.asarray(cube["layer"].values).astype(str)
+    names = str_array(cube["layer"].values)
     valid = list(dict.fromkeys(names.tolist()))
     if not isinstance(layer, str) or layer not in valid:
         raise ValueError(f"layer: unknown layer {layer!r}; valid layers are {valid}")

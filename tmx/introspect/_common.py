@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate
+from .._validate import str_array
 
 
 def as_responses(data: Any, *, transformation: Any = None, name: str = "responses") -> xr.DataArray:
@@ -75,12 +76,12 @@ def as_responses(data: Any, *, transformation: Any = None, name: str = "response
 
 def layers_of(responses: xr.DataArray) -> list[str]:
     """Layer names in order of first appearance."""
-    return list(dict.fromkeys(np.asarray(responses["layer"].values).astype(str).tolist()))
+    return list(dict.fromkeys(str_array(responses["layer"].values).tolist()))
 
 
 def layer_positions(responses: xr.DataArray, layer: str) -> np.ndarray:
     """Integer positions of a layer's units."""
-    return np.flatnonzero(np.asarray(responses["layer"].values).astype(str) == layer)
+    return np.flatnonzero(str_array(responses["layer"].values) == layer)
 
 
 def sample_slices(data: Any, block: int = 4096) -> list[slice]:

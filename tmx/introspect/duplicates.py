@@ -21,6 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
+from .._validate import str_array
 from ._common import as_responses, layer_positions, load_block, select_layers
 
 __all__ = ["duplicate_groups", "duplicates"]
@@ -405,7 +406,7 @@ def duplicate_groups(result: xr.Dataset, layer: str) -> list[np.ndarray]:
         order (positions ``0 … n − 1`` when there is no ``sample`` coordinate) — DNIKit's
         list-of-indices view of the clusters.
     """
-    names = np.asarray(result["layer"].values).astype(str).tolist()
+    names = str_array(result["layer"].values).tolist()
     if str(layer) not in names:
         raise ValueError(f"unknown layer {layer!r}; the result has {names}")
     j = names.index(str(layer))

@@ -26,6 +26,7 @@ import xarray as xr
 from scipy.linalg import solve_triangular
 from sklearn.mixture import GaussianMixture
 
+from .._validate import str_array
 from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
 
 __all__ = ["familiarity"]
@@ -107,7 +108,7 @@ def _check_units(fit: xr.DataArray, score: xr.DataArray) -> None:
         a = np.asarray(fit[name].values)
         b = np.asarray(score[name].values)
         if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":
-            same = np.array_equal(a.astype(str), b.astype(str))
+            same = np.array_equal(str_array(a), str_array(b))
         else:
             same = np.array_equal(a, b)
         if not same:

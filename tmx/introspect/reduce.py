@@ -29,6 +29,7 @@ import xarray as xr
 from sklearn import config_context
 from sklearn.decomposition import PCA, IncrementalPCA
 
+from .._validate import str_array
 from ._common import as_responses, load_block, sample_slices, select_layers
 
 __all__ = ["METHODS", "reduce"]
@@ -343,7 +344,7 @@ def reduce(
     chosen = select_layers(data, layers)
 
     n = int(data.shape[0])
-    names = np.asarray(data.coords.variables["layer"].values).astype(str)
+    names = str_array(data.coords.variables["layer"].values)
     positions = {layer: np.flatnonzero(names == layer) for layer in chosen}
     for layer in chosen:
         if dims > positions[layer].size:

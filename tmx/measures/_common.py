@@ -28,6 +28,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._validate import str_array
+
 DIMS = ("sample", "transformation", "unit")
 UNIT_COORDS = ("layer", "channel", "y", "x")
 DISPERSIONS = ("std", "var")
@@ -428,7 +430,7 @@ def channel_groups(obj: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, dict[str
     ``channel``, ``y`` = ``x`` = −1 where the layer has spatial axes (the pooled unit stands for
     the whole map), the unit's own y/x otherwise, and ``units`` (how many units were pooled).
     """
-    layer = np.asarray(obj["layer"].values).astype(str)
+    layer = str_array(obj["layer"].values)
     channel = np.asarray(obj["channel"].values)
     ys = np.asarray(obj["y"].values)
     xs = np.asarray(obj["x"].values)
@@ -449,7 +451,7 @@ def channel_groups(obj: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, dict[str
 
 def spatial_layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
     """Layers with spatial axes (some unit with y ≥ 0 or x ≥ 0), in order of appearance."""
-    layer = np.asarray(obj["layer"].values).astype(str)
+    layer = str_array(obj["layer"].values)
     has = (np.asarray(obj["y"].values) >= 0) | (np.asarray(obj["x"].values) >= 0)
     return list(dict.fromkeys(layer[has].tolist()))
 

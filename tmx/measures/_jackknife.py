@@ -38,6 +38,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ._common import compiled
+
 BIAS_CORRECTIONS = (None, "jackknife")
 DEFAULT_GROUPS = 50  # G = min(N, 50): the sums take 2 G T U float64 values
 _SEED = 20261206  # fixed: the groups are part of the estimator, not a user's random draw
@@ -78,30 +80,63 @@ def group_sums(values: Any, code: np.ndarray, groups: int) -> Any:
     return dot(onehot, values, axes=(1, 0))
 
 
+_BLOCKS_PER_TASK = 8  # sample blocks added into one (2, G, T, U) accumulator per task
+
+
 def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, Any]:
     """S1_g and S2_g of (a − a[0]) over the samples of each group: (G, T, U) each, float64.
 
-    Each block adds its samples into their groups with ``np.add.reduceat`` (O(N T U) work, not
-    the O(G N T U) of an indicator-matrix product); the blocks' (2, G, T, U) partial sums are
-    then added. numpy or dask (lazy).
+    Chains of up to 8 consecutive sample blocks add their samples into one (2, G, T, U)
+    accumulator each (a compiled loop, or a sparse indicator product: O(N T U) work, not the
+    O(G N T U) of a dense indicator-matrix product); the chains' sums are then added. numpy or
+    dask (lazy); the sums do not depend on the chunks but for float64 rounding.
     """
     if not isinstance(data, da.Array):
         out = _block_power_sums(np.asarray(data), np.asarray(data[0:1]), code, groups)[0]
         return out[0], out[1]
-    nb = data.numblocks[0]
-    per_block = da.map_blocks(
-        _block_power_sums,
-        data,
-        data[0:1],
-        code=code,
-        groups=groups,
-        new_axis=[1, 2],
-        chunks=((1,) * nb, (2,), (groups,), *data.chunks[1:]),
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0, 0, 0), np.float64),
-    )
-    sums = per_block.sum(axis=0) if nb > 1 else per_block[0]
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    first = data[0:1]
+    s_chunks, t_chunks, u_chunks = data.chunks
+    starts = np.cumsum((0, *s_chunks))
+    token = tokenize(data, code, groups)
+    name, step = "tmx-jackknife-sums-" + token, "tmx-jackknife-step-" + token
+    tasks = range(0, len(s_chunks), _BLOCKS_PER_TASK)
+    layer: dict[Any, Any] = {}
+    for n_task, b0 in enumerate(tasks):
+        blocks = range(b0, min(len(s_chunks), b0 + _BLOCKS_PER_TASK))
+        for j in range(len(t_chunks)):
+            for k in range(len(u_chunks)):
+                # a chain: each step adds one block into the previous step's accumulator, so a
+                # block (a lazy cube's forward pass) is released as soon as it is added
+                previous = None
+                for b in blocks:
+                    key = (step, b, j, k)
+                    layer[key] = (
+                        _chain_step,
+                        previous,
+                        (data.name, b, j, k),
+                        (first.name, 0, j, k),
+                        code,
+                        int(starts[b]),
+                        groups,
+                    )
+                    previous = key
+                layer[(name, n_task, 0, 0, j, k)] = previous
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data, first])
+    chunks = ((1,) * len(tasks), (2,), (groups,), t_chunks, u_chunks)
+    per_task = da.Array(graph, name, chunks=chunks, dtype=np.float64)
+    sums = per_task.sum(axis=0) if len(tasks) > 1 else per_task[0]
     return sums[0], sums[1]
+
+
+def _chain_step(
+    previous: np.ndarray | None, x: Any, first: Any, code: np.ndarray, lo: int, groups: int
+) -> np.ndarray:
+    """One step of a chain: the block's power sums added into the previous accumulator (which
+    no other task reads)."""
+    return _block_power_sums(np.asarray(x), np.asarray(first), code, groups, lo=lo, out=previous)
 
 
 def _block_power_sums(
@@ -109,28 +144,45 @@ def _block_power_sums(
     first: np.ndarray,
     code: np.ndarray,
     groups: int,
-    block_info: Any = None,
+    lo: int = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(1, 2, G, T, U): Σ (x − first) and Σ (x − first)² over each group's samples in the block."""
+    """(1, 2, G, T, U): Σ (x − first) and Σ (x − first)² over each group's samples in the block
+    (samples ``lo`` …), added into ``out`` when given."""
+    s = x.shape[0]
+    block_code = np.ascontiguousarray(code[lo : lo + s], dtype=np.int64)
+    if out is None:
+        out = np.zeros((1, 2, groups, *x.shape[1:]))
+    kernel = compiled(_power_sums_kernel)
+    if kernel is not None and x.ndim == 3 and x.dtype in (np.float32, np.float64):
+        kernel(np.ascontiguousarray(x), np.ascontiguousarray(first[0]), block_code, out[0])
+        return out
     from scipy.sparse import csr_matrix
 
-    lo = 0 if block_info is None else block_info[0]["array-location"][0][0]
-    s = x.shape[0]
-    block_code = code[lo : lo + s]
     # the (G, s) indicator of the block's samples, sparse: each sample's row is added once
     member = csr_matrix((np.ones(s), (block_code, np.arange(s))), shape=(groups, s))
     shifted = np.subtract(x, first, dtype=np.float64).reshape(s, -1)
-    out = np.empty((1, 2, groups, *x.shape[1:]))
-    out[0, 0] = (member @ shifted).reshape(groups, *x.shape[1:])
+    out[0, 0] += (member @ shifted).reshape(groups, *x.shape[1:])
     np.multiply(shifted, shifted, out=shifted)
-    out[0, 1] = (member @ shifted).reshape(groups, *x.shape[1:])
+    out[0, 1] += (member @ shifted).reshape(groups, *x.shape[1:])
     return out
 
 
-def leave_out_dispersion(
-    s1: np.ndarray, s2: np.ndarray, sizes: np.ndarray, ddof: int, dispersion: str
-) -> np.ndarray:
-    """D over samples of each complement: (G, T, U) from the group sums."""
+def _power_sums_kernel(x, first, code, out):  # pragma: no cover - run compiled by numba
+    """out[0, g] += x[i] − first and out[1, g] += (x[i] − first)² for each sample i of group
+    g = code[i], in float64, without temporaries (the numba path of ``_block_power_sums``)."""
+    s, t, u = x.shape
+    for i in range(s):
+        g = code[i]
+        for j in range(t):
+            for k in range(u):
+                d = np.float64(x[i, j, k]) - np.float64(first[j, k])
+                out[0, g, j, k] += d
+                out[1, g, j, k] += d * d
+
+
+def leave_out_dispersion(s1: Any, s2: Any, sizes: np.ndarray, ddof: int, dispersion: str) -> Any:
+    """D over samples of each complement: (G, T, U) from the group sums (numpy or dask)."""
     n = sizes.sum()
     rest = (n - sizes)[:, None, None]
     c1 = s1.sum(axis=0)[None] - s1
@@ -138,6 +190,47 @@ def leave_out_dispersion(
     m2 = np.maximum(c2 - c1 * c1 / rest, 0.0)
     var = m2 / (rest - ddof)
     return np.sqrt(var) if dispersion == "std" else var
+
+
+def leave_out_mean_dispersion(
+    s1: Any, s2: Any, sizes: np.ndarray, ddof: int, dispersion: str
+) -> Any:
+    """mean_j D over samples of each complement: (G, U), without (G, T, U) temporaries when
+    numba is there (``leave_out_dispersion(...).mean(axis=1)`` otherwise)."""
+    kernel = compiled(_leave_out_kernel)
+    if kernel is None:
+        return leave_out_dispersion(s1, s2, sizes, ddof, dispersion).mean(axis=1)
+    rest = (sizes.sum() - sizes).astype(np.float64)
+
+    def block(a, b):
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        return kernel(a, b, rest, float(ddof), dispersion == "std")
+
+    if isinstance(s1, da.Array):
+        s1, s2 = s1.rechunk({0: -1, 1: -1}), s2.rechunk({0: -1, 1: -1})
+        return da.map_blocks(
+            block, s1, s2, drop_axis=1, dtype=np.float64, chunks=(s1.chunks[0], s1.chunks[2])
+        )
+    return block(s1, s2)
+
+
+def _leave_out_kernel(s1, s2, rest, ddof, std):  # pragma: no cover - run compiled by numba
+    """(G, U): mean over j of D(complement of group g at (j, u)) from the group sums."""
+    g_count, t, u = s1.shape
+    total1 = np.zeros((t, u))
+    total2 = np.zeros((t, u))
+    for g in range(g_count):
+        total1 += s1[g]
+        total2 += s2[g]
+    out = np.zeros((g_count, u))
+    for g in range(g_count):
+        for j in range(t):
+            for k in range(u):
+                c1 = total1[j, k] - s1[g, j, k]
+                m2 = total2[j, k] - s2[g, j, k] - c1 * c1 / rest[g]
+                var = max(m2, 0.0) / (rest[g] - ddof)
+                out[g, k] += np.sqrt(var) if std else var
+    return out / t
 
 
 def leave_out_mean(sums: np.ndarray, sizes: np.ndarray) -> np.ndarray:

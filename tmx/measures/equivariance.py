@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from scipy import sparse
 
+from .._validate import str_array
 from ..transforms import TransformationSet, from_dict
 from ..transforms import invert as invert_maps
 from ._common import check_cube
@@ -186,7 +187,7 @@ def invert(
     if input_size is None and "input_shape" in cube.attrs:
         input_size = tuple(int(s) for s in cube.attrs["input_shape"][:2])
     options = {"interpolation": interpolation, "fill": fill}
-    layer_of = np.asarray(cube["layer"].values).astype(str)
+    layer_of = str_array(cube["layer"].values)
     kept, dropped, parts = [], [], []
     for name in dict.fromkeys(layer_of.tolist()):
         idx = np.flatnonzero(layer_of == name)

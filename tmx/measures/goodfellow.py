@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from .._validate import str_array
 from ._common import base_attrs, check_cube, choice, divide, merge_moments, moments, unit_result
 
 __all__ = ["LOCALS", "THRESHOLDS", "goodfellow"]
@@ -63,7 +64,7 @@ def _reference_positions(cube: xr.DataArray, reference: Any) -> np.ndarray:
     if reference is None:
         coord = cube.coords.get("transform")
         if coord is not None and coord.dims == ("transformation",):
-            found = np.flatnonzero(np.asarray(coord.values).astype(str) == "identity")
+            found = np.flatnonzero(str_array(coord.values) == "identity")
             if found.size:
                 return found
         return np.arange(t)

@@ -90,6 +90,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._validate import str_array
 from ._common import base_attrs, check_cube, choice
 
 __all__ = ["ESTIMATORS", "KERNELS", "METHODS", "cka", "cka_invariance"]
@@ -460,7 +461,7 @@ def _check_transformation(transformation: Any, t: int, name: str) -> int | None:
 
 def _layers(cube: xr.DataArray) -> list[tuple[str, Any, int]]:
     """(layer, unit positions as a slice when contiguous, count), in order of appearance."""
-    names = np.asarray(cube["layer"].values).astype(str)
+    names = str_array(cube["layer"].values)
     out = []
     for layer in dict.fromkeys(names.tolist()):
         pos = np.flatnonzero(names == layer)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._validate import str_array
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
@@ -75,7 +76,7 @@ def _check_pool(cube: xr.DataArray, pool: Any) -> Any:
     if pool is not None and not spatial_layers(cube):
         raise ValueError(
             f"pool={pool!r} pools units over (y, x), but no layer of the cube has spatial axes "
-            f"(layers: {sorted(set(np.asarray(cube['layer'].values).astype(str).tolist()))}); "
+            f"(layers: {sorted(set(str_array(cube['layer'].values).tolist()))}); "
             "use pool=None"
         )
     return pool
@@ -225,12 +226,13 @@ def _jackknife_parts(
     come from group sums over the same blocks (see ``tmx.measures._jackknife``).
     """
     code, sizes = jk.assign(data.shape[0], n_groups)
-    cells = _cells(data, 1, ddof, dispersion)  # (N, U): D over transformations per sample
+    along_t, along_s = moments_both(data)  # one pass over each block for both reductions
+    cells = dispersion_from_m2(along_t[2], along_t[0], ddof, dispersion)  # (N, U) per sample
     tv = cells.mean(axis=0)
-    sv = _cells(data, 0, ddof, dispersion).mean(axis=0)
+    sv = dispersion_from_m2(along_s[2], along_s[0], ddof, dispersion).mean(axis=0)
     tv_loo = jk.leave_out_mean(jk.group_sums(cells, code, n_groups), sizes)
     s1, s2 = jk.shifted_power_sums(data, code, n_groups)
-    sv_loo = jk.leave_out_dispersion(s1, s2, sizes, ddof, dispersion).mean(axis=1)
+    sv_loo = jk.leave_out_mean_dispersion(s1, s2, sizes, ddof, dispersion)
     if codes is not None:
         k = len(groups["layer"])
         tv, sv, tv_loo, sv_loo = (

@@ -8,6 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from .._validate import str_array
 from ._common import bad_color_name, new_axes, pretty_name, with_bad_color
 
 UNIT_COORDS = ("layer", "channel", "y", "x")
@@ -32,7 +33,7 @@ def _layer_grid(
             f"per_unit lacks the unit coordinates {missing}; a per-unit result has "
             f"{list(UNIT_COORDS)} along 'unit'"
         )
-    names = per_unit["layer"].values.astype(str)
+    names = str_array(per_unit["layer"].values)
     layers = list(dict.fromkeys(names.tolist()))
     if layer not in layers:
         raise ValueError(f"unknown layer {layer!r}; layers: {layers}")
