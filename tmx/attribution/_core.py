@@ -227,20 +227,24 @@ def _functions(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
     )
 
 
+def _model_output(tf: Any, model: Any, qoi: _Qoi, z: Any) -> Any:
+    """The model's output at ``z`` for a QoI: float32, or the list of outputs that a callable
+    QoI picks from (several outputs with another QoI are an error)."""
+    y = model(z, training=False)
+    if isinstance(y, list | tuple):
+        if len(y) != 1 and qoi.kind != "callable":
+            raise ValueError("the model has several outputs: pass a callable qoi that picks one")
+        y = y[0] if len(y) == 1 else y
+    return y if isinstance(y, list | tuple) else tf.cast(y, tf.float32)
+
+
 def _compile(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
     import tensorflow as tf
 
     specs = [tf.TensorSpec((batch, *shape), tf.float32), _param_spec(tf, qoi, batch)]
 
     def output(z):
-        y = model(z, training=False)
-        if isinstance(y, list | tuple):
-            if len(y) != 1 and qoi.kind != "callable":
-                raise ValueError(
-                    "the model has several outputs: pass a callable qoi that picks one"
-                )
-            y = y[0] if len(y) == 1 else y
-        return y if isinstance(y, list | tuple) else tf.cast(y, tf.float32)
+        return _model_output(tf, model, qoi, z)
 
     @tf.function(input_signature=specs)
     def gradient(z, params):
@@ -435,14 +439,7 @@ def _compile_moments(
     specs = [*points, tf.TensorSpec((k,), tf.float64), _param_spec(tf, qoi, rows)]
 
     def output(z):
-        y = model(z, training=False)
-        if isinstance(y, list | tuple):
-            if len(y) != 1 and qoi.kind != "callable":
-                raise ValueError(
-                    "the model has several outputs: pass a callable qoi that picks one"
-                )
-            y = y[0] if len(y) == 1 else y
-        return y if isinstance(y, list | tuple) else tf.cast(y, tf.float32)
+        return _model_output(tf, model, qoi, z)
 
     @tf.function(input_signature=specs)
     def moments(*args):
