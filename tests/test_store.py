@@ -723,3 +723,21 @@ def test_save_progress_defaults_to_interactive(tmp_path, capsys, monkeypatch):
     assert "100%" not in capsys.readouterr().out
     with pytest.raises(ValueError, match="progress"):
         save(_shared_cube(Counter()), tmp_path / "bad.zarr", progress="yes")
+
+
+@pytest.mark.parametrize("url", ["memory://bucket/cube.zarr", "s3://bucket/cube.zarr"])
+def test_urls_are_refused_clearly_instead_of_written_as_local_directories(
+    tmp_path, url, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="URL"):
+        save(_lazy_cube(), url)
+    with pytest.raises(ValueError, match="URL"):
+        tmx_open(url)
+    assert not any(tmp_path.iterdir())  # nothing named "memory:" or "s3:" was created
+
+
+def test_file_urls_are_local_paths(tmp_path):
+    cube = _lazy_cube()
+    save(cube, f"file://{tmp_path / 'cube.zarr'}")
+    np.testing.assert_array_equal(tmx_open(tmp_path / "cube.zarr").values, cube.values)

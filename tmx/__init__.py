@@ -3,9 +3,8 @@
 The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only re-exports.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import attribution, datasets, flows, inspect, introspect, measures, models, plot, transforms
+from ._version import __version__
 from .analysis import analyze, evaluate
 from .cube import activations
 from .measures import (
@@ -29,11 +28,6 @@ from .measures import (
 )
 from .store import open, save
 from .transforms import TransformationSet
-
-try:
-    __version__ = version("tmx-measures")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "TransformationSet",

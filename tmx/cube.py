@@ -32,6 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _batching, _progress
 from . import _validate as v
 from ._memo import memo, per_object
+from ._version import __version__
 from .transforms import TransformationSet, check_input, identity
 from .transforms._apply import _apply_chain
 
@@ -498,7 +499,6 @@ def activations(
     import keras
     import tensorflow as tf
 
-    from . import __version__
     from . import inspect as _inspect
 
     model = _inspect.load_model(model, safe_mode=safe_mode)

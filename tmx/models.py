@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from . import _validate as v
+from ._version import __version__
 
 __all__ = ["cache_path", "default_cache_dir", "small_cnn", "trained_small_cnn"]
 
@@ -148,8 +149,6 @@ def cache_path(
     -------
     pathlib.Path
     """
-    from . import __version__
-
     seed = _seed(seed)
     epochs = v.positive_int(epochs, "epochs")
     size = _size(size)

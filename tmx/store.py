@@ -57,6 +57,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -181,6 +182,16 @@ def _as_path(store: Any) -> Path:
         text = os.fsdecode(text)
     if not text:
         raise ValueError("store must be a non-empty path")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme and scheme.group(1).lower() != "file":
+        raise ValueError(
+            f"store {text!r} is a {scheme.group(1)}:// URL; tmx.save and tmx.open work on "
+            "local paths (a URL would otherwise be written as a local directory named "
+            f"'{scheme.group(1)}:'). Save to a local path and copy the directory, or read a "
+            "remote store with xr.open_zarr(url) and pass its cube to the measures"
+        )
+    if scheme:
+        text = text[len("file://") :]
     return Path(text).expanduser()
 
 

@@ -24,6 +24,7 @@ import xarray as xr
 from .. import _validate as v
 from .._memo import memo, per_object
 from .._validate import str_array
+from .._version import __version__
 from ._latent import _check_flow, _units
 
 __all__ = ["check", "disentanglement"]
@@ -177,8 +178,6 @@ def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) ->
             sign, logabs = np.linalg.slogdet(np.asarray(out[4], dtype=np.float64))
             logabs = np.where(sign == 0, -np.inf, logabs)
             logdet_error[sl] = np.abs(j - logabs)
-    from .. import __version__
-
     attrs = {
         "formula": (
             "invert_error = max_d |T^-1(T(x))_d - x_d|; logdet_error = |logdet_T(x) - "
@@ -444,8 +443,6 @@ def disentanglement(
             if not np.any(cols):
                 continue
             r2[i, k] = _r2(x[tr][:, cols], y[tr], x[te][:, cols], y[te])
-
-    from .. import __version__
 
     sizes = np.asarray([int(np.sum(per_dim == f)) for f in factors], dtype=np.int64)
     attrs = {

@@ -20,6 +20,7 @@ import xarray as xr
 
 from .. import _validate as v
 from .._progress import resolve as resolve_progress
+from .._version import __version__
 from ._loss import check_pairs, factor_dimensions, factor_loss
 
 __all__ = ["fit"]
@@ -381,7 +382,6 @@ def fit(
     import keras
     import tensorflow as tf
 
-    from .. import __version__
     from ._build import check_dtype
     from ._build import flow as build_flow
 

@@ -31,6 +31,7 @@ from .. import _batching
 from .. import _validate as v
 from .._memo import memo, per_object
 from .._validate import str_array
+from .._version import __version__
 from .layers import (
     ActNorm,
     AdditiveCoupling,
@@ -129,8 +130,6 @@ def _factor_per_dim(names: Sequence[str], dims: Sequence[int]) -> np.ndarray:
 
 
 def _flow_attrs(flow: Flow, names: Sequence[str], dims: Sequence[int]) -> dict[str, Any]:
-    from .. import __version__
-
     return {
         "flow": str(flow.name),
         "factors": [str(n) for n in names],

@@ -18,6 +18,7 @@ import xarray as xr
 
 from .. import _validate as v
 from .._validate import str_array
+from .._version import __version__
 
 __all__ = ["factor_dimensions", "factor_loss"]
 
@@ -331,8 +332,6 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
     weights /= weights.sum()
     dims = np.floor(weights * total).astype(np.int64)
     dims[0] = total - dims[1:].sum()
-
-    from .. import __version__
 
     attrs = {
         "method": "IIN estimate (Esser, Rombach & Ommer 2020)",

@@ -17,6 +17,7 @@ import xarray as xr
 
 from .. import _validate as v
 from .._validate import str_array
+from .._version import __version__
 
 __all__ = ["pairs"]
 
@@ -371,8 +372,6 @@ def pairs(
         for name, values in side[end].items():
             pair_coords[f"{name}_{end}"] = ("pair", values)
     pair_coords["drawn"] = ("pair", drawn)
-
-    from .. import __version__
 
     attrs: dict[str, Any] = {
         "by": list(by),

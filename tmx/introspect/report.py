@@ -28,6 +28,7 @@ import xarray as xr
 
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._version import __version__
 from ._common import as_responses, layer_positions, select_layers
 from .duplicates import duplicates
 from .familiarity import familiarity
@@ -205,8 +206,6 @@ def report(
     ----------
     Apple, *Data and Network Introspection Kit (DNIKit)*, "Dataset Report", 2021.
     """
-    from .. import __version__
-
     if projection not in _PROJECTIONS:
         raise ValueError(f"projection must be one of {_PROJECTIONS}; got {projection!r}")
     if reduce_dims is not None and (

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .._validate import str_array
+from .._version import __version__
 
 DIMS = ("sample", "transformation", "unit")
 UNIT_COORDS = ("layer", "channel", "y", "x")
@@ -117,8 +118,6 @@ def unit_coords_of(obj: xr.DataArray | xr.Dataset) -> dict[str, Any]:
 
 def base_attrs(cube: xr.DataArray, measure: str, **options: Any) -> dict[str, Any]:
     """Provenance for a result: the measure, N, T, its options and the library version."""
-    from .. import __version__
-
     attrs: dict[str, Any] = {
         "measure": measure,
         "n_samples": int(cube.sizes["sample"]),
