@@ -6,6 +6,7 @@ from .convergence import convergence
 from .distance import normalized_distance, sample_distance, transformation_distance
 from .equivariance import invert
 from .goodfellow import goodfellow
+from .maps import equivalence, equivariance_map
 from .reduce import by_channel, by_layer
 from .similarity import cka, cka_invariance
 from .variance import normalized_variance, sample_variance, transformation_variance
@@ -20,6 +21,8 @@ __all__ = [
     "cka",
     "cka_invariance",
     "convergence",
+    "equivalence",
+    "equivariance_map",
     "goodfellow",
     "invert",
     "normalized_distance",
