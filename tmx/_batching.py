@@ -70,11 +70,14 @@ def default_memory() -> int:
     return DEFAULT_MEMORY_CAP if not ram else min(DEFAULT_MEMORY_CAP, ram // 4)
 
 
-def parse_memory(memory: Any, name: str = "memory") -> int:
-    """A memory budget in bytes: None (``default_memory()``), a positive int of bytes, or a
-    string such as ``"2GB"``, ``"512 MiB"``."""
+def parse_memory(
+    memory: Any, name: str = "memory", *, default: int | None = None, minimum: int = 1
+) -> int:
+    """A memory budget in bytes: None (``default``, else ``default_memory()``), an int of
+    bytes, or a string such as ``"2GB"``, ``"512 MiB"``; at least ``minimum`` bytes. The one
+    parser of every ``memory=`` argument."""
     if memory is None:
-        return default_memory()
+        return default_memory() if default is None else int(default)
     if isinstance(memory, str):
         from dask.utils import parse_bytes
 
@@ -92,6 +95,12 @@ def parse_memory(memory: Any, name: str = "memory") -> int:
         )
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of bytes; got {memory!r}")
+    if value < minimum:
+        from dask.utils import format_bytes
+
+        raise ValueError(
+            f"{name} must be a number of bytes >= {format_bytes(minimum)}; got {memory!r}"
+        )
     return value
 
 

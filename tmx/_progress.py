@@ -37,16 +37,18 @@ def resolve(progress: Any, name: str = "progress") -> bool:
     return progress
 
 
-class _Steps:
-    """A counter with a Keras ``Progbar`` behind it (or nothing when disabled)."""
+class Steps:
+    """A counter with a Keras ``Progbar`` behind it (or nothing when disabled). ``values`` names
+    the numbers passed to ``advance``: each is shown as its latest value (Keras's stateful
+    metrics), not as Progbar's running mean over the steps."""
 
-    def __init__(self, total: int, enabled: bool, unit: str) -> None:
+    def __init__(self, total: int, enabled: bool, unit: str, values: tuple[str, ...] = ()) -> None:
         self.done = 0
         self._bar = None
         if enabled and total > 0:
             import keras
 
-            self._bar = keras.utils.Progbar(total, unit_name=unit)
+            self._bar = keras.utils.Progbar(total, unit_name=unit, stateful_metrics=list(values))
 
     def advance(self, n: int = 1, **values: float) -> None:
         self.done += n
@@ -55,9 +57,9 @@ class _Steps:
 
 
 @contextlib.contextmanager
-def steps(total: int, enabled: bool, unit: str = "step") -> Iterator[_Steps]:
+def steps(total: int, enabled: bool, unit: str = "step") -> Iterator[Steps]:
     """``with steps(n, enabled) as bar: ... bar.advance()`` — a progress bar over n steps."""
-    counter = _Steps(int(total), enabled, unit)
+    counter = Steps(int(total), enabled, unit)
     yield counter
 
 

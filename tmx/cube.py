@@ -273,7 +273,7 @@ class ForwardRunner:
             self.blocks += 1
             bar = self._bar
             if bar is None and self.progress and self.total_blocks:
-                bar = self._bar = _progress._Steps(self.total_blocks, True, "block")
+                bar = self._bar = _progress.Steps(self.total_blocks, True, "block")
             if bar is not None:
                 bar.advance()
                 if bar.done >= self.total_blocks:

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
+from .._progress import Steps
 from .._progress import resolve as resolve_progress
 from .._version import __version__
 from ._loss import check_pairs, factor_dimensions, factor_loss
@@ -566,12 +567,7 @@ def fit(
             ).prefetch(2)
             yield from data
 
-        # stateful: the bar shows each epoch's loss, not Progbar's running mean over epochs
-        bar = (
-            keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss", "val_loss"])
-            if progress
-            else None
-        )
+        bar = Steps(epochs, progress, "epoch", values=("loss", "val_loss"))
         history: dict[str, list[float]] = {k: [] for k in ("loss", "val_loss", "invert", "sec")}
         best, best_epoch, best_weights, waited, stopped = math.inf, 0, None, 0, False
         step = 0
@@ -600,8 +596,7 @@ def fit(
             history["val_loss"].append(val_loss)
             history["invert"].append(invert)
             history["sec"].append(time.perf_counter() - start)
-            if bar is not None:
-                bar.update(epoch, [("loss", loss), ("val_loss", val_loss)])
+            bar.advance(loss=loss, val_loss=val_loss)
             monitored = val_loss if n_val else loss
             if monitored < best:
                 best, best_epoch, waited = monitored, epoch, 0

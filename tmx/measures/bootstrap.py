@@ -33,6 +33,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._batching import parse_memory
 from .._progress import dask_bar, steps
 from .._progress import resolve as resolve_progress
 from . import _jackknife as jk
@@ -144,20 +145,7 @@ def _draws(
     return w, v
 
 
-def _all_draws(seed: int, n_boot: int, n: int, t: int, over: tuple[str, ...]):
-    """Every replicate's multiplicities (the loop path), the same as the batched path's."""
-    return _draws(seed, 0, n_boot + 1, n, t, over)
-
-
 _MEMORY = 2**30  # default bytes for the replicates' sums
-
-
-def _check_memory(memory: Any) -> int:
-    if memory is None:
-        return _MEMORY
-    if isinstance(memory, bool) or not isinstance(memory, int | np.integer) or memory < 2**20:
-        raise ValueError(f"memory must be a number of bytes >= 1 MiB (or None); got {memory!r}")
-    return int(memory)
 
 
 def _replicates_per_pass(t: int, u: int, memory: int) -> int:
@@ -265,14 +253,14 @@ def _vectorised(
             stacklevel=3,
         )
     blocks = len(target.data.chunks[0]) if isinstance(target.data, da.Array) else 1
+    codes, groups = channel_groups(cube) if pool == "mean" else (None, None)
     rows = []
     with steps(passes * blocks, progress, unit="block") as bar:
         for first in range(0, total, per_pass):
             stop = min(total, first + per_pass)
             w, v = _draws(seed, first, stop, n, t, over)
             tv, sv = _weighted_replicates(target.data, w, v, ddof, dispersion, bar)
-            if pool == "mean":
-                codes, groups = channel_groups(cube)
+            if codes is not None:
                 tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
                 sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
             nv = divide(tv, sv, zero_div)
@@ -554,7 +542,7 @@ def bootstrap(
     if options.get("parts"):
         raise ValueError("parts=True is not bootstrapped; use by_layer='ratio_of_means'")
     progress = resolve_progress(progress)
-    memory = _check_memory(memory)
+    memory = parse_memory(memory, default=_MEMORY, minimum=2**20)
     method = _resolve_method(method, measure, options, over, by_layer)
     if method == "jackknife":
         return _jackknife_result(measure, cube, ci, by_layer, options, return_replicates, progress)
@@ -572,7 +560,7 @@ def bootstrap(
         if by_layer == "ratio_of_means":
             raise ValueError("by_layer='ratio_of_means' needs a variance-family measure")
         n_s, n_t = cube.sizes["sample"], cube.sizes["transformation"]
-        w, v = _all_draws(int(seed), int(n), n_s, n_t, over)
+        w, v = _draws(int(seed), 0, int(n) + 1, n_s, n_t, over)  # every replicate at once
         reps = _loop(measure, cube, w, v, options, progress)
         if by_layer is not None:
             reps = _by_layer(reps, reduce=by_layer)

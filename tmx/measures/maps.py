@@ -85,6 +85,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._batching import parse_memory
 from .._validate import str_array
 from ._common import base_attrs, check_cube, choice
 
@@ -258,8 +259,7 @@ def _units_index(units: np.ndarray) -> Any:
 
 
 def _check_memory(p: int, q: int, j: int, memory: Any, kind: str) -> None:
-    if not _is_int(memory) or memory <= 0:
-        raise ValueError(f"memory must be a positive int (bytes); got {memory!r}")
+    memory = parse_memory(memory, default=2**30)
     need = 2 * 8.0 * (p * p + 2 * j * p * q)  # train and test moments, maps and solves
     if need > memory:
         hint = " or kind='conv1x1' (a channels × channels map)" if kind == "linear" else ""

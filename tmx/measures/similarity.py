@@ -90,6 +90,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._batching import parse_memory
 from .._validate import str_array
 from ._common import base_attrs, check_cube, choice
 
@@ -419,9 +420,7 @@ def _compute(
 
 
 # -- validation -----------------------------------------------------------------------------------
-def _check_options(
-    kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed, memory
-):
+def _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed):
     choice(kernel, "kernel", KERNELS)
     choice(estimator, "estimator", ESTIMATORS)
     choice(method, "method", METHODS)
@@ -444,8 +443,6 @@ def _check_options(
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if isinstance(memory, bool) or not isinstance(memory, int | np.integer) or memory < 2**20:
-        raise ValueError(f"memory must be a number of bytes >= 1 MiB; got {memory!r}")
 
 
 def _check_transformation(transformation: Any, t: int, name: str) -> int | None:
@@ -559,7 +556,8 @@ def cka(
     cube_a = check_cube(cube_a, "cube_a")
     same = cube_b is None
     cube_b = cube_a if same else check_cube(cube_b, "cube_b")
-    _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed, memory)
+    memory = parse_memory(memory, default=2**30, minimum=2**20)
+    _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     n = cube_a.sizes["sample"]
     if cube_b.sizes["sample"] != n:
         raise ValueError(
@@ -696,7 +694,8 @@ def cka_invariance(
     True
     """
     cube = check_cube(cube)
-    _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed, memory)
+    memory = parse_memory(memory, default=2**30, minimum=2**20)
+    _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     t = cube.sizes["transformation"]
     ref = _check_transformation(reference, t, "reference")
     if ref is None:

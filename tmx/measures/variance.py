@@ -36,7 +36,6 @@ from ._common import (
     dispersion_from_m2,
     divide,
     group_reduce,
-    moments,
     moments_both,
     spatial_layers,
     unit_coords_of,
@@ -45,19 +44,21 @@ from ._common import (
 POOLS = (None, "mean", "pre_mean", "pre_max")
 
 
-def _cells(data: Any, axis: int, ddof: int, dispersion: str) -> Any:
-    """D along ``axis`` for every other position: (N, U) for axis 1, (T, U) for axis 0."""
-    m = moments(data, axis)
-    return dispersion_from_m2(m[2], m[0], ddof, dispersion)
+def _cells(data: Any, ddof: int, dispersion: str) -> tuple[Any, Any]:
+    """D over transformations per (sample, unit), (N, U), and D over samples per
+    (transformation, unit), (T, U), of an (N, T, U) array (numpy or dask) in float64: both
+    moment reductions from one pass over each block (``moments_both``)."""
+    along_t, along_s = moments_both(data)
+    return (
+        dispersion_from_m2(along_t[2], along_t[0], ddof, dispersion),
+        dispersion_from_m2(along_s[2], along_s[0], ddof, dispersion),
+    )
 
 
 def _tv_sv(data: Any, ddof: int, dispersion: str) -> tuple[Any, Any]:
-    """Per-unit TV and SV of an (N, T, U) array (numpy or dask) in float64: both moment
-    reductions from one pass over each block (``moments_both``)."""
-    along_t, along_s = moments_both(data)
-    tv = dispersion_from_m2(along_t[2], along_t[0], ddof, dispersion).mean(axis=0)
-    sv = dispersion_from_m2(along_s[2], along_s[0], ddof, dispersion).mean(axis=0)
-    return tv, sv
+    """Per-unit TV and SV: the means of the cell dispersions."""
+    per_sample, per_transformation = _cells(data, ddof, dispersion)
+    return per_sample.mean(axis=0), per_transformation.mean(axis=0)
 
 
 def pool_activations(cube: xr.DataArray, how: str) -> xr.DataArray:
@@ -226,10 +227,9 @@ def _jackknife_parts(
     come from group sums over the same blocks (see ``tmx.measures._jackknife``).
     """
     code, sizes = jk.assign(data.shape[0], n_groups)
-    along_t, along_s = moments_both(data)  # one pass over each block for both reductions
-    cells = dispersion_from_m2(along_t[2], along_t[0], ddof, dispersion)  # (N, U) per sample
+    cells, per_transformation = _cells(data, ddof, dispersion)  # (N, U) and (T, U)
     tv = cells.mean(axis=0)
-    sv = dispersion_from_m2(along_s[2], along_s[0], ddof, dispersion).mean(axis=0)
+    sv = per_transformation.mean(axis=0)
     tv_loo = jk.leave_out_mean(jk.group_sums(cells, code, n_groups), sizes)
     s1, s2 = jk.shifted_power_sums(data, code, n_groups)
     sv_loo = jk.leave_out_mean_dispersion(s1, s2, sizes, ddof, dispersion)
