@@ -3,8 +3,8 @@
 Compiled forward passes take fixed shapes. ``call_rows`` is the one rule for the rows of a
 call: ``batch`` rows, or, when fewer rows are left, the power of two ≥ those rows (never more
 than ``batch``). A stream of rows is then cut into full batches and one last, short call
-padded to a power of two at most (``batches``): at most ⌈log2(batch)⌉ + 1 compiled shapes, and
-never more than twice the rows of the last call.
+padded to a power of two at most (``batches``; ``pad_rows`` pads it): at most
+⌈log2(batch)⌉ + 1 compiled shapes, and never more than twice the rows of the last call.
 
 ``parse_memory`` reads a memory budget; ``plan_cube`` turns one into the forward batch and the
 chunks of an activation cube (see ``tmx.activations``).
@@ -17,6 +17,8 @@ import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 GIB = 2**30
 MIB = 2**20
@@ -43,6 +45,15 @@ def call_rows(rows: int, batch: int) -> int:
     if rows >= batch:
         return batch
     return min(batch, 1 << max(0, rows - 1).bit_length())
+
+
+def pad_rows(arr: np.ndarray, rows: int) -> np.ndarray:
+    """``arr`` with zero rows appended up to ``rows`` (a compiled call's fixed shape; the caller
+    drops the padding's results); ``arr`` itself when it already has ``rows`` rows."""
+    if arr.shape[0] == rows:
+        return arr
+    pad = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
+    return np.concatenate([arr, pad])
 
 
 def batches(total: int, batch: int) -> list[tuple[int, int, int]]:

@@ -255,9 +255,8 @@ class ForwardRunner:
             xb = x_block[start:stop]
             ib = np.asarray(sample_index[start:stop], dtype=np.int64)
             real = stop - start
-            if real < rows:  # fixed batch shape: pad the last batch, drop the padding
-                xb = np.concatenate([xb, np.zeros((rows - real, *xb.shape[1:]), xb.dtype)])
-                ib = np.concatenate([ib, np.zeros(rows - real, np.int64)])
+            # fixed batch shape: pad the last batch, drop the padding's results
+            xb, ib = _batching.pad_rows(xb, rows), _batching.pad_rows(ib, rows)
             results = [r.numpy().reshape(rows, k, -1) for r in fn(xb, ib)]
             if out is None:  # one copy: each layer's output straight into the block
                 widths = [r.shape[2] for r in results]

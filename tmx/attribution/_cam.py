@@ -14,12 +14,12 @@ import xarray as xr
 
 from .. import _progress
 from .. import _validate as v
+from .._batching import pad_rows
 from ._core import (
     _as_inputs,
     _batches,
     _check_classes,
     _head_values,
-    _pad,
     _parse_qoi,
     _predict,
     _qoi_model,
@@ -118,7 +118,7 @@ def _gradients(model, values, qoi, layer, batch_size):
     out = np.empty(acts.shape, np.float64)
     for a, b in _batches(values.shape[0], batch_size):
         params = _row_params(qoi, np.arange(a, b), batch_size)
-        g = grad(_pad(values[a:b], batch_size), _pad(acts[a:b], batch_size), params)
+        g = grad(pad_rows(values[a:b], batch_size), pad_rows(acts[a:b], batch_size), params)
         out[a:b] = np.asarray(g, np.float64)[: b - a]
     return acts.astype(np.float64), out
 
@@ -250,7 +250,7 @@ def score_cam(
     def prob(batch: np.ndarray, classes: np.ndarray) -> np.ndarray:
         out = np.empty(batch.shape[0])
         for a, b in _batches(batch.shape[0], batch_size):
-            y = model(tf.constant(_pad(batch[a:b], batch_size)), training=False)
+            y = model(tf.constant(pad_rows(batch[a:b], batch_size)), training=False)
             y = y[0] if isinstance(y, list | tuple) else y
             p = tf.nn.softmax(tf.cast(y, tf.float64), axis=-1).numpy()[: b - a]
             out[a:b] = p[np.arange(b - a), classes[a:b]]

@@ -27,6 +27,7 @@ import xarray as xr
 
 from .. import _batching, _progress
 from .. import _validate as v
+from .._batching import pad_rows
 from .._memo import memo, per_object
 from ._doi import RULES, check_seed, gaussian_noise, quadrature
 
@@ -266,19 +267,12 @@ def _batches(total: int, batch: int):
         yield start, min(total, start + batch)
 
 
-def _pad(arr: np.ndarray, rows: int) -> np.ndarray:
-    if arr.shape[0] == rows:
-        return arr
-    pad = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
-    return np.concatenate([arr, pad])
-
-
 def _row_params(qoi: _Qoi, samples: np.ndarray, batch: int) -> np.ndarray:
     if qoi.kind == "callable":
         return np.zeros(batch, np.int64)
     if qoi.kind == "channel":
         return qoi.params[:1]
-    return _pad(qoi.params[samples], batch)
+    return pad_rows(qoi.params[samples], batch)
 
 
 def _qoi_values(model, qoi: _Qoi, z: np.ndarray, batch: int) -> np.ndarray:
@@ -287,7 +281,7 @@ def _qoi_values(model, qoi: _Qoi, z: np.ndarray, batch: int) -> np.ndarray:
     out = np.empty(z.shape[0], np.float64)
     for a, b in _batches(z.shape[0], batch):
         params = _row_params(qoi, np.arange(a, b), batch)
-        out[a:b] = np.asarray(value(_pad(z[a:b], batch), params))[: b - a]
+        out[a:b] = np.asarray(value(pad_rows(z[a:b], batch), params))[: b - a]
     return out
 
 
@@ -350,7 +344,7 @@ def gradient_moments(
         def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
             gradient, _ = _functions(model, qoi, shape, rows)
             params = _row_params(qoi, s_idx, rows)
-            g, _ = gradient(_pad(np.ascontiguousarray(z, np.float32), rows), params)
+            g, _ = gradient(pad_rows(np.ascontiguousarray(z, np.float32), rows), params)
             return np.asarray(g, np.float64)[: s_idx.size]
 
         attr_shape = shape
@@ -501,13 +495,17 @@ def _moments_in_graph(
             s_idx = np.arange(a, b)
             params = _row_params(qoi, np.repeat(s_idx, k), group * k)
             if doi == "linear":
-                pts = (_pad(x[a:b], group), _pad(np.ascontiguousarray(baseline[a:b]), group), al)
+                pts = (
+                    pad_rows(x[a:b], group),
+                    pad_rows(np.ascontiguousarray(baseline[a:b]), group),
+                    al,
+                )
             elif doi == "point":
-                pts = (_pad(x[a:b], group),)
+                pts = (pad_rows(x[a:b], group),)
             else:  # gaussian: the same seeded noise per sample as the streamed path
                 eps = gaussian_noise(shape, s_idx, samples, noise, seed)
                 z = (x[a:b, None] + eps).reshape(-1, *shape)
-                pts = (_pad(np.ascontiguousarray(z, np.float32), group * k),)
+                pts = (pad_rows(np.ascontiguousarray(z, np.float32), group * k),)
             m, sq = moments(*pts, w, params)
             mean[a:b] = np.asarray(m)[: b - a]
             if squares:
@@ -538,7 +536,7 @@ def _predict(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
     )
     outs = []
     for a, b in _batches(x.shape[0], batch):
-        y = predict(_pad(np.ascontiguousarray(x[a:b], np.float32), batch))
+        y = predict(pad_rows(np.ascontiguousarray(x[a:b], np.float32), batch))
         outs.append(np.asarray(y)[: b - a])
     return np.concatenate(outs)
 
@@ -604,7 +602,7 @@ def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
 
     outs = []
     for a, b in _batches(x.shape[0], batch):
-        h = head(tf.constant(_pad(np.ascontiguousarray(x[a:b], np.float32), batch)))
+        h = head(tf.constant(pad_rows(np.ascontiguousarray(x[a:b], np.float32), batch)))
         outs.append(np.asarray(h, np.float32)[: b - a])
     return np.concatenate(outs)
 
@@ -615,7 +613,12 @@ def _tail_values(tail: Any, x: np.ndarray, z: np.ndarray, batch: int) -> np.ndar
 
     outs = []
     for a, b in _batches(x.shape[0], batch):
-        y = tail([tf.constant(_pad(x[a:b], batch)), tf.constant(_pad(z[a:b], batch))])
+        y = tail(
+            [
+                tf.constant(pad_rows(x[a:b], batch)),
+                tf.constant(pad_rows(z[a:b], batch)),
+            ]
+        )
         outs.append(np.asarray(y[0] if isinstance(y, list | tuple) else y, np.float32)[: b - a])
     return np.concatenate(outs)
 
@@ -806,7 +809,7 @@ def attribute(
                 z_rows = to_cut(values[s_idx], z)
             params = _row_params(q, s_idx, rows)
             g_fn = _tail_functions(tail, q, values.shape[1:], h.shape[1:], rows)[0]
-            g = g_fn(_pad(x_rows, rows), _pad(z_rows, rows), params)
+            g = g_fn(pad_rows(x_rows, rows), pad_rows(z_rows, rows), params)
             return np.asarray(g, np.float64)[: s_idx.size]
 
         mean, square = gradient_moments(
@@ -862,9 +865,9 @@ def attribute(
         q_b = np.empty(n)
         for a, b in _batches(n, batch_size):
             params = _row_params(q, np.arange(a, b), batch_size)
-            xb = _pad(values[a:b], batch_size)
-            q_x[a:b] = np.asarray(value_d(xb, _pad(space[a:b], batch_size), params))[: b - a]
-            bb = _pad(np.ascontiguousarray(base[a:b], np.float32), batch_size)
+            xb = pad_rows(values[a:b], batch_size)
+            q_x[a:b] = np.asarray(value_d(xb, pad_rows(space[a:b], batch_size), params))[: b - a]
+            bb = pad_rows(np.ascontiguousarray(base[a:b], np.float32), batch_size)
             q_b[a:b] = np.asarray(value_d(xb, bb, params))[: b - a]
     total = data.reshape(n, -1).sum(axis=1)
     delta = xr.DataArray(total - (q_x - q_b), dims=("sample",), coords=coords, name="delta")

@@ -22,8 +22,9 @@ import numpy as np
 import xarray as xr
 
 from .. import _validate as v
+from .._batching import pad_rows
 from ._cam import _target
-from ._core import _as_inputs, _batches, _pad, _param_spec, _qoi_tensor, _row_params
+from ._core import _as_inputs, _batches, _param_spec, _qoi_tensor, _row_params
 
 
 def _linear_twin(op: Any, args: tuple) -> Any:
@@ -217,7 +218,7 @@ def full_grad(
     post = _postprocess if normalize else np.abs
     for a, b in _batches(n, batch_size):
         params = _row_params(qoi, np.arange(a, b), batch_size)
-        grads, q = gradients(tf.constant(_pad(values[a:b], batch_size)), params)
+        grads, q = gradients(tf.constant(pad_rows(values[a:b], batch_size)), params)
         rows = b - a
         gx = np.asarray(grads[0], np.float64)[:rows]
         term = gx * values[a:b].astype(np.float64)

@@ -352,9 +352,7 @@ def _apply_rows(
             if fn is None:
                 out[start : start + k] = values(tf.convert_to_tensor(chunk)).numpy()
                 continue
-            if k < call:
-                chunk = np.concatenate([chunk, np.zeros((call - k, d), chunk.dtype)])
-            out[start : start + k] = fn(chunk).numpy()[:k]
+            out[start : start + k] = fn(_batching.pad_rows(chunk, call)).numpy()[:k]
     return out.reshape(block.shape)
 
 
