@@ -436,7 +436,7 @@ def bootstrap(
     by_layer: str | None = None,
     method: str | None = None,
     return_replicates: bool = False,
-    memory: int | None = None,
+    memory: int | str | None = None,
     progress: bool | None = None,
     **options: Any,
 ) -> xr.Dataset:
@@ -485,8 +485,9 @@ def bootstrap(
         ``by_layer`` "median", "max", "min", and for ``over="transformation"``.
     return_replicates : bool, default False
         Also return the replicates (dim ``replicate``).
-    memory : int, optional
-        Bytes the vectorised path may hold for the replicates' sums (default 1 GiB). Every
+    memory : int or str, optional
+        Bytes (or a size such as ``"2GB"``; at least 1 MiB) the vectorised path may hold for
+        the replicates' sums (default 1 GiB). Every
         replicate's SV needs float64 sums over (T, U) until the last block is read, so the
         replicates are computed in passes of as many as fit (about 32 T U bytes each): one pass
         over the cube when they all fit, more otherwise (a model-backed lazy cube then reruns

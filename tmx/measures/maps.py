@@ -299,7 +299,7 @@ def equivariance_map(
     ridge: float = 1e-6,
     test_size: float = 0.25,
     seed: int = 0,
-    memory: int = 2**30,
+    memory: int | str = 2**30,
 ) -> xr.Dataset:
     """Learned equivariance (Lenc & Vedaldi 2015, 2019): per transformation j, the linear map
     M_j (and bias b_j) with a(g_j x) ≈ M_j a(x) + b_j for one layer, fitted by ridge regression
@@ -333,8 +333,9 @@ def equivariance_map(
         The fraction of samples held out for R² (at least 2 on each side).
     seed : int, default 0
         Seed of the split.
-    memory : int, default 1 GiB
-        Refuse the call when the float64 moments would exceed it.
+    memory : int or str, default 1 GiB
+        Bytes (or a size such as ``"2GB"``); refuse the call when the float64 moments would
+        exceed it.
 
     Returns
     -------
@@ -467,7 +468,7 @@ def equivalence(
     ridge: float = 1e-6,
     test_size: float = 0.25,
     seed: int = 0,
-    memory: int = 2**30,
+    memory: int | str = 2**30,
 ) -> xr.Dataset:
     """Learned equivalence (Lenc & Vedaldi 2015, 2019): the linear map E (and bias b) with
     b(x) ≈ E a(x) + b from the activations a of ``layer_a`` (of ``cube_a``) to those of

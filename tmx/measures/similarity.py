@@ -488,7 +488,7 @@ def cka(
     batch_size: int = 256,
     epochs: int = 1,
     seed: int = 0,
-    memory: int = 2**30,
+    memory: int | str = 2**30,
 ) -> xr.DataArray:
     """CKA between every pair of layers of one cube, or of two cubes on the same samples.
 
@@ -521,8 +521,9 @@ def cka(
     batch_size, epochs, seed : int
         Minibatch size k (≥ 4), number of passes over a fresh seeded permutation of the rows,
         and the seed (epoch e uses ``np.random.default_rng([seed, e])``).
-    memory : int, default 2**30
-        Bytes the computation may hold; beyond it the full estimators are refused.
+    memory : int or str, default 2**30
+        Bytes the computation may hold (or a size such as ``"2GB"``; at least 1 MiB); beyond
+        it the full estimators are refused.
 
     Returns
     -------
@@ -645,7 +646,7 @@ def cka_invariance(
     batch_size: int = 256,
     epochs: int = 1,
     seed: int = 0,
-    memory: int = 2**30,
+    memory: int | str = 2**30,
 ) -> xr.DataArray:
     """Invariance as similarity: per layer and transformation j, the CKA over samples between
     the layer's activations at j (a(g_j x)) and at the ``reference`` transformation (a(x)).
