@@ -35,6 +35,7 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ import numpy as np
 import xarray as xr
 from keras import tree
 
+from ._memo import memo, per_object
 from ._validate import _describe, choice
 
 __all__ = [
@@ -196,7 +198,9 @@ def _inner_graph(op: Any) -> Any:
 
 
 def _model_graph(model: keras.Model) -> Any:
-    """The graph of a functional or built Sequential model; None for a subclassed model."""
+    """The graph of a functional or built Sequential model; for a subclassed model, the graph
+    of its inner layers traced on a symbolic input (``_traced``), or None when its call
+    cannot be traced."""
     if isinstance(model, keras.Sequential):
         graph = getattr(model, "_functional", None)
         if graph is None:
@@ -206,7 +210,47 @@ def _model_graph(model: keras.Model) -> Any:
                 "once on data"
             )
         return graph
-    return _inner_graph(model)
+    graph = _inner_graph(model)
+    if graph is None and isinstance(model, keras.Model):
+        graph = _traced(model)[0]
+    return graph
+
+
+_traced_graphs = per_object()
+
+
+def _traced(model: keras.Model) -> tuple[Any, str]:
+    """(graph, reason): a functional model whose layers are the inner layers of the subclassed
+    ``model``, built by running ``model.call`` once on a symbolic ``keras.Input`` (each inner
+    layer call records a node, as in any functional model; the layers and their weights are
+    the model's own), or (None, why not) when the call cannot run on symbolic tensors
+    (Python control flow on values, a model not built on one input...). Memoised per model."""
+
+    def trace() -> tuple[Any, str]:
+        try:
+            x = _subclassed_input(model)
+        except ValueError as exc:
+            return None, str(exc)
+        try:
+            y = model.call(x)
+            graph = keras.Model(x, y, name=model.name)
+        except Exception as exc:  # any failure of user code on symbolic tensors
+            return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        if not graph.layers or all(_is_input_layer(layer) for layer in graph.layers):
+            return None, "its call uses no layer"
+        return graph, ""
+
+    return memo(_traced_graphs, model, "graph", trace)
+
+
+def _lookup_model(model: keras.Model) -> keras.Model:
+    """The model whose ``layers`` descriptors refer to: ``model`` itself, or the traced graph
+    of a subclassed model (``_traced``), whose layers start with its ``InputLayer`` as a
+    functional model's do."""
+    if isinstance(model, keras.Sequential) or _inner_graph(model) is not None:
+        return model
+    graph = _traced(model)[0] if isinstance(model, keras.Model) else None
+    return model if graph is None else graph
 
 
 def _nodes_by_op(graph: Any) -> dict[int, list[Any]]:
@@ -570,7 +614,7 @@ def layer_names(model: keras.Model) -> list[str]:
     they are the layers found by walking ``model.layers`` (usable with ``find_layer``, not
     as endpoints).
     """
-    model = _require_model(model)
+    model = _lookup_model(_require_model(model))
     graph = _model_graph(model)
     if graph is None:
         return ["/".join(p) for p, _ in _walk_layers(model)]
@@ -835,7 +879,10 @@ def resolve(model: Any, endpoints: Any, *, safe_mode: bool = True) -> list[Endpo
     ----------
     model : keras.Model or str or os.PathLike
         A functional or built Sequential model, or the path of a ``.keras`` file (loaded with
-        ``load_model``). A subclassed model only has the endpoint ``-1``, its output.
+        ``load_model``). A subclassed model is traced: its ``call`` runs once on a symbolic
+        input, and the inner layers it calls are endpoints as a functional model's layers are
+        (integer indices count in that traced graph, its ``InputLayer`` first); when the call
+        cannot be traced (Python control flow on values), only ``-1``, its output.
     endpoints : list or descriptor
         A list of endpoint descriptors (see the module docstring), or one descriptor. A tuple
         is always one path descriptor, never a list of endpoints.
@@ -857,8 +904,22 @@ def resolve(model: Any, endpoints: Any, *, safe_mode: bool = True) -> list[Endpo
     return [e for e, _ in _resolve(load_model(model, safe_mode=safe_mode), endpoints)]
 
 
+def _traced_output_names(graph: Any) -> list[str]:
+    """The operations (layers or ``keras.ops`` calls) that give a traced graph's outputs."""
+    return [t._keras_history.operation.name for t in tree.flatten(graph.outputs)]
+
+
 def _resolve(model: keras.Model, endpoints: Any) -> list[tuple[Endpoint, Any]]:
     descs = _as_list(endpoints)
+    traced = _lookup_model(model)
+    if traced is not model:
+        # -1 keeps meaning a subclassed model's output, whatever op computes it
+        last = _traced_output_names(traced)[0]
+        descs = [
+            last if isinstance(d, numbers.Integral) and not isinstance(d, bool) and d == -1 else d
+            for d in descs
+        ]
+        model = traced
     graph = _model_graph(model)
     if graph is None:
         return [(_subclassed_endpoint(model, descs), None)]
@@ -882,12 +943,26 @@ def default_endpoints(model: keras.Model) -> list:
     counts as one layer (its output). A layer called several times gives one dict descriptor
     per call, and a layer with several outputs one per output; other layers give their name.
     ``keras.ops`` calls of a functional graph are not layers and are left out (name them
-    explicitly if needed). For a subclassed model this is ``[-1]``, its output. This is what the
+    explicitly if needed). A subclassed model is traced (see ``resolve``) and gives its inner
+    layers' outputs the same way, followed by its output when a ``keras.ops`` call computes
+    it; one whose call cannot be traced gives ``[-1]``, its output,
+    with a ``UserWarning`` that says how to record more. This is what the
     activation cube uses when ``layers=None``.
     """
-    model = _require_model(model)
+    given = _require_model(model)
+    model = _lookup_model(given)
+    traced = model is not given
     graph = _model_graph(model)
     if graph is None:
+        warnings.warn(
+            f"model {model.name!r} is a subclassed model whose call could not be traced on a "
+            f"symbolic input ({_traced(model)[1]}), so only its output (endpoint -1) is "
+            "recorded. To record its layers, write the model functionally "
+            "(keras.Model(inputs, outputs)); to keep its output only and silence this warning, "
+            "pass layers=[-1]",
+            UserWarning,
+            stacklevel=3,
+        )
         return [-1]
     by_op = _nodes_by_op(graph)
     out: list = []
@@ -905,6 +980,10 @@ def default_endpoints(model: keras.Model) -> list:
                     if n_out > 1:
                         desc["index"] = i
                     out.append(desc)
+    if traced:
+        # a subclassed model's output may come from a keras.ops call, not a layer: keep it
+        layers = {layer.name for layer in model.layers}
+        out.extend(n for n in _traced_output_names(graph) if n not in layers)
     return out
 
 
@@ -1004,8 +1083,8 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
     Parameters
     ----------
     model : keras.Model or str or os.PathLike
-        A functional or built Sequential model (or a ``.keras`` path). For a subclassed model
-        only the endpoint ``-1`` (its output) is accepted.
+        A functional or built Sequential model (or a ``.keras`` path), or a subclassed model
+        (traced, see ``resolve``; only the endpoint ``-1`` when its call cannot be traced).
     endpoints : list or descriptor
         Endpoint descriptors, see ``resolve``.
     safe_mode : bool, default True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -71,7 +73,23 @@ def as_responses(data: Any, *, transformation: Any = None, name: str = "response
     data = data.transpose("sample", "unit")
     if "layer" not in data.coords:
         data = data.assign_coords(layer=("unit", np.full(data.sizes["unit"], "responses")))
-    return data
+    return loaded_coords(data)
+
+
+def loaded_coords(data: xr.DataArray) -> xr.DataArray:
+    """``data`` with its dask-backed coordinates (``DataArray.chunk`` and ``xr.open_zarr``
+    make every coordinate lazy) read into memory in one compute, the values left as they are:
+    the labels are small and read many times, each read a dask compute otherwise."""
+    lazy = [k for k, c in data.coords.items() if isinstance(c.variable._data, da.Array)]
+    if not lazy:
+        return data
+    values = dask.compute(*[data.coords[k].data for k in lazy])
+    return data.assign_coords(
+        {
+            k: (data.coords[k].dims, v, data.coords[k].attrs)
+            for k, v in zip(lazy, values, strict=True)
+        }
+    )
 
 
 def layers_of(responses: xr.DataArray) -> list[str]:

@@ -30,7 +30,7 @@ from sklearn import config_context
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from .._validate import str_array
-from ._common import as_responses, load_block, sample_slices, select_layers
+from ._common import as_responses, load_block, loaded_coords, sample_slices, select_layers
 
 __all__ = ["METHODS", "reduce"]
 
@@ -161,7 +161,7 @@ def _responses(responses: Any, transformation: Any) -> xr.DataArray:
         and responses.dims == ("sample", "unit")
         and "layer" in responses.coords
     ):
-        return responses
+        return loaded_coords(responses)
     return as_responses(responses, transformation=transformation)
 
 
