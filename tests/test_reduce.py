@@ -76,7 +76,7 @@ def test_pca_matches_sklearn_and_closed_form() -> None:
     np.testing.assert_array_equal(out["label"].values, np.arange(60) % 3)
     assert out["explained_variance_ratio"].dims == ("layer", "component")
     assert "explained_variance_ratio" not in out.indexes
-    assert out.attrs == {"method": "pca", "dims": 3, "seed": 5}
+    assert out.attrs == {"method": "pca", "n_components": 3, "seed": 5}
     for name in ("a", "b"):
         x = _cols(values, name)
         model = PCA(n_components=3, random_state=5)
@@ -109,7 +109,7 @@ def test_incremental_pca_matches_partial_fit_on_the_same_chunks() -> None:
     values = _values(60, 2)
     # the 2-row chunk is merged into the next one: partial_fit needs >= dims rows
     out = reduce(_responses(values, chunks=(2, 13, 5, 40)), "incremental_pca", 3)
-    assert out.attrs == {"method": "incremental_pca", "dims": 3, "seed": 0,
+    assert out.attrs == {"method": "incremental_pca", "n_components": 3, "seed": 0,
                          "batch_size": "dask chunks"}  # fmt: skip
     blocks = [slice(0, 15), slice(15, 20), slice(20, 60)]
     for name in ("a", "b"):
@@ -238,7 +238,7 @@ def test_tsne_matches_sklearn_and_small_sample_defaults() -> None:
     # default perplexity min(30, (n - 1) / 3): every other sample is a neighbour candidate
     assert out.attrs == {
         "method": "tsne",
-        "dims": 2,
+        "n_components": 2,
         "seed": 3,
         "max_iter": 250,
         "perplexity": pytest.approx(59 / 3),
@@ -279,7 +279,7 @@ def test_umap_matches_umap_learn() -> None:
     assert not [w for w in caught if "n_neighbors" in str(w.message) or "n_jobs" in str(w.message)]
     assert out.attrs == {
         "method": "umap",
-        "dims": 2,
+        "n_components": 2,
         "seed": 1,
         "min_dist": 0.2,
         "n_neighbors": 15,
@@ -304,7 +304,7 @@ def test_pacmap_matches_pacmap(caplog: pytest.LogCaptureFixture) -> None:
         few = reduce(_responses(values[:12]), "pacmap", 2, seed=2, layers=["b"])
     assert not [r for r in caplog.records if "reorganized" in r.getMessage()]
     assert not [r for r in caplog.records if "will be reduced" in r.getMessage()]
-    assert out.attrs == {"method": "pacmap", "dims": 2, "seed": 2, "n_neighbors": 10}
+    assert out.attrs == {"method": "pacmap", "n_components": 2, "seed": 2, "n_neighbors": 10}
     for name in ("a", "b"):
         exp = pacmap.PaCMAP(n_components=2, random_state=2).fit_transform(_cols(values, name))
         np.testing.assert_allclose(out.sel(layer=name).values, exp, rtol=0, atol=1e-6)
@@ -360,9 +360,9 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="projection methods"):
         reduce(responses, "mds")
     for bad in (0, 2.0, True, "2"):
-        with pytest.raises(ValueError, match="dims"):
+        with pytest.raises(ValueError, match="n_components"):
             reduce(responses, "pca", bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="dims=5 exceeds the 4 units of layer 'a'"):
+    with pytest.raises(ValueError, match="n_components=5 exceeds the 4 units of layer 'a'"):
         reduce(responses, "pca", 5)
     assert reduce(responses, "pca", 5, layers=["b"]).sizes["component"] == 5
     with pytest.raises(ValueError, match=r"unknown layers \['zzz'\].*\['a', 'b'\]"):
@@ -377,10 +377,8 @@ def test_errors() -> None:
         reduce(responses, seed=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size is only used"):
         reduce(responses, "pca", batch_size=10)
-    with pytest.raises(ValueError, match="batch_size must be >= dims=3"):
+    with pytest.raises(ValueError, match="batch_size must be >= n_components=3"):
         reduce(responses, "incremental_pca", 3, batch_size=2)
-    with pytest.raises(ValueError, match="n_components"):
-        reduce(responses, "pca", n_components=3)
     with pytest.raises(ValueError, match="random_state"):
         reduce(responses, "tsne", random_state=3)
     bad = values.copy()
@@ -399,7 +397,7 @@ def test_options_and_attrs_are_serialisable() -> None:
     out = reduce(_responses(values), "pca", 2, seed=None, whiten=True, svd_solver="full")
     assert out.attrs == {
         "method": "pca",
-        "dims": 2,
+        "n_components": 2,
         "seed": "None",
         "whiten": "True",
         "svd_solver": "full",
@@ -408,3 +406,14 @@ def test_options_and_attrs_are_serialisable() -> None:
     np.testing.assert_allclose(out.sel(layer="a").values, exp, rtol=0, atol=1e-10)
     back = xr.open_dataset(out.to_dataset().to_netcdf(engine="scipy"), engine="scipy")
     xr.testing.assert_identical(back["projection"], out)
+
+
+def test_dims_is_a_deprecated_alias_of_n_components() -> None:
+    responses = _responses(_values(20, 12))
+    new = reduce(responses, "pca", n_components=3)
+    with pytest.warns(DeprecationWarning, match=r"dims= is deprecated.*n_components="):
+        old = reduce(responses, "pca", dims=3)
+    np.testing.assert_array_equal(old.values, new.values)
+    assert old.attrs == new.attrs and old.sizes["component"] == 3
+    with pytest.raises(TypeError, match="both dims="):
+        reduce(responses, "pca", 3, dims=3)

@@ -29,6 +29,7 @@ import xarray as xr
 from sklearn import config_context
 from sklearn.decomposition import PCA, IncrementalPCA
 
+from .. import _deprecation
 from .._validate import str_array
 from ._common import as_responses, load_block, loaded_coords, sample_slices, select_layers
 
@@ -37,8 +38,7 @@ __all__ = ["METHODS", "reduce"]
 METHODS = ("pca", "incremental_pca", "tsne", "umap", "pacmap")
 _PCA_TYPES = ("pca", "incremental_pca")
 _OPTIONAL = {"umap": ("umap", "umap-learn"), "pacmap": ("pacmap", "pacmap")}
-_RESERVED = ("n_components", "random_state")
-_ATTRS = ("method", "dims", "seed")
+_ATTRS = ("method", "n_components", "seed")
 _MIN_BATCH = 1024
 _LOAD_ONCE_BYTES = 512 * 2**20  # float64 bytes of all layers' blocks computed in one dask pass
 _TSNE_PERPLEXITY = 30.0
@@ -203,15 +203,16 @@ def _incremental(
 def reduce(
     responses: Any,
     method: str = "pca",
-    dims: int = 2,
+    n_components: int = 2,
     *,
     layers: list[str] | None = None,
     transformation: Any = None,
     seed: int | None = 0,
     batch_size: int | None = None,
+    dims: Any = _deprecation.UNSET,
     **options: Any,
 ) -> xr.DataArray:
-    """Reduce each layer's responses to ``dims`` components.
+    """Reduce each layer's responses to ``n_components`` components.
 
     Per layer, the ``(sample, unit)`` responses ``X`` of that layer's units are mapped to
     ``(sample, dims)``:
@@ -255,9 +256,9 @@ def reduce(
         ``(sample, transformation, unit)``; numpy- or dask-backed (same results).
     method : {"pca", "incremental_pca", "tsne", "umap", "pacmap"}, default "pca"
         The reduction.
-    dims : int, default 2
-        Components per layer: ``1 <= dims <=`` the units of every selected layer and ``<=`` the
-        number of samples.
+    n_components : int, default 2
+        Components per layer (written ``dims`` below): ``1 <= dims <=`` the units of every
+        selected layer and ``<=`` the number of samples.
     layers : list of str, optional
         Layers to reduce (default: all, in order of first appearance).
     transformation : None, int or "stack", optional
@@ -272,9 +273,11 @@ def reduce(
         numbers, whatever the backend. Chunks with fewer than ``dims`` rows (IncrementalPCA
         needs ``dims`` rows per ``partial_fit``) are merged into the next one, the last into
         the previous one.
+    dims : int
+        Deprecated name of ``n_components`` (warns).
     **options
         Further keyword arguments of the estimator's constructor (not ``n_components`` nor
-        ``random_state``: use ``dims`` and ``seed``).
+        ``random_state``: use ``n_components`` and ``seed``).
 
     Returns
     -------
@@ -282,10 +285,10 @@ def reduce(
         ``projection`` with dims ``(sample, layer, component)``, float64. Coordinates: the
         sample coordinates of the responses (``sample``, ``label``, ``source_sample``, ...),
         ``layer`` (str) and ``component`` (0 .. dims - 1); for ``"pca"`` and
-        ``"incremental_pca"`` also ``explained_variance_ratio`` (layer, component). Attributes
-        ``method``, ``dims``, ``seed`` (``"None"`` when unset) and every option passed to the
-        estimator, defaults included (ints, floats and strings as they are, anything else as
-        a string; an option named like one of the first three is stored as
+        ``"incremental_pca"`` also ``explained_variance_ratio`` (layer, component).
+        Attributes ``method``, ``n_components``, ``seed`` (``"None"`` when unset) and every
+        option passed to the estimator, defaults included (ints, floats and strings as they
+        are, anything else as a string; an option named like one of the first three is stored as
         ``<method>_<name>``, e.g. ``tsne_method``). ``"incremental_pca"`` records
         ``batch_size``: the rows per block, or ``"dask chunks"``.
 
@@ -294,8 +297,7 @@ def reduce(
     ValueError
         On an unknown method, ``dims`` not an int in range, an unknown layer, too few samples
         for the method, non-finite responses (naming the layer), a bad ``batch_size`` or
-        ``batch_size`` with another method, a bad ``seed``, or ``n_components`` /
-        ``random_state`` in ``options``.
+        ``batch_size`` with another method, a bad ``seed``, or ``random_state`` in ``options``.
     ImportError
         When ``method`` is ``"umap"`` or ``"pacmap"`` and its optional package is missing.
 
@@ -313,13 +315,14 @@ def reduce(
     work: an empirical approach to deciphering t-SNE, UMAP, TriMap, and PaCMAP for data
     visualization", *JMLR* 22, 2021.
     """
+    n_components = _deprecation.renamed("reduce", "dims", "n_components", dims, n_components, 2)
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of the projection methods {METHODS}; got {method!r}")
-    if isinstance(dims, bool) or not isinstance(dims, Integral):
-        raise ValueError(f"dims must be an int >= 1; got {dims!r}")
-    dims = int(dims)
+    if isinstance(n_components, bool) or not isinstance(n_components, Integral):
+        raise ValueError(f"n_components must be an int >= 1; got {n_components!r}")
+    dims = int(n_components)
     if dims < 1:
-        raise ValueError(f"dims must be >= 1; got {dims}")
+        raise ValueError(f"n_components must be >= 1; got {dims}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
         raise ValueError(f"seed must be None or an int; got {seed!r}")
     seed = None if seed is None else int(seed)
@@ -329,16 +332,14 @@ def reduce(
                 f'batch_size is only used by method="incremental_pca"; got method={method!r}'
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
-            raise ValueError(f"batch_size must be None or an int >= dims; got {batch_size!r}")
+            raise ValueError(
+                f"batch_size must be None or an int >= n_components; got {batch_size!r}"
+            )
         batch_size = int(batch_size)
         if batch_size < dims:
-            raise ValueError(f"batch_size must be >= dims={dims}; got {batch_size}")
-    reserved = [key for key in _RESERVED if key in options]
-    if reserved:
-        raise ValueError(
-            f"options must not set {reserved}: the number of components is dims= and the "
-            "random state is seed="
-        )
+            raise ValueError(f"batch_size must be >= n_components={dims}; got {batch_size}")
+    if "random_state" in options:
+        raise ValueError("options must not set random_state: the random state is seed=")
 
     data = _responses(responses, transformation)
     chosen = select_layers(data, layers)
@@ -349,12 +350,12 @@ def reduce(
     for layer in chosen:
         if dims > positions[layer].size:
             raise ValueError(
-                f"dims={dims} exceeds the {positions[layer].size} units of layer {layer!r}"
+                f"n_components={dims} exceeds the {positions[layer].size} units of layer {layer!r}"
             )
     need = _min_samples(method, dims)
     if n < need:
         raise ValueError(
-            f'method="{method}" with dims={dims} needs at least {need} samples; got {n}'
+            f'method="{method}" with n_components={dims} needs at least {need} samples; got {n}'
         )
 
     module: Any = _optional(method) if method in _OPTIONAL else None
@@ -413,7 +414,7 @@ def reduce(
     coords = xr.Coordinates(variables, indexes=indexes)
     attrs: dict[str, Any] = {
         "method": method,
-        "dims": dims,
+        "n_components": dims,
         "seed": "None" if seed is None else seed,
     }
     for key, value in record.items():
