@@ -26,8 +26,9 @@ $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict --site-dir site
 
+# `tmx demo`: the command line (`tmx run`) on the embedded digits and CNN, plus the demo's measures.
 demo: $(VENV)/.installed-run
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m tmx.demo
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/tmx demo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check tmx tests benchmarks examples

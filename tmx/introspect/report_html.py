@@ -210,6 +210,74 @@ def _clusters_table(report: xr.Dataset, layer: str, limit: int = 20) -> str:
     )
 
 
+def layer_sections(
+    report: xr.Dataset, pics: np.ndarray | None, chosen: list[str], top: int, level: int = 2
+) -> list[str]:
+    """The HTML sections of the chosen layers of a report (scatter, familiar samples,
+    near-duplicates); ``pics`` are checked images (``_check_images``) or None. ``level`` is the
+    heading level of a layer's title (its sub-headings are one level below)."""
+    samples = report["sample"].values
+    labels = report["label"].values if "label" in report.coords else None
+    body: list[str] = []
+    for layer in chosen:
+        xy = report["projection"].sel(layer=layer).transpose("sample", "component").values
+        fam = report["familiarity"].sel(layer=layer).values
+        cl = report["duplicate_cluster"].sel(layer=layer).values
+        fills: dict[str, list[str]] = {}
+        legends = []
+        if labels is not None:
+            fills["label"], legend = _categorical(labels)
+            content = "".join(
+                f'<span><i style="background:{c}"></i>{html.escape(str(v))}</span>'
+                for v, c in legend.items()
+            )
+            legends.append(("label", content))
+        fills["familiarity"], (lo, hi) = _continuous(fam)
+        legends.append(
+            (
+                "familiarity",
+                f"<span>viridis: dark = less familiar ({lo:.4g}), yellow = more ({hi:.4g})</span>",
+            )
+        )
+        fills["cluster"] = ["#cccccc" if c < 0 else "#d62728" for c in cl]
+        legends.append(
+            (
+                "cluster",
+                '<span><i style="background:#d62728"></i>near-duplicate</span>'
+                '<span><i style="background:#cccccc"></i>other</span>',
+            )
+        )
+        tips = [
+            f"sample {samples[i]}"
+            + (f", label {labels[i]}" if labels is not None else "")
+            + f", familiarity {fam[i]:.4g}"
+            + (f", duplicate cluster {cl[i]}" if cl[i] >= 0 else "")
+            for i in range(samples.size)
+        ]
+        options = "".join(f'<option value="{k}">{k}</option>' for k in fills)
+        first = next(iter(fills))
+        order = np.argsort(np.where(np.isfinite(fam), fam, -np.inf), kind="stable")
+        k = min(int(top), order.size)
+        body += [
+            f'<section class="layer" id="layer-{html.escape(layer)}">',
+            f"<h{level}>Layer {html.escape(layer)}</h{level}>",
+            '<div class="row"><div>',
+            f'<div><label>colour by <select class="colour-by" data-layer="{html.escape(layer)}">'
+            f"{options}</select></label></div>",
+            _scatter(layer, xy, fills, tips),
+            "".join(_legend_html(layer, by, c, by == first) for by, c in legends),
+            "</div><div>",
+            f"<h{level + 1}>Most familiar ({k})</h{level + 1}>",
+            _thumbs(order[::-1][:k], report, layer, pics),
+            f"<h{level + 1}>Least familiar ({k})</h{level + 1}>",
+            _thumbs(order[:k], report, layer, pics),
+            f"<h{level + 1}>Near-duplicates</h{level + 1}>",
+            _clusters_table(report, layer),
+            "</div></div></section>",
+        ]
+    return body
+
+
 def report_html(
     report: xr.Dataset,
     path: str | os.PathLike[str] | None = None,
@@ -262,8 +330,6 @@ def report_html(
         raise ValueError(f"unknown layers {unknown}; the report has {all_layers}")
     title = title or str(report.attrs.get("title", "tmx data set report"))
 
-    samples = report["sample"].values
-    labels = report["label"].values if "label" in report.coords else None
     meta = {k: v for k, v in report.attrs.items() if k != "title"}
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -271,63 +337,8 @@ def report_html(
         f"{html.escape(', '.join(all_layers))}</p>",
         f'<details class="meta"><summary>How it was computed</summary><pre>'
         f"{html.escape(json.dumps(meta, indent=1, default=str))}</pre></details>",
+        *layer_sections(report, pics, chosen, top),
     ]
-    for layer in chosen:
-        xy = report["projection"].sel(layer=layer).transpose("sample", "component").values
-        fam = report["familiarity"].sel(layer=layer).values
-        cl = report["duplicate_cluster"].sel(layer=layer).values
-        fills: dict[str, list[str]] = {}
-        legends = []
-        if labels is not None:
-            fills["label"], legend = _categorical(labels)
-            content = "".join(
-                f'<span><i style="background:{c}"></i>{html.escape(str(v))}</span>'
-                for v, c in legend.items()
-            )
-            legends.append(("label", content))
-        fills["familiarity"], (lo, hi) = _continuous(fam)
-        legends.append(
-            (
-                "familiarity",
-                f"<span>viridis: dark = less familiar ({lo:.4g}), yellow = more ({hi:.4g})</span>",
-            )
-        )
-        fills["cluster"] = ["#cccccc" if c < 0 else "#d62728" for c in cl]
-        legends.append(
-            (
-                "cluster",
-                '<span><i style="background:#d62728"></i>near-duplicate</span>'
-                '<span><i style="background:#cccccc"></i>other</span>',
-            )
-        )
-        tips = [
-            f"sample {samples[i]}"
-            + (f", label {labels[i]}" if labels is not None else "")
-            + f", familiarity {fam[i]:.4g}"
-            + (f", duplicate cluster {cl[i]}" if cl[i] >= 0 else "")
-            for i in range(samples.size)
-        ]
-        options = "".join(f'<option value="{k}">{k}</option>' for k in fills)
-        first = next(iter(fills))
-        order = np.argsort(np.where(np.isfinite(fam), fam, -np.inf), kind="stable")
-        k = min(int(top), order.size)
-        body += [
-            f'<section class="layer" id="layer-{html.escape(layer)}">',
-            f"<h2>Layer {html.escape(layer)}</h2>",
-            '<div class="row"><div>',
-            f'<div><label>colour by <select class="colour-by" data-layer="{html.escape(layer)}">'
-            f"{options}</select></label></div>",
-            _scatter(layer, xy, fills, tips),
-            "".join(_legend_html(layer, by, c, by == first) for by, c in legends),
-            "</div><div>",
-            f"<h3>Most familiar ({k})</h3>",
-            _thumbs(order[::-1][:k], report, layer, pics),
-            f"<h3>Least familiar ({k})</h3>",
-            _thumbs(order[:k], report, layer, pics),
-            "<h3>Near-duplicates</h3>",
-            _clusters_table(report, layer),
-            "</div></div></section>",
-        ]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
