@@ -46,7 +46,7 @@ format: $(VENV)/.installed-test
 # seed package, netlens, gyoza) run when their venvs exist: python -m benchmarks.introspect
 # --setup-dnikit, python -m benchmarks.seed_package --setup and python -m benchmarks.flows
 # --setup-gyoza create three of them (netlens: see benchmarks/attribution.py).
-BENCHMARKS ?= transforms cube measures distances bootstrap introspect seed_package memory attribution flows scale coverage
+BENCHMARKS ?= transforms cube store measures distances bootstrap introspect seed_package memory attribution flows scale coverage
 bench: $(VENV)/.installed-test
 	for b in $(BENCHMARKS); do \
 		echo "== benchmarks.$$b"; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m benchmarks.$$b || exit 1; \

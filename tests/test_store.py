@@ -178,7 +178,7 @@ def test_round_trip_is_identical_lazy_and_chunked_like_the_store(tmp_path):
     group_meta = json.loads((tmp_path / "c.zarr" / "zarr.json").read_text())
     assert group_meta["zarr_format"] == 3
     assert group_meta["attributes"]["tmx_format"] == "cube"
-    assert group_meta["attributes"]["tmx_format_version"] == 1
+    assert group_meta["attributes"]["tmx_format_version"] == 2
     assert group_meta["attributes"]["tmx_complete"] is True
     data_meta = json.loads((tmp_path / "c.zarr" / "activation" / "zarr.json").read_text())
     assert data_meta["zarr_format"] == 3
@@ -372,8 +372,12 @@ def test_a_killed_save_is_refused_then_resumed(tmp_path):
         tmx_open(path)
     done = zarr.open_group(str(path), mode="r")[tstore.DONE_NAME][...]
     assert not done[2, 0, 0]
+    # the killed save left its lock: reported, never broken silently
+    with pytest.raises(tstore.StoreLockedError, match="no longer running") as err:
+        save(_lazy_cube(), path, resume=True)
+    assert err.value.stale
     counter = Counter()
-    save(_lazy_cube(counter=counter), path, resume=True)
+    save(_lazy_cube(counter=counter), path, resume=True, break_lock=True)
     assert sorted(counter.calls) == sorted(tuple(map(int, i)) for i in np.argwhere(~done))
     xr.testing.assert_identical(tmx_open(path).compute(), _expected(_lazy_cube()))
 
@@ -606,10 +610,10 @@ def test_open_refuses_unsafe_dtypes_codecs_and_tampering(tmp_path):
 def test_open_refuses_wrong_version_and_bad_fingerprint(tmp_path):
     path = tmp_path / "c.zarr"
     save(_lazy_cube(), path)
-    _set_group_attr(path, "tmx_format_version", 2)
-    with pytest.raises(ValueError, match="tmx_format_version 2"):
+    _set_group_attr(path, "tmx_format_version", 3)
+    with pytest.raises(ValueError, match="tmx_format_version 3"):
         tmx_open(path)
-    _set_group_attr(path, "tmx_format_version", 1)
+    _set_group_attr(path, "tmx_format_version", 2)
     _set_group_attr(path, "tmx_fingerprint", "0" * 64)
     with pytest.raises(ValueError, match="does not match tmx_fingerprint"):
         tmx_open(path)

@@ -28,7 +28,7 @@ from .measures import (
     transformation_distance,
     transformation_variance,
 )
-from .store import open, save
+from .store import open, save, verify
 from .transforms import TransformationSet
 
 __all__ = [
@@ -67,4 +67,5 @@ __all__ = [
     "transformation_distance",
     "transformation_variance",
     "transforms",
+    "verify",
 ]

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import math
 import os
+import re
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -91,6 +94,10 @@ class ForwardRunner:
     compiled shapes) and the padding dropped. Thread-safe: the threaded scheduler shares one
     instance. With ``progress``, a bar counts the blocks done out of ``total_blocks``.
 
+    With ``check_finite`` (the default), each input block is checked for NaN and ±inf before
+    it runs, and a ``ValueError`` names the samples (a compiled pass would turn them into
+    ordinary numbers).
+
     ``batches``, ``images`` and ``blocks`` count the forward batches run, the images (padding
     included) and the blocks that went through this instance; ``ForwardRunner.loads`` counts
     models loaded from bytes in this process (diagnostics: on a cluster, at most one per worker
@@ -115,6 +122,7 @@ class ForwardRunner:
         safe_mode: bool = True,
         progress: bool = False,
         total_blocks: int = 0,
+        check_finite: bool = True,
     ) -> None:
         self._model = model
         self._bytes: bytes | None = None
@@ -129,6 +137,7 @@ class ForwardRunner:
         self.blocks = 0
         self.progress = progress
         self.total_blocks = total_blocks
+        self.check_finite = check_finite
         self._bar: Any = None
 
     # pickling: the model travels as .keras bytes, compiled functions are rebuilt on arrival
@@ -248,6 +257,8 @@ class ForwardRunner:
         4 samples' images, not a whole batch's."""
         x_block = np.asarray(x_block, dtype=self.dtype)
         n, k = x_block.shape[0], len(indices)
+        if self.check_finite and x_block.dtype.kind in "fc":
+            _check_finite_block(x_block, sample_index)
         spb = self.samples_per_batch(k)
         out: np.ndarray | None = None
         for start, stop, rows in _batching.batches(n, spb):
@@ -301,9 +312,141 @@ def _slice_units(block: np.ndarray, start: int, stop: int) -> np.ndarray:
     return block[:, :, start:stop]
 
 
+def _sample_list(indices: Sequence[int], limit: int = 10) -> str:
+    """``3, 17, 40`` or ``3, 17, ... (25 in all)``."""
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown if len(indices) <= limit else f"{shown}, ... ({len(indices)} in all)"
+
+
+def _check_finite_block(x_block: np.ndarray, sample_index: np.ndarray) -> None:
+    """Raise when samples of an input block hold NaN or ±inf.
+
+    A compiled forward pass does not propagate NaN reliably (XLA's fused Conv2D + ReLU maps
+    NaN to 0, where an eager pass gives NaN), so a non-finite input would turn into ordinary
+    looking activations."""
+    n = x_block.shape[0]
+    finite = np.isfinite(x_block.reshape(n, -1)).all(axis=1)
+    if finite.all():
+        return
+    bad = np.asarray(sample_index)[~finite]
+    raise ValueError(
+        f"x: the samples at indices {_sample_list(list(bad))} hold NaN or infinite values "
+        f"(after conversion to {x_block.dtype}); a compiled forward pass does not carry them "
+        "through (a fused Conv2D + ReLU maps NaN to 0), so they would come out as ordinary "
+        "numbers. Clean or drop those samples, or pass check_finite=False to tmx.activations "
+        "to compute them anyway"
+    )
+
+
+# -- identity of the inputs, for tmx.save ------------------------------------------------------
+class InputDigests:
+    """The keys, in a cube's graph, of the sha256 of each input block (one per sample block).
+
+    ``tmx.activations`` adds one task per sample block that hashes the block of ``x`` the
+    forward pass of that block reads; nothing depends on them, so computing the cube never
+    runs them. ``tmx.save`` makes the write of every chunk depend on the digest of its sample
+    block, so a lazy ``x`` is read once for the forward pass and the digest together, and the
+    digest is recorded with the chunk (see ``input_digest_keys``)."""
+
+    __slots__ = ("__weakref__", "keys", "sample_chunks")
+
+    def __init__(self, keys: tuple[Any, ...], sample_chunks: tuple[int, ...]) -> None:
+        self.keys = keys
+        self.sample_chunks = sample_chunks
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (InputDigests, (self.keys, self.sample_chunks))
+
+
+# activation array name -> its InputDigests; the entry lives as long as the cube's graph (the
+# graph's digest tasks hold the object)
+_input_digests: weakref.WeakValueDictionary[str, InputDigests] = weakref.WeakValueDictionary()
+
+
+def input_digest_keys(data: Any) -> tuple[Any, ...] | None:
+    """Per sample block, the key in ``data``'s graph of the sha256 of that block's input.
+
+    ``data`` is the dask array of a cube built by ``tmx.activations`` (or any array with the
+    same name, hence the same graph: copies, attrs or coordinates changed). None for any other
+    array, including a cube rechunked or indexed since. Used by ``tmx.save``, which records
+    each digest with the chunks computed from that input block.
+    """
+    entry = _input_digests.get(getattr(data, "name", None))
+    if entry is None or tuple(data.chunks[0]) != entry.sample_chunks:
+        return None
+    return entry.keys
+
+
+def digest_input_block(block: Any, start: int) -> bytes:
+    """sha256 of one block of ``x`` starting at sample ``start`` (dtype, shape, position, bytes)."""
+    block = np.ascontiguousarray(np.asarray(block))
+    digest = hashlib.sha256(f"tmx-input|{block.dtype.str}|{block.shape}|{start}|".encode())
+    digest.update(memoryview(block).cast("B") if block.size else b"")
+    return digest.digest()
+
+
+def _input_digest(_owner: InputDigests, block: Any, start: int) -> bytes:
+    return digest_input_block(block, start)
+
+
+def _array_sha256(values: np.ndarray) -> str:
+    """sha256 of a whole in-memory ``x``: dtype, shape and bytes."""
+    values = np.ascontiguousarray(values)
+    digest = hashlib.sha256(f"tmx-x|{values.dtype.str}|{values.shape}|".encode())
+    digest.update(memoryview(values).cast("B") if values.size else b"")
+    return digest.hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(repr(v) for v in value)
+    # anything else by type and repr, without the memory addresses that change per process
+    text = f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+def _canonical(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, default=_json_default, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):  # non-str keys of mixed types, cycles
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _config_sha256(model: Any) -> str:
+    """sha256 of the model's architecture: its class, its ``get_config()`` and the class and
+    config of each of its layers, as canonical JSON (sorted keys).
+
+    Two models with the same weights but another layer, activation or connectivity get
+    different digests. A subclassed model whose ``call`` is not described by any config is
+    identified by its class and its layers' configs only."""
+
+    def config(obj: Any) -> Any:
+        try:
+            return obj.get_config()
+        except Exception:  # NotImplementedError for some subclassed models and layers
+            return None
+
+    description = {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "config": config(model),
+        "layers": [
+            [f"{type(layer).__module__}.{type(layer).__qualname__}", config(layer)]
+            for layer in getattr(model, "layers", [])
+        ],
+    }
+    return hashlib.sha256(_canonical(description).encode()).hexdigest()
+
+
 # -- inputs -------------------------------------------------------------------------------------
-def _as_dask_input(x: Any) -> tuple[da.Array, np.ndarray | None, np.ndarray | None]:
-    """(dask array, sample coordinate or None, label coordinate or None)."""
+def _as_dask_input(
+    x: Any,
+) -> tuple[da.Array, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(dask array, sample coordinate or None, label coordinate or None, the values when ``x``
+    is in memory or None when it is lazy)."""
     sample = label = None
     if isinstance(x, xr.DataArray):
         if "sample" not in x.dims:
@@ -316,12 +459,14 @@ def _as_dask_input(x: Any) -> tuple[da.Array, np.ndarray | None, np.ndarray | No
         data = x.data
     else:
         data = x
+    values = None
     if isinstance(data, da.Array):
         arr = data
     elif type(data).__module__.startswith("zarr"):
         arr = da.from_zarr(data)
     elif isinstance(data, np.ndarray) or hasattr(data, "__array__"):
-        arr = da.from_array(np.asarray(data), chunks=-1)
+        values = np.asarray(data)
+        arr = da.from_array(values, chunks=-1)
     else:
         raise ValueError(
             "x must be a numpy array, an xr.DataArray with a 'sample' dim, a dask array or a "
@@ -333,7 +478,11 @@ def _as_dask_input(x: Any) -> tuple[da.Array, np.ndarray | None, np.ndarray | No
         )
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"x must be numeric; got dtype {arr.dtype}")
-    return arr, sample, label
+    if arr.shape[0] == 0:
+        raise ValueError(
+            f"x has no samples (shape {tuple(arr.shape)}); a cube needs at least one sample"
+        )
+    return arr, sample, label, values
 
 
 def _weights_sha256(model: Any) -> str:
@@ -428,6 +577,7 @@ def activations(
     labels: Sequence[Any] | np.ndarray | None = None,
     progress: bool | None = None,
     safe_mode: bool = True,
+    check_finite: bool = True,
 ) -> xr.DataArray:
     """The lazy activation cube a[i, j, u] of a model over samples × transformations.
 
@@ -469,20 +619,32 @@ def activations(
         None: when run interactively (a terminal, not under pytest or CI).
     safe_mode : bool, default True
         Passed to ``keras.models.load_model`` for paths, and on workers of a distributed run.
+    check_finite : bool, default True
+        Check each input block for NaN and ±inf as it is run, and raise a ``ValueError``
+        naming the sample indices. A compiled forward pass does not carry NaN through (a
+        fused Conv2D + ReLU maps it to 0), so without the check a non-finite input comes out
+        as ordinary numbers. ``False`` computes such samples anyway.
 
     Returns
     -------
     xr.DataArray
         ``activation``, float32, dims ``(sample, transformation, unit)``, dask-backed, with the
         transformation set's parameter coordinates, the unit coordinates ``layer``, ``channel``,
-        ``y``, ``x`` (−1 where a layer has no such axis), and provenance ``attrs``.
+        ``y``, ``x`` (−1 where a layer has no such axis), and provenance ``attrs``:
+        the tmx, TensorFlow and Keras versions, ``model_name``, ``model_weights_sha256``
+        (the weights), ``model_config_sha256`` (the architecture: canonical JSON of the
+        model's and its layers' configs), ``input_sha256`` (the whole ``x``, when it is in
+        memory; a lazy ``x`` is identified block by block when the cube is saved, see
+        ``tmx.save``), the transformations, layers, input shape, batch size and ``created``.
 
     Raises
     ------
     ValueError
-        For unknown layers, bad chunks, batch size or budget, an ``x`` whose samples do not
-        have the model's input shape (the message gives both shapes, and the transpose for a
-        channels-first batch), or a transformation that cannot be applied to ``x``.
+        For unknown layers, bad chunks, batch size or budget, an ``x`` without samples or
+        whose samples do not have the model's input shape (the message gives both shapes,
+        and the transpose for a channels-first batch), or a transformation that cannot be
+        applied to ``x``. When the cube is computed: for samples of ``x`` that hold NaN or
+        ±inf (see ``check_finite``).
 
     Notes
     -----
@@ -513,7 +675,9 @@ def activations(
             f"transforms must be a TransformationSet (tmx.transforms) or None; got "
             f"{type(transforms).__name__}"
         )
-    xd, sample_coord, label_coord = _as_dask_input(x)
+    if not isinstance(check_finite, bool | np.bool_):
+        raise ValueError(f"check_finite must be True or False; got {check_finite!r}")
+    xd, sample_coord, label_coord, x_values = _as_dask_input(x)
     n = int(xd.shape[0])
     expected = _model_input_shape(model)
     if expected is not None:
@@ -560,6 +724,7 @@ def activations(
         safe_mode=safe_mode,
         progress=show,
         total_blocks=n_blocks,
+        check_finite=bool(check_finite),
     )
 
     token = hashlib.sha256(
@@ -573,14 +738,18 @@ def activations(
     t_chunks = tuple(min(t_block, t - s) for s in range(0, t, t_block))
     u_chunks = tuple(min(u_block, units - s) for s in range(0, units, u_block))
 
+    digest_name = f"tmx-input-digest-{token}"
+    digests = InputDigests(tuple((digest_name, i) for i in range(len(s_chunks))), tuple(s_chunks))
     layer_dsk: dict[Any, Any] = {runner_key: runner}
     s_start = 0
     for i, s_len in enumerate(s_chunks):
         idx = sample_index[s_start : s_start + s_len]
+        in_key = (xd.name, i, *([0] * (xd.ndim - 1)))
+        # the input block's digest: run only by tmx.save, which records it with the chunks
+        layer_dsk[(digest_name, i)] = (_input_digest, digests, in_key, s_start)
         for jb, t_start in enumerate(range(0, t, t_block)):
             indices = tuple(range(t_start, min(t, t_start + t_block)))
             fkey = (forward_name, i, jb)
-            in_key = (xd.name, i, *([0] * (xd.ndim - 1)))
             layer_dsk[fkey] = (_run_block, runner_key, in_key, idx, indices)
             for k, u_start in enumerate(range(0, units, u_block)):
                 u_stop = min(units, u_start + u_block)
@@ -591,6 +760,7 @@ def activations(
         s_start += s_len
     graph = HighLevelGraph.from_collections(name, layer_dsk, dependencies=[xd])
     data = da.Array(graph, name, chunks=(s_chunks, t_chunks, u_chunks), dtype=np.float32)
+    _input_digests[name] = digests
 
     coords: dict[str, Any] = {
         "sample": ("sample", sample_coord if sample_coord is not None else np.arange(n)),
@@ -616,6 +786,7 @@ def activations(
         "keras_version": keras.__version__,
         "model_name": str(model.name),
         "model_weights_sha256": _weights_sha256(model),
+        "model_config_sha256": _config_sha256(model),
         "transforms": transforms.to_json(),
         "transforms_description": transforms.description,
         "layers": list(names),
@@ -623,6 +794,8 @@ def activations(
         "batch_size": batch_size,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    if x_values is not None:
+        attrs["input_sha256"] = _array_sha256(x_values)
     return xr.DataArray(
         data,
         dims=("sample", "transformation", "unit"),
@@ -641,4 +814,12 @@ def forward_runner(cube: xr.DataArray) -> ForwardRunner:
     raise ValueError("cube: no tmx forward runner in this graph (was it built by activations?)")
 
 
-__all__ = ["ForwardRunner", "activations", "forward_runner", "unit_coords"]
+__all__ = [
+    "ForwardRunner",
+    "InputDigests",
+    "activations",
+    "digest_input_block",
+    "forward_runner",
+    "input_digest_keys",
+    "unit_coords",
+]
