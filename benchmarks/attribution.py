@@ -19,6 +19,12 @@ ratio = baseline time / tmx time (≥ 0.9 is the target). Baseline (b), netlens 
 own venv (``benchmarks/.venv-netlens``), runs when ``benchmarks/_netlens_runner.py`` and that
 venv exist; otherwise a message says so.
 
+Then the methods of issue 20 (``--methods-only``: this table alone) on the demo CNN, each
+against a direct TensorFlow implementation of its definition in the same run (the same rows
+per call): ``noise_tunnel(saliency)`` and ``gradient_shap`` (20 draws), ``layer_conductance``
+at ``dense`` (50 Gauss-Legendre steps, a forward-mode JVP), ``guided_backprop`` and
+``guided_grad_cam`` (a hand-written forward with a custom-gradient ReLU).
+
 Memory: the peak RSS of a fresh process running IG on the demo CNN with 50 and with 400 steps
 at the same ``batch_size`` (target: within 1.2×), since tmx streams the points in fixed
 batches.
@@ -253,12 +259,179 @@ def measure_small_n(A, ns: tuple[int, ...], repeats: int) -> tuple[list[tuple], 
     return rows, default
 
 
+def _direct_small_cnn(model, guided: bool):
+    """A hand-written TensorFlow forward of ``tmx.models.small_cnn`` (ReLUs plain or guided),
+    returning (logits, conv2 maps)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def guided_relu(t):
+        def grad(dy):
+            return tf.nn.relu(dy) * tf.cast(t > 0, dy.dtype)
+
+        return tf.nn.relu(t), grad
+
+    relu = guided_relu if guided else tf.nn.relu
+    (k1, b1), (k2, b2), (wd, bd), (wo, bo) = (
+        [tf.constant(w) for w in model.get_layer(n).get_weights()]
+        for n in ("conv1", "conv2", "dense", "logits")
+    )
+
+    def forward(x):
+        h = tf.nn.max_pool2d(relu(tf.nn.conv2d(x, k1, 1, "SAME") + b1), 2, 2, "VALID")
+        maps = relu(tf.nn.conv2d(h, k2, 1, "SAME") + b2)
+        h = tf.reshape(tf.nn.max_pool2d(maps, 2, 2, "VALID"), (tf.shape(x)[0], -1))
+        return relu(h @ wd + bd) @ wo + bo, maps
+
+    return forward
+
+
+def measure_new_methods(A, n: int, repeats: int) -> list[tuple]:
+    """(method, tmx s, direct s) for the methods of issue 20 on the demo CNN (28 × 28 × 1),
+    each against a direct TensorFlow implementation of its definition, alternating."""
+    import keras
+    import tensorflow as tf
+
+    import tmx
+
+    model = tmx.models.small_cnn((28, 28, 1), seed=0)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
+    refs = rng.normal(size=(8, 28, 28, 1)).astype(np.float32)
+    classes = np.argmax(np.asarray(model(x, training=False)), axis=1).astype(np.int32)
+    shape = (28, 28, 1)
+    S = SAMPLES
+
+    def batched(step, rows_per_sample, *arrays):
+        group = max(1, BATCH // rows_per_sample)
+        out = []
+        for a in range(0, n, group):
+            out.append(step(*(arr[a : a + group] for arr in arrays)).numpy())
+        return np.concatenate(out)
+
+    @tf.function(reduce_retracing=True)
+    def nt_step(xb, cb):
+        z = tf.reshape(xb[:, None] + tf.random.normal((tf.shape(xb)[0], S, *shape), 0, NOISE),
+                       (-1, *shape))  # fmt: skip
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            y = model(z, training=False)
+            q = tf.reduce_sum(tf.gather(y, tf.repeat(cb, S), axis=1, batch_dims=1))
+        g = tf.abs(tape.gradient(q, z))
+        return tf.reduce_mean(tf.reshape(g, (-1, S, *shape)), axis=1)
+
+    refs_t = tf.constant(refs)
+
+    @tf.function(reduce_retracing=True)
+    def shap_step(xb, cb):
+        rows = tf.shape(xb)[0] * S
+        b = tf.gather(refs_t, tf.random.uniform((rows,), 0, refs.shape[0], tf.int32))
+        al = tf.random.uniform((rows, 1, 1, 1))
+        xt = tf.reshape(tf.repeat(xb[:, None], S, axis=1), (-1, *shape))
+        z = b + al * (xt - b)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            y = model(z, training=False)
+            q = tf.reduce_sum(tf.gather(y, tf.repeat(cb, S), axis=1, batch_dims=1))
+        g = tape.gradient(q, z) * (xt - b)
+        return tf.reduce_mean(tf.reshape(g, (-1, S, *shape)), axis=1)
+
+    head = keras.Model(model.inputs, model.get_layer("dense").output)
+    logits = model.get_layer("logits")
+    nodes, weights = np.polynomial.legendre.leggauss(STEPS)
+    al_c = tf.constant(((nodes + 1) / 2).astype(np.float32))
+    w_c = tf.constant((weights / 2).astype(np.float32))
+
+    @tf.function(reduce_retracing=True)
+    def cond_step(xb, cb):
+        z = tf.reshape(al_c[None, :, None, None, None] * xb[:, None], (-1, *shape))
+        d = tf.reshape(tf.repeat(xb[:, None], STEPS, axis=1), (-1, *shape))
+        with tf.autodiff.ForwardAccumulator(z, d) as acc:
+            h = head(z, training=False)
+        dh = acc.jvp(h)
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            q = tf.reduce_sum(tf.gather(logits(h), tf.repeat(cb, STEPS), axis=1, batch_dims=1))
+        c = tf.reshape(tape.gradient(q, h) * dh, (-1, STEPS, h.shape[-1]))
+        return tf.reduce_sum(c * w_c[None, :, None], axis=1)
+
+    guided_fwd = _direct_small_cnn(model, guided=True)
+    plain_fwd = _direct_small_cnn(model, guided=False)
+
+    @tf.function(reduce_retracing=True)
+    def guided_step(xb, cb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            y, _ = guided_fwd(xb)
+            q = tf.reduce_sum(tf.gather(y, cb, axis=1, batch_dims=1))
+        return tape.gradient(q, xb)
+
+    @tf.function(reduce_retracing=True)
+    def ggc_step(xb, cb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            y, maps = plain_fwd(xb)
+            q = tf.reduce_sum(tf.gather(y, cb, axis=1, batch_dims=1))
+        g = tape.gradient(q, maps)
+        cam = tf.nn.relu(tf.reduce_sum(tf.reduce_mean(g, (1, 2), keepdims=True) * maps, -1))
+        up = tf.image.resize(cam[..., None], shape[:2])
+        return guided_step(xb, cb) * up
+
+    cases = [
+        ("noise_tunnel(saliency), 20 samples",
+         lambda: A.noise_tunnel(A.saliency, model, x, classes, samples=S, noise=NOISE),
+         lambda: batched(nt_step, S, x, classes)),
+        ("gradient_shap, 20 samples",
+         lambda: A.gradient_shap(model, x, classes, baselines=refs, samples=S),
+         lambda: batched(shap_step, S, x, classes)),
+        ("layer_conductance(dense), 50 steps",
+         lambda: A.layer_conductance(model, x, classes, layer="dense", steps=STEPS),
+         lambda: batched(cond_step, STEPS, x, classes)),
+        ("guided_backprop",
+         lambda: A.guided_backprop(model, x, classes),
+         lambda: batched(guided_step, 1, x, classes)),
+        ("guided_grad_cam(conv2)",
+         lambda: A.guided_grad_cam(model, x, classes, layer="conv2"),
+         lambda: batched(ggc_step, 1, x, classes)),
+    ]  # fmt: skip
+    # the deterministic methods agree with their direct implementations
+    np.testing.assert_allclose(cases[2][1]().values, cases[2][2](), rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(cases[3][1]().values, cases[3][2](), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cases[4][1]().values, cases[4][2](), rtol=1e-3, atol=1e-6)
+    rows = []
+    for name, t_fn, d_fn in cases:
+        t_fn(), d_fn()
+        t_runs, d_runs = [], []
+        for _ in range(max(3, repeats)):
+            t_runs.append(median_seconds(t_fn, 1, warmup=False))
+            d_runs.append(median_seconds(d_fn, 1, warmup=False))
+        rows.append((name, float(np.median(t_runs)), float(np.median(d_runs))))
+    return rows
+
+
+def print_new_methods(A, n: int, repeats: int) -> None:
+    rows = measure_new_methods(A, n, repeats)
+    print(
+        f"issue-20 methods on small_cnn 28x28x1, N = {n}, batch_size {BATCH}; medians of "
+        f"{max(3, repeats)} alternating runs; ratio = direct TF / tmx time"
+    )
+    print(f"{'method':38s} {'tmx s':>8s} {'direct s':>9s} {'ratio':>6s}")
+    for name, t, d in rows:
+        print(f"{name:38s} {t:8.3f} {d:9.3f} {d / t:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-cnn", type=int, default=256)
     parser.add_argument("--n-mobile", type=int, default=4)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--methods-only",
+        action="store_true",
+        help="only the issue-20 methods against direct TensorFlow implementations",
+    )
+    parser.add_argument("--n-methods", type=int, default=32)
     parser.add_argument(
         "--small-n-only",
         action="store_true",
@@ -271,6 +444,10 @@ def main() -> None:
     from tmx import attribution as A
 
     start = time.perf_counter()
+    if args.methods_only:
+        print_new_methods(A, args.n_methods, args.repeats)
+        print(f"total wall time {time.perf_counter() - start:.0f} s")
+        return
     small, default = measure_small_n(A, (4, 16, 64), args.repeats)
     print(
         f"IG (50 steps) on small_cnn 64x64x3, default batch_size {default} for tmx and the "
@@ -283,6 +460,7 @@ def main() -> None:
     if args.small_n_only:
         print(f"total wall time {time.perf_counter() - start:.0f} s")
         return
+    print_new_methods(A, args.n_methods, args.repeats)
     rows = []
     keep: dict = {}
     for name, n in (("demo CNN", args.n_cnn), ("MobileNetV2 96x96", args.n_mobile)):

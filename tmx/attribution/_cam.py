@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 import xarray as xr
 
 from .. import _progress
 from .. import _validate as v
 from .._batching import pad_rows
+from ..inspect import default_endpoints, logits_layer, resolve
 from ._core import (
     _as_inputs,
     _batches,
@@ -42,7 +45,6 @@ def _all_layers(model: Any) -> list[Any]:
 def _require_graph(model: Any, method: str) -> None:
     """Raise unless ``model`` is a functional or Sequential Keras model with one output: a CAM
     reads a layer's activations (and gradients) by cutting the model's graph of layers there."""
-    import keras
 
     subclassed = (
         isinstance(model, keras.Model)
@@ -71,7 +73,6 @@ def _require_graph(model: Any, method: str) -> None:
 
 def _spatial_layer(model: Any, layer: Any, method: str) -> tuple[Any, str]:
     """The layer descriptor and its endpoint name: ``layer`` or the last with (y, x, c) maps."""
-    from ..inspect import default_endpoints, resolve
 
     _require_graph(model, method)
     if layer is not None:
@@ -191,7 +192,6 @@ def cam(
     """CAM (Zhou et al. 2016): L = Σ_k w_kc A_k with w the kernel of the logits layer
     (``tmx.inspect.logits_layer``), for a model whose last spatial layer is globally pooled
     into that layer. No ReLU, as in the paper."""
-    from ..inspect import logits_layer
 
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
@@ -230,7 +230,6 @@ def score_cam(
     batches of ``batch_size`` (not one forward pass per channel). ``progress``: a bar over
     the samples (None: when run interactively).
     """
-    import tensorflow as tf
 
     show = _progress.resolve(progress)
     batch_size = v.positive_int(batch_size, "batch_size")
@@ -273,7 +272,6 @@ def score_cam(
 
 def upsample(attr: xr.DataArray, size: Any, method: str = "bilinear") -> xr.DataArray:
     """Resize maps ``(sample, y, x, channel)`` to ``size`` = (H, W) (``tf.image.resize``)."""
-    import tensorflow as tf
 
     if not isinstance(attr, xr.DataArray) or attr.dims != ("sample", "y", "x", "channel"):
         raise ValueError("attr must be a DataArray with dims (sample, y, x, channel)")

@@ -23,15 +23,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import xarray as xr
 
 from .. import _batching, _progress
 from .. import _validate as v
 from .._batching import pad_rows
 from .._memo import memo, per_object
+from .._version import __version__
+from ..cube import unit_coords
+from ..inspect import expose, resolve, rewire
 from ._doi import RULES, check_seed, gaussian_noise, quadrature
 
 DOIS = ("point", "linear", "gaussian")
+# DoI rows (sample × point) handed to one looped compiled call at most: the loop inside runs
+# batch_size rows at a time; this bounds the chunk of inputs and moments that cross over
+_LOOP_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,6 @@ def _require_eager() -> None:
     """Refuse to run inside a ``tf.function``: attributions are computed eagerly, NumPy and
     xarray in and out, around tmx's own compiled functions (a symbolic tensor has no values
     to attribute, and the result could not be returned into the graph)."""
-    import tensorflow as tf
 
     if tf.inside_function():
         raise RuntimeError(
@@ -240,7 +246,6 @@ def _model_output(tf: Any, model: Any, qoi: _Qoi, z: Any) -> Any:
 
 
 def _compile(model: Any, qoi: _Qoi, shape: tuple[int, ...], batch: int):
-    import tensorflow as tf
 
     specs = [tf.TensorSpec((batch, *shape), tf.float32), _param_spec(tf, qoi, batch)]
 
@@ -338,7 +343,11 @@ def gradient_moments(
     else:  # gaussian
         weights = np.full(samples, 1.0 / samples)
     # the built-in DoIs at the model input, a sample's points in one call: in the graph
-    in_graph = grad is None and weights is not None and len(weights) <= batch_size
+    if grad is None and weights is not None and len(weights) <= batch_size:
+        return _moments_in_graph(
+            model, x, qoi, doi, baseline, alphas, weights, batch_size, squares, progress,
+            noise=noise, samples=samples, seed=seed, key=(rule,) if doi == "linear" else (),
+        )  # fmt: skip
     if grad is None:
 
         def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
@@ -349,7 +358,7 @@ def gradient_moments(
 
         attr_shape = shape
     mean = np.zeros((n, *attr_shape), np.float64)
-    square = np.zeros((n, *attr_shape), np.float64)
+    square = np.zeros((n, *attr_shape), np.float64) if squares else None
     # rows (sample, point) are generated one batch at a time
     per_sample = 1 if weights is None else len(weights)
     custom_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -365,11 +374,6 @@ def gradient_moments(
                 )
             custom_cache[i] = (pts, w)
         per_sample = max(p.shape[0] for p, _ in custom_cache.values())
-    if in_graph:
-        return _moments_in_graph(
-            model, x, qoi, doi, baseline, alphas, weights, batch_size, squares, progress,
-            noise=noise, samples=samples, seed=seed,
-        )  # fmt: skip
     total = n * per_sample
     call_rows = batch_size
     if per_sample <= batch_size:  # whole samples per call: padding only in the last one
@@ -382,9 +386,13 @@ def gradient_moments(
             if doi == "point":
                 z, w = x[s_idx], np.ones(rows.size)
             elif doi == "linear":
-                base = baseline[s_idx]
                 al = alphas[k_idx].astype(np.float32).reshape(-1, *([1] * len(shape)))
-                z, w = base + al * (x[s_idx] - base), weights[k_idx]
+                if baseline is None:  # zeros: 0 + α (x − 0) is α x, the same numbers
+                    z = al * x[s_idx]
+                else:
+                    base = baseline[s_idx]
+                    z = base + al * (x[s_idx] - base)
+                w = weights[k_idx]
             elif doi == "gaussian":
                 uniq = np.unique(s_idx)
                 eps = gaussian_noise(shape, uniq, samples, noise, seed)
@@ -411,49 +419,124 @@ def gradient_moments(
     return mean, square
 
 
-def _compile_moments(
-    model: Any, qoi: _Qoi, shape: tuple[int, ...], group: int, k: int, doi: str, squares: bool
-):
-    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² of ``group`` whole samples in one compiled call:
-    the linear DoI's points are made in the graph (the same float32 operations as NumPy's
-    b + α (x − b)), the other DoIs' points come in; the gradients are weighted and summed per
-    sample in float64 on the device, so only (group, …) moments come back to the host."""
-    import tensorflow as tf
+def _sample_param_spec(tf: Any, qoi: _Qoi, group: int) -> Any:
+    """The TensorSpec of the QoI's parameters per *sample* (repeated over its points in the
+    graph): classes (group,), pairs (group, 2), the one channel (1,), or a placeholder."""
+    if qoi.kind == "channel":
+        return tf.TensorSpec((1,), tf.int64)
+    return tf.TensorSpec((group, 2) if qoi.kind == "pair" else (group,), tf.int64)
 
+
+def _sample_params(qoi: _Qoi, a: int, b: int, group: int) -> np.ndarray:
+    """The QoI parameters of samples a … b − 1, padded to ``group`` (see _sample_param_spec)."""
+    if qoi.kind == "callable":
+        return np.zeros(group, np.int64)
+    if qoi.kind == "channel":
+        return qoi.params[:1]
+    return pad_rows(qoi.params[a:b], group)
+
+
+def _compile_moments(
+    model: Any,
+    qoi: _Qoi,
+    shape: tuple[int, ...],
+    group: int,
+    doi: str,
+    alphas: np.ndarray | None,
+    weights: np.ndarray,
+    squares: bool,
+    zero_base: bool,
+    looped: bool = False,
+):
+    """Σ_k w_k g(z_ik) (and Σ_k w_k g(z_ik)² when ``squares``) of ``group`` whole samples in
+    one compiled call (``looped``: of any number of samples, ``group`` at a time in a
+    ``tf.while_loop`` of one iteration in flight, so memory stays that of ``group`` samples'
+    points and the host makes one call per chunk instead of one per group): the linear DoI's
+    points are made in the graph (the same float32 operations as NumPy's b + α (x − b); α x
+    when the baseline is zero, the same numbers),
+    the other DoIs' points come in; the gradients are weighted and summed per sample in
+    float64 on the device, so only (group, …) moments come back to the host. The nodes and
+    weights are constants of the graph and the QoI's parameters come per sample, so a call
+    converts one or two arrays; it is returned as a concrete function (no per-call dispatch).
+    """
+
+    k = len(weights)
     rows = group * k
     ones = [1] * len(shape)
     if doi == "linear":
-        points = [
-            tf.TensorSpec((group, *shape), tf.float32),  # x
-            tf.TensorSpec((group, *shape), tf.float32),  # baseline
-            tf.TensorSpec((k,), tf.float32),  # alphas
-        ]
+        points = [tf.TensorSpec((group, *shape), tf.float32)]  # x
+        if not zero_base:
+            points.append(tf.TensorSpec((group, *shape), tf.float32))  # baseline
     else:
         points = [tf.TensorSpec((rows, *shape), tf.float32)]
-    specs = [*points, tf.TensorSpec((k,), tf.float64), _param_spec(tf, qoi, rows)]
+    specs = [*points, _sample_param_spec(tf, qoi, group)]
+    w = tf.constant(np.asarray(weights, np.float64).reshape(1, k, *ones))
+    al = None
+    if alphas is not None:
+        al = tf.constant(np.asarray(alphas).astype(np.float32).reshape(1, k, *ones))
 
-    def output(z):
-        return _model_output(tf, model, qoi, z)
-
-    @tf.function(input_signature=specs)
-    def moments(*args):
-        *pts, w, params = args
+    def compute(pts, params):
+        if qoi.kind != "channel":
+            params = tf.repeat(params, k, axis=0)
         if doi == "linear":
-            x, b, alphas = pts
-            step = tf.reshape(alphas, (1, k, *ones)) * (x - b)[:, None]
-            z = tf.reshape(b[:, None] + step, (rows, *shape))
+            x = pts[0]
+            if zero_base:
+                z = tf.reshape(al * x[:, None], (rows, *shape))
+            else:
+                b = pts[1]
+                step = al * (x - b)[:, None]
+                z = tf.reshape(b[:, None] + step, (rows, *shape))
         else:
             z = pts[0]
         with tf.GradientTape() as tape:
             tape.watch(z)
-            total = tf.reduce_sum(_qoi_tensor(tf, qoi, output(z), params))
+            total = tf.reduce_sum(_qoi_tensor(tf, qoi, _model_output(tf, model, qoi, z), params))
         g = tf.cast(tf.reshape(tape.gradient(total, z), (group, k, *shape)), tf.float64)
-        wg = g * tf.reshape(w, (1, k, *ones))  # the streamed path's float64 products
-        mean = tf.reduce_sum(wg, axis=1)
-        square = tf.reduce_sum(wg * g, axis=1) if squares else tf.zeros((1,), tf.float64)
-        return mean, square
+        wg = g * w  # the streamed path's float64 products
+        if squares:
+            return tf.reduce_sum(wg, axis=1), tf.reduce_sum(wg * g, axis=1)
+        return (tf.reduce_sum(wg, axis=1),)
 
-    return moments
+    if looped:  # whole samples of the point / linear DoI, any number of them per call
+        n_pts = 1 if zero_base or doi != "linear" else 2
+        specs = [tf.TensorSpec((None, *shape), tf.float32)] * n_pts
+        per_sample = qoi.kind != "channel"
+        specs.append(
+            tf.TensorSpec((None, 2) if qoi.kind == "pair" else (None,), tf.int64)
+            if per_sample
+            else tf.TensorSpec((1,), tf.int64)
+        )
+
+        @tf.function(input_signature=specs)
+        def looped_moments(*args):
+            *pts, params = args
+            n = tf.shape(pts[0])[0]
+            groups = (n + group - 1) // group
+            pad = groups * group - n
+            pts = [tf.pad(p, [[0, pad]] + [[0, 0]] * len(shape)) for p in pts]
+            if per_sample:
+                params = tf.pad(params, [[0, pad]] + [[0, 0]] * (len(params.shape) - 1))
+            outs = [tf.TensorArray(tf.float64, size=groups) for _ in range(1 + squares)]
+
+            def body(i, *arrays):
+                lo = i * group
+                part = [p[lo : lo + group] for p in pts]
+                got = compute(part, params[lo : lo + group] if per_sample else params)
+                return (i + 1, *[a.write(i, m) for a, m in zip(arrays, got, strict=True)])
+
+            _, *outs = tf.while_loop(
+                lambda i, *_: i < groups, body, [tf.constant(0), *outs], parallel_iterations=1
+            )
+            return [tf.reshape(a.stack(), (groups * group, *shape))[:n] for a in outs]
+
+        return looped_moments.get_concrete_function()
+
+    @tf.function(input_signature=specs)
+    def moments(*args):
+        *pts, params = args
+        return compute(pts, params)
+
+    return moments.get_concrete_function()
 
 
 def _moments_in_graph(
@@ -471,51 +554,77 @@ def _moments_in_graph(
     noise: float,
     samples: int,
     seed: int,
+    key: tuple = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """``gradient_moments`` of the built-in DoIs when a sample's points fit in a call:
     ``batch_size // K`` whole samples per compiled call (the last padded with zero samples),
-    points made and gradients reduced in the graph (``_compile_moments``)."""
+    points made and gradients reduced in the graph (``_compile_moments``). A linear DoI's
+    ``baseline`` None is zeros. ``key`` names the nodes and weights (the rule)."""
+
     n, shape = x.shape[0], tuple(x.shape[1:])
     k = len(weights)
     group = _batching.call_rows(n, batch_size // k)  # fewer samples: a power of two ≥ n
+    zero_base = doi == "linear" and baseline is None
     moments = memo(
         _FUNCTIONS,
         model,
-        ("moments", *_qoi_key(qoi), shape, group, k, doi, squares),
-        lambda: _compile_moments(model, qoi, shape, group, k, doi, squares),
+        ("moments", *_qoi_key(qoi), shape, group, k, doi, squares, zero_base, key),
+        lambda: _compile_moments(
+            model, qoi, shape, group, doi, alphas, weights, squares, zero_base
+        ),
     )
-    import tensorflow as tf
-
-    w = tf.constant(np.asarray(weights, np.float64))  # converted once, not per call
-    al = None if alphas is None else tf.constant(np.asarray(alphas).astype(np.float32))
     mean = np.empty((n, *shape), np.float64)
-    square = np.zeros((n, *shape), np.float64)
+    square = np.empty((n, *shape), np.float64) if squares else None
+    if doi in ("linear", "point"):  # one call per chunk of samples, the groups looped in it
+        looped = memo(
+            _FUNCTIONS,
+            model,
+            ("looped", *_qoi_key(qoi), shape, group, k, doi, squares, zero_base, key),
+            lambda: _compile_moments(
+                model, qoi, shape, group, doi, alphas, weights, squares, zero_base, looped=True
+            ),
+        )
+        # a shown bar advances per group; otherwise as many groups per call as _LOOP_ROWS allows
+        chunk = group if progress else group * max(1, _LOOP_ROWS // (group * k))
+        with _progress.steps(-(-n // chunk), progress, "batch") as bar:
+            for a, b in _batches(n, chunk):
+                pts = [tf.constant(x[a:b])]
+                if doi == "linear" and not zero_base:
+                    pts.append(tf.constant(np.ascontiguousarray(baseline[a:b], np.float32)))
+                if qoi.kind == "channel":
+                    params = tf.constant(qoi.params[:1])
+                elif qoi.kind == "callable":
+                    params = tf.constant(np.zeros(b - a, np.int64))
+                else:
+                    params = tf.constant(qoi.params[a:b])
+                out = looped(*pts, params)
+                mean[a:b] = out[0].numpy()
+                if squares:
+                    square[a:b] = out[1].numpy()
+                bar.advance()
+        return mean, square
     with _progress.steps(-(-n // group), progress, "batch") as bar:
         for a, b in _batches(n, group):
-            s_idx = np.arange(a, b)
-            params = _row_params(qoi, np.repeat(s_idx, k), group * k)
+            params = tf.constant(_sample_params(qoi, a, b, group))
             if doi == "linear":
-                pts = (
-                    pad_rows(x[a:b], group),
-                    pad_rows(np.ascontiguousarray(baseline[a:b]), group),
-                    al,
-                )
+                pts = [tf.constant(pad_rows(x[a:b], group))]
+                if not zero_base:
+                    pts.append(tf.constant(pad_rows(np.ascontiguousarray(baseline[a:b]), group)))
             elif doi == "point":
-                pts = (pad_rows(x[a:b], group),)
+                pts = [tf.constant(pad_rows(x[a:b], group))]
             else:  # gaussian: the same seeded noise per sample as the streamed path
-                eps = gaussian_noise(shape, s_idx, samples, noise, seed)
+                eps = gaussian_noise(shape, np.arange(a, b), samples, noise, seed)
                 z = (x[a:b, None] + eps).reshape(-1, *shape)
-                pts = (pad_rows(np.ascontiguousarray(z, np.float32), group * k),)
-            m, sq = moments(*pts, w, params)
-            mean[a:b] = np.asarray(m)[: b - a]
+                pts = [tf.constant(pad_rows(np.ascontiguousarray(z, np.float32), group * k))]
+            out = moments(*pts, params)
+            mean[a:b] = out[0].numpy()[: b - a]
             if squares:
-                square[a:b] = np.asarray(sq)[: b - a]
+                square[a:b] = out[1].numpy()[: b - a]
             bar.advance()
     return mean, square
 
 
 def _compile_predict(model: Any, shape: tuple[int, ...], batch: int):
-    import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec((batch, *shape), tf.float32)])
     def predict(z):
@@ -546,7 +655,6 @@ _REWIRED = per_object()
 
 def _rewired(model: Any, cut: Any, qoi_cut: Any) -> tuple[Any, Any]:
     """(head, tail) of ``tmx.inspect.rewire``, cached per live model and cut."""
-    from ..inspect import rewire
 
     return memo(
         _REWIRED, model, (repr(cut), repr(qoi_cut)), lambda: rewire(model, cut, qoi_cut=qoi_cut)
@@ -557,7 +665,6 @@ def _qoi_model(model: Any, qoi_cut: Any) -> Any:
     """The model whose output is the QoI tensor (the model itself, or its qoi_cut endpoint)."""
     if qoi_cut is None:
         return model
-    from ..inspect import expose
 
     return memo(_REWIRED, model, ("qoi", repr(qoi_cut)), lambda: expose(model, [qoi_cut]))
 
@@ -569,7 +676,6 @@ def _tail_functions(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch:
 
 
 def _compile_tail(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: int):
-    import tensorflow as tf
 
     specs = [
         tf.TensorSpec((batch, *x_shape), tf.float32),
@@ -598,7 +704,6 @@ def _compile_tail(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: i
 
 def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
     """The cut's activations of every row of ``x`` (float32), in fixed batches."""
-    import tensorflow as tf
 
     outs = []
     for a, b in _batches(x.shape[0], batch):
@@ -609,7 +714,6 @@ def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
 
 def _tail_values(tail: Any, x: np.ndarray, z: np.ndarray, batch: int) -> np.ndarray:
     """``tail([x, z])`` of every row (float32), in fixed batches."""
-    import tensorflow as tf
 
     outs = []
     for a, b in _batches(x.shape[0], batch):
@@ -632,7 +736,6 @@ def _doi_space(
         return "cut", None
     if isinstance(doi_cut, str) and doi_cut == "input":
         return "input", lambda x_rows, z: _head_values(head, z, batch)
-    from ..inspect import resolve
 
     try:
         name = resolve(model, [doi_cut])[0].name
@@ -685,18 +788,21 @@ def attribute(
     x : array-like or xr.DataArray
         The samples to explain, sample axis first (a DataArray needs a ``sample`` dim; its
         sample coordinates, such as ``label``, are carried over).
-    cut : endpoint descriptor, optional
+    cut : endpoint descriptor or list of them, optional
         Where attributions live: ``None`` = the model input, or a layer as in
         ``tmx.activations(layers=...)`` (name, index, nested path, ``{"name", "link", "call"}``;
         an input link replaces the tensor for that one call only). The graph is re-wired
-        (``tmx.inspect.rewire``): branches that bypass the cut keep seeing x.
+        (``tmx.inspect.rewire``): branches that bypass the cut keep seeing x. A list of
+        layers gives one ``(sample, unit)`` array in the activation cube's unit layout
+        (coords ``layer``, ``channel``, ``y``, ``x``), each cut computed as if alone.
     qoi_cut : endpoint descriptor, optional
         Where the QoI is computed: ``None`` = the model output, or a layer.
     doi_cut : None, "input" or endpoint descriptor
         Where the DoI applies: ``None`` = at the cut (points around h(x), a baseline in the
-        cut's shape: layer integrated gradients), ``"input"`` = along the model input
-        (points around x, the gradient taken at the cut's activations of each point:
-        Captum-style internal influence along the input path), or any layer upstream of the
+        cut's shape: layer integrated gradients; Captum's LayerIntegratedGradients with
+        ``baseline="input"``), ``"input"`` = along the model input (points around x, the
+        gradient taken at the cut's activations of each point: Captum's InternalInfluence,
+        times h(x) − h(b) when ``multiply_activation``), or any layer upstream of the
         cut (points around that layer's h_D(x), a baseline in its shape; the cut's
         activations of each point are computed from it, branches bypassing it see x).
     qoi : "max", int, ints, (c1, c2), tmx.attribution.channel(...) or callable
@@ -710,8 +816,11 @@ def attribute(
         ``f(x_i (1, …), positions) -> (points (K, …), weights (K,))``.
     multiply_activation : bool, default True
         Multiply by m (x, or x − b for the linear DoI).
-    baseline : array-like, optional
-        The linear DoI's start: one sample's shape, (1, …) or (N, …); default zeros.
+    baseline : array-like, "input" or ("input", b), optional
+        The linear DoI's start in the DoI's space: one sample's shape, (1, …) or (N, …);
+        default zeros there (for a layer cut: 0 in the cut's space, TruLens's convention).
+        ``"input"``: the activations of a zero input where the DoI lives, h(0) (Captum's
+        layer baseline); ``("input", b)``: those of the input baseline b.
     steps, rule : int, str
         The linear DoI's quadrature.
     noise, samples, seed : float, int, int
@@ -730,9 +839,22 @@ def attribute(
     xr.DataArray or xr.Dataset
         ``attribution``, float64, dims ``(sample, y, x, channel)`` when the cut holds images
         or feature maps (rank 3 per sample), otherwise ``(sample, unit)`` over the flattened
-        features; ``attrs`` record cut, qoi,
-        doi, steps, rule, multiply_activation, noise, samples, seed. With ``return_delta``, a
-        Dataset with ``attribution`` and ``delta`` (sample).
+        features; ``attrs`` record cut, qoi, doi, steps, rule, multiply_activation, noise,
+        samples, seed, baseline and tmx_version. With ``return_delta``, a Dataset with
+        ``attribution`` and ``delta`` (sample) ((sample, cut) for several cuts).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> lig = A.attribute(model, x, cut="conv2", qoi=3, doi="linear", baseline="input")
+    >>> lig.dims, lig.attrs["baseline"]
+    (('sample', 'y', 'x', 'channel'), 'h(0 input)')
+    >>> both = A.attribute(model, x, cut=["conv1", "dense"], qoi=3)
+    >>> both.attrs["layers"]
+    ['conv1', 'dense']
 
     Raises
     ------
@@ -743,10 +865,18 @@ def attribute(
     """
     _require_eager()
     show = _progress.resolve(progress)
-    if cut is None and doi_cut not in (None, "input"):
+    cuts = list(cut) if isinstance(cut, list) else None
+    if cuts is not None and not cuts:
+        raise ValueError("cut: an empty list; pass None (the input), a layer, or several layers")
+    if doi_cut not in (None, "input") and (cut is None or cuts is not None):
+        where = (
+            "with cut=None the attributions live at the model input"
+            if cut is None
+            else ("with several cuts each has its own DoI")
+        )
         raise ValueError(
-            f"doi_cut={doi_cut!r}: with cut=None the attributions live at the model input, so "
-            "the DoI can only apply there (doi_cut=None or 'input')"
+            f"doi_cut={doi_cut!r}: {where}, so the DoI can only apply at the cut or the "
+            "input (doi_cut=None or 'input')"
         )
     if not isinstance(multiply_activation, bool):
         raise ValueError(f"multiply_activation must be True or False; got {multiply_activation!r}")
@@ -762,6 +892,7 @@ def attribute(
     seed = check_seed(seed)
     if return_delta and doi != "linear":
         raise ValueError('return_delta needs doi="linear" (the completeness of a path integral)')
+    input_base = _input_baseline(baseline)
     values, coords = _as_inputs(x)
     n = values.shape[0]
     q_model = _qoi_model(model, qoi_cut)
@@ -777,28 +908,157 @@ def attribute(
         "squares": _gradients != "mean",
         "progress": show,
     }
+    attrs = {
+        "qoi": q.description,
+        "qoi_cut": "output" if qoi_cut is None else repr(qoi_cut),
+        "doi": doi if isinstance(doi, str) else "custom",
+        "steps": steps,
+        "rule": rule,
+        "multiply_activation": int(multiply_activation),
+        "noise": noise,
+        "samples": samples,
+        "seed": int(seed),
+        "baseline": _baseline_name(baseline, input_base),
+        "tmx_version": __version__,
+    }
+    job = _Job(
+        model, values, q, q_model, qoi_cut, doi, doi_cut, multiply_activation, _gradients, options
+    )
+    if cuts is None:
+        data, delta, cut_name, doi_name = _attribute_one(
+            job, cut, baseline, input_base, return_delta
+        )
+        attrs = {"cut": cut_name, **attrs, "doi_cut": doi_name}
+        if data.ndim == 4:
+            dims = ("sample", "y", "x", "channel")
+        else:
+            dims = ("sample", "unit")
+            data = data.reshape(n, -1)
+        out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
+        if not return_delta:
+            return out
+        delta = xr.DataArray(delta, dims=("sample",), coords=coords, name="delta")
+        return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
+    # several cuts: one (sample, unit) array in the activation cube's unit layout
+
+    parts, shapes, names, deltas, doi_names = [], [], [], [], []
+    for one in cuts:
+        data, delta, cut_name, doi_name = _attribute_one(
+            job, one, baseline, input_base, return_delta
+        )
+        if cut_name in names:
+            raise ValueError(f"cut: {cut_name!r} is given twice")
+        parts.append(data.reshape(n, -1))
+        shapes.append(data.shape[1:])
+        names.append(cut_name)
+        deltas.append(delta)
+        doi_names.append(doi_name)
+    units = unit_coords(names, shapes)
+    total = sum(p.shape[1] for p in parts)
+    attrs = {"cut": names, **attrs, "doi_cut": doi_names, "layers": names}
+    out = xr.DataArray(
+        np.concatenate(parts, axis=1),
+        dims=("sample", "unit"),
+        coords={**coords, "unit": np.arange(total), **{k: ("unit", c) for k, c in units.items()}},
+        name="attribution",
+        attrs=attrs,
+    )
+    if not return_delta:
+        return out
+    delta = xr.DataArray(
+        np.stack(deltas, axis=1),
+        dims=("sample", "cut"),
+        coords={**coords, "cut": names},
+        name="delta",
+    )
+    return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
+
+
+def _input_baseline(baseline: Any) -> Any:
+    """The input baseline of ``baseline="input"`` (zeros: None) or ``("input", b)`` (b), or
+    ``False`` when the baseline is given in the DoI's space (or is the default zeros)."""
+    if isinstance(baseline, str):
+        if baseline != "input":
+            raise ValueError(
+                f'baseline must be an array, "input" or ("input", b); got {baseline!r}'
+            )
+        return None
+    if isinstance(baseline, tuple) and len(baseline) == 2 and isinstance(baseline[0], str):
+        if baseline[0] != "input":
+            raise ValueError(
+                f'baseline must be an array, "input" or ("input", b); got a tuple starting '
+                f"with {baseline[0]!r}"
+            )
+        return baseline[1]
+    return False
+
+
+def _baseline_name(baseline: Any, input_base: Any) -> str:
+    """The baseline as recorded in attrs."""
+    if input_base is not False:
+        return "h(0 input)" if input_base is None else "h(input baseline)"
+    return "zeros" if baseline is None else "given"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every cut of one ``attribute`` call shares."""
+
+    model: Any
+    values: np.ndarray
+    q: _Qoi
+    q_model: Any
+    qoi_cut: Any
+    doi: Any
+    doi_cut: Any
+    multiply: bool
+    gradients: str  # "mean", "square" or "variance" of the gradients over the DoI
+    options: dict
+
+
+def _attribute_one(
+    job: _Job, cut: Any, baseline: Any, input_base: Any, return_delta: bool
+) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    """(attribution (N, *cut shape) float64, delta (N,) or None, cut name, DoI place) of one
+    cut."""
+    model, values, q, doi = job.model, job.values, job.q, job.doi
+    n, batch_size = values.shape[0], job.options["batch_size"]
+    if input_base is not False and doi == "linear":  # the baseline given at the model input
+        b_input = _baseline(input_base, values)
     if cut is None:  # attributions at the model input: the DoI lives there too
         space = values
-        base = _baseline(baseline, values) if doi == "linear" else None
-        mean, square = gradient_moments(q_model, values, q, doi, baseline=base, **options)
+        base = None
+        if doi == "linear":
+            if input_base is not False:
+                base = None if input_base is None else b_input
+            elif baseline is not None:
+                base = _baseline(baseline, values)
+        mean, square = gradient_moments(job.q_model, values, q, doi, baseline=base, **job.options)
         activation = values
         base_activation = base
         cut_name = "input"
-        doi_name = "cut" if doi_cut is None else "input"
+        doi_name = "cut" if job.doi_cut is None else "input"
     else:
-        head, tail = _rewired(model, cut, qoi_cut)
-        from ..inspect import resolve
+        head, tail = _rewired(model, cut, job.qoi_cut)
 
         cut_name = resolve(model, [cut])[0].name
         h = _head_values(head, values, batch_size)
-        value_tail = _tail_functions(tail, q, values.shape[1:], h.shape[1:], batch_size)[1]
-        doi_name, to_cut = _doi_space(model, cut, cut_name, doi_cut, head, batch_size)
+        doi_name, to_cut = _doi_space(model, cut, cut_name, job.doi_cut, head, batch_size)
         at_input = doi_name == "input"
         if doi_name in ("cut", "input"):
             space = values if at_input else h
+            space_head = None if at_input else head
         else:
-            space = _head_values(_rewired(model, doi_cut, cut)[0], values, batch_size)
-        base = _baseline(baseline, space) if doi == "linear" else None
+            space_head = _rewired(model, job.doi_cut, cut)[0]
+            space = _head_values(space_head, values, batch_size)
+        base = None
+        if doi == "linear":
+            if input_base is False:
+                base = _baseline(baseline, space)
+            elif space_head is None:
+                base = b_input
+            else:  # h_D(b): the baseline input's activations where the DoI lives
+                base = _head_values(space_head, np.ascontiguousarray(b_input), batch_size)
 
         def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
             z = np.ascontiguousarray(z, np.float32)
@@ -813,7 +1073,7 @@ def attribute(
             return np.asarray(g, np.float64)[: s_idx.size]
 
         mean, square = gradient_moments(
-            None, space, q, doi, baseline=base, grad=grad, attr_shape=h.shape[1:], **options
+            None, space, q, doi, baseline=base, grad=grad, attr_shape=h.shape[1:], **job.options
         )
         activation = h
         base_activation = None
@@ -821,46 +1081,31 @@ def attribute(
             base_activation = (
                 base if to_cut is None else to_cut(values, np.ascontiguousarray(base, np.float32))
             )
-    if _gradients == "mean":
+    which = job.gradients
+    if which == "mean":
         attr = mean
-    elif _gradients == "square":
+    elif which == "square":
         attr = square
     else:  # variance of the gradients over the DoI's points (weights summing to 1)
         attr = np.maximum(square - mean**2, 0.0)
-    if multiply_activation:
-        attr = attr * (activation - base_activation if doi == "linear" else activation)
-
-    if attr.ndim == 4:
-        dims = ("sample", "y", "x", "channel")
-        data = attr
-    else:
-        dims = ("sample", "unit")
-        data = attr.reshape(n, -1)
-    attrs = {
-        "cut": cut_name,
-        "qoi": q.description,
-        "qoi_cut": "output" if qoi_cut is None else repr(qoi_cut),
-        "doi_cut": doi_name,
-        "doi": doi if isinstance(doi, str) else "custom",
-        "steps": steps,
-        "rule": rule,
-        "multiply_activation": int(multiply_activation),
-        "noise": noise,
-        "samples": samples,
-        "seed": int(seed),
-    }
-    out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
+    if job.multiply:
+        if doi == "linear" and base_activation is not None:
+            attr *= activation - base_activation
+        else:  # point, gaussian, or a linear DoI from a zero baseline: × h(x)
+            attr *= activation
     if not return_delta:
-        return out
+        return attr, None, cut_name, doi_name
+    if base is None:
+        base = np.zeros_like(space)
     if cut is None or doi_name == "input":
-        q_x = _qoi_values(q_model, q, values, batch_size)
-        q_b = _qoi_values(q_model, q, np.ascontiguousarray(base), batch_size)
+        q_x = _qoi_values(job.q_model, q, values, batch_size)
+        q_b = _qoi_values(job.q_model, q, np.ascontiguousarray(base), batch_size)
     else:  # Q with the DoI's layer set to h_D(x) and to the baseline, the other branches at x
         if doi_name == "cut":
-            value_d = value_tail
+            tail_d = _rewired(model, cut, job.qoi_cut)[1]
         else:
-            tail_d = _rewired(model, doi_cut, qoi_cut)[1]
-            value_d = _tail_functions(tail_d, q, values.shape[1:], space.shape[1:], batch_size)[1]
+            tail_d = _rewired(model, job.doi_cut, job.qoi_cut)[1]
+        value_d = _tail_functions(tail_d, q, values.shape[1:], space.shape[1:], batch_size)[1]
         q_x = np.empty(n)
         q_b = np.empty(n)
         for a, b in _batches(n, batch_size):
@@ -869,6 +1114,5 @@ def attribute(
             q_x[a:b] = np.asarray(value_d(xb, pad_rows(space[a:b], batch_size), params))[: b - a]
             bb = pad_rows(np.ascontiguousarray(base[a:b], np.float32), batch_size)
             q_b[a:b] = np.asarray(value_d(xb, bb, params))[: b - a]
-    total = data.reshape(n, -1).sum(axis=1)
-    delta = xr.DataArray(total - (q_x - q_b), dims=("sample",), coords=coords, name="delta")
-    return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
+    total = attr.reshape(n, -1).sum(axis=1)
+    return attr, total - (q_x - q_b), cut_name, doi_name

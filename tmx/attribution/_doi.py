@@ -36,7 +36,8 @@ def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.
     - ``"riemann_left"`` / ``"riemann_right"`` / ``"riemann_middle"``: α = k/steps, (k+1)/steps,
       (k+½)/steps for k = 0 … steps − 1, weights 1/steps.
     - ``"uniform"``: netlens's closed grid ``linspace(0, 1, steps)`` with equal weights 1/steps
-      (to reproduce its numbers; it counts both end points fully).
+      (to reproduce its numbers; it counts both end points fully). ``steps = 1`` is the point
+      α = 1 (the gradient at x, as TruLens's ``LinearDoi(resolution=1)``), not the baseline.
 
     Raises
     ------
@@ -57,6 +58,8 @@ def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.
         weights[[0, -1]] = h / 2.0
         return np.linspace(0.0, 1.0, steps), weights
     if rule == "uniform":
+        if steps == 1:  # the gradient at x, not at the baseline
+            return np.array([1.0]), np.array([1.0])
         return np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps)
     offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[rule]
     return (k + offset) / steps, np.full(steps, 1.0 / steps)

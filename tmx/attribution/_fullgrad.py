@@ -18,11 +18,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 import xarray as xr
+from keras import tree
 
 from .. import _validate as v
 from .._batching import pad_rows
+from .._graph import (
+    bias_entries,
+    by_path,
+    call_sites,
+    fresh_input,
+    has_kernel,
+    is_linear,
+    model_graph,
+    run_graph,
+)
+from ..inspect import load_model
 from ._cam import _target
 from ._core import _as_inputs, _batches, _param_spec, _qoi_tensor, _row_params
 
@@ -46,32 +60,18 @@ def bias_model(model: Any, *, fold: bool = True) -> tuple[Any, list[dict]]:
     ``bias`` (float64, one per channel) and ``shape`` (the site's output shape without the
     batch axis). With every δ = 0 the model equals ``model``.
     """
-    import keras
-    from keras import tree
-
-    from ..inspect import (
-        _bias_entries,
-        _by_path,
-        _fresh_input,
-        _has_kernel,
-        _is_linear,
-        _model_graph,
-        _run_graph,
-        _sites,
-        load_model,
-    )
 
     model = load_model(model)
-    graph = _model_graph(model)
+    graph = model_graph(model)
     if graph is None:
         raise ValueError("full_grad needs a functional or Sequential model (its graph)")
     values: dict[str, np.ndarray] = {}
     site_of: dict[str, str] = {}
-    _bias_entries(graph, "", fold, values, site_of)
-    groups = _by_path(_sites(graph))
+    bias_entries(graph, "", fold, values, site_of)
+    groups = by_path(call_sites(graph))
     records: dict = {}
-    inputs = tree.map_structure(_fresh_input, graph._inputs_struct)
-    _run_graph(graph, tree.flatten(inputs), (), False, records)
+    inputs = tree.map_structure(fresh_input, graph._inputs_struct)
+    run_graph(graph, tree.flatten(inputs), (), False, records)
 
     sites: list[dict] = []
     deltas: list[Any] = []
@@ -89,7 +89,7 @@ def bias_model(model: Any, *, fold: bool = True) -> tuple[Any, list[dict]]:
                 batch_shape=(None, *shape), dtype="float32", name=f"delta_{len(deltas)}"
             )
             op = site.op
-            fused = _has_kernel(op) and not _is_linear(op)
+            fused = has_kernel(op) and not is_linear(op)
 
             def fn(op, args, kwargs, delta=delta, fused=fused):
                 if fused:
@@ -103,8 +103,8 @@ def bias_model(model: Any, *, fold: bool = True) -> tuple[Any, list[dict]]:
             sites.append(
                 {"name": name, "site": "/".join(path), "call": call, "bias": bias, "shape": shape}
             )
-    new_inputs = tree.map_structure(_fresh_input, graph._inputs_struct)
-    outputs = _run_graph(graph, tree.flatten(new_inputs), (), False, {}, substitute)
+    new_inputs = tree.map_structure(fresh_input, graph._inputs_struct)
+    outputs = run_graph(graph, tree.flatten(new_inputs), (), False, {}, substitute)
     if len(outputs) != 1:
         raise ValueError("full_grad needs a model with one output")
     wired = keras.Model([*tree.flatten(new_inputs), *deltas], outputs[0], name=f"{model.name}_bias")
@@ -112,7 +112,6 @@ def bias_model(model: Any, *, fold: bool = True) -> tuple[Any, list[dict]]:
 
 
 def _compile(wired: Any, qoi: Any, x_shape: tuple, shapes: list[tuple], batch: int):
-    import tensorflow as tf
 
     specs = [tf.TensorSpec((batch, *x_shape), tf.float32), _param_spec(tf, qoi, batch)]
 
@@ -196,7 +195,6 @@ def full_grad(
     Srinivas, S. & Fleuret, F. (2019). Full-Gradient Representation for Neural Network
     Visualization. NeurIPS. arXiv:1905.00780.
     """
-    import tensorflow as tf
 
     for flag, name in ((normalize, "normalize"), (fold, "fold"), (return_delta, "return_delta")):
         if not isinstance(flag, bool):
