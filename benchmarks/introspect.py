@@ -169,7 +169,7 @@ def time_tmx(data: xr.DataArray, repeats: int) -> tuple[dict[str, float], dict[s
 
     one = data[:1]
     sec["familiarity_fit"] = median_seconds(
-        lambda: familiarity(data, one, components=COMPONENTS, seed=SEED), repeats, warmup=False
+        lambda: familiarity(data, one, n_components=COMPONENTS, seed=SEED), repeats, warmup=False
     )
     pos = np.arange(data.sizes["unit"])
     x32 = _familiarity_module._load(data, pos)
@@ -178,7 +178,7 @@ def time_tmx(data: xr.DataArray, repeats: int) -> tuple[dict[str, float], dict[s
         lambda: _familiarity_module._score([model], data, pos), repeats
     )
     sec["familiarity_total"] = median_seconds(
-        lambda: familiarity(data, components=COMPONENTS, seed=SEED), repeats, warmup=False
+        lambda: familiarity(data, n_components=COMPONENTS, seed=SEED), repeats, warmup=False
     )
     out["model"] = model
     out["scores"] = _familiarity_module._score([model], data, pos)[:, 0]

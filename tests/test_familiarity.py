@@ -74,7 +74,7 @@ def _dnikit_scores(model: GaussianMixture, y: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("covariance", ["diag", "full"])
 def test_matches_sklearn(covariance: str) -> None:
     fit, sco = _responses(60, 0), _responses(17, 1)
-    out = familiarity(fit, sco, components=3, covariance=covariance, seed=4)
+    out = familiarity(fit, sco, n_components=3, covariance=covariance, seed=4)
     assert out["familiarity"].dims == ("sample", "layer")
     assert out["familiarity"].dtype == np.float64
     assert list(out["layer"].values) == ["a", "b"]
@@ -87,7 +87,7 @@ def test_matches_sklearn(covariance: str) -> None:
             out["familiarity"].sel(layer=name).values, exp, rtol=0, atol=1e-10
         )
     assert out.attrs == {
-        "components": 3,
+        "n_components": 3,
         "covariance": covariance,
         "seed": 4,
         "max_iter": 200,
@@ -99,9 +99,9 @@ def test_matches_sklearn(covariance: str) -> None:
 
 def test_default_score_is_fit_on_and_reproducible() -> None:
     fit = _responses(40, 2)
-    one = familiarity(fit, components=2)
-    xr.testing.assert_identical(one, familiarity(fit, fit, components=2))
-    xr.testing.assert_identical(one, familiarity(fit, components=2))
+    one = familiarity(fit, n_components=2)
+    xr.testing.assert_identical(one, familiarity(fit, fit, n_components=2))
+    xr.testing.assert_identical(one, familiarity(fit, n_components=2))
     exp = _direct(fit.values[:, LAYERS == "b"], fit.values[:, LAYERS == "b"], 2, "diag", 0)
     np.testing.assert_allclose(one["familiarity"].sel(layer="b").values, exp, rtol=0, atol=1e-10)
 
@@ -109,17 +109,17 @@ def test_default_score_is_fit_on_and_reproducible() -> None:
 def test_dask_parity_and_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     mod = sys.modules["tmx.introspect.familiarity"]
 
-    eager = familiarity(_responses(50, 3), _responses(19, 4), components=2)
+    eager = familiarity(_responses(50, 3), _responses(19, 4), n_components=2)
     lazy = familiarity(
-        _responses(50, 3, chunks=(13, 30, 7)), _responses(19, 4, chunks=(5, 9, 5)), components=2
+        _responses(50, 3, chunks=(13, 30, 7)), _responses(19, 4, chunks=(5, 9, 5)), n_components=2
     )
     np.testing.assert_allclose(eager["familiarity"].values, lazy["familiarity"].values, atol=1e-10)
     monkeypatch.setattr(mod, "_NUMPY_CHUNK", 4)
-    chunked = familiarity(_responses(50, 3), _responses(19, 4), components=2)
+    chunked = familiarity(_responses(50, 3), _responses(19, 4), n_components=2)
     np.testing.assert_allclose(
         eager["familiarity"].values, chunked["familiarity"].values, atol=1e-10
     )
-    only_b = familiarity(_responses(50, 3), _responses(19, 4), components=2, layers=["b"])
+    only_b = familiarity(_responses(50, 3), _responses(19, 4), n_components=2, layers=["b"])
     assert list(only_b["layer"].values) == ["b"]
     np.testing.assert_allclose(
         only_b["familiarity"].values[:, 0], eager["familiarity"].sel(layer="b").values, atol=1e-10
@@ -129,7 +129,7 @@ def test_dask_parity_and_layers(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("covariance", ["diag", "full"])
 def test_by_label_matches_per_label_models(covariance: str) -> None:
     fit, sco = _responses(60, 5), _responses(15, 6)
-    out = familiarity(fit, sco, components=2, covariance=covariance, by="label", seed=1)
+    out = familiarity(fit, sco, n_components=2, covariance=covariance, by="label", seed=1)
     assert out["familiarity"].dims == ("sample", "layer", "label_model")
     np.testing.assert_array_equal(out["label_model"].values, [0, 1])
     labels_fit, labels_sco = fit["label"].values, sco["label"].values
@@ -150,8 +150,8 @@ def test_by_label_score_without_labels() -> None:
     fit = _responses(40, 7)
     sco = _responses(9, 8).drop_vars("label")
     with pytest.raises(ValueError, match="score"):
-        familiarity(fit, sco, components=2, by="label")
-    own = familiarity(fit, components=2, by="label")
+        familiarity(fit, sco, n_components=2, by="label")
+    own = familiarity(fit, n_components=2, by="label")
     assert "familiarity_own" in own
 
 
@@ -161,7 +161,7 @@ def test_outlier_scores_lower() -> None:
     values = sco.values.copy()
     values[3] = 25.0
     sco = sco.copy(data=values)
-    out = familiarity(fit, sco, components=2)
+    out = familiarity(fit, sco, n_components=2)
     for name in ("a", "b"):
         f = out["familiarity"].sel(layer=name).values
         assert f[3] < np.delete(f, 3).min()
@@ -172,33 +172,33 @@ def test_cube_inputs() -> None:
     cube = xr.concat([base, base * 2.0], dim="transformation").transpose(
         "sample", "transformation", "unit"
     )
-    out = familiarity(cube, components=2, transformation=1)
+    out = familiarity(cube, n_components=2, transformation=1)
     cols = LAYERS == "a"
     x = base.values[:, cols] * 2.0
     np.testing.assert_allclose(
         out["familiarity"].sel(layer="a").values, _direct(x, x, 2, "diag", 0), atol=1e-10
     )
-    stacked = familiarity(cube, components=2, transformation="stack")
+    stacked = familiarity(cube, n_components=2, transformation="stack")
     assert stacked.sizes["sample"] == 60
 
 
 def test_errors() -> None:
     fit = _responses(20, 12)
     with pytest.raises(ValueError, match="components"):
-        familiarity(fit, components=0)
+        familiarity(fit, n_components=0)
     with pytest.raises(ValueError, match="components"):
-        familiarity(fit, components=2.5)  # type: ignore[arg-type]
+        familiarity(fit, n_components=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="covariance"):
         familiarity(fit, covariance="spherical")
     with pytest.raises(ValueError, match="unknown layers"):
         familiarity(fit, layers=["zzz"])
     with pytest.raises(ValueError, match="by='nope'"):
         familiarity(fit, by="nope")
-    with pytest.raises(ValueError, match="fewer than components"):
-        familiarity(fit, components=21)
+    with pytest.raises(ValueError, match="fewer than n_components"):
+        familiarity(fit, n_components=21)
     few = fit.assign_coords(label=("sample", np.where(np.arange(20) < 2, 7, 0)))
     with pytest.raises(ValueError, match="label=7 has 2 samples"):
-        familiarity(few, components=3, by="label")
+        familiarity(few, n_components=3, by="label")
     with pytest.raises(ValueError, match="same units"):
         familiarity(fit, fit.isel(unit=slice(0, 5)))
     other = fit.assign_coords(layer=("unit", np.array(["a"] * 4 + ["b"] * 3)))
@@ -211,7 +211,7 @@ def test_errors() -> None:
 def test_defaults_are_dnikits() -> None:
     """DNIKit's GMM strategy: 5 diag components, max_iterations=200, convergence 1e-3."""
     params = inspect.signature(familiarity).parameters
-    assert params["components"].default == 5
+    assert params["n_components"].default == 5
     assert params["covariance"].default == "diag"
     assert params["max_iter"].default == 200
     assert params["tol"].default == 1e-3
@@ -232,10 +232,10 @@ def test_max_iter_default_is_200() -> None:
         at100 = _direct(x, x, 4, "diag", 3, max_iter=100, tol=0.0)
     assert np.max(np.abs(at200 - at100)) > 1e-6  # the iteration count matters here
     with pytest.warns(ConvergenceWarning):  # tol=0: EM never stops before max_iter
-        out = familiarity(fit, components=4, seed=3, tol=0.0)
+        out = familiarity(fit, n_components=4, seed=3, tol=0.0)
     np.testing.assert_allclose(out["familiarity"].sel(layer="b").values, at200, rtol=0, atol=1e-10)
     with pytest.warns(ConvergenceWarning):
-        out100 = familiarity(fit, components=4, seed=3, tol=0.0, max_iter=100)
+        out100 = familiarity(fit, n_components=4, seed=3, tol=0.0, max_iter=100)
     np.testing.assert_allclose(
         out100["familiarity"].sel(layer="b").values, at100, rtol=0, atol=1e-10
     )
@@ -255,13 +255,13 @@ def test_float32_scored_in_float64_like_dnikit(covariance: str) -> None:
     )
     layers = np.array(["one"] * units)
     fit = xr.DataArray(values, dims=("sample", "unit"), coords={"layer": ("unit", layers)})
-    out = familiarity(fit, components=3, covariance=covariance, seed=2)
+    out = familiarity(fit, n_components=3, covariance=covariance, seed=2)
     model = GaussianMixture(3, covariance_type=covariance, random_state=2, max_iter=200).fit(values)
     assert model.means_.dtype == np.float32
     expected = _dnikit_scores(model, values)
     got = out["familiarity"].sel(layer="one").values
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
-    old = familiarity(fit, components=3, covariance=covariance, seed=2, score_dtype="input")
+    old = familiarity(fit, n_components=3, covariance=covariance, seed=2, score_dtype="input")
     np.testing.assert_allclose(
         old["familiarity"].sel(layer="one").values, model.score_samples(values), rtol=0, atol=1e-10
     )
@@ -273,8 +273,8 @@ def test_float32_scored_in_float64_like_dnikit(covariance: str) -> None:
 
 def test_float64_input_unchanged_by_score_dtype() -> None:
     fit = _responses(80, 5)
-    a = familiarity(fit, components=2, seed=1)
-    b = familiarity(fit, components=2, seed=1, score_dtype="input")
+    a = familiarity(fit, n_components=2, seed=1)
+    b = familiarity(fit, n_components=2, seed=1, score_dtype="input")
     np.testing.assert_array_equal(a["familiarity"].values, b["familiarity"].values)
     with pytest.raises(ValueError, match="score_dtype"):
         familiarity(fit, score_dtype="float32")

@@ -51,7 +51,7 @@ def data() -> xr.DataArray:
 
 @pytest.fixture(scope="module")
 def rep(data: xr.DataArray) -> xr.Dataset:
-    return report(data, reduce_dims=4, components=2)
+    return report(data, precursor_components=4, mixture_components=2)
 
 
 def _reduced(data: xr.DataArray, layer: str, dims: int) -> np.ndarray:
@@ -71,7 +71,7 @@ def test_structure(rep: xr.Dataset, data: xr.DataArray) -> None:
     np.testing.assert_array_equal(rep["reduced_dims"].values, [4, 4])
     np.testing.assert_array_equal(rep["label_count"].values, COUNTS)
     assert rep.attrs["n_samples"] == n and rep.attrs["projection"] == "pca"
-    assert rep.attrs["reduce_dims"] == 4 and rep.attrs["seed"] == 0
+    assert rep.attrs["precursor_components"] == 4 and rep.attrs["seed"] == 0
 
 
 def test_familiarity_and_projection_match_sklearn(rep: xr.Dataset, data: xr.DataArray) -> None:
@@ -109,11 +109,19 @@ def test_planted_duplicates_are_reported(rep: xr.Dataset) -> None:
 
 def test_labels_argument_and_no_labels(data: xr.DataArray) -> None:
     bare = data.drop_vars("label")
-    out = report(bare, reduce_dims=3, components=2, layers=["a"])
+    out = report(bare, precursor_components=3, mixture_components=2, layers=["a"])
     assert "label" not in out.coords and "familiarity_split" not in out
-    given = report(bare, data["label"].values, reduce_dims=3, components=2, layers=["a"])
+    given = report(
+        bare, data["label"].values, precursor_components=3, mixture_components=2, layers=["a"]
+    )
     np.testing.assert_array_equal(given["label"].values, data["label"].values)
-    named = report(data.rename(label="digit"), "digit", reduce_dims=3, layers=["a"], components=2)
+    named = report(
+        data.rename(label="digit"),
+        "digit",
+        precursor_components=3,
+        layers=["a"],
+        mixture_components=2,
+    )
     np.testing.assert_allclose(
         named["familiarity_split"].values, given["familiarity_split"].values, atol=1e-12
     )
@@ -121,12 +129,14 @@ def test_labels_argument_and_no_labels(data: xr.DataArray) -> None:
 
 def test_cube_stack_and_dask_input(data: xr.DataArray) -> None:
     cube = data.expand_dims(transformation=2, axis=1).copy()
-    out = report(cube, transformation="stack", reduce_dims=3, components=2, layers=["b"])
+    out = report(
+        cube, transformation="stack", precursor_components=3, mixture_components=2, layers=["b"]
+    )
     assert out.sizes["sample"] == 2 * data.sizes["sample"]
     cl = out["duplicate_cluster"].sel(layer="b").values
     assert (cl >= 0).all(), "each sample and its identical transformation are duplicates"
-    lazy = report(data.chunk({"sample": 37}), reduce_dims=3, components=2)
-    eager = report(data, reduce_dims=3, components=2)
+    lazy = report(data.chunk({"sample": 37}), precursor_components=3, mixture_components=2)
+    eager = report(data, precursor_components=3, mixture_components=2)
     for name in ("familiarity", "projection", "duplicate_cluster", "familiarity_split"):
         np.testing.assert_allclose(lazy[name].values, eager[name].values, atol=1e-8)
 
@@ -134,8 +144,8 @@ def test_cube_stack_and_dask_input(data: xr.DataArray) -> None:
 def test_bad_arguments(data: xr.DataArray) -> None:
     with pytest.raises(ValueError, match="projection"):
         report(data, projection="mds")
-    with pytest.raises(ValueError, match="reduce_dims"):
-        report(data, reduce_dims=1)
+    with pytest.raises(ValueError, match="precursor_components"):
+        report(data, precursor_components=1)
     with pytest.raises(ValueError, match="split_min"):
         report(data, split_min=0)
     with pytest.raises(ValueError, match="labels"):
@@ -293,9 +303,9 @@ def test_html_in_headless_chromium(rep: xr.Dataset, tmp_path) -> None:
 def test_report_progress_bar_when_asked(capsys):
     rng = np.random.default_rng(0)
     cube = _progress_cube(rng)
-    report(cube, layers=["a"], reduce_dims=None, progress=True)
+    report(cube, layers=["a"], precursor_components=None, progress=True)
     assert "4/4" in capsys.readouterr().out
-    report(cube, layers=["a"], reduce_dims=None)
+    report(cube, layers=["a"], precursor_components=None)
     assert capsys.readouterr().out == ""
 
 

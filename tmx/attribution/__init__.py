@@ -17,8 +17,8 @@ from ._cam import cam, grad_cam, grad_cam_pp, score_cam, upsample
 from ._core import attribute, channel
 from ._doi import RULES, quadrature
 from ._fullgrad import full_grad
-from ._guided import guided_backprop, guided_grad_cam
-from ._methods import gradient_shap, layer_conductance, noise_tunnel
+from ._guided import guided_backprop, guided_grad_cam, guided_model
+from ._methods import gradient_shap, layer_conductance, noise_tunnel, shap_draws
 from ._metrics import deletion, infidelity, insertion, sensitivity_max
 from ._shortcuts import input_x_gradient, integrated_gradients, saliency, smoothgrad
 from ._transforms import over_transforms
@@ -35,6 +35,7 @@ __all__ = [
     "gradient_shap",
     "guided_backprop",
     "guided_grad_cam",
+    "guided_model",
     "infidelity",
     "input_x_gradient",
     "insertion",
@@ -46,6 +47,7 @@ __all__ = [
     "saliency",
     "score_cam",
     "sensitivity_max",
+    "shap_draws",
     "smoothgrad",
     "upsample",
 ]

@@ -203,6 +203,17 @@ def flow(
     Kingma & Dhariwal (2018), "Glow", arXiv:1807.03039; Tomczak & Welling (2016), "Householder
     flow", arXiv:1611.09630; Esser, Rombach & Ommer (2020), "A disentangling invertible
     interpretation network", arXiv:2004.13166.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> f = flows.flow(4, blocks=1, hidden=(8,), seed=0)
+    >>> [type(layer).__name__ for layer in f.flow_layers]
+    ['Standardize', 'ActNorm', 'AffineCoupling', 'Permute', 'AffineCoupling', 'Householder']
+    >>> y, logdet = f(np.zeros((3, 4), "float32"))
+    >>> tuple(y.shape), tuple(logdet.shape)
+    ((3, 4), (3,))
     """
     d = positive_int(units, "units")
     blocks = positive_int(blocks, "blocks")

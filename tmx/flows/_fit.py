@@ -1,30 +1,43 @@
 """Training an interpretation flow on pairs: ``tmx.flows.fit``.
 
 The pairs come from ``tmx.flows.pairs`` (lazy gathers from a cube). They are materialised
-once, in one pass over the cube: in memory when they fit in ``memory_limit`` bytes, otherwise
+once, in one pass over the cube: in memory when they fit in ``memory`` bytes, otherwise
 into a temporary Zarr store that every epoch streams in blocks (a ``tf.data`` pipeline with a
 reading thread), so a cube larger than memory trains without being loaded whole.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import dask
+import dask.array as da
+import keras
 import numpy as np
+import tensorflow as tf
 import xarray as xr
+import zarr
 
+from .. import _deprecation
 from .. import _validate as v
+from .._batching import parse_memory
 from .._progress import Steps
 from .._progress import resolve as resolve_progress
 from .._version import __version__
+from . import _build
 from ._loss import check_pairs, factor_dimensions, factor_loss
+from .layers import Standardize, dead_or_constant
 
 __all__ = ["fit"]
+
+log = logging.getLogger("tmx")
 
 _UNIT_COORDS = ("layer", "channel", "y", "x")
 DEFAULT_MEMORY_LIMIT = 512 * 2**20
@@ -118,7 +131,7 @@ class _Arrays:
 
 
 def _materialise(
-    pairs: xr.Dataset, memory_limit: int, dtype: Any = np.float32
+    pairs: xr.Dataset, memory: int, dtype: Any = np.float32
 ) -> tuple[np.ndarray | Any, np.ndarray | Any, str, str | None]:
     """a and b as numpy (in memory) or zarr arrays (spilled, in ``dtype``), computed in one
     pass."""
@@ -128,15 +141,16 @@ def _materialise(
     if a.chunks is None and b.chunks is None:
         return np.asarray(a.values), np.asarray(b.values), "memory", None
     nbytes = a.size * dtype.itemsize * 2
-    if nbytes <= memory_limit:
-        import dask
-
+    if nbytes <= memory:
         a_np, b_np = dask.compute(a.data, b.data)
         return np.asarray(a_np), np.asarray(b_np), "memory", None
-    import dask.array as da
-    import zarr
-
     tmp = tempfile.mkdtemp(prefix="tmx-flow-pairs-")
+    log.info(
+        "fit: the pairs take %d bytes (> memory = %d): spilling them to Zarr in %s",
+        nbytes,
+        memory,
+        tmp,
+    )
     rows = max(1, min(a.sizes["pair"], (16 * 2**20) // max(1, a.sizes["unit"] * dtype.itemsize)))
     stores = []
     for name, arr in (("a", a), ("b", b)):
@@ -215,8 +229,6 @@ def _check_finite(mean: np.ndarray, std: np.ndarray) -> None:
 
 def _check_scale(mean: np.ndarray, std: np.ndarray) -> None:
     """Refuse units of a scale far from 1 for a flow that does not standardise them."""
-    from .layers import dead_or_constant
-
     live = ~dead_or_constant(mean, std)
     rms = float(np.sqrt(np.mean(std[live] ** 2))) if np.any(live) else 0.0
     offset = float(np.max(np.abs(mean)))
@@ -234,8 +246,6 @@ def _check_scale(mean: np.ndarray, std: np.ndarray) -> None:
 
 def _standardize_layer(flow: Any) -> Any:
     """The flow's first layer when it is a ``Standardize``, else None."""
-    from .layers import Standardize
-
     layers = list(getattr(flow, "flow_layers", []) or [])
     return layers[0] if layers and isinstance(layers[0], Standardize) else None
 
@@ -262,10 +272,11 @@ def fit(
     seed: int = 0,
     progress: bool | None = None,
     patience: int | None = None,
-    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    memory: int | str | None = None,
     jitter: float = 0.01,
     jit: bool = True,
     dtype: Any = None,
+    memory_limit: Any = _deprecation.UNSET,
 ) -> tuple[Any, xr.Dataset]:
     r"""Train an interpretation flow T on pairs with the factor loss (Adam).
 
@@ -303,6 +314,11 @@ def fit(
     compiling take seconds for the default 8-block flow, whatever the number of units or
     epochs; ``jit=False`` skips XLA's compilation, for short fits.
 
+    **Computes.**  Training needs the values: the pairs are computed once (in memory, or
+    spilled to Zarr above ``memory``), and the flow and history are in memory. What a run does
+    (the split, a spill, every epoch's losses, early stopping) is logged on the ``tmx`` logger
+    (``logging.getLogger("tmx")``: INFO for the run, DEBUG per epoch).
+
     Parameters
     ----------
     pairs : xarray.Dataset
@@ -336,9 +352,10 @@ def fit(
     patience : int, optional
         Early stopping: stop when ``val_loss`` (``loss`` without validation) has not improved
         for ``patience`` epochs, and restore the best epoch's weights.
-    memory_limit : int
-        Bytes of pairs held in memory; above it a dask-backed ``pairs`` is written once to a
-        temporary Zarr store and streamed from there every epoch.
+    memory : int or str, optional
+        Bytes of pairs held in memory (an int, or a size such as ``"512MB"``; default 512 MiB);
+        above it a dask-backed ``pairs`` is written once to a temporary Zarr store and streamed
+        from there every epoch.
     jitter : float
         Dequantisation: every batch's a and b get fresh Gaussian noise (seeded; the validation
         pairs get fixed draws) of standard deviation σ = jitter in standardised units (each
@@ -355,6 +372,8 @@ def fit(
         policy (``keras.config.set_dtype_policy``).  With ``flow`` given, its compute dtype is
         used and a different ``dtype`` is a ``ValueError``.  The pairs are fed in the flow's
         compute dtype; the loss is float64 in any case.
+    memory_limit : int
+        Deprecated name of ``memory`` (warns).
 
     Returns
     -------
@@ -379,14 +398,107 @@ def fit(
     ValueError
         Bad arguments; non-finite pairs; units far from scale 1 for a flow without
         ``Standardize``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import flows
+    >>> rng = np.random.default_rng(0)
+    >>> cube = xr.DataArray(
+    ...     rng.normal(size=(16, 4, 2)).astype("float32"),
+    ...     dims=("sample", "transformation", "unit"),
+    ...     coords={"layer": ("unit", ["h", "h"])},
+    ... )
+    >>> pr = flows.pairs(cube, "sample", n=64, seed=0)
+    >>> small = flows.flow(2, blocks=1, hidden=(4,), seed=0)
+    >>> flow, history = flows.fit(
+    ...     pr, dimensions=[1, 1], flow=small, epochs=2, batch_size=16, jit=False, progress=False
+    ... )
+    >>> history.sizes["epoch"], history.attrs["dimensions"], flow.factors
+    (2, [1, 1], ['residual', 'sample'])
+    >>> bool(np.isfinite(history["loss"]).all())
+    True
     """
-    import keras
-    import tensorflow as tf
-
-    from ._build import check_dtype
-    from ._build import flow as build_flow
-
+    memory = _deprecation.renamed("fit", "memory_limit", "memory", memory_limit, memory, None)
     factors, units = _check_pairs(pairs)
+    opts = _check_options(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        validation=validation,
+        semantics=semantics,
+        seed=seed,
+        progress=progress,
+        patience=patience,
+        memory=memory,
+        jitter=jitter,
+        jit=jit,
+    )
+    flow = _check_flow(flow, units, opts.seed, _build.check_dtype(dtype))
+    work_dtype = np.dtype(str(flow.compute_dtype))
+    rho = _check_rho(pairs)
+
+    a_all, b_all, source, tmpdir = _materialise(pairs, opts.memory, work_dtype)
+    try:
+        dims = _dimensions(dimensions, factors, units, pairs, a_all, b_all, source)
+        flow.factors = list(factors)
+        flow.dimensions = list(dims)
+        flow.unit_coords = _unit_coords(pairs) or None
+        split = _split(a_all, b_all, rho, opts, source, work_dtype)
+        log.info(
+            "fit: %d units, factors %s with dimensions %s; %d training and %d held-out pairs "
+            "(%s), %d epochs of batches of %d",
+            units,
+            factors,
+            dims,
+            split.train_rows,
+            split.held_rows,
+            source,
+            opts.epochs,
+            split.batch,
+        )
+        noise = _prepare_flow(flow, split.train, split.batch, opts.jitter, work_dtype)
+        steps = _Compiled(flow, split, dims, len(factors), opts, noise, work_dtype)
+        history = _train(flow, steps, split, opts, source)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return flow, _history(history, opts, split, factors, dims, source, noise, work_dtype)
+
+
+# -- fit: arguments ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of one fit."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    validation: float
+    semantics: str
+    seed: int
+    progress: bool
+    patience: int | None
+    memory: int
+    jitter: float
+    jit: bool
+
+
+def _check_options(
+    *,
+    epochs: Any,
+    batch_size: Any,
+    learning_rate: Any,
+    validation: Any,
+    semantics: Any,
+    seed: Any,
+    progress: Any,
+    patience: Any,
+    memory: Any,
+    jitter: Any,
+    jit: Any,
+) -> _Options:
+    """The options checked in order, each error naming its argument."""
     epochs = v.positive_int(epochs, "epochs")
     batch_size = v.positive_int(batch_size, "batch_size")
     learning_rate = v.finite_real(learning_rate, "learning_rate")
@@ -399,247 +511,381 @@ def fit(
     progress = resolve_progress(progress)
     if patience is not None:
         patience = v.positive_int(patience, "patience")
-    memory_limit = v.positive_int(memory_limit, "memory_limit")
+    memory = parse_memory(memory, "memory", default=DEFAULT_MEMORY_LIMIT)
     jitter = v.finite_real(jitter, "jitter")
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0; got {jitter}")
     if not isinstance(jit, bool):
         raise ValueError(f"jit must be True or False; got {jit!r}")
-    dtype = check_dtype(dtype)
+    return _Options(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        validation=validation,
+        semantics=semantics,
+        seed=int(seed),
+        progress=progress,
+        patience=patience,
+        memory=memory,
+        jitter=jitter,
+        jit=jit,
+    )
+
+
+def _check_flow(flow: Any, units: int, seed: int, dtype: Any) -> Any:
+    """The flow to train: the default one (``tmx.flows.flow(units)``) or the caller's, checked."""
     if flow is None:
-        flow = build_flow(units, seed=int(seed), dtype=dtype)
-    elif not (callable(getattr(flow, "inverse", None)) and callable(flow)):
+        return _build.flow(units, seed=seed, dtype=dtype)
+    if not (callable(getattr(flow, "inverse", None)) and callable(flow)):
         raise ValueError(
             f"flow must be a tmx.flows.Flow (call and inverse); got {type(flow).__name__}"
         )
-    elif dtype is not None and keras.dtype_policies.get(dtype).compute_dtype != str(
+    if dtype is not None and keras.dtype_policies.get(dtype).compute_dtype != str(
         flow.compute_dtype
     ):
         raise ValueError(
             f"dtype={dtype!r} differs from the flow's compute dtype {flow.compute_dtype!r}; "
             "build the flow with tmx.flows.flow(..., dtype=...) or leave dtype out"
         )
-    work_dtype = np.dtype(str(flow.compute_dtype))
-    tf_dtype = tf.as_dtype(work_dtype)
+    return flow
+
+
+def _check_rho(pairs: xr.Dataset) -> np.ndarray:
     rho = np.asarray(pairs["rho"].transpose("pair", "factor").values, np.float64)
     if not np.all((rho >= 0) & (rho < 1)):
         raise ValueError("rho must lie in [0, 1) for every pair and factor (pairs.rho)")
+    return rho
 
-    a_all, b_all, source, tmpdir = _materialise(pairs, memory_limit, work_dtype)
-    try:
-        if isinstance(dimensions, str) and dimensions == "estimate" and source == "zarr":
-            import dask.array as da
 
-            on_disk = pairs.copy()
-            on_disk["a"] = (("pair", "unit"), da.from_zarr(a_all))
-            on_disk["b"] = (("pair", "unit"), da.from_zarr(b_all))
-            dims = _check_dimensions(dimensions, factors, units, on_disk)
-        elif isinstance(dimensions, str) and dimensions == "estimate":
-            in_memory = pairs.copy()
-            in_memory["a"] = (("pair", "unit"), a_all)
-            in_memory["b"] = (("pair", "unit"), b_all)
-            dims = _check_dimensions(dimensions, factors, units, in_memory)
-        else:
-            dims = _check_dimensions(dimensions, factors, units, pairs)
+def _dimensions(
+    dimensions: Any, factors: list[str], units: int, pairs: xr.Dataset, a: Any, b: Any, source: str
+) -> list[int]:
+    """The factor block sizes; ``"estimate"`` reads the materialised pairs (not the cube)."""
+    if not (isinstance(dimensions, str) and dimensions == "estimate"):
+        return _check_dimensions(dimensions, factors, units, pairs)
+    if source == "zarr":
+        a, b = da.from_zarr(a), da.from_zarr(b)
+    materialised = pairs.copy()
+    materialised["a"] = (("pair", "unit"), a)
+    materialised["b"] = (("pair", "unit"), b)
+    return _check_dimensions(dimensions, factors, units, materialised)
 
-        flow.factors = list(factors)
-        flow.dimensions = list(dims)
-        flow.unit_coords = _unit_coords(pairs) or None
 
-        n = len(rho)
-        n_val = round(validation * n)
-        if validation > 0 and n_val == 0:
-            n_val = 1
-        n_train = n - n_val
-        if n_train < 1:
-            raise ValueError(f"validation={validation} leaves no training pairs out of {n}")
-        train = _Arrays(a_all, b_all, rho, 0, n_train, work_dtype)
-        held = _Arrays(a_all, b_all, rho, n_train, n, work_dtype)
-        batch = min(batch_size, n_train)
-        block = n_train if source == "memory" else max(batch, a_all.chunks[0])
+# -- fit: the data -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Split:
+    """Training and held-out rows, the batch and the rows read per block."""
 
-        first = train.rows(0, min(n_train, max(batch, 2)))
-        unit_mean, unit_std = _unit_statistics(train)
-        _check_finite(unit_mean, unit_std)
-        standardize = _standardize_layer(flow)
-        if standardize is None:
-            _check_scale(unit_mean, unit_std)
-            noise_std = float(jitter * np.sqrt(np.mean(unit_std**2))) if jitter else 0.0
-            if jitter and noise_std == 0.0:
-                noise_std = float(jitter)  # every unit constant: absolute jitter
-            noise_scale: Any = noise_std
-        else:
-            if float(keras.ops.convert_to_numpy(standardize.initialized)) < 0.5:
-                standardize.set_statistics(unit_mean, unit_std)
-            noise_std = float(jitter)  # in standardised units
-            log_scale = keras.ops.convert_to_numpy(standardize.log_scale).astype(np.float64)
-            noise_scale = (jitter * np.exp(log_scale)).astype(work_dtype)  # in the raw units
-        flow(tf.constant(first[0]))  # builds the flow; ActNorm initialises on real data
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        variables = flow.trainable_variables
-        optimizer.build(variables)
+    train: _Arrays
+    held: _Arrays
+    batch: int
+    block: int
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec((batch, units), tf_dtype),
-                tf.TensorSpec((batch, units), tf_dtype),
-                tf.TensorSpec((batch, len(factors)), tf.float64),
-                tf.TensorSpec((2,), tf.int64),
-            ],
-            jit_compile=jit,
-            autograph=False,
-        )
-        def train_step(a, b, r, step_seed):
-            a, b = _jittered(a, b, step_seed)
-            with tf.GradientTape() as tape:
-                # one call on a and b stacked: the flow is traced (and differentiated) once
-                z, ld = flow(tf.concat([a, b], axis=0))
-                za, zb = z[:batch], z[batch:]
-                lda, ldb = ld[:batch], ld[batch:]
-                loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics)
-            grads = tape.gradient(loss, variables)
-            optimizer.apply(grads, variables)
-            return loss
+    @property
+    def train_rows(self) -> int:
+        return len(self.train)
 
-        def _jittered(a, b, step_seed):
-            if noise_std == 0.0:
-                return a, b
-            seed_a = tf.stack([step_seed[0], 2 * step_seed[1]])
-            seed_b = tf.stack([step_seed[0], 2 * step_seed[1] + 1])
-            scale = tf.constant(noise_scale, a.dtype)
-            return (
-                a + scale * tf.random.stateless_normal(tf.shape(a), seed_a, dtype=a.dtype),
-                b + scale * tf.random.stateless_normal(tf.shape(b), seed_b, dtype=b.dtype),
-            )
+    @property
+    def held_rows(self) -> int:
+        return len(self.held)
 
+
+def _split(a: Any, b: Any, rho: np.ndarray, opts: _Options, source: str, dtype: Any) -> _Split:
+    """The last ``validation`` fraction of the (randomly ordered) pairs is held out."""
+    n = len(rho)
+    n_val = round(opts.validation * n)
+    if opts.validation > 0 and n_val == 0:
+        n_val = 1
+    n_train = n - n_val
+    if n_train < 1:
+        raise ValueError(f"validation={opts.validation} leaves no training pairs out of {n}")
+    batch = min(opts.batch_size, n_train)
+    block = n_train if source == "memory" else max(batch, a.chunks[0])
+    return _Split(
+        train=_Arrays(a, b, rho, 0, n_train, dtype),
+        held=_Arrays(a, b, rho, n_train, n, dtype),
+        batch=batch,
+        block=block,
+    )
+
+
+@dataclass(frozen=True)
+class _Noise:
+    """The dequantisation noise: its σ (standardised units when the flow standardises), the
+    scale applied to raw units, and the flow's Standardize layer (or None)."""
+
+    std: float
+    scale: Any
+    standardize: Any
+
+
+def _prepare_flow(flow: Any, train: _Arrays, batch: int, jitter: float, dtype: Any) -> _Noise:
+    """Set the flow's Standardize statistics (or check the units' scale), choose the noise and
+    build the flow on the first training rows (ActNorm initialises on real data)."""
+    first = train.rows(0, min(len(train), max(batch, 2)))
+    unit_mean, unit_std = _unit_statistics(train)
+    _check_finite(unit_mean, unit_std)
+    standardize = _standardize_layer(flow)
+    if standardize is None:
+        _check_scale(unit_mean, unit_std)
+        noise_std = float(jitter * np.sqrt(np.mean(unit_std**2))) if jitter else 0.0
+        if jitter and noise_std == 0.0:
+            noise_std = float(jitter)  # every unit constant: absolute jitter
+        noise_scale: Any = noise_std
+    else:
+        if float(keras.ops.convert_to_numpy(standardize.initialized)) < 0.5:
+            standardize.set_statistics(unit_mean, unit_std)
+        noise_std = float(jitter)  # in standardised units
+        log_scale = keras.ops.convert_to_numpy(standardize.log_scale).astype(np.float64)
+        noise_scale = (jitter * np.exp(log_scale)).astype(dtype)  # in the raw units
+    flow(tf.constant(first[0]))  # builds the flow; ActNorm initialises on real data
+    return _Noise(std=noise_std, scale=noise_scale, standardize=standardize)
+
+
+def _stream(
+    split: _Split, rng: np.random.Generator, source: str, spec: tuple[Any, ...]
+) -> Iterator[tuple[Any, Any, Any]]:
+    """One epoch's training batches: from memory, or from Zarr through a ``tf.data`` pipeline
+    with a reading thread."""
+    if source == "memory":
+        yield from _batches(split.train, split.batch, rng, split.block)
+        return
+    data = tf.data.Dataset.from_generator(
+        lambda: _batches(split.train, split.batch, rng, split.block), output_signature=spec
+    ).prefetch(2)
+    yield from data
+
+
+# -- fit: the compiled step and evaluation ---------------------------------------------------
+class _Compiled:
+    """The training step (fixed batches) and the held-out evaluation (fixed blocks of up to
+    1024 rows, the last one padded), each compiled once."""
+
+    def __init__(
+        self,
+        flow: Any,
+        split: _Split,
+        dims: list[int],
+        n_factors: int,
+        opts: _Options,
+        noise: _Noise,
+        dtype: Any,
+    ) -> None:
+        self.flow, self.dims, self.noise, self.opts = flow, dims, noise, opts
+        self.batch = split.batch
+        units = int(split.train.a.shape[1])
+        tf_dtype = tf.as_dtype(dtype)
+        self.optimizer = keras.optimizers.Adam(learning_rate=opts.learning_rate)
+        self.variables = flow.trainable_variables
+        self.optimizer.build(self.variables)
         # held-out rows go through in blocks of a fixed size (the last one padded), so the
         # evaluation is traced once, whatever the number of held-out pairs
-        eval_rows = min(_EVAL_ROWS, n_val if n_val else n_train)
-
-        @tf.function(
+        held = len(split.held)
+        self.eval_rows = min(_EVAL_ROWS, held if held else len(split.train))
+        self.spec = (
+            tf.TensorSpec((self.batch, units), tf_dtype),
+            tf.TensorSpec((self.batch, units), tf_dtype),
+            tf.TensorSpec((self.batch, n_factors), tf.float64),
+        )
+        self.train = tf.function(
+            self.train_step,
+            input_signature=[*self.spec, tf.TensorSpec((2,), tf.int64)],
+            jit_compile=opts.jit,
+            autograph=False,
+        )
+        rows = self.eval_rows
+        self.eval = tf.function(
+            self.evaluate,
             input_signature=[
-                tf.TensorSpec((eval_rows, units), tf_dtype),
-                tf.TensorSpec((eval_rows, units), tf_dtype),
-                tf.TensorSpec((eval_rows, len(factors)), tf.float64),
+                tf.TensorSpec((rows, units), tf_dtype),
+                tf.TensorSpec((rows, units), tf_dtype),
+                tf.TensorSpec((rows, n_factors), tf.float64),
                 tf.TensorSpec((2,), tf.int64),
             ],
             autograph=False,
         )
-        def evaluate(a, b, r, step_seed):
-            a_j, b_j = _jittered(a, b, step_seed)
-            # one call on the clean responses (their round trip) and the jittered pairs
-            z, ld = flow(tf.concat([a, a_j, b_j], axis=0))
-            back, _ = flow.inverse(z[:eval_rows])
-            za, zb = z[eval_rows : 2 * eval_rows], z[2 * eval_rows :]
-            lda, ldb = ld[eval_rows : 2 * eval_rows], ld[2 * eval_rows :]
-            loss = factor_loss(za, zb, lda, ldb, r, dims, semantics=semantics, reduction="none")
-            return loss, tf.reduce_max(tf.abs(back - a), axis=1)
 
-        def held_out(arrays: _Arrays, limit: int | None) -> tuple[float, float]:
-            total, worst, count = 0.0, 0.0, 0
-            stop = len(arrays) if limit is None else min(limit, len(arrays))
-            for s in range(0, stop, eval_rows):
-                a, b, r = arrays.rows(s, min(stop, s + eval_rows))
-                m = a.shape[0]
-                loss, err = evaluate(
-                    _pad_rows(a, eval_rows),
-                    _pad_rows(b, eval_rows),
-                    _pad_rows(r, eval_rows),
-                    np.array([int(seed) + 1, -1 - s], np.int64),
-                )
-                total += float(np.sum(np.asarray(loss, np.float64)[:m]))
-                # NaN propagates (max(0.0, nan) would be 0.0)
-                worst = float(np.max([worst, float(np.max(np.asarray(err)[:m]))]))
-                count += m
-            return total / max(count, 1), worst
+    def jittered(self, a: Any, b: Any, step_seed: Any) -> tuple[Any, Any]:
+        """a and b with fresh seeded Gaussian noise (none when σ = 0)."""
+        if self.noise.std == 0.0:
+            return a, b
+        seed_a = tf.stack([step_seed[0], 2 * step_seed[1]])
+        seed_b = tf.stack([step_seed[0], 2 * step_seed[1] + 1])
+        scale = tf.constant(self.noise.scale, a.dtype)
+        return (
+            a + scale * tf.random.stateless_normal(tf.shape(a), seed_a, dtype=a.dtype),
+            b + scale * tf.random.stateless_normal(tf.shape(b), seed_b, dtype=b.dtype),
+        )
 
-        def stream(epoch_rng: np.random.Generator) -> Iterator:
-            if source == "memory":
-                yield from _batches(train, batch, epoch_rng, block)
-                return
-            spec = (
-                tf.TensorSpec((batch, units), tf_dtype),
-                tf.TensorSpec((batch, units), tf_dtype),
-                tf.TensorSpec((batch, len(factors)), tf.float64),
+    def train_step(self, a: Any, b: Any, r: Any, step_seed: Any) -> Any:
+        batch = self.batch
+        a, b = self.jittered(a, b, step_seed)
+        with tf.GradientTape() as tape:
+            # one call on a and b stacked: the flow is traced (and differentiated) once
+            z, ld = self.flow(tf.concat([a, b], axis=0))
+            za, zb = z[:batch], z[batch:]
+            lda, ldb = ld[:batch], ld[batch:]
+            loss = factor_loss(za, zb, lda, ldb, r, self.dims, semantics=self.opts.semantics)
+        grads = tape.gradient(loss, self.variables)
+        self.optimizer.apply(grads, self.variables)
+        return loss
+
+    def evaluate(self, a: Any, b: Any, r: Any, step_seed: Any) -> tuple[Any, Any]:
+        rows = self.eval_rows
+        a_j, b_j = self.jittered(a, b, step_seed)
+        # one call on the clean responses (their round trip) and the jittered pairs
+        z, ld = self.flow(tf.concat([a, a_j, b_j], axis=0))
+        back, _ = self.flow.inverse(z[:rows])
+        za, zb = z[rows : 2 * rows], z[2 * rows :]
+        lda, ldb = ld[rows : 2 * rows], ld[2 * rows :]
+        loss = factor_loss(
+            za, zb, lda, ldb, r, self.dims, semantics=self.opts.semantics, reduction="none"
+        )
+        return loss, tf.reduce_max(tf.abs(back - a), axis=1)
+
+    def held_out(self, arrays: _Arrays, limit: int | None) -> tuple[float, float]:
+        """Mean pair loss and max round-trip error over (up to ``limit``) rows of ``arrays``."""
+        rows = self.eval_rows
+        total, worst, count = 0.0, 0.0, 0
+        stop = len(arrays) if limit is None else min(limit, len(arrays))
+        for s in range(0, stop, rows):
+            a, b, r = arrays.rows(s, min(stop, s + rows))
+            m = a.shape[0]
+            loss, err = self.eval(
+                _pad_rows(a, rows),
+                _pad_rows(b, rows),
+                _pad_rows(r, rows),
+                np.array([self.opts.seed + 1, -1 - s], np.int64),
             )
-            data = tf.data.Dataset.from_generator(
-                lambda: _batches(train, batch, epoch_rng, block), output_signature=spec
-            ).prefetch(2)
-            yield from data
+            total += float(np.sum(np.asarray(loss, np.float64)[:m]))
+            # NaN propagates (max(0.0, nan) would be 0.0)
+            worst = float(np.max([worst, float(np.max(np.asarray(err)[:m]))]))
+            count += m
+        return total / max(count, 1), worst
 
-        bar = Steps(epochs, progress, "epoch", values=("loss", "val_loss"))
-        history: dict[str, list[float]] = {k: [] for k in ("loss", "val_loss", "invert", "sec")}
-        best, best_epoch, best_weights, waited, stopped = math.inf, 0, None, 0, False
-        step = 0
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            losses = []
-            for i, (a, b, r) in enumerate(stream(np.random.default_rng([int(seed), epoch]))):
-                step += 1
-                value = float(train_step(a, b, r, np.array([int(seed), step], np.int64)))
-                if not math.isfinite(value):
-                    detail = f" (batch {i + 1})"
-                    if history["loss"]:
-                        detail += f"; the previous epoch's loss was {history['loss'][-1]:.6g}"
-                    raise _not_finite("the training loss", value, epoch, detail)
-                losses.append(value)
-            if n_val:
-                val_loss, invert = held_out(held, None)
-                if not math.isfinite(val_loss):
-                    raise _not_finite("the validation loss", val_loss, epoch)
-            else:
-                val_loss, invert = math.nan, held_out(train, 1024)[1]
-            if not math.isfinite(invert):
-                raise _not_finite("the inversion error max |T⁻¹(T(a)) − a|", invert, epoch)
-            loss = float(np.mean(losses))
-            history["loss"].append(loss)
-            history["val_loss"].append(val_loss)
-            history["invert"].append(invert)
-            history["sec"].append(time.perf_counter() - start)
-            bar.advance(loss=loss, val_loss=val_loss)
-            monitored = val_loss if n_val else loss
-            if monitored < best:
-                best, best_epoch, waited = monitored, epoch, 0
-                if patience is not None:
-                    best_weights = flow.get_weights()
-            elif patience is not None:
-                waited += 1
-                if waited >= patience:
-                    stopped = True
-                    break
-        if patience is not None and best_weights is not None:
-            flow.set_weights(best_weights)
-    finally:
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
 
-    ran = len(history["loss"])
+# -- fit: the loop -----------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What the epochs recorded."""
+
+    loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    invert: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: bool = False
+
+
+def _epoch(
+    steps: _Compiled, split: _Split, opts: _Options, source: str, epoch: int, run: _Run, step: int
+) -> tuple[list[float], int]:
+    """One pass over the training pairs: the batch losses, and the step count after it."""
+    losses = []
+    rng = np.random.default_rng([opts.seed, epoch])
+    for i, (a, b, r) in enumerate(_stream(split, rng, source, steps.spec)):
+        step += 1
+        value = float(steps.train(a, b, r, np.array([opts.seed, step], np.int64)))
+        if not math.isfinite(value):
+            detail = f" (batch {i + 1})"
+            if run.loss:
+                detail += f"; the previous epoch's loss was {run.loss[-1]:.6g}"
+            raise _not_finite("the training loss", value, epoch, detail)
+        losses.append(value)
+    return losses, step
+
+
+def _train(flow: Any, steps: _Compiled, split: _Split, opts: _Options, source: str) -> _Run:
+    """The epochs, with held-out evaluation and early stopping (best weights restored)."""
+    bar = Steps(opts.epochs, opts.progress, "epoch", values=("loss", "val_loss"))
+    run = _Run()
+    best, best_weights, waited, step = math.inf, None, 0, 0
+    for epoch in range(1, opts.epochs + 1):
+        start = time.perf_counter()
+        losses, step = _epoch(steps, split, opts, source, epoch, run, step)
+        if len(split.held):
+            val_loss, invert = steps.held_out(split.held, None)
+            if not math.isfinite(val_loss):
+                raise _not_finite("the validation loss", val_loss, epoch)
+        else:
+            val_loss, invert = math.nan, steps.held_out(split.train, 1024)[1]
+        if not math.isfinite(invert):
+            raise _not_finite("the inversion error max |T⁻¹(T(a)) − a|", invert, epoch)
+        loss = float(np.mean(losses))
+        run.loss.append(loss)
+        run.val_loss.append(val_loss)
+        run.invert.append(invert)
+        run.seconds.append(time.perf_counter() - start)
+        bar.advance(loss=loss, val_loss=val_loss)
+        log.debug(
+            "fit: epoch %d/%d loss %.6g val_loss %.6g invert_error %.3g (%.2f s)",
+            epoch,
+            opts.epochs,
+            loss,
+            val_loss,
+            invert,
+            run.seconds[-1],
+        )
+        monitored = val_loss if len(split.held) else loss
+        if monitored < best:
+            best, run.best_epoch, waited = monitored, epoch, 0
+            if opts.patience is not None:
+                best_weights = flow.get_weights()
+        elif opts.patience is not None:
+            waited += 1
+            if waited >= opts.patience:
+                run.stopped = True
+                log.info(
+                    "fit: stopped early after epoch %d (no improvement for %d epochs); "
+                    "restoring epoch %d",
+                    epoch,
+                    opts.patience,
+                    run.best_epoch,
+                )
+                break
+    if opts.patience is not None and best_weights is not None:
+        flow.set_weights(best_weights)
+    return run
+
+
+# -- fit: the result ---------------------------------------------------------------------------
+def _history(
+    run: _Run,
+    opts: _Options,
+    split: _Split,
+    factors: list[str],
+    dims: list[int],
+    source: str,
+    noise: _Noise,
+    dtype: Any,
+) -> xr.Dataset:
+    """The history Dataset over ``epoch`` with the options and the run's facts as attrs."""
     out = xr.Dataset(
         {
-            "loss": ("epoch", np.asarray(history["loss"])),
-            "val_loss": ("epoch", np.asarray(history["val_loss"])),
-            "invert_error": ("epoch", np.asarray(history["invert"])),
-            "seconds": ("epoch", np.asarray(history["sec"])),
+            "loss": ("epoch", np.asarray(run.loss)),
+            "val_loss": ("epoch", np.asarray(run.val_loss)),
+            "invert_error": ("epoch", np.asarray(run.invert)),
+            "seconds": ("epoch", np.asarray(run.seconds)),
         },
-        coords={"epoch": np.arange(1, ran + 1)},
+        coords={"epoch": np.arange(1, len(run.loss) + 1)},
         attrs={
-            "semantics": semantics,
-            "batch_size": batch,
-            "learning_rate": learning_rate,
-            "validation": validation,
-            "seed": int(seed),
-            "n_train": n_train,
-            "n_val": n_val,
+            "semantics": opts.semantics,
+            "batch_size": split.batch,
+            "learning_rate": opts.learning_rate,
+            "validation": opts.validation,
+            "seed": opts.seed,
+            "n_train": len(split.train),
+            "n_val": len(split.held),
             "factors": list(factors),
             "dimensions": list(dims),
-            "best_epoch": best_epoch,
-            "stopped_early": int(stopped),
+            "best_epoch": run.best_epoch,
+            "stopped_early": int(run.stopped),
             "source": source,
-            "jitter": jitter,
-            "noise_std": noise_std,
-            "standardized": int(standardize is not None),
-            "dtype": str(work_dtype),
-            "jit": int(jit),
+            "jitter": opts.jitter,
+            "noise_std": noise.std,
+            "standardized": int(noise.standardize is not None),
+            "dtype": str(np.dtype(dtype)),
+            "jit": int(opts.jit),
             "reference": "Esser, Rombach & Ommer (2020), arXiv:2004.13166",
             "tmx_version": __version__,
         },
@@ -647,4 +893,10 @@ def fit(
     out["loss"].attrs["description"] = "mean of the epoch's batch losses (mean pair loss)"
     out["val_loss"].attrs["description"] = "mean pair loss of the held-out pairs"
     out["invert_error"].attrs["description"] = "max |T^-1(T(a)) - a| on held-out pairs"
-    return flow, out
+    log.info(
+        "fit: %d epoch(s), best epoch %d, final loss %.6g",
+        len(run.loss),
+        run.best_epoch,
+        run.loss[-1] if run.loss else math.nan,
+    )
+    return out

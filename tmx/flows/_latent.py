@@ -30,6 +30,8 @@ import xarray as xr
 from .. import _batching
 from .. import _validate as v
 from .._memo import memo, per_object
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._validate import str_array
 from .._version import __version__
 from .layers import (
@@ -331,10 +333,17 @@ def _path(flow: Flow, direction: str, d: int, rows: int) -> _Path:
 
 
 def _apply_rows(
-    block: np.ndarray, *, flow: Flow, direction: str, batch_size: int, compiled: bool
+    block: np.ndarray,
+    *,
+    flow: Flow,
+    direction: str,
+    batch_size: int,
+    compiled: bool,
+    progress: bool = False,
 ) -> np.ndarray:
     """Apply T or T⁻¹ to the rows of ``block`` (..., D), ``batch_size`` rows per call: eagerly,
-    or (``compiled``) through the XLA-compiled function of the call shape (the last call padded)."""
+    or (``compiled``) through the XLA-compiled function of the call shape (the last call padded);
+    ``progress``: a bar over the calls."""
     d = block.shape[-1]
     dtype = np.dtype(flow.compute_dtype)
     rows = np.ascontiguousarray(block, dtype=dtype).reshape(-1, d)
@@ -346,13 +355,15 @@ def _apply_rows(
         path = _path(flow, direction, d, call)
         fn = path.function() if compiled else None
         values = None if compiled else path.bind()  # the weights, read once for the block
-        for start in range(0, n, call):
-            chunk = rows[start : start + call]
-            k = chunk.shape[0]
-            if fn is None:
-                out[start : start + k] = values(tf.convert_to_tensor(chunk)).numpy()
-                continue
-            out[start : start + k] = fn(_batching.pad_rows(chunk, call)).numpy()[:k]
+        with steps(-(-n // call), progress, unit="batch") as bar:
+            for start in range(0, n, call):
+                chunk = rows[start : start + call]
+                k = chunk.shape[0]
+                if fn is None:
+                    out[start : start + k] = values(tf.convert_to_tensor(chunk)).numpy()
+                else:
+                    out[start : start + k] = fn(_batching.pad_rows(chunk, call)).numpy()[:k]
+                bar.advance()
     return out.reshape(block.shape)
 
 
@@ -363,11 +374,14 @@ class _RowMap:
     unique per call instead, so two graphs never share results, even for a retrained flow.
     """
 
-    def __init__(self, flow: Flow, direction: str, batch_size: int, compiled: bool) -> None:
+    def __init__(
+        self, flow: Flow, direction: str, batch_size: int, compiled: bool, progress: bool = False
+    ) -> None:
         self.flow = flow
         self.direction = direction
         self.batch_size = batch_size
         self.compiled = compiled
+        self.progress = progress
         self.token = uuid.uuid4().hex
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
@@ -377,6 +391,7 @@ class _RowMap:
             direction=self.direction,
             batch_size=self.batch_size,
             compiled=self.compiled,
+            progress=self.progress,
         )
 
     def __dask_tokenize__(self) -> tuple[str, str, str]:
@@ -384,16 +399,24 @@ class _RowMap:
 
 
 def _map_last(
-    flow: Flow, direction: str, arr: xr.DataArray, core: str, new: str, batch_size: int
+    flow: Flow,
+    direction: str,
+    arr: xr.DataArray,
+    core: str,
+    new: str,
+    batch_size: int,
+    progress: bool = False,
 ) -> xr.DataArray:
-    """T or T⁻¹ along dim ``core`` (renamed ``new``), lazily for dask-backed arrays."""
+    """T or T⁻¹ along dim ``core`` (renamed ``new``), lazily for dask-backed arrays; a bar
+    over the calls (``progress``) only when computed here (numpy-backed)."""
     d = arr.sizes[core]
-    if isinstance(arr.data, da.Array) and len(arr.chunks[arr.get_axis_num(core)]) > 1:
+    lazy = isinstance(arr.data, da.Array)
+    if lazy and len(arr.chunks[arr.get_axis_num(core)]) > 1:
         arr = arr.chunk({core: -1})
     rows = arr.size // max(d, 1)
     compiled = rows * _work(flow, d) >= _COMPILE_WORK  # the whole job's size decides
     out = xr.apply_ufunc(
-        _RowMap(flow, direction, batch_size, compiled),
+        _RowMap(flow, direction, batch_size, compiled, progress and not lazy),
         arr,
         input_core_dims=[[core]],
         output_core_dims=[[new]],
@@ -478,7 +501,9 @@ def _unit_coords(flow: Flow, d: int) -> dict[str, Any]:
 
 
 # -- public functions ------------------------------------------------------------------------------
-def transform(flow: Flow, responses: Any, *, batch_size: int = 4096) -> xr.DataArray:
+def transform(
+    flow: Flow, responses: Any, *, batch_size: int = 4096, progress: bool | None = None
+) -> xr.DataArray:
     r"""The latent code ``z̃ = T(z)`` of responses, labeled by factor.
 
     .. math::
@@ -503,6 +528,11 @@ def transform(flow: Flow, responses: Any, *, batch_size: int = 4096) -> xr.DataA
         cube the units were cut from).
     batch_size : int
         Rows per call of the flow.
+    progress : bool or None, default None
+        A progress bar over the flow's calls when they run here (numpy-backed ``responses``);
+        None: when run interactively (a terminal, not under pytest or CI). A dask-backed
+        ``responses`` gives a lazy result: nothing runs until it is computed (under dask's
+        ``ProgressBar`` for a bar).
 
     Returns
     -------
@@ -521,16 +551,33 @@ def transform(flow: Flow, responses: Any, *, batch_size: int = 4096) -> xr.DataA
         2·10⁹ multiply-adds runs XLA-compiled (traced once per flow, direction and batch shape),
         which rounds differently in the last bits (~1e-6 relative); the choice depends on the
         job's size only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> f = flows.flow(2, blocks=1, hidden=(4,), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(6, 2)).astype("float32")
+    >>> _ = f(x)  # a first batch initialises the data-initialised ActNorm layers
+    >>> z = flows.transform(f, x)
+    >>> z.dims, z["factor"].values.tolist()
+    (('sample', 'latent'), ['latent', 'latent'])
+    >>> bool(np.allclose(flows.inverse(f, z).values, x, atol=1e-5))
+    True
     """
-    return _transform(_check_flow(flow), responses, "responses", _batch_size(batch_size))
+    flow = _check_flow(flow)
+    batch_size = _batch_size(batch_size)
+    return _transform(flow, responses, "responses", batch_size, resolve_progress(progress))
 
 
-def _transform(flow: Flow, responses: Any, name: str, batch_size: int) -> xr.DataArray:
+def _transform(
+    flow: Flow, responses: Any, name: str, batch_size: int, progress: bool = False
+) -> xr.DataArray:
     d = _units(flow)
     arr = _as_labeled(responses, name, "unit")
     _check_units(flow, arr, name, d)
     names, dims = _blocks(flow, d)
-    out = _map_last(flow, "forward", arr, "unit", "latent", batch_size)
+    out = _map_last(flow, "forward", arr, "unit", "latent", batch_size, progress)
     out = out.assign_coords(latent=np.arange(d), factor=("latent", _factor_per_dim(names, dims)))
     out.name = "latent"
     out.attrs = {"description": "latent code T(z) of an interpretation flow"}
@@ -538,7 +585,9 @@ def _transform(flow: Flow, responses: Any, name: str, batch_size: int) -> xr.Dat
     return out
 
 
-def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
+def inverse(
+    flow: Flow, z: Any, *, batch_size: int = 4096, progress: bool | None = None
+) -> xr.DataArray:
     r"""Map a latent code back to the layer's units: ``z = T⁻¹(z̃)``.
 
     Parameters
@@ -551,6 +600,10 @@ def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
         the flow's.
     batch_size : int
         Rows per call of the flow.
+    progress : bool or None, default None
+        A progress bar over the flow's calls when they run here (numpy-backed ``z``); None:
+        when run interactively. A dask-backed ``z`` gives a lazy result (see
+        :func:`transform`).
 
     Returns
     -------
@@ -560,9 +613,22 @@ def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
         (``unit_coords["unit"]``, else ``0..D−1``) and plain coordinates ``layer``,
         ``channel``, ``y``, ``x`` (whatever the flow recorded).  Other coordinates of ``z``
         are kept.  Lazy when ``z`` is dask-backed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> f = flows.flow(2, blocks=1, hidden=(4,), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(6, 2)).astype("float32")
+    >>> _ = f(x)  # a first batch initialises the data-initialised ActNorm layers
+    >>> z = flows.transform(f, x)
+    >>> back = flows.inverse(f, z)
+    >>> back.dims, bool(np.allclose(back.values, x, atol=1e-5))
+    (('sample', 'unit'), True)
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
+    progress = resolve_progress(progress)
     d = _units(flow)
     arr = _as_labeled(z, "z", "latent")
     if arr.sizes["latent"] != d:
@@ -579,7 +645,7 @@ def inverse(flow: Flow, z: Any, *, batch_size: int = 4096) -> xr.DataArray:
             )
     drop = [k for k, c in arr.coords.items() if "latent" in c.dims]
     arr = arr.drop_vars(drop)
-    out = _map_last(flow, "inverse", arr, "latent", "unit", batch_size)
+    out = _map_last(flow, "inverse", arr, "latent", "unit", batch_size, progress)
     out = out.assign_coords(_unit_coords(flow, d))
     out.name = "activation"
     out.attrs = {"description": "units T⁻¹(z̃) decoded by an interpretation flow"}
@@ -657,6 +723,20 @@ def swap(
     xarray.DataArray
         Unit-space responses like :func:`inverse` (named ``activation``), with ``attrs``
         ``swapped`` (the factor names).  Lazy when ``a`` or ``b`` is dask-backed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> f = flows.flow(2, blocks=1, hidden=(4,), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(6, 2)).astype("float32")
+    >>> _ = f(x)  # a first batch initialises the data-initialised ActNorm layers
+    >>> f.factors, f.dimensions = ["residual", "angle"], [1, 1]
+    >>> a, b = x[:3], x[3:]
+    >>> out = flows.swap(f, a, b, factor="angle")
+    >>> z, za, zb = (flows.transform(f, v).values for v in (out, a, b))
+    >>> np.allclose(z[:, 0], za[:, 0], atol=1e-5), np.allclose(z[:, 1], zb[:, 1], atol=1e-5)
+    (True, True)
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
@@ -664,7 +744,7 @@ def swap(
     names, mask = _factor_mask(za, factor)
     keep = xr.DataArray(mask, dims=("latent",))
     z = za.copy(data=xr.where(keep, zb, za).transpose(*za.dims).data)
-    out = inverse(flow, z, batch_size=batch_size)
+    out = inverse(flow, z, batch_size=batch_size, progress=False)
     out.attrs["swapped"] = names
     out.attrs["formula"] = "T^-1(z~) with z~_F = T(b)_F for F in swapped, z~_G = T(a)_G otherwise"
     return out
@@ -854,6 +934,21 @@ def interpolate(
         ``model``: a computed Dataset with ``activation`` (step, …, unit) and ``prediction``
         (step, …, output), ``output`` being the model output's last axis (other output axes
         are flattened into it, C order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> f = flows.flow(2, blocks=1, hidden=(4,), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(6, 2)).astype("float32")
+    >>> _ = f(x)  # a first batch initialises the data-initialised ActNorm layers
+    >>> f.factors, f.dimensions = ["residual", "angle"], [1, 1]
+    >>> a, b = x[:3], x[3:]
+    >>> walk = flows.interpolate(f, a, b, factor="angle", steps=3)
+    >>> walk.dims, walk["alpha"].values
+    (('step', 'sample', 'unit'), array([0. , 0.5, 1. ]))
+    >>> bool(np.allclose(walk.isel(step=0).values, a, atol=1e-5))  # α = 0 gives a back
+    True
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
@@ -867,7 +962,7 @@ def interpolate(
     z = xr.where(keep, mixed, za).transpose("step", *za.dims)
     z = z.assign_coords(step=np.arange(steps), alpha=("step", alpha))
     z.attrs = dict(za.attrs)
-    activation = inverse(flow, z, batch_size=batch_size)
+    activation = inverse(flow, z, batch_size=batch_size, progress=False)
     activation.attrs["interpolated"] = names
     activation.attrs["formula"] = (
         "T^-1(z~(alpha)), z~(alpha)_F = (1 - alpha) T(a)_F + alpha T(b)_F for F in "

@@ -132,6 +132,17 @@ def factor_loss(
         float64. A ``tf.Tensor`` when any of the array arguments is a TensorFlow tensor or
         variable (differentiable with respect to z_a, z_b and the logdets); otherwise a numpy
         scalar (``"mean"``) or an array of shape [batch] (``"none"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> za, zb = np.array([[0.0, 1.0]]), np.array([[0.0, 1.0]])
+    >>> rho = np.array([[0.0, 0.5]])  # the residual's ρ is 0, the factor's 0.5
+    >>> loss = flows.factor_loss(za, zb, np.zeros(1), np.zeros(1), rho, [1, 1])
+    >>> expected = 0.5 * 1.0 + 0.5 * ((1.0 - 0.5) ** 2 / 0.75 + np.log(0.75))
+    >>> bool(np.isclose(loss, expected))
+    True
     """
     semantics = v.choice(semantics, "semantics", ("gyoza", "iin"))
     reduction = v.choice(reduction, "reduction", ("mean", "none"))
@@ -279,6 +290,20 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
     xarray.DataArray
         int64 over ``factor`` (residual first), named ``dimensions``, summing to ``total``,
         with the float64 ``score`` as a coordinate and ``attrs`` saying how it was computed.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import flows
+    >>> cube = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(8, 3, 2)),
+    ...     dims=("sample", "transformation", "unit"),
+    ...     coords={"layer": ("unit", ["h", "h"])},
+    ... )
+    >>> pr = flows.pairs(cube, ("sample", "transformation"), n=10, seed=0)
+    >>> dims = flows.factor_dimensions(pr)
+    >>> dims["factor"].values.tolist(), int(dims.sum())
+    (['residual', 'sample', 'transformation'], 2)
     """
     a, b, drawn, factors = _pairs_arrays(pairs)
     n_pairs, n_units = a.shape

@@ -72,6 +72,14 @@ def mask(kind: str, shape: int | tuple[int, ...]) -> np.ndarray:
     References
     ----------
     Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", arXiv:1605.08803.
+
+    Examples
+    --------
+    >>> from tmx import flows
+    >>> flows.mask("checkerboard", 6)
+    array([0, 1, 0, 1, 0, 1])
+    >>> flows.mask("heaviside", 5)
+    array([0, 0, 1, 1, 1])
     """
     kind = choice(kind, "kind", MASK_KINDS)
     shape = _shape(shape)
@@ -131,6 +139,15 @@ def permutation(kind: str, shape: int | tuple[int, ...], seed: int | None = None
     ----------
     Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", arXiv:1605.08803;
     the rope construction follows gyoza 0.3.0's ``CheckerBoardPermutation``.
+
+    Examples
+    --------
+    >>> from tmx import flows
+    >>> flows.permutation("checkerboard", 6)
+    array([1, 0, 3, 2, 5, 4])
+    >>> p = flows.permutation("shuffle", 5, seed=0)
+    >>> sorted(p.tolist())
+    [0, 1, 2, 3, 4]
     """
     kind = choice(kind, "kind", PERMUTATION_KINDS)
     shape = _shape(shape)
@@ -185,5 +202,14 @@ def inverse_permutation(p: Any) -> np.ndarray:
     -------
     numpy.ndarray
         Flat ``int64`` array ``q`` with ``x_flat[j] = y_flat[q[j]]`` when ``y_flat = x_flat[p]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import flows
+    >>> p = np.array([2, 0, 1])
+    >>> q = flows.inverse_permutation(p)
+    >>> q, p[q]
+    (array([1, 2, 0]), array([0, 1, 2]))
     """
     return np.argsort(_as_permutation(p, "p"), kind="stable").astype(np.int64)

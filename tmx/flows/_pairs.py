@@ -299,6 +299,24 @@ def pairs(
         coordinate along sample or transformation (``label_a``, ``angle_b``, ...). The unit
         coordinates (``layer``, ``channel``, ``y``, ``x``) are carried over. ``attrs``: by, n,
         rho (the number, or ``"callable"``), mark, seed, layer, pairs per factor, provenance.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import flows
+    >>> cube = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(8, 3, 2)),
+    ...     dims=("sample", "transformation", "unit"),
+    ...     coords={"layer": ("unit", ["h", "h"])},
+    ... )
+    >>> pr = flows.pairs(cube, ("sample", "transformation"), n=10, seed=0)
+    >>> dict(pr.sizes)
+    {'pair': 10, 'unit': 2, 'factor': 3}
+    >>> pr["rho"].values[:2]  # ρ on the factor each pair was drawn for
+    array([[0.   , 0.975, 0.   ],
+           [0.   , 0.   , 0.975]])
+    >>> pr["drawn"].values[:2].tolist()
+    ['sample', 'transformation']
     """
     cube = _check_cube(cube)
     by = _check_by(by, cube)

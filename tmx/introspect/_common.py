@@ -22,6 +22,18 @@ def as_responses(data: Any, *, transformation: Any = None, name: str = "response
     ``"stack"`` stacks sample × transformation into one ``sample`` dim (coordinates
     ``source_sample`` and ``source_transformation`` say where each row came from). Lazy data
     stays lazy. A DataArray without a ``layer`` coordinate is treated as one layer "responses".
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> values = np.arange(12.0).reshape(2, 3, 2)
+    >>> cube = xr.DataArray(values, dims=("sample", "transformation", "unit"))
+    >>> r = introspect.as_responses(cube, transformation="stack")
+    >>> r.dims, r.shape
+    (('sample', 'unit'), (6, 2))
+    >>> r["source_sample"].values, r["source_transformation"].values
+    (array([0, 0, 0, 1, 1, 1]), array([0, 1, 2, 0, 1, 2]))
     """
     if not isinstance(data, xr.DataArray):
         raise ValueError(

@@ -12,6 +12,7 @@ in place), together with the ``n_samples × k`` neighbour indices and distances.
 
 from __future__ import annotations
 
+import logging
 from numbers import Real
 from typing import Any
 
@@ -21,10 +22,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._validate import str_array
 from ._common import as_responses, layer_positions, load_block, select_layers
 
 __all__ = ["duplicate_groups", "duplicates"]
+
+log = logging.getLogger("tmx")
 
 _INDEXES = ("exact", "approximate")
 _APPROX_HINT = (
@@ -181,6 +186,28 @@ def _clusters(
     return cluster, counts[order].astype(np.int64), mean[order], std[order]
 
 
+def _layer(resp: xr.DataArray, layer: str, normalize: bool) -> np.ndarray:
+    """One layer's responses as a float64 copy, checked finite and normalised (step 1)."""
+    x = load_block(resp.data, layer_positions(resp, layer))
+    if not x.flags.owndata:  # a view of the caller's array: normalised in place below
+        x = x.copy()
+    if not np.isfinite(x).all():
+        raise ValueError(f"layer {layer!r} has non-finite responses (NaN or inf)")
+    if normalize:
+        _normalise_columns(x)
+    return x
+
+
+def _threshold(dist: np.ndarray, method: str, value: float, sensitivity: float) -> float:
+    """The distance threshold of step 3 from the finite neighbour distances."""
+    finite = dist[np.isfinite(dist)]
+    if method == "slope":
+        return _slope_threshold(finite, sensitivity)
+    if method == "percentile":
+        return float(np.percentile(finite, 100.0 - value)) if finite.size else 0.0
+    return value
+
+
 def duplicates(
     responses: Any,
     *,
@@ -192,6 +219,7 @@ def duplicates(
     layers: list[str] | None = None,
     transformation: Any = None,
     seed: int | None = 0,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Per-layer clusters of duplicate and near-duplicate samples.
 
@@ -258,11 +286,14 @@ def duplicates(
     layers : list of str, optional
         Layers to analyse (default: all, in order of first appearance).
     transformation : None, int or "stack", optional
-        How cubes are turned into responses (see ``tmx.introspect._common.as_responses``).
+        How cubes are turned into responses (see ``tmx.introspect.as_responses``).
         With ``"stack"`` each (sample, transformation) row is a sample, so responses that a
         transformation leaves unchanged show up as duplicates of each other.
     seed : int or None, default 0
         ``random_state`` of the approximate index (unused by the exact one).
+    progress : bool or None, default None
+        A progress bar over the layers; None: when run interactively (a terminal, not under
+        pytest or CI).
 
     Returns
     -------
@@ -277,6 +308,9 @@ def duplicates(
         ``threshold_method`` ("slope", "percentile" or "distance"), ``percentile`` (``"None"``
         unless percentile), ``sensitivity``, ``k`` (as requested), ``index``, ``normalize``,
         ``seed`` (``"None"`` when unset). ``duplicate_groups`` lists the members per cluster.
+        **Computes**: nearest neighbours and connected components need the data, so the
+        result is in memory whatever the responses' backend (dask-backed ones give the same
+        numbers).
 
     Raises
     ------
@@ -303,6 +337,18 @@ def duplicates(
     Apple, *Data and Network Introspection Kit (DNIKit)*, "Duplicates", 2021.
     W. Dong, M. Charikar, K. Li, "Efficient k-nearest neighbor graph construction for generic
     similarity measures", *WWW*, 2011.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[0.0, 1.0], [5.0, 2.0], [0.0, 1.0], [3.0, 7.0], [9.0, 4.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"] * 2)})
+    >>> out = introspect.duplicates(responses, k=2)
+    >>> out["duplicate_cluster"].sel(layer="h").values
+    array([ 0, -1,  0, -1, -1])
+    >>> introspect.duplicate_groups(out, "h")
+    [array([0, 2])]
     """
     method, value = _parse_threshold(threshold)
     if isinstance(sensitivity, bool) or not isinstance(sensitivity, Real):
@@ -317,6 +363,7 @@ def duplicates(
         raise ValueError(f"index must be one of {_INDEXES}; got {index!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise ValueError(f"seed must be an int or None; got {seed!r}")
+    show = resolve_progress(progress)
 
     resp = as_responses(responses, transformation=transformation)
     chosen = select_layers(resp, layers)
@@ -328,30 +375,23 @@ def duplicates(
     cluster_of = np.full((n, len(chosen)), -1, dtype=np.int64)
     thresholds = np.empty(len(chosen))
     stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for j, layer in enumerate(chosen):
-        x = load_block(resp.data, layer_positions(resp, layer))
-        if not x.flags.owndata:  # a view of the caller's array: normalised in place below
-            x = x.copy()
-        if not np.isfinite(x).all():
-            raise ValueError(f"layer {layer!r} has non-finite responses (NaN or inf)")
-        if normalize:
-            _normalise_columns(x)
-        if index == "exact":
-            ind = _neighbours_exact(x, k_eff)
-        else:
-            ind = _neighbours_approximate(x, k_eff, seed)
-        dist = _neighbour_distances(x, ind)
-        finite = dist[np.isfinite(dist)]
-        if method == "slope":
-            t = _slope_threshold(finite, sensitivity)
-        elif method == "percentile":
-            t = float(np.percentile(finite, 100.0 - value)) if finite.size else 0.0
-        else:
-            t = value
-        thresholds[j] = t
-        cluster_of[:, j], size, mean, std = _clusters(x, ind, dist, t)
-        stats.append((size, mean, std))
-        del x, ind, dist, finite
+    log.info("duplicates: %d layer(s), %d samples, k = %d (%s)", len(chosen), n, k_eff, index)
+    with steps(len(chosen), show, unit="layer") as bar:
+        for j, layer in enumerate(chosen):
+            x = _layer(resp, layer, normalize)
+            ind = (
+                _neighbours_exact(x, k_eff)
+                if index == "exact"
+                else _neighbours_approximate(x, k_eff, seed)
+            )
+            dist = _neighbour_distances(x, ind)
+            t = _threshold(dist, method, value, sensitivity)
+            thresholds[j] = t
+            cluster_of[:, j], size, mean, std = _clusters(x, ind, dist, t)
+            stats.append((size, mean, std))
+            log.debug("duplicates: layer %r: threshold %.4g, %d cluster(s)", layer, t, size.size)
+            del x, ind, dist
+            bar.advance()
 
     width = max((s[0].size for s in stats), default=0)
     size_all = np.zeros((len(chosen), width), dtype=np.int64)
@@ -405,6 +445,17 @@ def duplicate_groups(result: xr.Dataset, layer: str) -> list[np.ndarray]:
         For cluster ``0, 1, …``, the ``sample`` coordinate values of its members, in sample
         order (positions ``0 … n − 1`` when there is no ``sample`` coordinate) — DNIKit's
         list-of-indices view of the clusters.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[1.0, 0.0], [4.0, 4.0], [1.0, 0.0], [9.0, 1.0], [4.0, 4.0], [0.0, 7.0]])
+    >>> responses = xr.DataArray(
+    ...     x, dims=("sample", "unit"), coords={"sample": [10, 11, 12, 13, 14, 15]}
+    ... )
+    >>> introspect.duplicate_groups(introspect.duplicates(responses, k=2), "responses")
+    [array([10, 12]), array([11, 14])]
     """
     names = str_array(result["layer"].values).tolist()
     if str(layer) not in names:

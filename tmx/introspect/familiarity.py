@@ -19,17 +19,32 @@ loaded whole.
 from __future__ import annotations
 
 import copy
+import logging
+import uuid
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy.linalg import solve_triangular
 from sklearn.mixture import GaussianMixture
 
+from .. import _deprecation
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._validate import str_array
-from ._common import as_responses, layer_positions, load_block, sample_slices, select_layers
+from ._common import (
+    as_responses,
+    layer_positions,
+    load_block,
+    sample_slices,
+    select_layers,
+    unit_index,
+)
 
 __all__ = ["familiarity"]
+
+log = logging.getLogger("tmx")
 
 _COVARIANCES = ("diag", "full")
 _SCORE_DTYPES = ("float64", "input")
@@ -93,6 +108,54 @@ def _score(
     return out
 
 
+class _ScoreBlock:
+    """``block ↦ (rows, model)`` log-likelihoods of a sample chunk, as ``_score`` computes
+    them, for dask's ``map_blocks``."""
+
+    def __init__(self, models: list[GaussianMixture], score_dtype: str) -> None:
+        self.models = models
+        self.score_dtype = score_dtype
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        dtype = np.float32 if block.dtype == np.float32 else np.float64
+        block = np.ascontiguousarray(block, dtype=dtype)
+        if self.score_dtype == "float64":
+            block = block.astype(np.float64, copy=False)
+        out = np.empty((block.shape[0], len(self.models)), dtype=np.float64)
+        for m, model in enumerate(self.models):
+            out[:, m] = model.score_samples(block)
+        return out
+
+
+def _score_lazy(
+    models: list[GaussianMixture], responses: xr.DataArray, pos: np.ndarray, score_dtype: str
+) -> da.Array:
+    """``_score`` as a dask graph over the responses' sample chunks (the same chunks, the same
+    calls, so the same numbers), computed when the caller computes it."""
+    if score_dtype == "float64":
+        models = [_float64_model(model) for model in models]
+    block = responses.data[:, unit_index(pos)]
+    block = block.rechunk({1: -1})
+    return block.map_blocks(
+        _ScoreBlock(models, score_dtype),
+        chunks=(block.chunks[0], (len(models),)),
+        dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+        name=f"tmx-familiarity-{uuid.uuid4().hex}",  # unique: the fitted models are not hashed
+    )
+
+
+def _own(block: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``(rows, layer)`` scores under each row's own model (``index`` −1: none, NaN)."""
+    index = np.asarray(index).reshape(-1)
+    own = np.full(block.shape[:2], np.nan)
+    for m in range(block.shape[2]):
+        rows = np.flatnonzero(index == m)
+        own[rows] = block[rows, :, m]
+    return own
+
+
 def _check_units(fit: xr.DataArray, score: xr.DataArray) -> None:
     """Raise unless fit_on and score have the same units (layers and unit coordinates)."""
     if fit.sizes["unit"] != score.sizes["unit"]:
@@ -136,7 +199,7 @@ def familiarity(
     fit_on: Any,
     score: Any = None,
     *,
-    components: int = 5,
+    n_components: int = 5,
     covariance: str = "diag",
     seed: int | None = 0,
     max_iter: int = 200,
@@ -145,10 +208,12 @@ def familiarity(
     by: str | None = None,
     layers: list[str] | None = None,
     transformation: Any = None,
+    progress: bool | None = None,
+    components: Any = _deprecation.UNSET,
 ) -> xr.Dataset:
     """Per-layer Gaussian-mixture familiarity (log-likelihood) of responses.
 
-    For each layer, ``sklearn.mixture.GaussianMixture(n_components=components,
+    For each layer, ``sklearn.mixture.GaussianMixture(n_components=n_components,
     covariance_type=covariance, random_state=seed, max_iter=max_iter, tol=tol)`` is fitted to
     ``fit_on``'s responses of that layer, and every sample x of ``score`` gets its
     log-likelihood under the mixture (higher = more familiar):
@@ -170,7 +235,7 @@ def familiarity(
     score : xr.DataArray, optional
         Responses to score, with the same units as ``fit_on``. Default: ``fit_on`` itself.
         Scored sample chunk by sample chunk.
-    components : int, default 5
+    n_components : int, default 5
         Number of mixture components, ``>= 1``.
     covariance : {"diag", "full"}, default "diag"
         Covariance type of the components.
@@ -195,8 +260,13 @@ def familiarity(
     layers : list of str, optional
         Layers to analyse (default: all, in order of first appearance).
     transformation : None, int or "stack", optional
-        How cubes are turned into responses (see
-        ``tmx.introspect._common.as_responses``); applied to both sets.
+        How cubes are turned into responses (see ``tmx.introspect.as_responses``); applied to
+        both sets.
+    progress : bool or None, default None
+        A progress bar over the layers (one fit each); None: when run interactively (a
+        terminal, not under pytest or CI).
+    components : int
+        Deprecated name of ``n_components`` (warns).
 
     Returns
     -------
@@ -207,85 +277,79 @@ def familiarity(
         ``familiarity_own`` (sample, layer), the score under the model of the sample's own
         value (NaN where that value has no model).
         Sample coordinates of ``score`` (such as ``label``) are kept. Attributes
-        ``components``, ``covariance``, ``seed``, ``max_iter``, ``tol``, ``score_dtype``,
+        ``n_components``, ``covariance``, ``seed``, ``max_iter``, ``tol``, ``score_dtype``,
         ``by`` (``seed`` / ``by`` stored as ``"None"`` when unset, for serialisability).
 
     Raises
     ------
     ValueError
-        On ``components < 1``, an unknown ``covariance``, ``max_iter < 1``, ``tol < 0``, an
+        On ``n_components < 1``, an unknown ``covariance``, ``max_iter < 1``, ``tol < 0``, an
         unknown ``score_dtype``, an unknown layer, a missing ``by``
-        coordinate, too few samples (fewer than ``components``) in a layer or for a ``by``
+        coordinate, too few samples (fewer than ``n_components``) in a layer or for a ``by``
         value (naming it), or when ``fit_on`` and ``score`` have different units.
+
+    Notes
+    -----
+    **Computes the fit, not the scores.** The mixtures are fitted here (each layer of
+    ``fit_on`` is read); the scores are **lazy** when ``score`` (by default ``fit_on``) is
+    dask-backed: a dask graph over its sample chunks, with the same numbers as numpy-backed
+    responses chunked the same way, computed when the caller computes it.
 
     References
     ----------
     Apple, *Data and Network Introspection Kit (DNIKit)*, "Familiarity", 2021.
     D. Reynolds, "Gaussian Mixture Models", *Encyclopedia of Biometrics*, Springer, 2009.
-    """
-    if isinstance(components, bool) or not isinstance(components, int | np.integer):
-        raise ValueError(f"components must be an int >= 1; got {components!r}")
-    components = int(components)
-    if components < 1:
-        raise ValueError(f"components must be >= 1; got {components}")
-    if covariance not in _COVARIANCES:
-        raise ValueError(f"covariance must be one of {_COVARIANCES}; got {covariance!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
-    max_iter = int(max_iter)
-    if not (isinstance(tol, int | float | np.floating) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0; got {tol!r}")
-    if score_dtype not in _SCORE_DTYPES:
-        raise ValueError(f"score_dtype must be one of {_SCORE_DTYPES}; got {score_dtype!r}")
 
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[0.0], [0.1], [-0.1], [0.2], [-0.2], [5.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"])})
+    >>> fam = introspect.familiarity(responses, n_components=1)
+    >>> scores = fam["familiarity"].sel(layer="h").values
+    >>> int(scores.argmin())  # the outlier is the least familiar
+    5
+    >>> bool(np.allclose(scores, fam["familiarity"].values[:, 0]))
+    True
+    """
+    n_components = _deprecation.renamed(
+        "familiarity", "components", "n_components", components, n_components, 5
+    )
+    n_components, max_iter = _check_arguments(n_components, covariance, max_iter, tol, score_dtype)
+    show = resolve_progress(progress)
     fit = as_responses(fit_on, transformation=transformation, name="fit_on")
     sco = fit if score is None else as_responses(score, transformation=transformation, name="score")
     if score is not None:
         _check_units(fit, sco)
-
     chosen = select_layers(fit, layers)
-
-    if by is None:
-        groups: list[tuple[Any, np.ndarray | None]] = [(None, None)]
-        n_fit = fit.sizes["sample"]
-        if n_fit < components:
-            raise ValueError(f"fit_on has {n_fit} samples, fewer than components={components}")
-    else:
-        if by not in fit.coords or fit[by].dims != ("sample",):
-            raise ValueError(f"by={by!r} must be a coordinate along sample of fit_on")
-        if score is not None and (by not in sco.coords or sco[by].dims != ("sample",)):
-            raise ValueError(f"by={by!r} must be a coordinate along sample of score")
-        values = np.asarray(fit[by].values)
-        uniques = np.unique(values)
-        groups = []
-        for value in uniques:
-            rows = np.flatnonzero(values == value)
-            if rows.size < components:
-                shown = value.item() if isinstance(value, np.generic) else value
-                raise ValueError(
-                    f"{by}={shown!r} has {rows.size} samples in fit_on, fewer than "
-                    f"components={components}"
-                )
-            groups.append((value, rows))
-
-    n_score = sco.sizes["sample"]
-    result = np.empty((n_score, len(chosen), len(groups)), dtype=np.float64)
-    for j, layer in enumerate(chosen):
-        pos = layer_positions(fit, layer)
-        models = []
-        if by is None:
-            models.append(_fit(_load(fit, pos), components, covariance, seed, max_iter, tol))
-        else:
+    groups = _groups(fit, sco, score is not None, by, n_components)
+    lazy = isinstance(sco.data, da.Array)
+    log.info(
+        "familiarity: %d layer(s), %d mixture(s) of %d components each, scoring %d samples%s",
+        len(chosen),
+        len(groups),
+        n_components,
+        sco.sizes["sample"],
+        " (lazily)" if lazy else "",
+    )
+    parts = []
+    with steps(len(chosen), show, unit="layer") as bar:
+        for layer in chosen:
+            log.debug("familiarity: fitting layer %r", layer)
+            pos = layer_positions(fit, layer)
             x = _load(fit, pos)
-            for _, rows in groups:
-                models.append(_fit(x[rows], components, covariance, seed, max_iter, tol))
+            models = [
+                _fit(x if rows is None else x[rows], n_components, covariance, seed, max_iter, tol)
+                for _, rows in groups
+            ]
             del x
-        result[:, j, :] = _score(models, sco, layer_positions(sco, layer), score_dtype)
-
-    sample_coords = {k: c.variable for k, c in sco.coords.items() if c.dims == ("sample",)}
-    coords: dict[str, Any] = {**sample_coords, "layer": np.asarray(chosen, dtype=str)}
+            scorer = _score_lazy if lazy else _score
+            parts.append(scorer(models, sco, layer_positions(sco, layer), score_dtype))
+            bar.advance()
+    result = da.stack(parts, axis=1) if lazy else np.stack(parts, axis=1)
     attrs = {
-        "components": components,
+        "n_components": n_components,
         "covariance": covariance,
         "seed": "None" if seed is None else int(seed),
         "max_iter": max_iter,
@@ -293,20 +357,83 @@ def familiarity(
         "score_dtype": score_dtype,
         "by": "None" if by is None else by,
     }
+    return _wrap(sco, chosen, groups, by, result, attrs)
+
+
+def _check_arguments(
+    n_components: Any, covariance: Any, max_iter: Any, tol: Any, score_dtype: Any
+) -> tuple[int, int]:
+    if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer):
+        raise ValueError(f"n_components must be an int >= 1; got {n_components!r}")
+    n_components = int(n_components)
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1; got {n_components}")
+    if covariance not in _COVARIANCES:
+        raise ValueError(f"covariance must be one of {_COVARIANCES}; got {covariance!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
+    if not (isinstance(tol, int | float | np.floating) and tol >= 0):
+        raise ValueError(f"tol must be a number >= 0; got {tol!r}")
+    if score_dtype not in _SCORE_DTYPES:
+        raise ValueError(f"score_dtype must be one of {_SCORE_DTYPES}; got {score_dtype!r}")
+    return n_components, int(max_iter)
+
+
+def _groups(
+    fit: xr.DataArray, sco: xr.DataArray, given: bool, by: str | None, n_components: int
+) -> list[tuple[Any, np.ndarray | None]]:
+    """The mixtures to fit: ``(value of by, fit_on's rows)`` per value, or one on every row."""
+    if by is None:
+        n_fit = fit.sizes["sample"]
+        if n_fit < n_components:
+            raise ValueError(f"fit_on has {n_fit} samples, fewer than n_components={n_components}")
+        return [(None, None)]
+    if by not in fit.coords or fit[by].dims != ("sample",):
+        raise ValueError(f"by={by!r} must be a coordinate along sample of fit_on")
+    if given and (by not in sco.coords or sco[by].dims != ("sample",)):
+        raise ValueError(f"by={by!r} must be a coordinate along sample of score")
+    values = np.asarray(fit[by].values)
+    groups: list[tuple[Any, np.ndarray | None]] = []
+    for value in np.unique(values):
+        rows = np.flatnonzero(values == value)
+        if rows.size < n_components:
+            shown = value.item() if isinstance(value, np.generic) else value
+            raise ValueError(
+                f"{by}={shown!r} has {rows.size} samples in fit_on, fewer than "
+                f"n_components={n_components}"
+            )
+        groups.append((value, rows))
+    return groups
+
+
+def _wrap(
+    sco: xr.DataArray,
+    chosen: list[str],
+    groups: list[tuple[Any, np.ndarray | None]],
+    by: str | None,
+    result: Any,
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """The labeled result: ``familiarity`` (and ``familiarity_own`` with ``by``)."""
+    sample_coords = {k: c.variable for k, c in sco.coords.items() if c.dims == ("sample",)}
+    coords: dict[str, Any] = {**sample_coords, "layer": np.asarray(chosen, dtype=str)}
     if by is None:
         return xr.Dataset(
             {"familiarity": (("sample", "layer"), result[:, :, 0])}, coords=coords, attrs=attrs
         )
-
     model_dim = f"{by}_model"
     model_values = np.asarray([value for value, _ in groups])
     coords[model_dim] = model_values
     data_vars: dict[str, Any] = {"familiarity": (("sample", "layer", model_dim), result)}
     if by in sco.coords and sco[by].dims == ("sample",):
         own_values = np.asarray(sco[by].values)
-        own = np.full((n_score, len(chosen)), np.nan)
+        index = np.full(own_values.shape[0], -1, dtype=np.int64)
         for m, value in enumerate(model_values):
-            rows = np.flatnonzero(own_values == value)
-            own[rows] = result[rows, :, m]
+            index[own_values == value] = m
+        if isinstance(result, da.Array):
+            lazy_index = da.from_array(index, chunks=(result.chunks[0],))[:, None, None]
+            own = da.map_blocks(_own, result, lazy_index, drop_axis=2, dtype=np.float64)
+        else:
+            own = _own(result, index)
         data_vars["familiarity_own"] = (("sample", "layer"), own)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

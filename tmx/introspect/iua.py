@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -45,7 +44,61 @@ def _chunk_counts(block: np.ndarray, atol: float, onehot: np.ndarray) -> tuple[A
     return np.count_nonzero(mask, axis=0), np.rint(per_probe).astype(np.int64)
 
 
-def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr.Dataset:
+def _summary(per_probe: np.ndarray, counts: np.ndarray) -> tuple[Any, Any, Any]:
+    """Mean and population standard deviation of the per-probe counts, and the proportions
+    (NaN without probes)."""
+    n_samples = per_probe.shape[0]
+    if n_samples == 0:
+        nan = np.full(per_probe.shape[1], np.nan)
+        return nan, nan.copy(), np.full(counts.shape, np.nan)
+    mean = per_probe.mean(axis=0, dtype=np.float64)
+    std = per_probe.std(axis=0, ddof=0, dtype=np.float64)
+    return mean, std, np.asarray(counts / float(n_samples), dtype=np.float64)
+
+
+def _counts(data: np.ndarray, atol: float, onehot: np.ndarray) -> tuple[Any, ...]:
+    """The counts of numpy-backed responses, sample block by sample block."""
+    n_samples = data.shape[0]
+    counts = np.zeros(data.shape[1], dtype=np.int64)
+    per_probe = np.zeros((n_samples, onehot.shape[1]), dtype=np.int64)
+    for sl in sample_slices(data, _NUMPY_CHUNK):
+        c, p = _chunk_counts(data[sl], atol, onehot)
+        counts += c
+        per_probe[sl] = p
+    return (counts, per_probe, *_summary(per_probe, counts))
+
+
+def _mean_of(per_probe: np.ndarray) -> np.ndarray:
+    return _summary(per_probe, np.zeros(0))[0]
+
+
+def _std_of(per_probe: np.ndarray) -> np.ndarray:
+    return _summary(per_probe, np.zeros(0))[1]
+
+
+def _lazy_counts(data: da.Array, atol: float, onehot: np.ndarray, n_samples: int) -> tuple:
+    """The same counts as a dask graph: reductions over the sample chunks; the mean and
+    standard deviation over probes are numpy's on the (sample, layer) counts in one block, so
+    the numbers equal the numpy path's exactly."""
+    mask = da.abs(data) <= atol
+    counts = mask.sum(axis=0, dtype=np.int64)
+    onehot32 = da.from_array(onehot, chunks=onehot.shape)
+    per_probe = da.rint(mask.astype(np.float32) @ onehot32).astype(np.int64)
+    if n_samples == 0:
+        nan = np.full(onehot.shape[1], np.nan)
+        return counts, per_probe, nan, nan.copy(), np.full(data.shape[1], np.nan)
+    whole = per_probe.rechunk({0: -1, 1: -1})
+    mean = whole.map_blocks(_mean_of, drop_axis=0, dtype=np.float64)
+    std = whole.map_blocks(_std_of, drop_axis=0, dtype=np.float64)
+    return counts, per_probe, mean, std, counts / float(n_samples)
+
+
+def iua(
+    responses: Any,
+    *,
+    atol: float = 1e-8,
+    transformation: Any = None,
+) -> xr.Dataset:
     """Inactive Unit Analysis of responses, per layer and per unit.
 
     A unit is *inactive* on a probe (a sample) when its absolute response is at most ``atol``:
@@ -60,7 +113,7 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
     atol : float, default 1e-8
         Absolute tolerance under which a response counts as zero. Must be ``>= 0``.
     transformation : None, int or "stack", optional
-        How a cube is turned into responses (see ``tmx.introspect._common.as_responses``):
+        How a cube is turned into responses (see ``tmx.introspect.as_responses``):
         ``None`` needs a single transformation, an int selects one, ``"stack"`` uses every
         ``(sample, transformation)`` row as a probe.
 
@@ -86,6 +139,10 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
         dimension). Sample coordinates of the responses (such as ``label``) are carried on
         ``sample``. Attributes ``atol`` and ``n_samples``.
 
+        **Lazy** when the responses are dask-backed: every variable but ``n_units`` is a dask
+        graph (reductions over the sample chunks), with the same numbers as numpy-backed
+        responses, computed when the caller computes it (``.compute()``, ``.load()``).
+
     Raises
     ------
     ValueError
@@ -94,6 +151,21 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
     References
     ----------
     Apple, *Data and Network Introspection Kit (DNIKit)*, "Inactive Unit Analysis", 2021.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[0.0, 1.0, 0.0], [0.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"] * 3)})
+    >>> out = introspect.iua(responses)
+    >>> out["inactive_count"].values
+    array([3, 1, 1])
+    >>> out["inactive_per_probe"].sel(layer="h").values
+    array([2, 1, 2])
+    >>> lazy = introspect.iua(responses.chunk({"sample": 2}))  # dask in, dask out
+    >>> lazy["inactive_count"].chunks is not None, lazy["inactive_count"].values
+    (True, array([3, 1, 1]))
     """
     atol = float(atol)
     if not np.isfinite(atol) or atol < 0:
@@ -105,30 +177,9 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
     data = r.data
 
     if isinstance(data, da.Array):
-        mask = da.abs(data) <= atol
-        counts_lazy = mask.sum(axis=0, dtype=np.int64)
-        onehot32 = da.from_array(onehot, chunks=onehot.shape)
-        per_probe_lazy = da.rint(mask.astype(np.float32) @ onehot32)
-        counts, per_probe = dask.compute(counts_lazy, per_probe_lazy)
-        counts = np.asarray(counts, dtype=np.int64)
-        per_probe = np.asarray(per_probe, dtype=np.int64)
+        counts, per_probe, mean, std, proportion = _lazy_counts(data, atol, onehot, n_samples)
     else:
-        data = np.asarray(data)
-        counts = np.zeros(r.sizes["unit"], dtype=np.int64)
-        per_probe = np.zeros((n_samples, len(layers)), dtype=np.int64)
-        for sl in sample_slices(data, _NUMPY_CHUNK):
-            c, p = _chunk_counts(data[sl], atol, onehot)
-            counts += c
-            per_probe[sl] = p
-
-    if n_samples > 0:
-        mean = per_probe.mean(axis=0, dtype=np.float64)
-        std = per_probe.std(axis=0, ddof=0, dtype=np.float64)
-        proportion = counts / float(n_samples)
-    else:
-        mean = np.full(len(layers), np.nan)
-        std = np.full(len(layers), np.nan)
-        proportion = np.full(counts.shape, np.nan)
+        counts, per_probe, mean, std, proportion = _counts(np.asarray(data), atol, onehot)
 
     sample_coords = {k: c.variable for k, c in r.coords.items() if c.dims == ("sample",)}
     unit_coords = {
@@ -142,7 +193,7 @@ def iua(responses: Any, *, atol: float = 1e-8, transformation: Any = None) -> xr
             "mean_inactive": ("layer", mean),
             "std_inactive": ("layer", std),
             "inactive_count": ("unit", counts),
-            "inactive_proportion": ("unit", np.asarray(proportion, dtype=np.float64)),
+            "inactive_proportion": ("unit", proportion),
             "n_units": ("layer", onehot.sum(axis=0).astype(np.int64)),
         },
         coords={**sample_coords, **unit_coords, "layer": np.asarray(layers, dtype=str)},

@@ -14,6 +14,7 @@ Ledoit-Wolf shrinkage covariance (with a warning) instead of being dropped. The 
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -21,7 +22,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from ._common import as_responses, layer_positions, layers_of, sample_slices, unit_index
+
+log = logging.getLogger("tmx")
 
 _POOLS = ("max", "mean", "sum")
 _STRATEGIES = ("kl", "energy", "size")
@@ -106,11 +111,14 @@ class _Layer:
         self.n = n
 
 
-def _blocks(data: Any) -> Any:
-    """Yield (sample-chunk) numpy blocks with every unit, computing dask chunks one at a time."""
+def _blocks(data: Any, bar: Any = None) -> Any:
+    """Yield (sample-chunk) numpy blocks with every unit, computing dask chunks one at a time
+    (``bar`` advanced after each)."""
     for sl in sample_slices(data, _NUMPY_CHUNK):
         block = data[sl]
         yield np.asarray(block.compute() if hasattr(block, "compute") else block)
+        if bar is not None:
+            bar.advance()
 
 
 def _ledoit_wolf(cov: np.ndarray, n: int, fourth: float) -> tuple[np.ndarray, float]:
@@ -140,8 +148,13 @@ def pfa(
     epsilon_inactive: float = 1e-8,
     gram: str = "input",
     eigenvectors: bool = True,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Per-layer channel covariance spectra for Principal Filter Analysis.
+
+    Per layer, with x the (pooled) channel responses of a sample, the covariance
+    Σ = 1/(n − 1) Σ_i (x_i − x̄)(x_i − x̄)ᵀ is accumulated over sample chunks (Chan's merge,
+    float64) and decomposed, Σ = V diag(λ) Vᵀ, λ sorted descending (Suau et al. 2020).
 
     Parameters
     ----------
@@ -167,6 +180,9 @@ def pfa(
         Also compute the eigenvectors (``np.linalg.eigh``); ``False`` computes eigenvalues only
         (``np.linalg.eigvalsh``, about 2.5× faster on 512 channels), which is all
         ``pfa_recipe`` needs, and leaves out the ``eigenvectors`` variable.
+    progress
+        A progress bar over the sample chunks read (a second pass for shrunk layers); None
+        (default): when run interactively (a terminal, not under pytest or CI).
 
     Returns
     -------
@@ -178,10 +194,25 @@ def pfa(
         ``mean`` and ``variance`` (layer, channel); ``channel_id`` (layer, channel), the
         ``channel`` coordinate of conv channels or the unit index in a dense layer (-1 pads);
         ``n_units``, ``n_channels``, ``n_active``, ``shrinkage`` (layer) and ``n_samples``.
+        **Computes**: an eigendecomposition needs the whole covariance, so the result is in
+        memory; dask-backed responses are read one sample chunk at a time (same numbers as
+        numpy-backed ones chunked alike).
 
     References
     ----------
     Suau, Zappella & Apostoloff (2020), "Filter distillation for network compression", WACV.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [3.0, 6.0, 0.0], [4.0, 8.0, 0.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"] * 3)})
+    >>> stats = introspect.pfa(responses)
+    >>> stats["eigenvalues"].sel(layer="h").values.round(6) + 0.0  # one direction carries all
+    array([8.333333, 0.      , 0.      ])
+    >>> int(stats["n_active"].sel(layer="h"))
+    2
     """
     if pool not in _POOLS:
         raise ValueError(f"pool must be one of {_POOLS}; got {pool!r}")
@@ -191,6 +222,7 @@ def pfa(
         raise ValueError(f'gram must be "input" or "float64"; got {gram!r}')
     if not epsilon_inactive >= 0:
         raise ValueError(f"epsilon_inactive must be >= 0; got {epsilon_inactive!r}")
+    show = resolve_progress(progress)
     r = as_responses(responses, transformation=transformation)
     coords = r.coords
     layers: list[_Layer] = []
@@ -203,9 +235,12 @@ def pfa(
                 channel_of = np.asarray(coords["channel"].values)[pos]
         layers.append(_Layer(name, pos, channel_of))
     data = r.data
-    for block in _blocks(data):
-        for lay in layers:
-            lay.update(lay.pool(block, pool), gram)
+    chunks = len(sample_slices(data, _NUMPY_CHUNK))
+    log.info("pfa: %d layer(s), %d sample chunk(s)", len(layers), chunks)
+    with steps(chunks, show, unit="chunk") as bar:
+        for block in _blocks(data, bar):
+            for lay in layers:
+                lay.update(lay.pool(block, pool), gram)
     n = layers[0].n if layers else 0
     if n < 2:
         raise ValueError(f"pfa needs at least 2 samples; got {n}")
@@ -216,10 +251,12 @@ def pfa(
             "Ledoit-Wolf shrinkage covariance",
             stacklevel=2,
         )
-        for block in _blocks(data):
-            for lay in small:
-                xc = np.asarray(lay.pool(block, pool), dtype=np.float64) - lay.mean
-                lay.fourth += float(np.sum(np.sum(xc**2, axis=1) ** 2))
+        log.info("pfa: a second pass for the shrinkage of %d layer(s)", len(small))
+        with steps(chunks, show, unit="chunk") as bar:
+            for block in _blocks(data, bar):
+                for lay in small:
+                    xc = np.asarray(lay.pool(block, pool), dtype=np.float64) - lay.mean
+                    lay.fourth += float(np.sum(np.sum(xc**2, axis=1) ** 2))
     width = max(lay.channels.size for lay in layers)
     nl = len(layers)
     eigval = np.full((nl, width), np.nan)
@@ -441,6 +478,16 @@ def pfa_recipe(
     References
     ----------
     Suau, Zappella & Apostoloff (2020), "Filter distillation for network compression", WACV.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [3.0, 6.0, 0.0], [4.0, 8.0, 0.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"] * 3)})
+    >>> recipe = introspect.pfa_recipe(introspect.pfa(responses), "energy", energy=0.9)
+    >>> recipe["recommended"].values, recipe["keep"].values
+    (array([1]), array([[False,  True, False]]))
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")

@@ -1,7 +1,7 @@
 """Dimension reduction of responses, per layer: PCA, incremental PCA, t-SNE, UMAP and PaCMAP.
 
-Each layer's units are reduced to ``dims`` components, one layer at a time, as DNIKit's
-``DimensionReduction`` (Apple, *Data and Network Introspection Kit*, 2021) does for its
+Each layer's units are reduced to ``n_components`` components, one layer at a time, as
+DNIKit's ``DimensionReduction`` (Apple, *Data and Network Introspection Kit*, 2021) does for its
 strategies. The methods are thin wrappers around their libraries: the numbers are the
 libraries' own, for the same data, seed and options.
 
@@ -18,6 +18,9 @@ of ``n_samples × n_neighbours`` entries).
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Integral, Real
 from types import ModuleType
 from typing import Any
@@ -28,16 +31,18 @@ import numpy as np
 import xarray as xr
 from sklearn import config_context
 from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.manifold import TSNE
 
 from .. import _deprecation
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._validate import str_array
 from ._common import as_responses, load_block, loaded_coords, sample_slices, select_layers
 
 __all__ = ["METHODS", "reduce"]
 
-METHODS = ("pca", "incremental_pca", "tsne", "umap", "pacmap")
-_PCA_TYPES = ("pca", "incremental_pca")
-_OPTIONAL = {"umap": ("umap", "umap-learn"), "pacmap": ("pacmap", "pacmap")}
+log = logging.getLogger("tmx")
+
 _ATTRS = ("method", "n_components", "seed")
 _MIN_BATCH = 1024
 _LOAD_ONCE_BYTES = 512 * 2**20  # float64 bytes of all layers' blocks computed in one dask pass
@@ -60,18 +65,6 @@ def _check_finite(block: np.ndarray, layer: str) -> None:
         raise ValueError(f"responses of layer {layer!r} contain non-finite values (NaN or inf)")
 
 
-def _optional(method: str) -> ModuleType:
-    """Import the optional package of ``method``, with an install hint when it is missing."""
-    module, package = _OPTIONAL[method]
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(
-            f'method="{method}" needs the optional package {package}: '
-            f'pip install "tmx-measures[{method}]"'
-        ) from err
-
-
 def _pacmap_neighbours(n: int, options: dict[str, Any]) -> int | None:
     """Largest ``n_neighbors <= 10`` whose near, mid-near and further pairs fit in ``n``
     samples (PaCMAP's own rule: ``n_NB + round(n_NB * MN_ratio) + round(n_NB * FP_ratio) <
@@ -84,37 +77,126 @@ def _pacmap_neighbours(n: int, options: dict[str, Any]) -> int | None:
     return None
 
 
-def _defaults(method: str, n: int, dims: int, seed: int | None, options: dict[str, Any]):
-    """The options passed to the library: the caller's, plus the small-sample defaults."""
-    opts = dict(options)
-    if method == "tsne":
-        # scikit-learn needs perplexity < n_samples; (n - 1) / 3 makes its 3 * perplexity + 1
-        # neighbours exactly all the other samples.
-        opts.setdefault("perplexity", min(_TSNE_PERPLEXITY, (n - 1) / 3))
-        if dims > 3:
-            opts.setdefault("method", "exact")  # Barnes-Hut supports at most 3 components
-    elif method == "umap":
-        opts.setdefault("n_neighbors", min(_UMAP_NEIGHBOURS, n - 1))
-        if seed is not None:
-            opts.setdefault("n_jobs", 1)  # UMAP forces 1 with a seed, and warns otherwise
-    elif method == "pacmap":
-        if "n_neighbors" not in opts:
-            k = _pacmap_neighbours(n, opts)
-            if k is None:
-                raise ValueError(
-                    f'method="pacmap" needs more samples: {n} cannot hold its nearest, '
-                    "mid-near and further pairs (at least 4 with the default ratios)"
-                )
-            opts["n_neighbors"] = k
+# -- the estimators: one small spec per method (a registry, not an if/elif) --------------------
+Options = dict[str, Any]
+
+
+def _no_defaults(n: int, dims: int, seed: int | None, opts: Options) -> Options:
     return opts
 
 
-def _min_samples(method: str, dims: int) -> int:
-    if method == "umap":
-        return max(3, dims + 2)  # n_neighbors >= 2; the spectral init needs dims + 1 < n
-    if method == "pacmap":
-        return max(4, dims)
+def _tsne_defaults(n: int, dims: int, seed: int | None, opts: Options) -> Options:
+    # scikit-learn needs perplexity < n_samples; (n - 1) / 3 makes its 3 * perplexity + 1
+    # neighbours exactly all the other samples.
+    opts.setdefault("perplexity", min(_TSNE_PERPLEXITY, (n - 1) / 3))
+    if dims > 3:
+        opts.setdefault("method", "exact")  # Barnes-Hut supports at most 3 components
+    return opts
+
+
+def _umap_defaults(n: int, dims: int, seed: int | None, opts: Options) -> Options:
+    opts.setdefault("n_neighbors", min(_UMAP_NEIGHBOURS, n - 1))
+    if seed is not None:
+        opts.setdefault("n_jobs", 1)  # UMAP forces 1 with a seed, and warns otherwise
+    return opts
+
+
+def _pacmap_defaults(n: int, dims: int, seed: int | None, opts: Options) -> Options:
+    if "n_neighbors" not in opts:
+        k = _pacmap_neighbours(n, opts)
+        if k is None:
+            raise ValueError(
+                f'method="pacmap" needs more samples: {n} cannot hold its nearest, '
+                "mid-near and further pairs (at least 4 with the default ratios)"
+            )
+        opts["n_neighbors"] = k
+    return opts
+
+
+Projected = tuple[np.ndarray, np.ndarray | None]  # (sample, dims) and the explained ratios
+
+
+def _pca(x: np.ndarray, dims: int, seed: int | None, opts: Options, module: Any) -> Projected:
+    model = PCA(n_components=dims, random_state=seed, **opts)
+    # finite already checked (naming the layer): scikit-learn need not check again
+    with np.errstate(divide="ignore", invalid="ignore"), config_context(assume_finite=True):
+        out = model.fit_transform(x)
+    return out, model.explained_variance_ratio_
+
+
+def _tsne(x: np.ndarray, dims: int, seed: int | None, opts: Options, module: Any) -> Projected:
+    return TSNE(n_components=dims, random_state=seed, **opts).fit_transform(x), None
+
+
+def _umap(x: np.ndarray, dims: int, seed: int | None, opts: Options, module: Any) -> Projected:
+    return module.UMAP(n_components=dims, random_state=seed, **opts).fit_transform(x), None
+
+
+def _pacmap(x: np.ndarray, dims: int, seed: int | None, opts: Options, module: Any) -> Projected:
+    return module.PaCMAP(n_components=dims, random_state=seed, **opts).fit_transform(x), None
+
+
+def _at_least(dims: int) -> int:
     return max(2, dims)
+
+
+@dataclass(frozen=True)
+class _Method:
+    """How one method reduces a layer.
+
+    ``project(x, dims, seed, options, module)`` maps a whole layer's float64 responses
+    ``(n, units)`` to ``(n, dims)`` and the explained variance ratios (or None); ``streamed``
+    methods are fitted chunk by chunk instead (``_incremental``). ``defaults(n, dims, seed,
+    options)`` adds the small-sample defaults; ``min_samples(dims)`` is the fewest samples the
+    method takes; ``constant_to_zero``: a layer equal on every sample is projected to 0 without
+    calling the library; ``package``: (module, pip extra) of an optional dependency."""
+
+    project: Callable[[np.ndarray, int, int | None, Options, Any], Projected] | None = None
+    streamed: bool = False
+    ratios: bool = False
+    defaults: Callable[[int, int, int | None, Options], Options] = _no_defaults
+    min_samples: Callable[[int], int] = _at_least
+    constant_to_zero: bool = False
+    package: tuple[str, str] | None = None
+
+
+_REGISTRY: dict[str, _Method] = {
+    "pca": _Method(project=_pca, ratios=True),
+    "incremental_pca": _Method(streamed=True, ratios=True),
+    "tsne": _Method(project=_tsne, defaults=_tsne_defaults, constant_to_zero=True),
+    "umap": _Method(
+        project=_umap,
+        defaults=_umap_defaults,
+        # n_neighbors >= 2; the spectral init needs dims + 1 < n
+        min_samples=lambda dims: max(3, dims + 2),
+        constant_to_zero=True,
+        package=("umap", "umap-learn"),
+    ),
+    "pacmap": _Method(
+        project=_pacmap,
+        defaults=_pacmap_defaults,
+        min_samples=lambda dims: max(4, dims),
+        constant_to_zero=True,
+        package=("pacmap", "pacmap"),
+    ),
+}
+METHODS = tuple(_REGISTRY)
+
+
+def _optional(method: str) -> ModuleType | None:
+    """Import the optional package of ``method`` (None when it needs none), with an install
+    hint when it is missing."""
+    package = _REGISTRY[method].package
+    if package is None:
+        return None
+    module, name = package
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f'method="{method}" needs the optional package {name}: '
+            f'pip install "tmx-measures[{method}]"'
+        ) from err
 
 
 def _attr(value: Any) -> Any:
@@ -209,6 +291,7 @@ def reduce(
     transformation: Any = None,
     seed: int | None = 0,
     batch_size: int | None = None,
+    progress: bool | None = None,
     dims: Any = _deprecation.UNSET,
     **options: Any,
 ) -> xr.DataArray:
@@ -273,6 +356,9 @@ def reduce(
         numbers, whatever the backend. Chunks with fewer than ``dims`` rows (IncrementalPCA
         needs ``dims`` rows per ``partial_fit``) are merged into the next one, the last into
         the previous one.
+    progress : bool or None, default None
+        A progress bar over the layers; None: when run interactively (a terminal, not under
+        pytest or CI).
     dims : int
         Deprecated name of ``n_components`` (warns).
     **options
@@ -282,7 +368,9 @@ def reduce(
     Returns
     -------
     xr.DataArray
-        ``projection`` with dims ``(sample, layer, component)``, float64. Coordinates: the
+        ``projection`` with dims ``(sample, layer, component)``, float64, in memory: **this
+        function computes** (a fit needs the data; dask-backed responses are read as described
+        above and give the same numbers). Coordinates: the
         sample coordinates of the responses (``sample``, ``label``, ``source_sample``, ...),
         ``layer`` (str) and ``component`` (0 .. dims - 1); for ``"pca"`` and
         ``"incremental_pca"`` also ``explained_variance_ratio`` (layer, component).
@@ -295,9 +383,10 @@ def reduce(
     Raises
     ------
     ValueError
-        On an unknown method, ``dims`` not an int in range, an unknown layer, too few samples
-        for the method, non-finite responses (naming the layer), a bad ``batch_size`` or
-        ``batch_size`` with another method, a bad ``seed``, or ``random_state`` in ``options``.
+        On an unknown method, ``n_components`` not an int in range, an unknown layer, too few
+        samples for the method, non-finite responses (naming the layer), a bad ``batch_size``
+        or ``batch_size`` with another method, a bad ``seed``, or ``random_state`` in
+        ``options``.
     ImportError
         When ``method`` is ``"umap"`` or ``"pacmap"`` and its optional package is missing.
 
@@ -314,8 +403,44 @@ def reduce(
     Y. Wang, H. Huang, C. Rudin, Y. Shaposhnik, "Understanding how dimension reduction tools
     work: an empirical approach to deciphering t-SNE, UMAP, TriMap, and PaCMAP for data
     visualization", *JMLR* 22, 2021.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> x = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [4.0, 0.0, 1.0], [6.0, 0.0, 1.0]])
+    >>> responses = xr.DataArray(x, dims=("sample", "unit"), coords={"layer": ("unit", ["h"] * 3)})
+    >>> out = introspect.reduce(responses, "pca", n_components=1)
+    >>> np.abs(out.sel(layer="h", component=0).values)
+    array([3., 1., 1., 3.])
+    >>> out["explained_variance_ratio"].values
+    array([[1.]])
     """
     n_components = _deprecation.renamed("reduce", "dims", "n_components", dims, n_components, 2)
+    dims, seed, batch_size = _check_arguments(method, n_components, seed, batch_size, options)
+    show = resolve_progress(progress)
+    data = _responses(responses, transformation)
+    chosen = select_layers(data, layers)
+    positions = _check_sizes(data, chosen, method, dims)
+    spec = _REGISTRY[method]
+    module = _optional(method)
+    n = int(data.shape[0])
+    opts = spec.defaults(n, dims, seed, dict(options))
+    record = dict(opts)
+    blocks: list[slice] = []
+    if spec.streamed:
+        blocks, opts, record = _incremental_plan(data.data, n, batch_size, dims, opts)
+    log.info("reduce: %s to %d components, %d layer(s), %d samples", method, dims, len(chosen), n)
+    out, ratios = _reduce_layers(
+        data, chosen, positions, spec, dims, seed, opts, module, blocks, show
+    )
+    return _wrap(data, chosen, out, ratios if spec.ratios else None, method, dims, seed, record)
+
+
+def _check_arguments(
+    method: Any, n_components: Any, seed: Any, batch_size: Any, options: Options
+) -> tuple[int, int | None, int | None]:
+    """``(dims, seed, batch_size)`` checked, or a ``ValueError`` naming the argument."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of the projection methods {METHODS}; got {method!r}")
     if isinstance(n_components, bool) or not isinstance(n_components, Integral):
@@ -327,7 +452,7 @@ def reduce(
         raise ValueError(f"seed must be None or an int; got {seed!r}")
     seed = None if seed is None else int(seed)
     if batch_size is not None:
-        if method != "incremental_pca":
+        if not _REGISTRY[method].streamed:
             raise ValueError(
                 f'batch_size is only used by method="incremental_pca"; got method={method!r}'
             )
@@ -340,10 +465,13 @@ def reduce(
             raise ValueError(f"batch_size must be >= n_components={dims}; got {batch_size}")
     if "random_state" in options:
         raise ValueError("options must not set random_state: the random state is seed=")
+    return dims, seed, batch_size
 
-    data = _responses(responses, transformation)
-    chosen = select_layers(data, layers)
 
+def _check_sizes(
+    data: xr.DataArray, chosen: list[str], method: str, dims: int
+) -> dict[str, np.ndarray]:
+    """Each chosen layer's unit positions, checked to hold ``dims`` units and enough samples."""
     n = int(data.shape[0])
     names = str_array(data.coords.variables["layer"].values)
     positions = {layer: np.flatnonzero(names == layer) for layer in chosen}
@@ -352,61 +480,84 @@ def reduce(
             raise ValueError(
                 f"n_components={dims} exceeds the {positions[layer].size} units of layer {layer!r}"
             )
-    need = _min_samples(method, dims)
+    need = _REGISTRY[method].min_samples(dims)
     if n < need:
         raise ValueError(
             f'method="{method}" with n_components={dims} needs at least {need} samples; got {n}'
         )
+    return positions
 
-    module: Any = _optional(method) if method in _OPTIONAL else None
-    opts = _defaults(method, n, dims, seed, options)
-    record = dict(opts)
-    blocks: list[slice] = []
-    if method == "incremental_pca":
-        blocks = _blocks(data.data, n, batch_size, dims)
-        by_chunks = batch_size is None and isinstance(data.data, da.Array)
-        batch_size = max(5 * dims, _MIN_BATCH) if batch_size is None else batch_size
-        opts["batch_size"] = batch_size  # unused by partial_fit; kept on the estimator
-        record = {"batch_size": "dask chunks" if by_chunks else batch_size, **record}
 
+def _incremental_plan(
+    data: Any, n: int, batch_size: int | None, dims: int, opts: Options
+) -> tuple[list[slice], Options, Options]:
+    """The blocks of incremental PCA, its estimator options and the options recorded."""
+    blocks = _blocks(data, n, batch_size, dims)
+    by_chunks = batch_size is None and isinstance(data, da.Array)
+    rows = max(5 * dims, _MIN_BATCH) if batch_size is None else batch_size
+    record = {"batch_size": "dask chunks" if by_chunks else rows, **opts}
+    return blocks, {**opts, "batch_size": rows}, record  # unused by partial_fit; kept on it
+
+
+def _reduce_layers(
+    data: xr.DataArray,
+    chosen: list[str],
+    positions: dict[str, np.ndarray],
+    spec: _Method,
+    dims: int,
+    seed: int | None,
+    opts: Options,
+    module: Any,
+    blocks: list[slice],
+    show: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The projections ``(sample, layer, dims)`` and explained variance ratios ``(layer,
+    dims)`` (NaN-free only for the PCA methods), one layer at a time."""
+    n = int(data.shape[0])
     out = np.empty((n, len(chosen), dims), dtype=np.float64)
     ratios = np.empty((len(chosen), dims), dtype=np.float64)
     columns = {layer: _columns(positions[layer]) for layer in chosen}
-    loaded = {} if method == "incremental_pca" else _load_once(data.data, columns)
-    for j, layer in enumerate(chosen):
-        if method == "incremental_pca":
-            model = IncrementalPCA(n_components=dims, **opts)
-            out[:, j] = _incremental(data.data, columns[layer], layer, blocks, model)
-            ratios[j] = model.explained_variance_ratio_
-            continue
-        x = loaded.pop(layer) if layer in loaded else load_block(data.data, columns[layer])
-        _check_finite(x, layer)
-        if method == "pca":
-            model = PCA(n_components=dims, random_state=seed, **opts)
-            # finite already checked (naming the layer): scikit-learn need not check again
-            with np.errstate(divide="ignore", invalid="ignore"), config_context(assume_finite=True):
-                out[:, j] = model.fit_transform(x)
-            ratios[j] = model.explained_variance_ratio_
-        elif np.all(x == x[:1]):
-            out[:, j] = 0.0
-        elif method == "tsne":
-            from sklearn.manifold import TSNE
+    loaded = {} if spec.streamed else _load_once(data.data, columns)
+    with steps(len(chosen), show, unit="layer") as bar:
+        for j, layer in enumerate(chosen):
+            log.debug("reduce: layer %r (%d units)", layer, positions[layer].size)
+            if spec.streamed:
+                model = IncrementalPCA(n_components=dims, **opts)
+                out[:, j] = _incremental(data.data, columns[layer], layer, blocks, model)
+                ratios[j] = model.explained_variance_ratio_
+                bar.advance()
+                continue
+            x = loaded.pop(layer) if layer in loaded else load_block(data.data, columns[layer])
+            _check_finite(x, layer)
+            if spec.constant_to_zero and np.all(x == x[:1]):
+                out[:, j] = 0.0
+            else:
+                assert spec.project is not None  # every method that is not streamed has one
+                out[:, j], ratio = spec.project(x, dims, seed, opts, module)
+                if ratio is not None:
+                    ratios[j] = ratio
+            del x
+            bar.advance()
+    return out, ratios
 
-            out[:, j] = TSNE(n_components=dims, random_state=seed, **opts).fit_transform(x)
-        elif method == "umap":
-            model = module.UMAP(n_components=dims, random_state=seed, **opts)
-            out[:, j] = model.fit_transform(x)
-        else:
-            model = module.PaCMAP(n_components=dims, random_state=seed, **opts)
-            out[:, j] = model.fit_transform(x)
-        del x
 
+def _wrap(
+    data: xr.DataArray,
+    chosen: list[str],
+    out: np.ndarray,
+    ratios: np.ndarray | None,
+    method: str,
+    dims: int,
+    seed: int | None,
+    record: Options,
+) -> xr.DataArray:
+    """The labeled projection: the responses' sample coordinates, layer, component, attrs."""
     # the responses' sample coordinates and their indexes as they are (no index rebuilt)
     keep = [k for k, var in data.coords.variables.items() if var.dims == ("sample",)]
     variables: dict[str, Any] = {k: data.coords.variables[k] for k in keep}
     variables["layer"] = xr.Variable("layer", np.asarray(chosen, dtype=str))
     variables["component"] = xr.Variable("component", np.arange(dims))
-    if method in _PCA_TYPES:
+    if ratios is not None:
         variables["explained_variance_ratio"] = xr.Variable(("layer", "component"), ratios)
     indexes = {k: data.xindexes[k] for k in keep if k in data.xindexes}
     for k in ("layer", "component"):

@@ -6,7 +6,7 @@ Parquet (:func:`save_report`) and rendered to one self-contained static HTML pag
 (:func:`report_html`).
 
 The pipeline, per layer, follows DNIKit's: the layer's responses are first reduced by PCA to at
-most ``reduce_dims`` components (a precursor that makes the next three steps fast and their
+most ``precursor_components`` components (a precursor that makes the next three steps fast and their
 distances meaningful), then
 
 1. near-duplicates are found on the reduced responses (:func:`tmx.introspect.duplicates`),
@@ -19,6 +19,7 @@ distances meaningful), then
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _deprecation
 from .._progress import resolve as resolve_progress
 from .._progress import steps
 from .._version import __version__
@@ -35,6 +37,8 @@ from .familiarity import familiarity
 from .reduce import reduce
 
 __all__ = ["open_report", "report", "report_table", "save_report"]
+
+log = logging.getLogger("tmx")
 
 _PROJECTIONS = ("pca", "incremental_pca", "tsne", "umap", "pacmap")
 
@@ -71,7 +75,7 @@ def _reduced(responses: xr.DataArray, layers: list[str], dims: int | None, seed:
             values = values.astype(np.float64)
         else:
             k = int(min(dims, pos.size, responses.sizes["sample"]))
-            proj = reduce(responses, "pca", k, layers=[layer], seed=seed)
+            proj = reduce(responses, "pca", k, layers=[layer], seed=seed, progress=False)
             values = np.asarray(proj.isel(layer=0).values)
         kept[layer] = values.shape[1]
         parts.append(values)
@@ -101,7 +105,7 @@ def _assemble(data, chosen, label_values, dup, proj, fam) -> xr.Dataset:
 
 
 def _with_split_familiarity(
-    out, reduced, label_values, split_min, components, covariance, seed
+    out, reduced, label_values, split_min, n_components, covariance, seed
 ) -> xr.Dataset:
     """Familiarity under one mixture per label with at least ``split_min`` samples."""
     n, n_layers = out.sizes["sample"], out.sizes["layer"]
@@ -112,7 +116,13 @@ def _with_split_familiarity(
         rows = np.isin(label_values, big)
         fit_on = reduced.isel(sample=np.flatnonzero(rows))
         split_fam = familiarity(
-            fit_on, reduced, components=components, covariance=covariance, seed=seed, by="label"
+            fit_on,
+            reduced,
+            n_components=n_components,
+            covariance=covariance,
+            seed=seed,
+            by="label",
+            progress=False,
         )
         for m, value in enumerate(np.asarray(split_fam["label_model"].values)):
             u = int(np.flatnonzero(uniques == value)[0])
@@ -134,16 +144,18 @@ def report(
     *,
     layers: list[str] | None = None,
     transformation: Any = None,
-    reduce_dims: int | None = 40,
+    precursor_components: int | None = 40,
     projection: str = "pca",
     projection_options: dict[str, Any] | None = None,
-    components: int = 5,
+    mixture_components: int = 5,
     covariance: str = "diag",
     split_min: int = 50,
     duplicates_threshold: Any = "slope",
     duplicates_options: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    reduce_dims: Any = _deprecation.UNSET,
+    components: Any = _deprecation.UNSET,
 ) -> xr.Dataset:
     """A per-sample report of a data set seen through a network's layers.
 
@@ -159,17 +171,18 @@ def report(
         Layers to report on (default: all).
     transformation : None, int or "stack"
         How a cube becomes responses (one transformation, or every (sample, transformation)).
-    reduce_dims : int or None, default 40
-        The PCA precursor: each layer is reduced to ``min(reduce_dims, units, samples)``
-        principal components before duplicates, projection and familiarity, as DNIKit's report
-        does. ``None`` uses the raw responses.
+    precursor_components : int or None, default 40
+        The PCA precursor: each layer is reduced to ``min(precursor_components, units,
+        samples)`` principal components before duplicates, projection and familiarity, as
+        DNIKit's report does. ``None`` uses the raw responses.
     projection : {"pca", "incremental_pca", "tsne", "umap", "pacmap"}, default "pca"
         The 2-D projection for display (DNIKit's default is UMAP; PCA is the default here
         because it is deterministic and needs no optional package).
     projection_options : dict, optional
         Extra keyword arguments of the projection method.
-    components, covariance : int, str
-        The Gaussian mixtures of the familiarity (see :func:`tmx.introspect.familiarity`).
+    mixture_components, covariance : int, str
+        The Gaussian mixtures of the familiarity: their ``n_components`` and ``covariance``
+        (see :func:`tmx.introspect.familiarity`).
     split_min : int, default 50
         A label gets its own mixture ("split" familiarity) only with at least this many
         samples (DNIKit's default); other labels' split scores are NaN.
@@ -181,8 +194,13 @@ def report(
     seed : int, default 0
         Seed of the PCA, projection, mixtures and approximate index: the same seed gives the
         same report.
-    progress : bool, optional
-        A progress bar over the report's stages; default: shown when run interactively.
+    progress : bool or None, default None
+        A progress bar over the report's stages; None: when run interactively (a terminal, not
+        under pytest or CI). The stages are logged on the ``tmx`` logger (INFO).
+    reduce_dims : int or None
+        Deprecated name of ``precursor_components`` (warns).
+    components : int
+        Deprecated name of ``mixture_components`` (warns).
 
     Returns
     -------
@@ -200,44 +218,77 @@ def report(
           (NaN where that label has fewer than ``split_min`` samples); only with labels;
         - ``reduced_dims`` (layer): components kept by the PCA precursor.
 
-        ``attrs`` say how it was computed (options, N, time, tmx version).
+        ``attrs`` say how it was computed (options, N, time, tmx version). **Computes**:
+        every stage fits on the data (PCA, nearest neighbours, mixtures), so the report is in
+        memory whatever the responses' backend (dask-backed ones give the same numbers).
 
     References
     ----------
     Apple, *Data and Network Introspection Kit (DNIKit)*, "Dataset Report", 2021.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> responses = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(12, 3)),
+    ...     dims=("sample", "unit"),
+    ...     coords={"layer": ("unit", ["h"] * 3), "label": ("sample", [0, 1] * 6)},
+    ... )
+    >>> rep = introspect.report(
+    ...     responses, precursor_components=2, mixture_components=1, split_min=5
+    ... )
+    >>> dict(rep.sizes)
+    {'sample': 12, 'layer': 1, 'component': 2, 'label_model': 2}
+    >>> rep["reduced_dims"].values, rep["familiarity_own"].dims
+    (array([2]), ('sample', 'layer'))
     """
-    if projection not in _PROJECTIONS:
-        raise ValueError(f"projection must be one of {_PROJECTIONS}; got {projection!r}")
-    if reduce_dims is not None and (
-        isinstance(reduce_dims, bool)
-        or not isinstance(reduce_dims, int | np.integer)
-        or reduce_dims < 2
-    ):
-        raise ValueError(f"reduce_dims must be None or an int >= 2; got {reduce_dims!r}")
-    if isinstance(split_min, bool) or not isinstance(split_min, int | np.integer) or split_min < 1:
-        raise ValueError(f"split_min must be an int >= 1; got {split_min!r}")
+    precursor_components = _deprecation.renamed(
+        "report", "reduce_dims", "precursor_components", reduce_dims, precursor_components, 40
+    )
+    mixture_components = _deprecation.renamed(
+        "report", "components", "mixture_components", components, mixture_components, 5
+    )
+    _check_arguments(projection, precursor_components, split_min)
     progress = resolve_progress(progress)
     data = as_responses(responses, transformation=transformation)
     label_values = _labels_of(data, labels)
     chosen = select_layers(data, layers)
 
     with steps(5 if label_values is not None else 4, progress, unit="stage") as bar:
-        reduced, kept = _reduced(data, chosen, reduce_dims, seed)
+        log.info("report: PCA precursor of %d layer(s)", len(chosen))
+        reduced, kept = _reduced(data, chosen, precursor_components, seed)
         if label_values is not None:
             reduced = reduced.assign_coords(label=("sample", label_values))
         bar.advance()
+        log.info("report: near-duplicates")
         dup = duplicates(
-            reduced, threshold=duplicates_threshold, seed=seed, **(duplicates_options or {})
+            reduced,
+            threshold=duplicates_threshold,
+            seed=seed,
+            progress=False,
+            **(duplicates_options or {}),
         )
         bar.advance()
-        proj = reduce(reduced, projection, 2, seed=seed, **(projection_options or {}))
+        log.info("report: %s projection", projection)
+        proj = reduce(
+            reduced, projection, 2, seed=seed, progress=False, **(projection_options or {})
+        )
         bar.advance()
-        fam = familiarity(reduced, components=components, covariance=covariance, seed=seed)
+        log.info("report: familiarity")
+        fam = familiarity(
+            reduced,
+            n_components=mixture_components,
+            covariance=covariance,
+            seed=seed,
+            progress=False,
+        )
         bar.advance()
         out = _assemble(data, chosen, label_values, dup, proj, fam)
         if label_values is not None:
+            log.info("report: familiarity per label")
             out = _with_split_familiarity(
-                out, reduced, label_values, split_min, components, covariance, seed
+                out, reduced, label_values, split_min, mixture_components, covariance, seed
             )
             bar.advance()
 
@@ -246,9 +297,11 @@ def report(
     out.attrs = {
         "title": "tmx data set report",
         "n_samples": int(data.sizes["sample"]),
-        "reduce_dims": "None" if reduce_dims is None else int(reduce_dims),
+        "precursor_components": (
+            "None" if precursor_components is None else int(precursor_components)
+        ),
         "projection": projection,
-        "components": int(components),
+        "mixture_components": int(mixture_components),
         "covariance": covariance,
         "split_min": int(split_min),
         "duplicates_threshold": str(duplicates_threshold),
@@ -257,6 +310,21 @@ def report(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return out
+
+
+def _check_arguments(projection: Any, precursor_components: Any, split_min: Any) -> None:
+    if projection not in _PROJECTIONS:
+        raise ValueError(f"projection must be one of {_PROJECTIONS}; got {projection!r}")
+    if precursor_components is not None and (
+        isinstance(precursor_components, bool)
+        or not isinstance(precursor_components, int | np.integer)
+        or precursor_components < 2
+    ):
+        raise ValueError(
+            f"precursor_components must be None or an int >= 2; got {precursor_components!r}"
+        )
+    if isinstance(split_min, bool) or not isinstance(split_min, int | np.integer) or split_min < 1:
+        raise ValueError(f"split_min must be an int >= 1; got {split_min!r}")
 
 
 def save_report(report: xr.Dataset, path: str | os.PathLike[str], *, format: str | None = None):
@@ -283,6 +351,24 @@ def save_report(report: xr.Dataset, path: str | os.PathLike[str], *, format: str
     ``familiarity``, ``familiarity_own`` and ``familiarity_split_<label>``; the report's
     ``attrs`` go to the file's key-value metadata (key ``tmx``, JSON). It needs ``pyarrow``
     (``pip install "tmx-measures[report]"``).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> responses = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(12, 3)),
+    ...     dims=("sample", "unit"),
+    ...     coords={"layer": ("unit", ["h"] * 3), "label": ("sample", [0, 1] * 6)},
+    ... )
+    >>> rep = introspect.report(
+    ...     responses, precursor_components=2, mixture_components=1, split_min=5
+    ... )
+    >>> import pathlib, tempfile
+    >>> path = introspect.save_report(rep, pathlib.Path(tempfile.mkdtemp()) / "report.zarr")
+    >>> back = introspect.open_report(path)
+    >>> bool(np.array_equal(back["familiarity"].values, rep["familiarity"].values))
+    True
     """
     import json
 
@@ -342,6 +428,23 @@ def open_report(path: str | os.PathLike[str]) -> xr.Dataset:
     ------
     ValueError
         When ``path`` is not a directory holding a Zarr store of a tmx report.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> responses = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(12, 3)),
+    ...     dims=("sample", "unit"),
+    ...     coords={"layer": ("unit", ["h"] * 3), "label": ("sample", [0, 1] * 6)},
+    ... )
+    >>> rep = introspect.report(
+    ...     responses, precursor_components=2, mixture_components=1, split_min=5
+    ... )
+    >>> import pathlib, tempfile
+    >>> path = introspect.save_report(rep, pathlib.Path(tempfile.mkdtemp()) / "report.zarr")
+    >>> sorted(introspect.open_report(path).data_vars)[:3]
+    ['duplicate_cluster', 'duplicate_threshold', 'familiarity']
     """
     path = Path(path)
     if not (path / "zarr.json").is_file():
@@ -368,7 +471,28 @@ def open_report(path: str | os.PathLike[str]) -> xr.Dataset:
 
 
 def report_table(report: xr.Dataset):
-    """The report as a flat ``pandas.DataFrame``: one row per (sample, layer)."""
+    """The report as a flat ``pandas.DataFrame``: one row per (sample, layer).
+
+    Columns: ``sample``, ``layer``, the other sample coordinates, ``duplicate_cluster``,
+    ``familiarity``, ``familiarity_own``, ``projection_<c>`` and ``familiarity_split_<label>``
+    (those present in the report).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> responses = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(12, 3)),
+    ...     dims=("sample", "unit"),
+    ...     coords={"layer": ("unit", ["h"] * 3), "label": ("sample", [0, 1] * 6)},
+    ... )
+    >>> rep = introspect.report(
+    ...     responses, precursor_components=2, mixture_components=1, split_min=5
+    ... )
+    >>> table = introspect.report_table(rep)
+    >>> table.shape, table.columns.tolist()[:4]
+    ((12, 10), ['sample', 'layer', 'label', 'duplicate_cluster'])
+    """
     import pandas as pd
 
     n, layers = report.sizes["sample"], [str(v) for v in report["layer"].values]

@@ -315,6 +315,22 @@ def report_html(
     -------
     str
         The HTML page.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from tmx import introspect
+    >>> responses = xr.DataArray(
+    ...     np.random.default_rng(0).normal(size=(12, 3)),
+    ...     dims=("sample", "unit"),
+    ...     coords={"layer": ("unit", ["h"] * 3), "label": ("sample", [0, 1] * 6)},
+    ... )
+    >>> rep = introspect.report(
+    ...     responses, precursor_components=2, mixture_components=1, split_min=5
+    ... )
+    >>> page = introspect.report_html(rep)
+    >>> page.startswith("<!DOCTYPE html>"), 'data-layer="h"' in page
+    (True, True)
     """
     if not isinstance(report, xr.Dataset) or not {"projection", "familiarity"} <= set(
         report.data_vars
