@@ -380,9 +380,10 @@ def test_errors():
         normalized_distance(cube.isel(sample=[0]))
     with pytest.raises(ValueError, match=r"xr\.DataArray"):
         transformation_distance(cube.values)
-    # one transformation is enough for SD, one sample for TD
+    # one transformation is enough for SD; every measure needs two samples (issue 23)
     assert sample_distance(cube.isel(transformation=[0])).sizes["unit"] == 15
-    assert transformation_distance(cube.isel(sample=[0])).sizes["unit"] == 15
+    with pytest.raises(ValueError, match="transformation_distance needs at least 2 samples"):
+        transformation_distance(cube.isel(sample=[0]))
 
 
 # -- the fast per-channel path against a float64 reference --------------------------------------

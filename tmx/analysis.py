@@ -23,6 +23,7 @@ from . import _progress
 from . import _validate as v
 from .cube import activations
 from .measures import by_layer, normalized_variance
+from .measures._common import check_sizes
 from .transforms import TransformationSet, seed_groups
 
 
@@ -260,6 +261,8 @@ def analyze(
     from . import inspect as _inspect
 
     show = _progress.resolve(progress)
+    if np.ndim(x) >= 1:  # before any forward pass: the measures need two samples
+        check_sizes("x", "analyze", samples=(int(np.shape(x)[0]), 2))
     model = _inspect.load_model(model, safe_mode=safe_mode)
     if groups is None:
         size = tuple(np.shape(x)[1:3])

@@ -17,6 +17,13 @@ values are taken relative to one of its own values (x − x_0 is exactly 0 where
 the float64 mean of n copies of c need not round back to c), and blocks relative to one block's
 mean (equal block means give δ = 0 exactly). So a dead unit at a non-zero bias has TV = SV = 0
 and NV = 0/0, never a rounding residue divided by another.
+
+The block means are kept relative to one reference per position common to every block (the
+array's first value along the reduced axis: the value the numpy path, one block, is taken
+around), from exact differences (integers are subtracted as integers). The merge then works on
+numbers of the size of the spread, not of the mean, so a chunked float64 cube at 1e8 ± 1e-4 or
+an int64 cube near 2**53 keeps the digits of the numpy path: before, its block means were
+rounded to the mean's precision first (ANOVA's F off by 1e-3, NV off by 1 %).
 """
 
 from __future__ import annotations
@@ -42,14 +49,20 @@ def check_cube(
     cube: Any,
     name: str = "cube",
     *,
-    min_samples: int = 1,
+    measure: str,
+    min_samples: int = 2,
     min_transformations: int = 1,
-    need: str = "",
+    need: str | Mapping[str, str] = "",
 ) -> xr.DataArray:
     """Validate a cube: an ``xr.DataArray`` with dims (sample, transformation, unit) (any order)
     and the unit coordinates ``layer``, ``channel``, ``y``, ``x``. Returns it transposed.
 
-    ``min_samples`` / ``min_transformations``: the statistic's minimum N / T (``need`` says why).
+    ``measure`` names the public function in the errors. Every measure needs at least
+    ``min_samples`` samples (default 2: one sample has no spread and nothing to compare),
+    ``min_transformations`` transformations (2 where the measure compares transformations;
+    ``need`` says why: one reason, or one per "samples" / "transformations") and one unit;
+    each shortfall is a ``ValueError`` such as "cube: normalized_variance needs at least 2
+    samples; got N = 1".
     """
     if not isinstance(cube, xr.DataArray):
         raise ValueError(
@@ -70,18 +83,43 @@ def check_cube(
     if cube.dtype.kind not in "fiub":
         raise ValueError(f"{name} must be numeric; got dtype {cube.dtype}")
     cube = cube.transpose(*DIMS)
-    n, t = cube.sizes["sample"], cube.sizes["transformation"]
-    why = f" ({need})" if need else ""
-    if n < min_samples:
-        raise ValueError(
-            f"{name} has N = {n} samples; this measure needs at least {min_samples}{why}"
-        )
-    if t < min_transformations:
-        raise ValueError(
-            f"{name} has T = {t} transformations; this measure needs at least "
-            f"{min_transformations}{why}"
-        )
+    check_sizes(
+        name,
+        measure,
+        samples=(cube.sizes["sample"], min_samples),
+        transformations=(cube.sizes["transformation"], min_transformations),
+        units=(cube.sizes["unit"], 1),
+        need=need,
+    )
     return cube
+
+
+_SYMBOLS = {"samples": "N", "transformations": "T", "units": "U"}
+
+
+def check_sizes(
+    name: str, measure: str, *, need: str | Mapping[str, str] = "", **sizes: tuple[int, int]
+) -> None:
+    """The one size check of every measure: ``sizes`` maps "samples", "transformations" or
+    "units" to (got, minimum). Raises ``ValueError`` naming the argument, the measure, the
+    minimum and the size, e.g. "cube: anova needs at least 2 transformations; got T = 1";
+    ``need`` (one reason for the samples and transformations, or one per name) is appended."""
+    for what, (got, least) in sizes.items():
+        if got < least:
+            reason = need.get(what, "") if isinstance(need, Mapping) else need
+            why = f" ({reason})" if reason and what != "units" else ""
+            noun = what if least != 1 else what[:-1]
+            raise ValueError(
+                f"{name}: {measure} needs at least {least} {noun}; got "
+                f"{_SYMBOLS.get(what, what)} = {got}{why}"
+            )
+
+
+def check_per_unit(per_unit: Any, measure: str, name: str = "per_unit") -> None:
+    """A per-unit result (a ``unit`` dim) must hold at least one unit."""
+    sizes = getattr(per_unit, "sizes", {})
+    if "unit" in sizes:
+        check_sizes(name, measure, units=(sizes["unit"], 1))
 
 
 def check_ddof(ddof: Any, n: int, t: int, what: Sequence[str]) -> int:
@@ -171,7 +209,35 @@ def _divide(num: Any, den: Any, zero_div: str) -> Any:
 
 
 # -- chunked moments ----------------------------------------------------------------------------
-def block_moments(x: np.ndarray, axis: int) -> np.ndarray:
+def minus(x: Any, ref: Any) -> np.ndarray:
+    """``x − ref`` in float64 (broadcast), exact wherever the difference is representable.
+
+    Floats are subtracted in float64 (exact for float32 inputs and for float64 values within
+    a factor 2 of each other). 8-byte integers are subtracted as integers first, so values
+    near or beyond 2**53 lose nothing before their (small) difference is rounded; smaller
+    integers and booleans are exact in float64 anyway.
+    """
+    x, ref = np.asarray(x), np.asarray(ref)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    if ref.dtype == np.bool_:
+        ref = ref.astype(np.uint8)
+    if (
+        x.dtype.kind in "iu"
+        and ref.dtype.kind in "iu"
+        and 8 in (x.dtype.itemsize, ref.dtype.itemsize)
+    ):
+        if x.size == 0 or ref.size == 0:
+            return np.zeros(np.broadcast_shapes(x.shape, ref.shape))
+        lo = min(int(x.min()), int(ref.min()))
+        hi = max(int(x.max()), int(ref.max()))
+        if lo >= -(2**63) and hi < 2**63 and hi - lo < 2**63:  # no int64 overflow
+            diff = np.subtract(x.astype(np.int64), ref.astype(np.int64))
+            return diff.astype(np.float64)
+    return np.subtract(x, ref, dtype=np.float64)
+
+
+def block_moments(x: np.ndarray, axis: int, ref: Any = None) -> np.ndarray:
     """(n, mean, M2) of a block along ``axis``, stacked: shape (3, *x.shape) with ``axis`` of
     size 1. Two passes in float64, around the block's first value along ``axis``.
 
@@ -182,24 +248,31 @@ def block_moments(x: np.ndarray, axis: int) -> np.ndarray:
     The shift changes nothing mathematically, but a constant block has d = 0 exactly, hence
     mean = x_0 and M2 = 0 exactly (the float64 mean of n copies of c need not be c, and then
     x − mean is a rounding residue, not 0). An empty block gives (0, 0, 0).
+
+    ``ref`` (broadcastable to the result's positions, ``axis`` of size 1): return the mean
+    **relative to it**, mean − ref = (x_0 − ref) + d̄, from the exact differences x − ref
+    (``minus``). Blocks of one array reduced around one common reference (the array's first
+    value along ``axis``) keep the digits of means that are large compared to the spread:
+    their merge (``merge_moments``) then subtracts small numbers, not large ones.
     """
     x = np.asarray(x)
-    if x.dtype != np.float32:
-        x = x.astype(np.float64, copy=False)
     shape = list(x.shape)
     shape[axis] = 1
     if x.shape[axis] == 0:
         return np.zeros((3, *shape))
     first = np.take(x, [0], axis=axis)
-    # one float64 temporary for the deviations (as without the shift), centred in place; their
-    # squares are summed by einsum, without a temporary for the squares
-    d = np.subtract(x, first, dtype=np.float64)
+    # one float64 temporary for the deviations, centred in place; their squares are summed by
+    # einsum, without a temporary for the squares
+    d = minus(x, first)
     shift = d.mean(axis=axis, keepdims=True)
     d -= shift
     letters = "abcdefghijklmnopqrstuvwxyz"[: x.ndim]
     kept = letters.replace(letters[axis], "")
     m2 = np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", d, d), axis)
-    mean = first.astype(np.float64) + shift
+    if ref is None:
+        mean = minus(first, 0) + shift
+    else:
+        mean = np.broadcast_to(minus(first, ref), shift.shape) + shift
     return np.stack([np.full(mean.shape, float(x.shape[axis])), mean, m2])
 
 
@@ -212,7 +285,9 @@ def merge_moments(stacked: np.ndarray, axis: int, keepdims: bool = True) -> np.n
         m = m_r + δ̄,    M2 = Σ M2_k + Σ n_k (δ_k − δ̄)².
 
     No difference of large sums, so no cancellation; and blocks with equal means give δ = 0
-    exactly, so their merged mean is that mean and exactly-zero M2 stay exactly zero.
+    exactly, so their merged mean is that mean and exactly-zero M2 stay exactly zero. The
+    means may be relative to a common reference (``block_moments(..., ref=...)``): the merge
+    is the same, and keeps their digits.
     """
     n, mean, m2 = stacked[0], stacked[1], stacked[2]
     ax = axis - 1
@@ -253,12 +328,13 @@ def _numba_kernel() -> Any:
 
 
 def _both_kernel(x):  # pragma: no cover - run compiled by numba
-    """(mean, M2) along axis 1 and along axis 0 of a C-contiguous (n, t, u) float block.
+    """Shifts and M2 along axis 1 and along axis 0 of a C-contiguous (n, t, u) float block.
 
     The two passes of ``block_moments`` for both axes at once, reading the block twice and
     making no temporaries: around x[i, 0, k] along axis 1 and x[0, j, k] along axis 0, in
-    float64 (exact differences of float32 values), the shift's mean first, then the squared
-    deviations from it. Rows along the unit axis are the inner loops (vectorised).
+    float64 (exact differences of float32 values), the shift's mean first (returned: the mean
+    is the first value plus it), then the squared deviations from it. Rows along the unit axis
+    are the inner loops (vectorised).
     """
     n, t, u = x.shape
     s1 = np.zeros((n, u))
@@ -293,34 +369,42 @@ def _both_kernel(x):  # pragma: no cover - run compiled by numba
                 acc_t[k] += e * e
                 d = (v - np.float64(first_s[k])) - shift_s[k]
                 acc_s[k] += d * d
-    mean1 = x[:, 0].astype(np.float64) + s1
-    mean0 = x[0].astype(np.float64) + s0
-    return mean1, q1, mean0, q0
+    return s1, q1, s0, q0
 
 
-def block_moments_both(x: np.ndarray, *, fast: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(block_moments(x, 1), block_moments(x, 0))`` of an (n, t, u) block from one pass.
+def block_moments_both(
+    x: np.ndarray, ref_t: Any = None, ref_s: Any = None, *, fast: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(block_moments(x, 1, ref_t), block_moments(x, 0, ref_s))`` of an (n, t, u) block
+    from one pass.
 
     The same two-pass moments around the same values (so the same exactness for constant
     units), computed by one compiled loop over the block, in float64 from the block's own
     dtype, without the float64 copies of the block (numba; without it, or with
-    ``fast=False``, ``block_moments`` twice).
+    ``fast=False``, ``block_moments`` twice). ``ref_t`` (n, 1, u) / ``ref_s`` (1, t, u): means
+    relative to them (see ``block_moments``).
     """
     x = np.asarray(x)
     kernel = _numba_kernel() if fast is not False else None
     if kernel is None or x.ndim != 3 or 0 in x.shape:
-        return block_moments(x, 1), block_moments(x, 0)
+        return block_moments(x, 1, ref_t), block_moments(x, 0, ref_s)
+    work = x
     if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    mean1, q1, mean0, q0 = kernel(np.ascontiguousarray(x))
+        # integers relative to one of their values (exact), so the kernel's float64 deviations
+        # are exact even beyond 2**53; the means are taken from the integers below
+        work = minus(x, x[:1, :1])
+    s1, q1, s0, q0 = kernel(np.ascontiguousarray(work))
+    first_t, first_s = x[:, 0], x[0]
+    mean1 = minus(first_t, 0 if ref_t is None else np.asarray(ref_t)[:, 0]) + s1
+    mean0 = minus(first_s, 0 if ref_s is None else np.asarray(ref_s)[0]) + s0
     n, t, _ = x.shape
     along_t = np.stack([np.full(mean1.shape, float(t)), mean1, q1])[:, :, None, :]
     along_s = np.stack([np.full(mean0.shape, float(n)), mean0, q0])[:, None, :, :]
     return along_t, along_s
 
 
-def _both_task(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return block_moments_both(block)
+def _both_task(block: np.ndarray, ref_t: Any, ref_s: Any) -> tuple[np.ndarray, np.ndarray]:
+    return block_moments_both(block, ref_t, ref_s)
 
 
 def moments_both(data: Any) -> tuple[Any, Any]:
@@ -328,7 +412,9 @@ def moments_both(data: Any) -> tuple[Any, Any]:
 
     ``data`` dask: one task per block computes both reductions' block moments (one read of the
     block instead of two float64 reductions), each then merged across blocks as in
-    ``moments``. The results are those of ``moments`` up to float64 rounding.
+    ``moments``: around the array's first value along the reduced axis (``data[:, 0]``,
+    ``data[0]``) where that axis has several blocks. The results are those of ``moments`` up
+    to float64 rounding.
     """
     if not isinstance(data, da.Array):
         along_t, along_s = block_moments_both(np.asarray(data))
@@ -336,45 +422,74 @@ def moments_both(data: Any) -> tuple[Any, Any]:
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    token = tokenize(data, "tmx-moments-both")
+    s_chunks, t_chunks, u_chunks = data.chunks
+    # the common references of the blocks along a reduced axis with several blocks
+    ref_t = data[:, 0:1, :] if len(t_chunks) > 1 else None
+    ref_s = data[0:1] if len(s_chunks) > 1 else None
+    token = tokenize(data, "tmx-moments-both-ref")
     both = f"tmx-moments-both-{token}"
     names = (f"tmx-moments-t-{token}", f"tmx-moments-s-{token}")
-    s_chunks, t_chunks, u_chunks = data.chunks
     both_layer = {}
     out_layers: tuple[dict, dict] = ({}, {})
     for i in range(len(s_chunks)):
         for j in range(len(t_chunks)):
             for k in range(len(u_chunks)):
-                both_layer[(both, i, j, k)] = (_both_task, (data.name, i, j, k))
+                both_layer[(both, i, j, k)] = (
+                    _both_task,
+                    (data.name, i, j, k),
+                    None if ref_t is None else (ref_t.name, i, 0, k),
+                    None if ref_s is None else (ref_s.name, 0, j, k),
+                )
                 for which in (0, 1):
                     out_layers[which][(names[which], 0, i, j, k)] = (
                         _getitem,
                         (both, i, j, k),
                         which,
                     )
+    refs = [r for r in (ref_t, ref_s) if r is not None]
     base_layers = dict(data.dask.layers)
     base_deps = dict(data.dask.dependencies)
+    for r in refs:
+        base_layers.update(r.dask.layers)
+        base_deps.update(r.dask.dependencies)
     block_chunks = (
         ((3,), s_chunks, (1,) * len(t_chunks), u_chunks),
         ((3,), (1,) * len(s_chunks), t_chunks, u_chunks),
     )
     results = []
-    for which, axis in ((0, 1), (1, 0)):
+    for which, axis, ref in ((0, 1, ref_t), (1, 0, ref_s)):
         graph = HighLevelGraph(
             {**base_layers, both: both_layer, names[which]: out_layers[which]},
             {
                 **base_deps,
-                both: set(data.__dask_layers__()),
+                both: {data.name, *(r.name for r in refs)},
                 names[which]: {both},
             },
         )
         per_block = da.Array(graph, names[which], chunks=block_chunks[which], dtype=np.float64)
-        results.append(_merge_blocks(per_block, axis))
+        merged = _merge_blocks(per_block, axis)
+        results.append(merged if ref is None else _add_ref(merged, ref, axis))
     return results[0], results[1]
 
 
 def _getitem(pair: tuple[np.ndarray, np.ndarray], which: int) -> np.ndarray:
     return pair[which]
+
+
+def _add_ref(merged: da.Array, ref: da.Array, axis: int) -> da.Array:
+    """Merged moments (3, ...) with means relative to ``ref`` (``axis`` of size 1) made
+    absolute."""
+    ref = ref[(slice(None),) * axis + (0,)]
+    letters = "abcdefghijklmnopqrstuvwxyz"[: ref.ndim]
+    return da.blockwise(
+        _add_mean, "m" + letters, merged, "m" + letters, ref, letters, dtype=np.float64
+    )
+
+
+def _add_mean(moments: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    out = np.array(moments, dtype=np.float64)
+    out[1] += minus(ref, 0)
+    return out
 
 
 def _merge_blocks(per_block: da.Array, axis: int) -> da.Array:
@@ -403,22 +518,58 @@ def _reduce_last(x, axis, keepdims, **kwargs):
     return merge_moments(x, ax, keepdims=keepdims)
 
 
-def moments(data: Any, axis: int) -> Any:
+def moments(data: Any, axis: int, ref: Any = None) -> Any:
     """Per-position (n, mean, M2) of ``data`` along ``axis``: shape (3, *shape without axis).
 
     float64 whatever the input dtype. ``data`` numpy: computed directly. ``data`` dask: one
     ``map_blocks`` step per block (several reductions over the same cube in one graph share the
     cube's blocks, so a lazy cube's forward passes run once) and a tree merge across the blocks
-    along ``axis``.
+    along ``axis``. Every block is reduced around one common reference per position, the
+    array's first value along ``axis`` (as the numpy path does), so the merge keeps the digits
+    of a mean that is large compared to the spread (1e8 ± 1e-4 in float64; integers near
+    2**53), whatever the chunking.
+
+    ``ref`` (numpy or dask, broadcastable to ``data`` with ``axis`` of size 1): the means are
+    returned **relative to it** (mean − ref), e.g. around one value per unit when means of
+    several positions are compared (ANOVA's group means).
     """
+    relative = ref is not None
     if not isinstance(data, da.Array):
-        return np.squeeze(block_moments(data, axis), axis=axis + 1)
+        if relative:
+            shape = list(np.shape(data))
+            shape[axis] = 1
+            ref = np.broadcast_to(np.asarray(ref), shape)
+        return np.squeeze(block_moments(data, axis, ref), axis=axis + 1)
     nb = data.numblocks[axis]
     chunks = tuple((1,) * nb if i == axis else c for i, c in enumerate(data.chunks))
-    per_block = data.map_blocks(
-        block_moments, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
+    if not relative and nb == 1:
+        per_block = data.map_blocks(
+            block_moments, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
+        )
+        return _merge_blocks(per_block, axis)
+    if relative:
+        shape = list(data.shape)
+        shape[axis] = 1
+        ref_chunks = tuple((1,) if i == axis else c for i, c in enumerate(data.chunks))
+        ref = da.broadcast_to(da.asarray(ref), shape).rechunk(ref_chunks)
+    else:
+        ref = data[(slice(None),) * axis + (slice(0, 1),)]
+    letters = "abcdefghijklmnopqrstuvwxyz"[: data.ndim]
+    per_block = da.blockwise(
+        block_moments,
+        "m" + letters,
+        data,
+        letters,
+        axis,
+        None,
+        ref,
+        letters,
+        new_axes={"m": 3},
+        adjust_chunks={letters[axis]: 1},
+        dtype=np.float64,
     )
-    return _merge_blocks(per_block, axis)
+    merged = _merge_blocks(per_block, axis)
+    return merged if relative else _add_ref(merged, ref, axis)
 
 
 # -- grouping units by (layer, channel) ----------------------------------------------------------

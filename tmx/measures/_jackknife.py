@@ -18,7 +18,11 @@ the estimate:
 - SV needs, per (j, u), the count, sum and sum of squares of the other groups. With a shift
   s[j, u] = a[0, j, u] (one of the unit's own values, so that a constant unit has shifted values
   exactly 0 and its spreads stay exactly 0), S1_g = Σ_{i∈g} (a − s), S2_g = Σ_{i∈g} (a − s)²
-  and the complement's M2 = S2 − S1² / n (clamped at 0).
+  and the complement's M2 = S2 − S1² / n (clamped at 0). A complement whose values are all
+  equal (a sparse unit without the group holding its one active sample) has M2 = 0 exactly:
+  that is decided from the per-group minimum and maximum (the complement's minimum equals its
+  maximum), exact comparisons, never from the rounding residue of S2 − S1² / n, whose value
+  depends on the summation order and so on the chunks.
 
 Groups are a seeded permutation of the sample indices taken modulo G, so the statistics do not
 depend on the cube's chunks or on the order in which blocks are reduced.
@@ -38,10 +42,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ._common import compiled
+from ._common import compiled, minus
 
 BIAS_CORRECTIONS = (None, "jackknife")
-DEFAULT_GROUPS = 50  # G = min(N, 50): the sums take 2 G T U float64 values
+DEFAULT_GROUPS = 50  # G = min(N, 50): the sums and extremes take 4 G T U float64 values
 _SEED = 20261206  # fixed: the groups are part of the estimator, not a user's random draw
 
 
@@ -80,20 +84,21 @@ def group_sums(values: Any, code: np.ndarray, groups: int) -> Any:
     return dot(onehot, values, axes=(1, 0))
 
 
-_BLOCKS_PER_TASK = 8  # sample blocks added into one (2, G, T, U) accumulator per task
+_BLOCKS_PER_TASK = 8  # sample blocks added into one (4, G, T, U) accumulator per task
 
 
-def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, Any]:
-    """S1_g and S2_g of (a − a[0]) over the samples of each group: (G, T, U) each, float64.
+def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, Any, Any, Any]:
+    """S1_g and S2_g of (a − a[0]) over the samples of each group, and the minimum and maximum
+    of (a − a[0]) over each group: (G, T, U) each, float64.
 
-    Chains of up to 8 consecutive sample blocks add their samples into one (2, G, T, U)
+    Chains of up to 8 consecutive sample blocks add their samples into one (4, G, T, U)
     accumulator each (a compiled loop, or a sparse indicator product: O(N T U) work, not the
     O(G N T U) of a dense indicator-matrix product); the chains' sums are then added. numpy or
     dask (lazy); the sums do not depend on the chunks but for float64 rounding.
     """
     if not isinstance(data, da.Array):
         out = _block_power_sums(np.asarray(data), np.asarray(data[0:1]), code, groups)[0]
-        return out[0], out[1]
+        return out[0], out[1], out[2], out[3]
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
@@ -125,10 +130,13 @@ def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, A
                     previous = key
                 layer[(name, n_task, 0, 0, j, k)] = previous
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[data, first])
-    chunks = ((1,) * len(tasks), (2,), (groups,), t_chunks, u_chunks)
+    chunks = ((1,) * len(tasks), (4,), (groups,), t_chunks, u_chunks)
     per_task = da.Array(graph, name, chunks=chunks, dtype=np.float64)
-    sums = per_task.sum(axis=0) if len(tasks) > 1 else per_task[0]
-    return sums[0], sums[1]
+    if len(tasks) == 1:
+        out = per_task[0]
+        return out[0], out[1], out[2], out[3]
+    sums = per_task[:, :2].sum(axis=0)
+    return sums[0], sums[1], per_task[:, 2].min(axis=0), per_task[:, 3].max(axis=0)
 
 
 def _chain_step(
@@ -147,12 +155,16 @@ def _block_power_sums(
     lo: int = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(1, 2, G, T, U): Σ (x − first) and Σ (x − first)² over each group's samples in the block
-    (samples ``lo`` …), added into ``out`` when given."""
+    """(1, 4, G, T, U): Σ (x − first), Σ (x − first)², min (x − first) and max (x − first)
+    over each group's samples in the block (samples ``lo`` …), added into ``out`` when given."""
     s = x.shape[0]
     block_code = np.ascontiguousarray(code[lo : lo + s], dtype=np.int64)
     if out is None:
-        out = np.zeros((1, 2, groups, *x.shape[1:]))
+        out = np.zeros((1, 4, groups, *x.shape[1:]))
+        out[0, 2] = np.inf
+        out[0, 3] = -np.inf
+    if x.dtype not in (np.float32, np.float64):  # integers: exact differences first
+        x, first = minus(x, first), np.zeros(first.shape)
     kernel = compiled(_power_sums_kernel)
     if kernel is not None and x.ndim == 3 and x.dtype in (np.float32, np.float64):
         kernel(np.ascontiguousarray(x), np.ascontiguousarray(first[0]), block_code, out[0])
@@ -163,6 +175,11 @@ def _block_power_sums(
     member = csr_matrix((np.ones(s), (block_code, np.arange(s))), shape=(groups, s))
     shifted = np.subtract(x, first, dtype=np.float64).reshape(s, -1)
     out[0, 0] += (member @ shifted).reshape(groups, *x.shape[1:])
+    for g in np.unique(block_code):
+        rows = shifted[block_code == g]
+        lo_g, hi_g = out[0, 2, g].reshape(-1), out[0, 3, g].reshape(-1)
+        np.minimum(lo_g, rows.min(axis=0), out=lo_g)
+        np.maximum(hi_g, rows.max(axis=0), out=hi_g)
     np.multiply(shifted, shifted, out=shifted)
     out[0, 1] += (member @ shifted).reshape(groups, *x.shape[1:])
     return out
@@ -170,7 +187,8 @@ def _block_power_sums(
 
 def _power_sums_kernel(x, first, code, out):  # pragma: no cover - run compiled by numba
     """out[0, g] += x[i] − first and out[1, g] += (x[i] − first)² for each sample i of group
-    g = code[i], in float64, without temporaries (the numba path of ``_block_power_sums``)."""
+    g = code[i], out[2, g] and out[3, g] their minimum and maximum (NaN kept), in float64,
+    without temporaries (the numba path of ``_block_power_sums``)."""
     s, t, u = x.shape
     for i in range(s):
         g = code[i]
@@ -179,43 +197,82 @@ def _power_sums_kernel(x, first, code, out):  # pragma: no cover - run compiled 
                 d = np.float64(x[i, j, k]) - np.float64(first[j, k])
                 out[0, g, j, k] += d
                 out[1, g, j, k] += d * d
+                if d < out[2, g, j, k] or d != d:
+                    out[2, g, j, k] = d
+                if d > out[3, g, j, k] or d != d:
+                    out[3, g, j, k] = d
 
 
-def leave_out_dispersion(s1: Any, s2: Any, sizes: np.ndarray, ddof: int, dispersion: str) -> Any:
-    """D over samples of each complement: (G, T, U) from the group sums (numpy or dask)."""
+def complement_constant(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(G, ...): True where the samples outside group g all hold one value, from the groups'
+    minima and maxima (G, ...): the complement's minimum equals its maximum (NaN: never)."""
+    edge_lo = np.full((1, *low.shape[1:]), np.inf)
+    edge_hi = np.full((1, *high.shape[1:]), -np.inf)
+    with np.errstate(invalid="ignore"):
+        before = np.minimum.accumulate(np.concatenate([edge_lo, low[:-1]]), axis=0)
+        after = np.minimum.accumulate(np.concatenate([edge_lo, low[:0:-1]]), axis=0)[::-1]
+        comp_lo = np.minimum(before, after)
+        before = np.maximum.accumulate(np.concatenate([edge_hi, high[:-1]]), axis=0)
+        after = np.maximum.accumulate(np.concatenate([edge_hi, high[:0:-1]]), axis=0)[::-1]
+        comp_hi = np.maximum(before, after)
+        return comp_lo == comp_hi
+
+
+def leave_out_dispersion(
+    s1: Any,
+    s2: Any,
+    sizes: np.ndarray,
+    ddof: int,
+    dispersion: str,
+    low: Any = None,
+    high: Any = None,
+) -> Any:
+    """D over samples of each complement: (G, T, U) from the group sums (numpy); with the
+    groups' minima and maxima, exactly 0 where the complement is constant."""
     n = sizes.sum()
     rest = (n - sizes)[:, None, None]
     c1 = s1.sum(axis=0)[None] - s1
     c2 = s2.sum(axis=0)[None] - s2
     m2 = np.maximum(c2 - c1 * c1 / rest, 0.0)
+    if low is not None:
+        m2 = np.where(complement_constant(low, high) & ~np.isnan(c1), 0.0, m2)
     var = m2 / (rest - ddof)
     return np.sqrt(var) if dispersion == "std" else var
 
 
 def leave_out_mean_dispersion(
-    s1: Any, s2: Any, sizes: np.ndarray, ddof: int, dispersion: str
+    s1: Any, s2: Any, sizes: np.ndarray, ddof: int, dispersion: str, low: Any, high: Any
 ) -> Any:
     """mean_j D over samples of each complement: (G, U), without (G, T, U) temporaries when
-    numba is there (``leave_out_dispersion(...).mean(axis=1)`` otherwise)."""
+    numba is there (``leave_out_dispersion(...).mean(axis=1)`` otherwise). ``low``/``high``:
+    the groups' minima and maxima (``shifted_power_sums``): a constant complement has D = 0
+    exactly."""
     kernel = compiled(_leave_out_kernel)
-    if kernel is None:
-        return leave_out_dispersion(s1, s2, sizes, ddof, dispersion).mean(axis=1)
     rest = (sizes.sum() - sizes).astype(np.float64)
 
-    def block(a, b):
+    def block(a, b, lo, hi):
+        if kernel is None:
+            return leave_out_dispersion(a, b, sizes, ddof, dispersion, lo, hi).mean(axis=1)
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-        return kernel(a, b, rest, float(ddof), dispersion == "std")
+        const = np.ascontiguousarray(complement_constant(lo, hi))
+        return kernel(a, b, const, rest, float(ddof), dispersion == "std")
 
     if isinstance(s1, da.Array):
-        s1, s2 = s1.rechunk({0: -1, 1: -1}), s2.rechunk({0: -1, 1: -1})
+        parts = [da.asarray(x).rechunk({0: -1, 1: -1}) for x in (s1, s2, low, high)]
+        parts = [parts[0], *(x.rechunk(parts[0].chunks) for x in parts[1:])]
         return da.map_blocks(
-            block, s1, s2, drop_axis=1, dtype=np.float64, chunks=(s1.chunks[0], s1.chunks[2])
+            block,
+            *parts,
+            drop_axis=1,
+            dtype=np.float64,
+            chunks=(parts[0].chunks[0], parts[0].chunks[2]),
         )
-    return block(s1, s2)
+    return block(s1, s2, low, high)
 
 
-def _leave_out_kernel(s1, s2, rest, ddof, std):  # pragma: no cover - run compiled by numba
-    """(G, U): mean over j of D(complement of group g at (j, u)) from the group sums."""
+def _leave_out_kernel(s1, s2, const, rest, ddof, std):  # pragma: no cover - run compiled by numba
+    """(G, U): mean over j of D(complement of group g at (j, u)) from the group sums; 0 where
+    ``const`` says the complement is constant (and its sum is not NaN)."""
     g_count, t, u = s1.shape
     total1 = np.zeros((t, u))
     total2 = np.zeros((t, u))
@@ -228,6 +285,8 @@ def _leave_out_kernel(s1, s2, rest, ddof, std):  # pragma: no cover - run compil
             for k in range(u):
                 c1 = total1[j, k] - s1[g, j, k]
                 m2 = total2[j, k] - s2[g, j, k] - c1 * c1 / rest[g]
+                if const[g, j, k] and c1 == c1:
+                    m2 = 0.0
                 var = max(m2, 0.0) / (rest[g] - ddof)
                 out[g, k] += np.sqrt(var) if std else var
     return out / t

@@ -12,9 +12,10 @@ mean (Fisher 1925):
 This is ``scipy.stats.f_oneway(a[:, 0, u], …, a[:, T − 1, u])``, edge cases included: when every
 group is constant (MSW = 0) F = +inf, p = 0, unless all groups share one value (MSB = 0 too), then
 F = p = NaN. Constancy is tested exactly (min = max per group), as scipy does. The moments are
-taken around values of the data (``_common.moments``; the grand mean around the first group's
-mean), so groups with exactly equal means give SSB = 0 and F = 0, p = 1 exactly, whatever the
-dtype and the chunking (scipy leaves a rounding residue, F ≈ 1e-30).
+taken around values of the data (``_common.moments``, the group means relative to the unit's
+first cell, the grand mean around the first group's mean), so groups with exactly equal means
+give SSB = 0 and F = 0, p = 1 exactly, whatever the dtype and the chunking (scipy leaves a
+rounding residue, F ≈ 1e-30).
 
 A small p says the transformations move the unit's mean: the unit is *not* invariant in mean.
 ``anova_invariance`` tests every unit at level ``alpha`` with a multiple-testing correction
@@ -98,15 +99,22 @@ def anova(cube: xr.DataArray) -> xr.Dataset:
     test) share the cube's blocks. A lazy cube gives a lazy result (the p-values are computed
     blockwise from F).
     """
+    return _anova(cube, "anova")
+
+
+def _anova(cube: xr.DataArray, measure: str) -> xr.Dataset:
     cube = check_cube(
         cube,
+        measure=measure,
         min_samples=2,
         min_transformations=2,
         need="a one-way ANOVA needs two groups and a within-group variance",
     )
     n, t = cube.sizes["sample"], cube.sizes["transformation"]
     data = cube.data
-    mom = moments(data, axis=0)
+    # the group means relative to one value of each unit (its first cell): the differences
+    # between group means keep their digits when the means are large compared to the spread
+    mom = moments(data, axis=0, ref=data[0:1, 0:1, :])
     lo, hi = data.min(axis=0), data.max(axis=0)
     if isinstance(data, da.Array):
         out = da.blockwise(
@@ -231,7 +239,7 @@ def anova_invariance(
     """
     alpha = _check_alpha(alpha)
     correction = choice(correction, "correction", CORRECTIONS)
-    result = anova(cube)
+    result = _anova(cube, "anova_invariance")
     if is_lazy(result):
         (result,) = dask.compute(result)
     p = result["p"].values

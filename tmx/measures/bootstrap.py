@@ -16,6 +16,14 @@ with w_b the sample multiplicities (Σ w = N) and v_b the transformation multipl
 0 has all multiplicities 1: it is the estimate itself. Every other measure is bootstrapped by
 recomputing it on each resample (a loop; the cube is loaded first when it is lazy and small).
 
+Same seed, same interval, whatever the chunking: the sums run over blocks of samples fixed by
+the cube's shape (a lazy cube's chunks are read once each and regrouped), so the replicates are
+the same bits for every chunking; and a dispersion that is exactly zero (a replicate that did
+not draw a sparse unit's one active sample, a support of equal values) is decided by exact
+comparisons — one supported value, or equal dense ranks within a block and equal values across
+blocks — and set to 0, never left as the rounding residue of S2 − S1²/S0 (which made
+NV = 0/residue instead of the zero-division policy's value, and moved with the chunks).
+
 References
 ----------
 Efron, B. & Tibshirani, R. (1993). An Introduction to the Bootstrap. Chapman & Hall (ch. 13,
@@ -49,6 +57,7 @@ from ._common import (
     divide,
     group_reduce,
     is_lazy,
+    minus,
     unit_coords_of,
 )
 from .reduce import REDUCES
@@ -146,13 +155,186 @@ def _draws(
 
 
 _MEMORY = 2**30  # default bytes for the replicates' sums
+_BLOCK_VALUES = 2**21  # values per sample block of the vectorised path (16 MiB in float64)
+_EXACT = 2**53  # integers up to here are exact in float64
 
 
-def _replicates_per_pass(t: int, u: int, memory: int) -> int:
+def _replicates_per_pass(t: int, u: int, memory: int, itemsize: int = 8) -> int:
     """Replicates whose sums fit ``memory``: per replicate, S1 and S2 over (T, U), their
-    dispersions and the per-unit TV, SV, NV, in float64."""
-    per_replicate = 8 * (4 * t * u + 4 * u)
+    dispersions and the per-unit TV, SV, NV in float64, and the exact-zero state and its
+    per-block update (a value of the cube's ``itemsize`` and a few flags per (T, U), twice)."""
+    per_replicate = 8 * (4 * t * u + 4 * u) + (2 * itemsize + 3) * t * u
     return max(1, int(memory // per_replicate))
+
+
+def _block_size(n: int, t: int, u: int) -> int:
+    """Samples per block of the vectorised path, from the cube's shape only (never from its
+    chunks: the same sums in the same order, so the same bits, whatever the chunking), with
+    N · size < 2**26 so that the rank sums of ``_support_constant`` stay exact."""
+    size = max(1, _BLOCK_VALUES // max(1, t * u))
+    return max(1, min(n, size, 2**26 // max(1, n)))
+
+
+def _reads(data: Any, size: int) -> int:
+    """How many reads ``_sample_blocks`` makes: the chunks of a dask array, else the blocks."""
+    if isinstance(data, da.Array):
+        return len(data.chunks[0])
+    return -(-data.shape[0] // size)
+
+
+def _sample_blocks(data: Any, size: int, bar: Any = None) -> Any:
+    """(start, block) for consecutive blocks of ``size`` samples (the last may be shorter),
+    numpy, in the data's dtype. A dask array is read chunk by chunk (each chunk computed
+    once) and its samples regrouped into these blocks. ``bar`` advances once per read."""
+    n = data.shape[0]
+    if not isinstance(data, da.Array):
+        for lo in range(0, n, size):
+            if bar is not None:
+                bar.advance()
+            yield lo, np.asarray(data[lo : lo + size])
+        return
+    pending: list[np.ndarray] = []
+    held = start = 0
+    for lo, hi in itertools.pairwise(np.cumsum((0, *data.chunks[0]))):
+        pending.append(np.asarray(data[lo:hi].compute()))
+        if bar is not None:
+            bar.advance()
+        held += hi - lo
+        while held >= size or (held and hi == n):
+            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
+            take = min(size, held)
+            yield start, joined[:take]
+            pending = [joined[take:]] if take < held else []
+            held -= take
+            start += take
+
+
+class _Classes:
+    """The classes of equal values of each column of ``x`` (s, C): per column the size of its
+    largest class and that class's value (the mode); on demand, per column, whether each value
+    is off the mode, and the values' dense ranks (equal values share a rank; NaN has its own)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        s = x.shape[0]
+        if s == 0 or x.shape[1] == 0:
+            self.largest = np.zeros(x.shape[1], dtype=np.int64)
+            self.mode = np.zeros(x.shape[1], dtype=x.dtype)
+            return
+        self.rows = np.ascontiguousarray(x.T)  # (C, s): each column's values contiguous
+        ordered = np.sort(self.rows, axis=1)
+        self.same = ordered[:, 1:] == ordered[:, :-1]
+        idx = np.arange(s)
+        first = np.concatenate([np.ones((len(ordered), 1), bool), ~self.same], axis=1)
+        starts = np.maximum.accumulate(np.where(first, idx, 0), axis=1)
+        runs = idx - starts + 1  # length of the run of equal values ending at each position
+        end = runs.argmax(axis=1)
+        self.largest = runs[np.arange(len(runs)), end]
+        self.mode = ordered[np.arange(len(runs)), end]
+
+    def off_mode(self, cols: np.ndarray, dtype: Any) -> np.ndarray:
+        """(s, k): 1 where x[i, c] is not its column's mode, else 0."""
+        return (self.rows[cols] != self.mode[cols, None]).astype(dtype).T
+
+    def ranks(self, cols: np.ndarray) -> np.ndarray:
+        """(s, k): the dense ranks of the columns ``cols``, float64 integers."""
+        k, s = len(cols), self.x.shape[0]
+        order = np.argsort(self.rows[cols], axis=1)
+        dense = np.zeros((k, s))
+        np.cumsum(~self.same[cols], axis=1, out=dense[:, 1:])
+        ranks = np.empty((k, s))
+        ranks[np.arange(k)[:, None], order] = dense
+        return ranks.T
+
+
+def _rank_sums(w: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """R1 = w @ ρ and R2 = w @ ρ², exactly, as int64: one float64 product of the encoded
+    ρ + m ρ² (m above any R1) when every sum stays below 2**53 (integers are exact in float64
+    whatever the summation order), else two, else int64 products."""
+    top = float(max(ranks.shape[0] - 1, 1))
+    n_max = float(max(w.sum(axis=1).max(), 1.0))
+    m = n_max * top + 1.0
+    if n_max * top + m * n_max * top * top < _EXACT:
+        both = np.rint(w @ (ranks + m * ranks * ranks)).astype(np.int64)
+        r2, r1 = np.divmod(both, int(m))
+        return r1, r2
+    if n_max * top * top < _EXACT:
+        return (np.rint(w @ ranks).astype(np.int64), np.rint(w @ (ranks * ranks)).astype(np.int64))
+    wi, ri = w.astype(np.int64), ranks.astype(np.int64)
+    return wi @ ri, wi @ (ri * ri)
+
+
+def _support_constant(
+    w: np.ndarray, x: np.ndarray, classes: _Classes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which columns of ``x`` (s, C) are constant over each row's support, exactly.
+
+    ``w`` (B, s): integer multiplicities. Returns ``const`` (B, C), True where every x[i, c]
+    with w[b, i] > 0 is the same (non-NaN) value — False where row b has no support — and
+    ``value`` (B, C), that value (x at the row's first supported i, in x's dtype).
+
+    Exact facts only, never a float sum compared with 0. With d the number of supported i:
+    d = 1 → constant; d ≥ 2 → constant only in a column with a class of at least d equal
+    values. For d > s/2 that class can only be the column's mode, so the support is constant
+    iff no supported value is off the mode: an integer count Σ w [x ≠ mode] = 0 (one product
+    of small integers, exact whatever the summation order). For 2 ≤ d ≤ s/2 it is decided
+    from the dense ranks ρ: with n_b = Σ w and the integer sums R1 = Σ w ρ, R2 = Σ w ρ²
+    (``_rank_sums``), iff n_b R2 = R1² (Cauchy–Schwarz). ``classes``: ``_Classes(x)``.
+    """
+    s = x.shape[0]
+    supp = w > 0
+    count = supp.sum(axis=1)
+    value = x[supp.argmax(axis=1)]
+    const = np.zeros(value.shape, dtype=bool)
+    const[count == 1] = True
+    if (count >= 2).any():
+        classes = _Classes(x) if classes is None else classes
+        major = np.flatnonzero(2 * count > s)
+        if major.size:
+            cols = np.flatnonzero(classes.largest >= count[major].min())
+            if cols.size:
+                wm = w[major]
+                # counts below 2**24 are exact in float32 (half the work of float64)
+                small = float(wm.sum(axis=1).max()) < 2**24
+                dtype = np.float32 if small else np.float64
+                off = wm.astype(dtype) @ classes.off_mode(cols, dtype)
+                const[np.ix_(major, cols)] = off == 0
+        minor = np.flatnonzero((count >= 2) & (2 * count <= s))
+        if minor.size:
+            cols = np.flatnonzero(classes.largest >= max(2, count[minor].min()))
+            if cols.size:
+                wm = w[minor]
+                r1, r2 = _rank_sums(wm, classes.ranks(cols))
+                nb = np.rint(wm.sum(axis=1)).astype(np.int64)
+                const[np.ix_(minor, cols)] = nb[:, None] * r2 == r1 * r1
+    if value.dtype.kind == "f":
+        const &= ~np.isnan(value)
+    return const, value
+
+
+class _ZeroState:
+    """Per (replicate, position): is the column constant over the replicate's whole support?
+    Updated block by block from ``_support_constant`` (exact comparisons only)."""
+
+    def __init__(self, b: int, width: int, dtype: np.dtype) -> None:
+        self.seen = np.zeros(b, dtype=bool)
+        self.const = np.zeros((b, width), dtype=bool)
+        self.value = np.zeros((b, width), dtype=dtype)
+
+    def add(self, w: np.ndarray, x: np.ndarray) -> None:
+        const, value = _support_constant(w, x)
+        has = (w > 0).any(axis=1)
+        old = has & self.seen
+        if old.all():  # in place, without copies of the rows
+            self.const &= const
+            self.const &= self.value == value
+        else:
+            rows = np.flatnonzero(old)
+            self.const[rows] &= const[rows] & (self.value[rows] == value[rows])
+            new = np.flatnonzero(has & ~self.seen)
+            self.const[new] = const[new]
+            self.value[new] = value[new]
+        self.seen |= has
 
 
 def _weighted_dispersion(vb, xt, xt2, ddof: int, dispersion: str) -> np.ndarray:
@@ -172,50 +354,58 @@ def _weighted_dispersion(vb, xt, xt2, ddof: int, dispersion: str) -> np.ndarray:
 def _weighted_replicates(
     data: Any, w: np.ndarray, v: np.ndarray, ddof: int, dispersion: str, bar: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """TV and SV of the replicates of ``w``, ``v``: (B, U) each, in one pass over the sample
-    blocks (``bar`` advances once per block)."""
+    """TV and SV of the replicates of ``w``, ``v``: (B, U) each, in one pass over blocks of
+    samples (``bar`` advances once per read, see ``_sample_blocks``).
+
+    The blocks are fixed by the cube's shape (``_block_size``), not by its chunks, so the
+    replicates are the same bits for every chunking. A dispersion that is exactly zero — a
+    replicate's support constant over samples (a sparse unit without its one active sample)
+    or over transformations — is decided by exact comparisons (``_support_constant``) and set
+    to 0, never left as the rounding residue of S2 − S1²/S0.
+    """
     n, t, u = data.shape
     b_total = w.shape[0]
     resample_t = bool((v != 1).any())
     tv_acc = np.zeros((b_total, u))
-    # SV: weighted sums over samples around a per-(j, u) shift c (the first block's mean, so
+    # SV: weighted sums over samples around a per-(j, u) shift c (the first sample, so
     # deviations are of the order of the spread and S2 − S1²/S0 does not cancel)
-    shift = s0 = s1 = s2 = None
-    bounds = np.cumsum((0, *data.chunks[0])) if isinstance(data, da.Array) else (0, n)
-    for lo, hi in itertools.pairwise(bounds):
-        block = data[lo:hi]
-        x = np.asarray(block.compute() if isinstance(block, da.Array) else block, np.float64)
-        s = x.shape[0]
+    shift = s0 = s1 = s2 = zero = None
+    for lo, raw in _sample_blocks(data, _block_size(n, t, u), bar):
+        s = raw.shape[0]
         if shift is None:
-            shift = x[0].copy()  # one of the unit's own values: constant units stay exactly 0
+            shift = raw[:1].copy()  # one of the unit's own values: constant units stay exactly 0
             s0 = np.zeros(b_total)
             s1 = np.zeros((b_total, t * u))
             s2 = np.zeros((b_total, t * u))
-        xs = (x - shift).reshape(s, t * u)
-        wb_all = w[:, lo:hi]
+            zero = _ZeroState(b_total, t * u, raw.dtype)
+        xs = minus(raw, shift).reshape(s, t * u)
+        wb_all = w[:, lo : lo + s]
         s0 += wb_all.sum(axis=1)
         s1 += wb_all @ xs
-        s2 += wb_all @ (xs * xs)
-        xt = x - x[:, :1]  # shifted by a value of each cell first: constant cells give 0
+        np.multiply(xs, xs, out=xs)
+        s2 += wb_all @ xs
+        del xs
+        zero.add(wb_all, raw.reshape(s, t * u))
+        xt = minus(raw, raw[:, :1])  # shifted by a value of each cell first: constant cells give 0
         xt -= xt.mean(axis=1, keepdims=True)  # centred over transformations, per (i, u)
         xt2 = xt * xt
-        if bar is not None:
-            bar.advance()
         if not resample_t:  # per-cell dispersions, re-weighted: one matrix product
             cells = dispersion_from_m2(xt2.sum(axis=1), t, ddof, dispersion)  # (s, U)
             tv_acc += wb_all @ cells
             continue
         # replicates per batch: the (s, batch, U) intermediates stay within _WORK_BYTES
         batch = max(1, min(b_total, int(_WORK_BYTES // (8 * s * u))))
+        cells_by_t = np.ascontiguousarray(raw.transpose(1, 0, 2)).reshape(t, s * u)
+        classes = _Classes(cells_by_t)
         for b0 in range(0, b_total, batch):
             vb, wb = v[b0 : b0 + batch], wb_all[b0 : b0 + batch]
-            tv_acc[b0 : b0 + batch] += np.einsum(
-                "sb,sbu->bu",
-                wb.T,
-                _weighted_dispersion(vb, xt, xt2, ddof, dispersion),
-                optimize=True,
-            )
-    m2 = (s2 - s1 * s1 / s0[:, None]).reshape(b_total, t, u)
+            disp = _weighted_dispersion(vb, xt, xt2, ddof, dispersion)  # (s, b, U)
+            const, _ = _support_constant(vb, cells_by_t, classes)  # (b, s·U): constant over supp(v)
+            np.copyto(disp, 0.0, where=const.reshape(len(vb), s, u).transpose(1, 0, 2))
+            tv_acc[b0 : b0 + batch] += np.einsum("sb,sbu->bu", wb.T, disp, optimize=True)
+    m2 = s2 - s1 * s1 / s0[:, None]
+    m2[zero.const] = 0.0  # exactly constant over the replicate's samples
+    m2 = m2.reshape(b_total, t, u)
     sv_cells = dispersion_from_m2(m2, s0[:, None, None], ddof, dispersion)  # (B, T, U)
     sv = np.einsum("bj,bju->bu", v, sv_cells, optimize=True) / t
     return tv_acc / n, sv
@@ -243,7 +433,9 @@ def _vectorised(
     coords = {k: c for k, c in unit_coords_of(template).items() if k != "inactive"}
     seed, n_boot, over = draws
     total = n_boot + 1
-    per_pass = min(total, _replicates_per_pass(t, target.sizes["unit"], memory))
+    per_pass = min(
+        total, _replicates_per_pass(t, target.sizes["unit"], memory, target.dtype.itemsize)
+    )
     passes = -(-total // per_pass)
     if passes > 1 and isinstance(target.data, da.Array) and cube.attrs.get("model_name"):
         warnings.warn(
@@ -252,7 +444,7 @@ def _vectorised(
             "passes; save the cube (tmx.save) and bootstrap the opened store, or raise memory",
             stacklevel=3,
         )
-    blocks = len(target.data.chunks[0]) if isinstance(target.data, da.Array) else 1
+    blocks = _reads(target.data, _block_size(n, t, target.sizes["unit"]))
     codes, groups = channel_groups(cube) if pool == "mean" else (None, None)
     rows = []
     with steps(passes * blocks, progress, unit="block") as bar:
@@ -489,7 +681,8 @@ def bootstrap(
         Bytes (or a size such as ``"2GB"``; at least 1 MiB) the vectorised path may hold for
         the replicates' sums (default 1 GiB). Every
         replicate's SV needs float64 sums over (T, U) until the last block is read, so the
-        replicates are computed in passes of as many as fit (about 32 T U bytes each): one pass
+        replicates are computed in passes of as many as fit (about 43 T U bytes each for a
+        float32 cube, 51 for float64: the sums and the exact-zero state): one pass
         over the cube when they all fit, more otherwise (a model-backed lazy cube then reruns
         its forward passes each pass: save it with ``tmx.save`` first). The numbers do not
         depend on it: replicate b always draws from ``default_rng([seed, b])``.
@@ -525,13 +718,20 @@ def bootstrap(
     Notes
     -----
     The variance family (without ``by``) is vectorised: one pass over the cube computes every
-    replicate with matrix products, memory bounded by the cube's sample blocks; for a lazy cube
-    each block's forward pass runs once. Other measures are recomputed per replicate.
+    replicate with matrix products, memory bounded by a block of samples (about 16 MiB of
+    float64, fixed by the cube's shape so that the numbers do not depend on the chunks) and one
+    chunk of the cube; for a lazy cube each chunk's forward pass runs once. Other measures are
+    recomputed per replicate.
     """
-    cube = check_cube(cube)
+    over = _check_over(over)
+    cube = check_cube(
+        cube,
+        measure="bootstrap",
+        min_transformations=2 if "transformation" in over else 1,
+        need={"transformations": "resampling transformations needs two"},
+    )
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"n must be an integer >= 2; got {n!r}")
-    over = _check_over(over)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     if not isinstance(ci, float | int) or not 0 < ci < 1:

@@ -100,7 +100,7 @@ def convergence(
     >>> bool(curve.width.isel(size=-1) < curve.width.isel(size=0))
     True
     """
-    cube = check_cube(cube)
+    cube = check_cube(cube, measure="convergence")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     total = cube.sizes["sample"]

@@ -367,7 +367,8 @@ def _distance_parts(
     need_s = "sd" in which or "nd" in which
     cube = check_cube(
         cube,
-        min_samples=2 if need_s else 1,
+        measure=measure,
+        min_samples=2,
         min_transformations=2 if need_t else 1,
         need="a pairwise distance needs a pair",
     )

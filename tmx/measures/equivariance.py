@@ -155,7 +155,7 @@ def invert(
     ValueError
         If the set does not match the cube, is not invertible, or no layer has spatial axes.
     """
-    cube = check_cube(cube)
+    cube = check_cube(cube, measure="invert", min_samples=1)
     if transforms is None:
         if "transforms" not in cube.attrs:
             raise ValueError(

@@ -35,7 +35,16 @@ import xarray as xr
 from scipy import stats
 
 from .._validate import str_array
-from ._common import base_attrs, check_cube, choice, divide, merge_moments, moments, unit_result
+from ._common import (
+    base_attrs,
+    check_cube,
+    choice,
+    divide,
+    merge_moments,
+    minus,
+    moments,
+    unit_result,
+)
 
 __all__ = ["LOCALS", "THRESHOLDS", "goodfellow"]
 
@@ -214,7 +223,12 @@ def goodfellow(
     Reference: I. J. Goodfellow, Q. V. Le, A. M. Saxe, H. Lee, A. Y. Ng, "Measuring invariances in
     deep networks", Advances in Neural Information Processing Systems 22, 2009.
     """
-    cube = check_cube(cube)
+    cube = check_cube(
+        cube,
+        measure="goodfellow",
+        min_transformations=2,
+        need={"transformations": "the score compares transformed with untransformed cells"},
+    )
     threshold = choice(threshold, "threshold", THRESHOLDS)
     local = choice(local, "local", LOCALS)
     rate = _check_rate(rate)
@@ -233,7 +247,9 @@ def goodfellow(
     # -- pass 1: the thresholds and the top-Z cut-off ----------------------------------------
     first: dict[str, Any] = {}
     if threshold == "normal":
-        first["moments"] = moments(xref, axis=0) * np.array([1.0, sign, 1.0])[:, None, None]
+        # around one value of each unit, so the pooled mean keeps its digits (merged below)
+        first["origin"] = xref[0:1, 0:1, :]
+        first["moments"] = moments(xref, axis=0, ref=first["origin"])
     else:
         k = _k_for_quantile(n * n_ref, 1 - rate)
         signed = xref.astype(np.float64) * sign
@@ -249,6 +265,7 @@ def goodfellow(
         (first,) = dask.compute(first)
     if threshold == "normal":
         count, mu, m2 = merge_moments(first["moments"], axis=1, keepdims=False)
+        mu = sign * (mu + minus(first["origin"][0, 0], 0))
         sigma = np.sqrt(m2 / count)
         thr = mu + sigma * stats.norm.isf(rate)
     else:

@@ -364,7 +364,16 @@ def equivariance_map(
      [1. 0. 0.]
      [0. 1. 0.]]
     """
-    cube = check_cube(cube)
+    cube = check_cube(
+        cube,
+        measure="equivariance_map",
+        min_samples=4,
+        min_transformations=2,
+        need={
+            "samples": "the fit and the held-out R² need 2 samples each",
+            "transformations": "a transformation to map the reference to",
+        },
+    )
     kind = choice(kind, "kind", KINDS)
     ridge = _check_number(ridge, "ridge", 0.0)
     n, t = cube.sizes["sample"], cube.sizes["transformation"]
@@ -517,9 +526,14 @@ def equivalence(
     >>> bool(np.allclose(eqv["map"].values, rot, atol=1e-4))
     True
     """
-    cube_a = check_cube(cube_a, "cube_a")
+    need = "the fit and the held-out R² need 2 samples each"
+    cube_a = check_cube(cube_a, "cube_a", measure="equivalence", min_samples=4, need=need)
     same = cube_b is None
-    cube_b = cube_a if same else check_cube(cube_b, "cube_b")
+    cube_b = (
+        cube_a
+        if same
+        else check_cube(cube_b, "cube_b", measure="equivalence", min_samples=4, need=need)
+    )
     kind = choice(kind, "kind", KINDS)
     ridge = _check_number(ridge, "ridge", 0.0)
     n = cube_a.sizes["sample"]

@@ -15,7 +15,7 @@ import xarray as xr
 
 from .._validate import str_array
 from . import _jackknife as jk
-from ._common import ZERO_DIVS, channel_groups, choice, divide, group_reduce
+from ._common import ZERO_DIVS, channel_groups, check_per_unit, choice, divide, group_reduce
 
 REDUCES = ("mean", "median", "max", "min", "ratio_of_means")
 
@@ -74,6 +74,7 @@ def by_layer(
     if not isinstance(finite_only, bool):
         raise ValueError(f"finite_only must be True or False; got {finite_only!r}")
     layers = _layers(per_unit)
+    check_per_unit(per_unit, "by_layer")
     layer_of = str_array(per_unit["layer"].values)
     if reduce == "ratio_of_means":
         if not isinstance(per_unit, xr.Dataset) or not {"tv", "sv"} <= set(per_unit.data_vars):
@@ -208,6 +209,7 @@ def by_channel(
     if not isinstance(per_unit, xr.DataArray):
         raise ValueError("per_unit must be a per-unit DataArray (a measure's result)")
     _layers(per_unit)
+    check_per_unit(per_unit, "by_channel")
     codes, groups = channel_groups(per_unit)
     n_groups = len(groups["layer"])
     per_unit = per_unit.transpose(..., "unit")

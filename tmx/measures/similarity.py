@@ -554,9 +554,9 @@ def cka(
     >>> bool(abs(u) < 0.05)
     True
     """
-    cube_a = check_cube(cube_a, "cube_a")
+    cube_a = check_cube(cube_a, "cube_a", measure="cka")
     same = cube_b is None
-    cube_b = cube_a if same else check_cube(cube_b, "cube_b")
+    cube_b = cube_a if same else check_cube(cube_b, "cube_b", measure="cka")
     memory = parse_memory(memory, default=2**30, minimum=2**20)
     _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     n = cube_a.sizes["sample"]
@@ -694,7 +694,12 @@ def cka_invariance(
     >>> bool(abs(inv.sel(layer="noise")[1:]).max() < 0.05)
     True
     """
-    cube = check_cube(cube)
+    cube = check_cube(
+        cube,
+        measure="cka_invariance",
+        min_transformations=2,
+        need={"transformations": "a transformation to compare with the reference"},
+    )
     memory = parse_memory(memory, default=2**30, minimum=2**20)
     _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     t = cube.sizes["transformation"]

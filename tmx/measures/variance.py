@@ -122,7 +122,13 @@ def variance_parts(
 
     The options are those of ``normalized_variance``.
     """
-    cube = check_cube(cube, min_samples=2, min_transformations=2, need="a dispersion needs two")
+    cube = check_cube(
+        cube,
+        measure=measure,
+        min_samples=2,
+        min_transformations=2,
+        need="a dispersion needs two",
+    )
     choice(dispersion, "dispersion", DISPERSIONS)
     choice(zero_div, "zero_div", ZERO_DIVS)
     pool = _check_pool(cube, pool)
@@ -231,8 +237,8 @@ def _jackknife_parts(
     tv = cells.mean(axis=0)
     sv = per_transformation.mean(axis=0)
     tv_loo = jk.leave_out_mean(jk.group_sums(cells, code, n_groups), sizes)
-    s1, s2 = jk.shifted_power_sums(data, code, n_groups)
-    sv_loo = jk.leave_out_mean_dispersion(s1, s2, sizes, ddof, dispersion)
+    s1, s2, low, high = jk.shifted_power_sums(data, code, n_groups)
+    sv_loo = jk.leave_out_mean_dispersion(s1, s2, sizes, ddof, dispersion, low, high)
     if codes is not None:
         k = len(groups["layer"])
         tv, sv, tv_loo, sv_loo = (
@@ -297,7 +303,7 @@ def transformation_variance(
         SV with ``dispersion="std"`` and NV move. See ``tmx.measures._jackknife``.
     jackknife_groups : int, optional
         G, the number of jackknife groups: default min(N, 50); N is the leave-one-out jackknife.
-        Memory: 2 G T U float64 values for the SV sums.
+        Memory: 4 G T U float64 values for the SV sums and the groups' extremes.
 
     Returns
     -------
