@@ -115,5 +115,5 @@ def test_a_single_layer_name_is_one_layer_everywhere():
     curve = convergence(normalized_variance, cube, sizes=(20, 60))
     fig = tmx.plot.convergence(curve, layers="a")
     assert len(fig.axes[0].lines) == 1
-    fam = familiarity(cube.isel(transformation=0), layers="b", components=1)
+    fam = familiarity(cube.isel(transformation=0), layers="b", n_components=1)
     assert list(fam.layer.values) == ["b"]

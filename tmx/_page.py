@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .introspect.report_html import _SCRIPT, layer_sections
-from .introspect.report_html import _STYLE as _REPORT_STYLE
+from .introspect.report_html import SCRIPT, layer_sections
+from .introspect.report_html import STYLE as _REPORT_STYLE
 
 __all__ = ["render"]
 
@@ -204,5 +204,5 @@ def render(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         + "\n".join(body)
-        + f"<script>{_SCRIPT}{_CHECK}</script></body></html>\n"
+        + f"<script>{SCRIPT}{_CHECK}</script></body></html>\n"
     )

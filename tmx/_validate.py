@@ -7,7 +7,7 @@ user sees at once which argument of which function was wrong.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,3 +148,24 @@ def str_array(values: Any) -> np.ndarray:
     if arr.dtype.kind == "T" or arr.dtype == object:
         return np.asarray(arr.astype(object).tolist(), dtype=str).reshape(arr.shape)
     return arr.astype(str)
+
+
+_SYMBOLS = {"samples": "N", "transformations": "T", "units": "U"}
+
+
+def check_sizes(
+    name: str, measure: str, *, need: str | Mapping[str, str] = "", **sizes: tuple[int, int]
+) -> None:
+    """The one size check of every measure: ``sizes`` maps "samples", "transformations" or
+    "units" to (got, minimum). Raises ``ValueError`` naming the argument, the measure, the
+    minimum and the size, e.g. "cube: anova needs at least 2 transformations; got T = 1";
+    ``need`` (one reason for the samples and transformations, or one per name) is appended."""
+    for what, (got, least) in sizes.items():
+        if got < least:
+            reason = need.get(what, "") if isinstance(need, Mapping) else need
+            why = f" ({reason})" if reason and what != "units" else ""
+            noun = what if least != 1 else what[:-1]
+            raise ValueError(
+                f"{name}: {measure} needs at least {least} {noun}; got "
+                f"{_SYMBOLS.get(what, what)} = {got}{why}"
+            )

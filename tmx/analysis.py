@@ -21,9 +21,11 @@ import xarray as xr
 
 from . import _progress
 from . import _validate as v
+from . import inspect as _inspect
+from ._graph import model_graph, nodes_by_op
+from ._validate import check_sizes
 from .cube import activations
 from .measures import by_layer, normalized_variance
-from .measures._common import check_sizes
 from .transforms import TransformationSet, seed_groups
 
 
@@ -47,8 +49,6 @@ def _output_endpoint(model: Any, output: Any) -> tuple[Any, str]:
     endpoint ``-1``. ``output``: None (the only output), an index into the outputs, or a name
     (the output's endpoint name, or its entry of ``model.output_names``).
     """
-    from . import inspect as _inspect
-
     tensors = list(getattr(model, "outputs", None) or [])
     if not tensors:  # a subclassed model: its output is the endpoint -1
         if output not in (None, 0, -1, getattr(model, "name", None)):
@@ -57,7 +57,7 @@ def _output_endpoint(model: Any, output: Any) -> tuple[Any, str]:
                 "output; leave output=None"
             )
         return -1, _inspect.resolve(model, [-1])[0].name
-    nodes = _inspect._nodes_by_op(_inspect._model_graph(model))
+    nodes = nodes_by_op(model_graph(model))
     descriptors = []
     for t in tensors:
         op, node_index, tensor_index = t._keras_history
@@ -167,8 +167,6 @@ def evaluate(
         For a model with several outputs and ``output=None`` (the message lists them), an
         unknown output, or labels that do not fit the output.
     """
-    from . import inspect as _inspect
-
     model = _inspect.load_model(model, safe_mode=safe_mode)
     desc, _ = _output_endpoint(model, output)
     cube = activations(
@@ -258,8 +256,6 @@ def analyze(
         layer; never-active units, whose NV is only the zero-division policy's value).
         Calling it twice gives the same result.
     """
-    from . import inspect as _inspect
-
     show = _progress.resolve(progress)
     if np.ndim(x) >= 1:  # before any forward pass: the measures need two samples
         check_sizes("x", "analyze", samples=(int(np.shape(x)[0]), 2))

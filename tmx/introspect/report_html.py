@@ -25,7 +25,7 @@ __all__ = ["report_html"]
 _SIZE = 420  # scatter side, px
 _PAD = 12
 
-_STYLE = """
+STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}h3{font-size:1em}
 .meta{color:#555;font-size:.9em}
@@ -41,7 +41,7 @@ td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:3px;border-radius:50%}
 """
 
-_SCRIPT = """
+SCRIPT = """
 (function () {
   function recolour(layer, by) {
     var points = document.querySelectorAll('svg[data-layer="' + layer + '"] circle.pt');
@@ -357,9 +357,9 @@ def report_html(
     ]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         + "\n".join(body)
-        + f"<script>{_SCRIPT}</script></body></html>\n"
+        + f"<script>{SCRIPT}</script></body></html>\n"
     )
     if path is not None:
         Path(path).write_text(page, encoding="utf-8")

@@ -35,7 +35,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .._validate import str_array
+from .._validate import check_sizes, str_array
 from .._version import __version__
 
 DIMS = ("sample", "transformation", "unit")
@@ -92,27 +92,6 @@ def check_cube(
         need=need,
     )
     return cube
-
-
-_SYMBOLS = {"samples": "N", "transformations": "T", "units": "U"}
-
-
-def check_sizes(
-    name: str, measure: str, *, need: str | Mapping[str, str] = "", **sizes: tuple[int, int]
-) -> None:
-    """The one size check of every measure: ``sizes`` maps "samples", "transformations" or
-    "units" to (got, minimum). Raises ``ValueError`` naming the argument, the measure, the
-    minimum and the size, e.g. "cube: anova needs at least 2 transformations; got T = 1";
-    ``need`` (one reason for the samples and transformations, or one per name) is appended."""
-    for what, (got, least) in sizes.items():
-        if got < least:
-            reason = need.get(what, "") if isinstance(need, Mapping) else need
-            why = f" ({reason})" if reason and what != "units" else ""
-            noun = what if least != 1 else what[:-1]
-            raise ValueError(
-                f"{name}: {measure} needs at least {least} {noun}; got "
-                f"{_SYMBOLS.get(what, what)} = {got}{why}"
-            )
 
 
 def check_per_unit(per_unit: Any, measure: str, name: str = "per_unit") -> None:
