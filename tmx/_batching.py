@@ -41,7 +41,14 @@ FORWARD_TRANSIENT_FACTOR = 3.0
 
 def call_rows(rows: int, batch: int) -> int:
     """Rows of one compiled call for ``rows`` rows at hand: ``batch``, or the power of two ≥
-    ``rows`` when fewer (at most ``batch``)."""
+    ``rows`` when fewer (at most ``batch``).
+
+    Examples
+    --------
+    >>> from tmx._batching import call_rows
+    >>> call_rows(100, 64), call_rows(5, 64), call_rows(40, 32)
+    (64, 8, 32)
+    """
     if rows >= batch:
         return batch
     return min(batch, 1 << max(0, rows - 1).bit_length())
@@ -49,7 +56,15 @@ def call_rows(rows: int, batch: int) -> int:
 
 def pad_rows(arr: np.ndarray, rows: int) -> np.ndarray:
     """``arr`` with zero rows appended up to ``rows`` (a compiled call's fixed shape; the caller
-    drops the padding's results); ``arr`` itself when it already has ``rows`` rows."""
+    drops the padding's results); ``arr`` itself when it already has ``rows`` rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx._batching import pad_rows
+    >>> pad_rows(np.ones((3, 2)), 4).tolist()
+    [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
+    """
     if arr.shape[0] == rows:
         return arr
     pad = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
@@ -59,7 +74,16 @@ def pad_rows(arr: np.ndarray, rows: int) -> np.ndarray:
 def batches(total: int, batch: int) -> list[tuple[int, int, int]]:
     """``(start, stop, rows)`` of each call over ``total`` rows: full calls of ``batch`` rows,
     then the rest in one call of ``call_rows(rest, batch)`` rows (``rows − (stop − start)`` of
-    them padding)."""
+    them padding).
+
+    Examples
+    --------
+    >>> from tmx._batching import batches
+    >>> batches(10, 4)                         # the last call: 2 rows, no padding needed
+    [(0, 4, 4), (4, 8, 4), (8, 10, 2)]
+    >>> batches(11, 8)                         # 3 rows left: one call of 4 rows, 1 of padding
+    [(0, 8, 8), (8, 11, 4)]
+    """
     out = []
     for start in range(0, total, batch):
         stop = min(total, start + batch)
@@ -76,7 +100,14 @@ def total_memory() -> int | None:
 
 
 def default_memory() -> int:
-    """The default budget: 2 GiB, or a quarter of the machine's memory when that is less."""
+    """The default budget: 2 GiB, or a quarter of the machine's memory when that is less.
+
+    Examples
+    --------
+    >>> from tmx._batching import GIB, default_memory
+    >>> 0 < default_memory() <= 2 * GIB
+    True
+    """
     ram = total_memory()
     return DEFAULT_MEMORY_CAP if not ram else min(DEFAULT_MEMORY_CAP, ram // 4)
 
@@ -86,7 +117,20 @@ def parse_memory(
 ) -> int:
     """A memory budget in bytes: None (``default``, else ``default_memory()``), an int of
     bytes, or a string such as ``"2GB"``, ``"512 MiB"``; at least ``minimum`` bytes. The one
-    parser of every ``memory=`` argument."""
+    parser of every ``memory=`` argument.
+
+    Examples
+    --------
+    >>> from tmx._batching import parse_memory
+    >>> parse_memory("2GB"), parse_memory("512 MiB"), parse_memory(4096)
+    (2000000000, 536870912, 4096)
+    >>> parse_memory(None, default=7)         # None: the default (else default_memory())
+    7
+    >>> parse_memory("lots", "memory_limit")
+    Traceback (most recent call last):
+    ...
+    ValueError: memory_limit must be bytes (an int) or a size such as '2GB'; got 'lots'
+    """
     if memory is None:
         return default_memory() if default is None else int(default)
     if isinstance(memory, str):
@@ -117,7 +161,16 @@ def parse_memory(
 
 def scheduler_threads() -> int:
     """Tasks the local threaded scheduler runs at once (dask's ``num_workers``, else the CPU
-    count)."""
+    count).
+
+    Examples
+    --------
+    >>> import dask
+    >>> from tmx._batching import scheduler_threads
+    >>> with dask.config.set(num_workers=3):
+    ...     scheduler_threads()
+    3
+    """
     import dask
 
     workers = dask.config.get("num_workers", None)
@@ -126,7 +179,16 @@ def scheduler_threads() -> int:
 
 @dataclass(frozen=True)
 class CubePlan:
-    """The forward batch and chunks of a cube, and the memory they were planned for."""
+    """The forward batch and chunks of a cube, and the memory they were planned for.
+
+    Examples
+    --------
+    >>> from tmx._batching import CubePlan
+    >>> plan = CubePlan(batch_size=64, sample=32, transformation=8, unit=100, memory=2**30,
+    ...                 estimate=2**20)
+    >>> plan.samples_per_batch(8)              # 64 images: 8 samples × 8 transformations
+    8
+    """
 
     batch_size: int  # images per forward batch (before rounding to whole samples)
     sample: int
@@ -169,6 +231,19 @@ def plan_cube(
     most whose estimate fits the budget with blocks of at most ``DEFAULT_BLOCK_BYTES``; else
     the most that fit; else (a model too wide for the budget) the block size with the
     smallest estimate. Given sizes are kept.
+
+    Examples
+    --------
+    >>> from tmx._batching import plan_cube
+    >>> plan = plan_cube(1000, 8, 4096, transient_bytes=32768, memory=2**27, batch_size=None,
+    ...                  chunks={}, threads=2)
+    >>> plan.batch_size, plan.sample, plan.transformation, plan.unit
+    (128, 64, 8, 4096)
+    >>> plan.estimate <= plan.memory
+    True
+    >>> plan_cube(1000, 8, 4096, transient_bytes=32768, memory=2**27, batch_size=None,
+    ...           chunks={"sample": 10}, threads=2).sample       # given sizes are kept
+    10
     """
     threads = scheduler_threads() if threads is None else threads
     unit_bytes = 4 * units  # one image's recorded values

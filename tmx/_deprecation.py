@@ -15,6 +15,26 @@ def renamed(func: str, old: str, new: str, old_value: Any, new_value: Any, defau
     ``old_value`` is what the caller passed as ``old`` (``UNSET`` when not passed) and
     ``new_value`` what it passed as ``new`` (``default`` when not passed). Passing ``old``
     warns (``DeprecationWarning``, naming both); passing both is a ``TypeError``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from tmx._deprecation import UNSET, renamed
+    >>> def reduce(x, n_components=2, dims=UNSET):
+    ...     return renamed("reduce", "dims", "n_components", dims, n_components, 2)
+    >>> reduce(None, n_components=3)
+    3
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     value = reduce(None, dims=5)
+    >>> value, caught[0].category.__name__
+    (5, 'DeprecationWarning')
+    >>> print(caught[0].message)
+    reduce(): dims= is deprecated and will be removed; use n_components= instead
+    >>> reduce(None, n_components=3, dims=5)
+    Traceback (most recent call last):
+    ...
+    TypeError: reduce() got both dims= (deprecated) and n_components=; pass n_components= only
     """
     if old_value is UNSET:
         return new_value

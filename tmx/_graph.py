@@ -21,6 +21,11 @@ from ._validate import _describe
 
 KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
+# A call's key: the ids of the chain of nodes that reached it (``Site.key``).
+Key = tuple[int, ...]
+# ``run_graph``'s records: a call's key -> (its new input tensors, its new output tensors).
+Records = dict[Key, tuple[list[Any], list[Any]]]
+
 
 @dataclass(frozen=True)
 class Site:
@@ -32,7 +37,7 @@ class Site:
     call: int
 
     @property
-    def op(self) -> Any:
+    def op(self) -> keras.Operation:
         return self.ops[-1]
 
     @property
@@ -40,7 +45,7 @@ class Site:
         return self.nodes[-1]
 
     @property
-    def key(self) -> tuple[int, ...]:
+    def key(self) -> Key:
         return tuple(id(n) for n in self.nodes)
 
 
@@ -55,7 +60,7 @@ def require_model(model: Any, name: str = "model") -> keras.Model:
     raise ValueError(f"{name} must be a keras.Model; got {_describe(model)}")
 
 
-def inner_graph(op: Any) -> Any:
+def inner_graph(op: Any) -> keras.Model | None:
     """The graph (a Functional) of a functional or Sequential model used as a layer, else None."""
     if isinstance(op, keras.Sequential):
         return getattr(op, "_functional", None)
@@ -64,7 +69,7 @@ def inner_graph(op: Any) -> Any:
     return None
 
 
-def model_graph(model: keras.Model) -> Any:
+def model_graph(model: keras.Model) -> keras.Model | None:
     """The graph of a functional or built Sequential model; for a subclassed model, the graph
     of its inner layers traced on a symbolic input (``trace_subclassed``), or None when its call
     cannot be traced."""
@@ -86,14 +91,14 @@ def model_graph(model: keras.Model) -> Any:
 _traced_graphs = per_object()
 
 
-def trace_subclassed(model: keras.Model) -> tuple[Any, str]:
+def trace_subclassed(model: keras.Model) -> tuple[keras.Model | None, str]:
     """(graph, reason): a functional model whose layers are the inner layers of the subclassed
     ``model``, built by running ``model.call`` once on a symbolic ``keras.Input`` (each inner
     layer call records a node, as in any functional model; the layers and their weights are
     the model's own), or (None, why not) when the call cannot run on symbolic tensors
     (Python control flow on values, a model not built on one input...). Memoised per model."""
 
-    def trace() -> tuple[Any, str]:
+    def trace() -> tuple[keras.Model | None, str]:
         try:
             x = subclassed_input(model)
         except ValueError as exc:
@@ -120,7 +125,7 @@ def lookup_model(model: keras.Model) -> keras.Model:
     return model if graph is None else graph
 
 
-def nodes_by_op(graph: Any) -> dict[int, list[Any]]:
+def nodes_by_op(graph: keras.Model) -> dict[int, list[Any]]:
     """The graph's nodes of each operation, in the order the calls were made."""
     out: dict[int, list[Any]] = {}
     for nodes in graph._nodes_by_depth.values():
@@ -133,7 +138,7 @@ def nodes_by_op(graph: Any) -> dict[int, list[Any]]:
     return out
 
 
-def ordered_nodes(graph: Any) -> list[Any]:
+def ordered_nodes(graph: keras.Model) -> list[Any]:
     """The graph's nodes in a topological order (inputs first)."""
     out = []
     for depth in sorted(graph._nodes_by_depth, reverse=True):
@@ -141,7 +146,7 @@ def ordered_nodes(graph: Any) -> list[Any]:
     return out
 
 
-def call_sites(graph: Any) -> list[Site]:
+def call_sites(graph: keras.Model) -> list[Site]:
     """Every call of every operation of ``graph``, nested sub-models flattened, in graph order.
 
     An operation's own calls come first, followed by the calls inside it if it is a functional
@@ -181,7 +186,9 @@ def by_path(sites: Iterable[Site]) -> dict[tuple[str, ...], list[Site]]:
     return out
 
 
-def walk_layers(model: keras.Model, prefix: tuple[str, ...] = ()) -> Iterator[tuple]:
+def walk_layers(
+    model: keras.Model, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], keras.Layer]]:
     """(path, layer) for every layer, depth first in ``layers`` order (sub-models recursed)."""
     for layer in model.layers:
         path = (*prefix, layer.name)
@@ -208,7 +215,7 @@ def has_kernel(layer: Any) -> bool:
     return any(has_attrs(layer, (a,)) for a in KERNEL_ATTRS)
 
 
-def subclassed_input(model: keras.Model) -> Any:
+def subclassed_input(model: keras.Model) -> keras.KerasTensor:
     shapes = getattr(model, "_build_shapes_dict", None)
     if not shapes or len(shapes) != 1:
         raise ValueError(
@@ -219,12 +226,12 @@ def subclassed_input(model: keras.Model) -> Any:
     return keras.Input(batch_shape=(None, *shape[1:]), dtype=model.input_dtype)
 
 
-def output_op_names(graph: Any) -> list[str]:
+def output_op_names(graph: keras.Model) -> list[str]:
     """The operations (layers or ``keras.ops`` calls) that give a traced graph's outputs."""
     return [t._keras_history.operation.name for t in tree.flatten(graph.outputs)]
 
 
-def fresh_input(tensor: Any) -> Any:
+def fresh_input(tensor: keras.KerasTensor) -> keras.KerasTensor:
     op = tensor._keras_history.operation
     name = op.name if op is not None else None
     return keras.Input(
@@ -236,13 +243,13 @@ def fresh_input(tensor: Any) -> Any:
 
 
 def run_graph(
-    graph: Any,
-    inputs: list,
-    prefix: tuple[int, ...],
-    training: Any,
-    records: dict,
-    substitute: dict | None = None,
-) -> list:
+    graph: keras.Model,
+    inputs: list[Any],
+    prefix: Key,
+    training: bool | None,
+    records: Records,
+    substitute: dict[Key, tuple[Any, ...]] | None = None,
+) -> list[Any]:
     """Re-call the graph's operations on new symbolic inputs, recursing into sub-models.
 
     ``records`` maps each call's key (ids of the chain of nodes that reached it) to its new
@@ -333,7 +340,7 @@ def channel_axis(layer: Any, rank: int) -> int:
     return 1 if getattr(layer, "data_format", None) == "channels_first" else rank - 1
 
 
-def kernel_bias(layer: Any, out_shape: tuple) -> np.ndarray:
+def kernel_bias(layer: Any, out_shape: tuple[int | None, ...]) -> np.ndarray:
     bias = getattr(layer, "bias", None) if getattr(layer, "use_bias", True) else None
     if bias is not None:
         return as_np(bias)
@@ -366,7 +373,13 @@ def ln_offset(ln: Any) -> np.ndarray:
     return np.zeros(0)
 
 
-def bias_entries(graph: Any, prefix: str, fold: bool, out: dict, sites: dict | None = None) -> None:
+def bias_entries(
+    graph: keras.Model,
+    prefix: str,
+    fold: bool,
+    out: dict[str, np.ndarray],
+    sites: dict[str, str] | None = None,
+) -> None:
     """Fill ``out`` (name → bias) and, when given, ``sites`` (name → the path of the layer
     whose output the bias is added to: the folded BatchNormalization, or the layer itself)."""
     by_op = nodes_by_op(graph)

@@ -17,7 +17,14 @@ from typing import Any
 
 
 def interactive() -> bool:
-    """True when a person is likely watching: stderr is a terminal, not pytest, not CI."""
+    """True when a person is likely watching: stderr is a terminal, not pytest, not CI.
+
+    Examples
+    --------
+    >>> from tmx._progress import interactive
+    >>> interactive()                          # under pytest, or with output captured
+    False
+    """
     if os.environ.get("CI") or os.environ.get("PYTEST_CURRENT_TEST"):
         return False
     stream = getattr(sys, "stderr", None)
@@ -29,7 +36,18 @@ def interactive() -> bool:
 
 def resolve(progress: Any, name: str = "progress") -> bool:
     """``progress`` as a bool: None → ``interactive()``; a bool passes; anything else is an
-    error naming the argument."""
+    error naming the argument.
+
+    Examples
+    --------
+    >>> from tmx._progress import resolve
+    >>> resolve(True), resolve(False), resolve(None)      # None: interactive() (False here)
+    (True, False, False)
+    >>> resolve("yes")
+    Traceback (most recent call last):
+    ...
+    ValueError: progress must be True, False or None (when interactive); got 'yes'
+    """
     if progress is None:
         return interactive()
     if not isinstance(progress, bool):
@@ -40,7 +58,16 @@ def resolve(progress: Any, name: str = "progress") -> bool:
 class Steps:
     """A counter with a Keras ``Progbar`` behind it (or nothing when disabled). ``values`` names
     the numbers passed to ``advance``: each is shown as its latest value (Keras's stateful
-    metrics), not as Progbar's running mean over the steps."""
+    metrics), not as Progbar's running mean over the steps.
+
+    Examples
+    --------
+    >>> from tmx._progress import Steps
+    >>> counter = Steps(3, enabled=False, unit="block")
+    >>> counter.advance(); counter.advance(2)
+    >>> counter.done
+    3
+    """
 
     def __init__(self, total: int, enabled: bool, unit: str, values: tuple[str, ...] = ()) -> None:
         self.done = 0
@@ -58,13 +85,32 @@ class Steps:
 
 @contextlib.contextmanager
 def steps(total: int, enabled: bool, unit: str = "step") -> Iterator[Steps]:
-    """``with steps(n, enabled) as bar: ... bar.advance()`` — a progress bar over n steps."""
+    """``with steps(n, enabled) as bar: ... bar.advance()`` — a progress bar over n steps.
+
+    Examples
+    --------
+    >>> from tmx._progress import steps
+    >>> with steps(4, enabled=False, unit="sample") as bar:
+    ...     for _ in range(4):
+    ...         bar.advance()
+    >>> bar.done
+    4
+    """
     counter = Steps(int(total), enabled, unit)
     yield counter
 
 
 def dask_bar(enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """dask's local ``ProgressBar`` when enabled, else a no-op context."""
+    """dask's local ``ProgressBar`` when enabled, else a no-op context.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from tmx._progress import dask_bar
+    >>> with dask_bar(False):                  # True: dask's ProgressBar on stdout
+    ...     int(da.ones(10, chunks=5).sum().compute())
+    10
+    """
     if not enabled:
         return contextlib.nullcontext()
     from dask.diagnostics import ProgressBar

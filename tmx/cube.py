@@ -49,6 +49,14 @@ def unit_coords(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> dict
     Units of one layer are contiguous, in the layer's (y, x, channel) order (C order of an NHWC
     output). A rank-1 output (C,) has y = x = −1; a rank-2 output (L, C) (a sequence) has
     y = −1 and x = position; a rank-3 output (H, W, C) has all four.
+
+    Examples
+    --------
+    >>> from tmx.cube import unit_coords
+    >>> coords = unit_coords(["conv", "dense"], [(1, 2, 2), (3,)])
+    >>> {k: c.tolist() for k, c in coords.items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'layer': ['conv', 'conv', 'conv', 'conv', 'dense', 'dense', 'dense'],
+     'channel': [0, 1, 0, 1, 0, 1, 2], 'y': [0, 0, 0, 0, -1, -1, -1], 'x': [0, 0, 1, 1, -1, -1, -1]}
     """
     layer, channel, ys, xs = [], [], [], []
     for name, shape in zip(names, shapes, strict=True):
@@ -102,6 +110,19 @@ class ForwardRunner:
     included) and the blocks that went through this instance; ``ForwardRunner.loads`` counts
     models loaded from bytes in this process (diagnostics: on a cluster, at most one per worker
     and graph).
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+    >>> cube = tmx.activations(model, x, chunks={"sample": 2})           # two sample blocks
+    >>> runner = tmx.cube.forward_runner(cube)
+    >>> runner.blocks, runner.batches                          # nothing run yet
+    (0, 0)
+    >>> _ = cube.compute()                                     # one forward batch per block
+    >>> runner.blocks, runner.batches, runner.images
+    (2, 2, 4)
     """
 
     loads = 0
@@ -346,7 +367,18 @@ class InputDigests:
     forward pass of that block reads; nothing depends on them, so computing the cube never
     runs them. ``tmx.save`` makes the write of every chunk depend on the digest of its sample
     block, so a lazy ``x`` is read once for the forward pass and the digest together, and the
-    digest is recorded with the chunk (see ``input_digest_keys``)."""
+    digest is recorded with the chunk (see ``input_digest_keys``).
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+    >>> cube = tmx.activations(model, x, chunks={"sample": 2})           # two sample blocks
+    >>> keys = tmx.cube.input_digest_keys(cube.data)       # from the cube's InputDigests
+    >>> len(keys), [index for _, index in keys]
+    (2, [0, 1])
+    """
 
     __slots__ = ("__weakref__", "keys", "sample_chunks")
 
@@ -370,6 +402,21 @@ def input_digest_keys(data: Any) -> tuple[Any, ...] | None:
     same name, hence the same graph: copies, attrs or coordinates changed). None for any other
     array, including a cube rechunked or indexed since. Used by ``tmx.save``, which records
     each digest with the chunks computed from that input block.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+    >>> cube = tmx.activations(model, x, chunks={"sample": 2})           # two sample blocks
+    >>> keys = tmx.cube.input_digest_keys(cube.data)
+    >>> len(keys)                                              # one per sample block
+    2
+    >>> digests = cube.data.__dask_graph__()
+    >>> digests[keys[1]]  # doctest: +ELLIPSIS
+    (<function _input_digest at 0x...>, <tmx.cube.InputDigests object at 0x...>, ..., 2)
+    >>> tmx.cube.input_digest_keys(cube.data[:3]) is None     # indexed since: a new graph
+    True
     """
     entry = _input_digests.get(getattr(data, "name", None))
     if entry is None or tuple(data.chunks[0]) != entry.sample_chunks:
@@ -378,7 +425,18 @@ def input_digest_keys(data: Any) -> tuple[Any, ...] | None:
 
 
 def digest_input_block(block: Any, start: int) -> bytes:
-    """sha256 of one block of ``x`` starting at sample ``start`` (dtype, shape, position, bytes)."""
+    """sha256 of one block of ``x`` starting at sample ``start`` (dtype, shape, position, bytes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx.cube import digest_input_block
+    >>> block = np.ones((2, 3), "float32")
+    >>> len(digest_input_block(block, 0))                     # 32 bytes
+    32
+    >>> digest_input_block(block, 0) == digest_input_block(block, 2)   # the position counts
+    False
+    """
     block = np.ascontiguousarray(np.asarray(block))
     digest = hashlib.sha256(f"tmx-input|{block.dtype.str}|{block.shape}|{start}|".encode())
     digest.update(memoryview(block).cast("B") if block.size else b"")
@@ -654,8 +712,20 @@ def activations(
 
     Examples
     --------
-    >>> cube = tmx.activations(model, x, tmx.transforms.rotation(range(0, 360, 30)))
-    >>> cube.sel(unit=cube.layer == "conv1").mean("sample").compute()
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, name="conv1"),
+    ...      keras.layers.Flatten(name="flat"), keras.layers.Dense(3, name="d")])
+    >>> x = np.random.default_rng(0).random((5, 6, 6, 1)).astype("float32")
+    >>> rotations = tmx.transforms.rotation([0, 90, 180, 270])
+    >>> cube = tmx.activations(model, x, rotations, layers=["conv1", "d"])
+    >>> dict(cube.sizes), cube.dtype
+    ({'sample': 5, 'transformation': 4, 'unit': 35}, dtype('float32'))
+    >>> conv1 = cube.sel(unit=cube.layer == "conv1")              # 4 × 4 positions × 2 channels
+    >>> conv1.mean("sample").compute().shape
+    (4, 32)
+    >>> cube.transform.values.tolist()
+    ['rotation(0)', 'rotation(90)', 'rotation(180)', 'rotation(270)']
     """
     import keras
     import tensorflow as tf
@@ -806,7 +876,22 @@ def activations(
 
 
 def forward_runner(cube: xr.DataArray) -> ForwardRunner:
-    """The ``ForwardRunner`` inside a cube's graph (for diagnostics and tests)."""
+    """The ``ForwardRunner`` inside a cube's graph (for diagnostics and tests).
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+    >>> cube = tmx.activations(model, x, chunks={"sample": 2})           # two sample blocks
+    >>> runner = tmx.cube.forward_runner(cube)
+    >>> type(runner).__name__, runner.model is model
+    ('ForwardRunner', False)
+    >>> tmx.cube.forward_runner(cube.compute().chunk())        # computed: no runner left
+    Traceback (most recent call last):
+    ...
+    ValueError: cube: no tmx forward runner in this graph (was it built by activations?)
+    """
     graph = cube.data.__dask_graph__()
     for key, value in graph.items():
         if isinstance(key, str) and key.startswith("tmx-model-"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -45,6 +45,15 @@ class Digits:
         The fraction of samples in the test split.
     normalize : bool
         Whether the images were standardised.
+
+    Examples
+    --------
+    >>> import tmx
+    >>> data = tmx.datasets.digits(8, test_size=0.5)
+    >>> data.n_classes, data.size, len(data.y_test)
+    (10, 8, 899)
+    >>> data.x_test.flags.writeable
+    False
     """
 
     x_train: np.ndarray
@@ -63,7 +72,7 @@ class Digits:
         """The number of classes (10)."""
         return _N_CLASSES
 
-    def as_dataarray(self, split: str = "test") -> xr.DataArray:
+    def as_dataarray(self, split: Literal["test", "train"] = "test") -> xr.DataArray:
         """One split as a labelled ``xr.DataArray`` that ``tmx.activations`` accepts.
 
         Parameters
@@ -77,6 +86,13 @@ class Digits:
             ``digits``, float32, dims ``(sample, y, x, channel)`` with integer coordinates on
             every dim, a ``label`` coordinate (int64) on ``sample`` (picked up by
             ``tmx.activations``), and the data set's provenance in ``attrs``.
+
+        Examples
+        --------
+        >>> import tmx
+        >>> test = tmx.datasets.digits(8).as_dataarray("test")
+        >>> test.dims, test.shape, test["label"].dtype, test.attrs["split"]
+        (('sample', 'y', 'x', 'channel'), (450, 8, 8, 1), dtype('int64'), 'test')
         """
         split = v.choice(split, "split", ("test", "train"))
         x, y = (self.x_test, self.y_test) if split == "test" else (self.x_train, self.y_train)
@@ -123,6 +139,13 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     -------
     numpy.ndarray
         float64 array ``(n, size, size)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx.datasets import resize_bilinear
+    >>> resize_bilinear(np.array([[[0.0, 1.0], [2.0, 3.0]]]), 3)[0].tolist()   # corners kept
+    [[0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [2.0, 2.5, 3.0]]
     """
     from scipy import ndimage
 
@@ -183,9 +206,12 @@ def digits(
 
     Examples
     --------
-    >>> data = tmx.datasets.digits(28, seed=0)
-    >>> data.x_train.shape, data.x_test.shape
-    ((1347, 28, 28, 1), (450, 28, 28, 1))
+    >>> import tmx
+    >>> data = tmx.datasets.digits(8, seed=0)
+    >>> data.x_train.shape, data.x_test.shape, data.y_train.dtype
+    ((1347, 8, 8, 1), (450, 8, 8, 1), dtype('int64'))
+    >>> round(float(data.x_train.mean()), 6), round(float(data.x_train.std()), 6)  # standardised
+    (0.0, 1.0)
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -64,6 +64,15 @@ def small_cnn(
         A functional Keras 3 model, not compiled, whose output is **logits** (no softmax):
         use ``from_logits=True`` losses, or ``keras.ops.softmax`` for probabilities.  Its
         weights and outputs have the dtype policy's variable and compute dtypes.
+
+    Examples
+    --------
+    >>> import tmx
+    >>> model = tmx.models.small_cnn((8, 8, 1), 3, seed=0)
+    >>> [layer.name for layer in model.layers[1:]]
+    ['conv1', 'pool1', 'conv2', 'pool2', 'flatten', 'dense', 'logits']
+    >>> model.output_shape, model.count_params()
+    ((None, 3), 3427)
     """
     shape = v.int_vector(input_shape, "input_shape")
     if len(shape) != 3 or min(shape) < 1 or min(shape[:2]) < 4:
@@ -120,6 +129,13 @@ def default_cache_dir() -> Path:
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> import os, unittest.mock, tmx
+    >>> with unittest.mock.patch.dict(os.environ, {"TMX_CACHE_DIR": "/data/tmx-cache"}):
+    ...     str(tmx.models.default_cache_dir())
+    '/data/tmx-cache'
     """
     env = os.environ.get("TMX_CACHE_DIR")
     if env:
@@ -148,6 +164,13 @@ def cache_path(
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> import tmx
+    >>> path = tmx.models.cache_path(seed=1, epochs=2, size=16, cache_dir="/data/c")
+    >>> path.name  # doctest: +ELLIPSIS
+    'small_cnn-v...-s1-e2-16px.keras'
     """
     seed = _seed(seed)
     epochs = v.positive_int(epochs, "epochs")
@@ -220,6 +243,19 @@ def trained_small_cnn(
     temporary file in the same directory, then ``os.replace``), so an interrupted run never
     leaves a partial cache file. A cache file that cannot be loaded (or holds a model of the
     wrong input shape) is retrained and replaced, with a ``RuntimeWarning``.
+
+    Examples
+    --------
+    One short training (one epoch on 8 × 8 digits) in a temporary cache; the second call loads it.
+
+    >>> import tempfile, tmx
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     model = tmx.models.trained_small_cnn(epochs=1, size=8, cache_dir=cache)
+    ...     again = tmx.models.trained_small_cnn(epochs=1, size=8, cache_dir=cache)
+    >>> model.input_shape, again.output_shape
+    ((None, 8, 8, 1), (None, 10))
+    >>> bool((again.get_weights()[0] == model.get_weights()[0]).all())
+    True
     """
     policy = _dtype_policy(dtype)
     path = cache_path(seed=seed, epochs=epochs, size=size, cache_dir=cache_dir, dtype=policy)

@@ -7,7 +7,7 @@ channel axis of size 1; :func:`upsample` resizes maps to the input's size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import keras
 import numpy as np
@@ -31,6 +31,10 @@ from ._core import (
     _single_output,
     _tail_functions,
 )
+
+# tf.image.resize methods of upsampled maps
+Resize = Literal["bilinear", "nearest", "bicubic", "area"]
+RESIZES = get_args(Resize)  # checked at the call
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -148,6 +152,18 @@ def grad_cam(
 
     ``target``: an int class, one per sample, or ``None`` for the predicted class; ``layer``:
     a layer with spatial axes (default: the last one); ``relu=False`` keeps negative evidence.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> maps = A.grad_cam(model, x, 3, layer="conv2")
+    >>> maps.dims, maps.shape, maps.attrs["cut"]
+    (('sample', 'y', 'x', 'channel'), (2, 4, 4, 1), 'conv2')
+    >>> bool((maps >= 0).all())                                    # the ReLU of the map
+    True
     """
     if not isinstance(relu, bool):
         raise ValueError(f"relu must be True or False; got {relu!r}")
@@ -171,6 +187,16 @@ def grad_cam_pp(
     logits cannot overflow); L = ReLU(Σ_k w_k A_k). Where the denominator is 0, α = 0.
     Differences with peers: the sum Σ_ab A_ab^k runs over the whole map of channel k (some
     implementations use a single position or the mean), and no ``exp`` is taken.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> maps = A.grad_cam_pp(model, x, 3, layer="conv2")
+    >>> maps.shape, maps.attrs["method"]
+    ((2, 4, 4, 1), 'grad_cam_pp')
     """
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
@@ -191,7 +217,24 @@ def cam(
 ) -> xr.DataArray:
     """CAM (Zhou et al. 2016): L = Σ_k w_kc A_k with w the kernel of the logits layer
     (``tmx.inspect.logits_layer``), for a model whose last spatial layer is globally pooled
-    into that layer. No ReLU, as in the paper."""
+    into that layer. No ReLU, as in the paper.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = keras.Sequential(
+    ...     [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+    ...      keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(3, name="logits")])
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> maps = A.cam(model, x, 1)                                # layer: the last spatial one
+    >>> maps.shape, maps.attrs["cut"]
+    ((2, 6, 6, 1), 'conv')
+    >>> w = model.get_layer("logits").kernel.numpy()[:, 1]         # Σ_k w_k A_k, by hand
+    >>> acts = np.asarray(tmx.inspect.expose(model, "conv")(x))
+    >>> bool(np.allclose(maps[..., 0], acts @ w, atol=1e-5))
+    True
+    """
 
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
@@ -229,6 +272,16 @@ def score_cam(
     filled with ``baseline``. The masked inputs of all channels go through the model in
     batches of ``batch_size`` (not one forward pass per channel). ``progress``: a bar over
     the samples (None: when run interactively).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> maps = A.score_cam(model, x, 3, layer="conv2")
+    >>> maps.shape, maps.attrs["method"], bool((maps >= 0).all())
+    ((2, 4, 4, 1), 'score_cam', True)
     """
 
     show = _progress.resolve(progress)
@@ -270,13 +323,25 @@ def score_cam(
     return _result(maps, coords, "score_cam", name, qoi.description, baseline=baseline)
 
 
-def upsample(attr: xr.DataArray, size: Any, method: str = "bilinear") -> xr.DataArray:
-    """Resize maps ``(sample, y, x, channel)`` to ``size`` = (H, W) (``tf.image.resize``)."""
+def upsample(attr: xr.DataArray, size: Any, method: Resize = "bilinear") -> xr.DataArray:
+    """Resize maps ``(sample, y, x, channel)`` to ``size`` = (H, W) (``tf.image.resize``).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> maps = A.grad_cam(model, x, 3, layer="conv2")
+    >>> big = A.upsample(maps, (8, 8))
+    >>> big.shape, big.attrs["upsampled"]
+    ((2, 8, 8, 1), '8x8 bilinear')
+    """
 
     if not isinstance(attr, xr.DataArray) or attr.dims != ("sample", "y", "x", "channel"):
         raise ValueError("attr must be a DataArray with dims (sample, y, x, channel)")
     size = v.image_size(size, "size")
-    v.choice(method, "method", ("bilinear", "nearest", "bicubic", "area"))
+    v.choice(method, "method", RESIZES)
     data = tf.image.resize(attr.values, size, method=method).numpy().astype(np.float64)
     coords = {k: c.variable for k, c in attr.coords.items() if c.dims == ("sample",)}
     return xr.DataArray(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import tensorflow as tf
@@ -33,9 +33,10 @@ from .._memo import memo, per_object
 from .._version import __version__
 from ..cube import unit_coords
 from ..inspect import expose, resolve, rewire
-from ._doi import RULES, check_seed, gaussian_noise, quadrature
+from ._doi import RULES, Rule, check_seed, gaussian_noise, quadrature
 
-DOIS = ("point", "linear", "gaussian")
+Doi = Literal["point", "linear", "gaussian"]
+DOIS = get_args(Doi)  # checked at the call
 # DoI rows (sample × point) handed to one looped compiled call at most: the loop inside runs
 # batch_size rows at a time; this bounds the chunk of inputs and moments that cross over
 _LOOP_ROWS = 8192
@@ -44,13 +45,20 @@ _LOOP_ROWS = 8192
 @dataclass(frozen=True)
 class Channel:
     """QoI: channel ``index`` of the output, summed (``agg="sum"``) or averaged (``"mean"``)
-    over its spatial axes. Build it with :func:`channel`."""
+    over its spatial axes. Build it with :func:`channel`.
+
+    Examples
+    --------
+    >>> from tmx import attribution as A
+    >>> A.channel(0) == A.channel(0, "sum")
+    True
+    """
 
     index: int
-    agg: str = "sum"
+    agg: Literal["sum", "mean"] = "sum"
 
 
-def channel(index: int, agg: str = "sum") -> Channel:
+def channel(index: int, agg: Literal["sum", "mean"] = "sum") -> Channel:
     """A quantity of interest: one channel of the QoI tensor, aggregated over its other axes.
 
     Parameters
@@ -59,6 +67,18 @@ def channel(index: int, agg: str = "sum") -> Channel:
         The channel (last axis).
     agg : {"sum", "mean"}
         How the channel's values of one sample are aggregated.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> q = A.channel(2, "mean")                       # channel 2 of conv1, averaged over y, x
+    >>> q
+    Channel(index=2, agg='mean')
+    >>> A.attribute(model, x, qoi=q, qoi_cut="conv1").shape
+    (2, 8, 8, 1)
     """
     if isinstance(index, bool) or not isinstance(index, int | np.integer):
         raise ValueError(f"index must be an int; got {index!r}")
@@ -314,7 +334,7 @@ def gradient_moments(
     *,
     baseline: np.ndarray | None,
     steps: int,
-    rule: str,
+    rule: Rule,
     noise: float,
     samples: int,
     seed: int,
@@ -760,19 +780,19 @@ def attribute(
     cut: Any = None,
     qoi: Any = "max",
     qoi_cut: Any = None,
-    doi: Any = "point",
+    doi: Doi | Callable[..., tuple[np.ndarray, np.ndarray]] = "point",
     doi_cut: Any = None,
     multiply_activation: bool = True,
     baseline: Any = None,
     steps: int = 50,
-    rule: str = "gausslegendre",
+    rule: Rule = "gausslegendre",
     noise: float = 0.1,
     samples: int = 20,
     seed: int = 0,
     batch_size: int = 64,
     return_delta: bool = False,
     progress: bool | None = None,
-    _gradients: str = "mean",
+    _gradients: Literal["mean", "square", "variance"] = "mean",
 ) -> xr.DataArray | xr.Dataset:
     """Internal influence: E_{z∼DoI}[∂Q/∂h (z)] ⊙ m(h(x)), one attribution per cut value.
 

@@ -9,23 +9,24 @@ depend on the batch size (SmoothGrad, Smilkov et al. 2017).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from .. import _validate as v
 
-RULES = (
+Rule = Literal[
     "gausslegendre",
     "trapezoid",
     "riemann_left",
     "riemann_right",
     "riemann_middle",
     "uniform",
-)
+]
+RULES = get_args(Rule)  # checked at the call
 
 
-def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+def quadrature(steps: int, rule: Rule = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
     """Nodes α_k in [0, 1] and weights w_k (Σ w_k = 1) of a rule with ``steps`` points.
 
     - ``"gausslegendre"``: Gauss–Legendre on [0, 1] (exact for polynomials of degree
@@ -43,6 +44,18 @@ def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.
     ------
     ValueError
         On an unknown ``rule`` or ``steps`` not a positive int.
+
+    Examples
+    --------
+    >>> from tmx import attribution as A
+    >>> nodes, weights = A.quadrature(3, "trapezoid")
+    >>> nodes.tolist(), weights.tolist()
+    ([0.0, 0.5, 1.0], [0.25, 0.5, 0.25])
+    >>> nodes, weights = A.quadrature(2)                           # Gauss–Legendre
+    >>> nodes.round(4).tolist(), weights.tolist()
+    ([0.2113, 0.7887], [0.5, 0.5])
+    >>> A.RULES[:2]
+    ('gausslegendre', 'trapezoid')
     """
     steps = v.positive_int(steps, "steps")
     v.choice(rule, "rule", RULES)
@@ -73,7 +86,7 @@ def check_seed(seed: Any) -> int:
 
 
 def draws(
-    kind: str,
+    kind: Literal["normal", "uniform"],
     shape: tuple[int, ...],
     positions: np.ndarray,
     samples: int,

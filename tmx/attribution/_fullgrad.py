@@ -59,6 +59,17 @@ def bias_model(model: Any, *, fold: bool = True) -> tuple[Any, list[dict]]:
     ``tmx.inspect.biases``), ``site`` (the layer whose output receives it), ``call``,
     ``bias`` (float64, one per channel) and ``shape`` (the site's output shape without the
     batch axis). With every δ = 0 the model equals ``model``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> from tmx.attribution._fullgrad import bias_model
+    >>> wired, sites = bias_model(model)
+    >>> [site["name"] for site in sites]
+    ['conv1', 'conv2', 'dense', 'logits']
     """
 
     model = load_model(model)
@@ -194,6 +205,18 @@ def full_grad(
     ----------
     Srinivas, S. & Fleuret, F. (2019). Full-Gradient Representation for Neural Network
     Visualization. NeurIPS. arXiv:1905.00780.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> out = A.full_grad(model, x, 3, return_delta=True)
+    >>> out["attribution"].shape, out.attrs["bias_sites"]
+    ((2, 8, 8, 1), ['conv1', 'conv2', 'dense', 'logits'])
+    >>> bool(np.abs(out["delta"]).max() < 1e-3)                    # complete: ReLU and max pooling
+    True
     """
 
     for flag, name in ((normalize, "normalize"), (fold, "fold"), (return_delta, "return_delta")):

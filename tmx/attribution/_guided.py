@@ -22,7 +22,7 @@ from .. import _validate as v
 from .._graph import call_sites, fresh_input, model_graph, run_graph
 from .._memo import memo, per_object
 from .._version import __version__
-from ._cam import _require_graph, _target, grad_cam
+from ._cam import RESIZES, Resize, _require_graph, _target, grad_cam
 from ._core import _as_inputs, _require_eager, attribute
 
 _GUIDED = per_object()
@@ -66,7 +66,20 @@ def _gate_layer():
 def guided_model(model: Any) -> tuple[Any, list[str]]:
     """A functional copy of ``model`` whose ReLUs back-propagate guided gradients, and the
     names of the gated layers. Same layers and weights as ``model`` (nothing is copied or
-    changed); the same outputs. Cached per live model."""
+    changed); the same outputs. Cached per live model.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> wired, relus = A.guided_model(model)
+    >>> relus
+    ['conv1', 'conv2', 'dense']
+    >>> bool(np.allclose(wired(x), model(x), atol=1e-6))          # the same outputs
+    True
+    """
 
     def build():
         graph = model_graph(model)
@@ -167,7 +180,7 @@ def guided_grad_cam(
     target: Any = None,
     *,
     layer: Any = None,
-    interpolation: str = "bilinear",
+    interpolation: Resize = "bilinear",
     batch_size: int = 64,
 ) -> xr.DataArray:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation ⊙ the Grad-CAM map
@@ -219,7 +232,7 @@ def guided_grad_cam(
 
     _require_eager()
     batch_size = v.positive_int(batch_size, "batch_size")
-    v.choice(interpolation, "interpolation", ("bilinear", "nearest", "bicubic", "area"))
+    v.choice(interpolation, "interpolation", RESIZES)
     values, coords = _as_inputs(x)
     if values.ndim != 4:
         raise ValueError(f"guided_grad_cam needs images (N, H, W, C); got shape {values.shape}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import tensorflow as tf
@@ -48,10 +48,12 @@ from ._core import (
     _row_params,
     _single_output,
 )
-from ._doi import RULES, check_seed, draws, quadrature
+from ._doi import RULES, Rule, check_seed, draws, quadrature
 
-NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
-DERIVATIVES = ("jvp", "difference")
+NoiseKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
+Derivative = Literal["jvp", "difference"]
+NOISE_KINDS = get_args(NoiseKind)  # checked at the call
+DERIVATIVES = get_args(Derivative)
 _ROWS_PER_CALL = 1024  # noisy rows handed to the wrapped method at a time (bounds memory)
 
 
@@ -69,7 +71,7 @@ def noise_tunnel(
     x: Any,
     target: Any = None,
     *,
-    kind: str = "smoothgrad",
+    kind: NoiseKind = "smoothgrad",
     samples: int = 20,
     noise: float = 0.1,
     seed: int = 0,
@@ -236,7 +238,19 @@ def shap_draws(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """GradientSHAP's draws per sample position p, from ``numpy.random.default_rng([seed, p])``
     alone: baseline indices (P, S) uniform over the ``n_baselines``, α (P, S) uniform on
-    [0, 1), and input noise (P, S, *shape) ~ N(0, noise²) (zeros when ``noise`` = 0)."""
+    [0, 1), and input noise (P, S, *shape) ~ N(0, noise²) (zeros when ``noise`` = 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx import attribution as A
+    >>> index, alpha, eps = A.shap_draws(np.array([0, 1]), 5, 3, (2,), 0.1, 0)
+    >>> index.shape, alpha.shape, eps.shape
+    ((2, 3), (2, 3), (2, 3, 2))
+    >>> again = A.shap_draws(np.array([1]), 5, 3, (2,), 0.1, 0)    # position 1 alone: same draws
+    >>> bool((again[0][0] == index[1]).all() and (again[2][0] == eps[1]).all())
+    True
+    """
     p = len(positions)
     index = np.empty((p, samples), np.int64)
     alpha = np.empty((p, samples), np.float64)
@@ -451,7 +465,7 @@ def _conductance_one(
     q: Any,
     layer: Any,
     steps: int,
-    rule: str,
+    rule: Rule,
     derivative: str,
     batch_size: int,
     show: bool,
@@ -522,8 +536,8 @@ def layer_conductance(
     layer: Any,
     baseline: Any = None,
     steps: int = 50,
-    rule: str = "gausslegendre",
-    derivative: str = "jvp",
+    rule: Rule = "gausslegendre",
+    derivative: Derivative = "jvp",
     batch_size: int = 64,
     return_delta: bool = False,
     progress: bool | None = None,

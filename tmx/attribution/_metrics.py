@@ -303,6 +303,17 @@ def deletion(
     """Deletion curve (Petsiuk et al. 2018; Xplique): the target's softmax probability as the
     most important pixels (attribution averaged over channels, largest first) are set to
     ``baseline``, at fractions 0, 1/steps, …, 1; ``auc`` by the trapezoid rule. Lower is better.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> attr = A.saliency(model, x, 3)
+    >>> curve = A.deletion(model, x, attr, 3, steps=4)
+    >>> curve["curve"].shape, curve["fraction"].values.tolist(), curve["auc"].dims
+    ((2, 5), [0.0, 0.25, 0.5, 0.75, 1.0], ('sample',))
     """
     return _curve(
         model,
@@ -327,7 +338,19 @@ def insertion(
     batch_size: int = 64,
 ) -> xr.Dataset:
     """Insertion curve: pixels inserted into a ``baseline`` image, most important first; the
-    target's softmax probability at fractions 0 … 1 and its ``auc``. Higher is better."""
+    target's softmax probability at fractions 0 … 1 and its ``auc``. Higher is better.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> attr = A.saliency(model, x, 3)
+    >>> curve = A.insertion(model, x, attr, 3, steps=4)
+    >>> curve["curve"].shape, curve.attrs["metric"]
+    ((2, 5), 'insertion')
+    """
     return _curve(
         model,
         x,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import xarray as xr
 
 from .. import _validate as v
 from ._core import _require_eager, _single_output, attribute
+from ._doi import Rule
 
-SMOOTHGRAD_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+SmoothgradKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
+SMOOTHGRAD_KINDS = get_args(SmoothgradKind)  # checked at the call
 
 
 def _qoi(target: Any) -> Any:
@@ -47,6 +49,16 @@ def saliency(
 
     ``target``: an int class, one int per sample, or ``None`` for the predicted class.
     ``progress``: a bar over the compiled gradient calls (None: when run interactively).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> sal = A.saliency(model, x, 3)
+    >>> sal.dims, sal.shape, sal.attrs["method"], bool((sal >= 0).all())
+    (('sample', 'y', 'x', 'channel'), (2, 8, 8, 1), 'saliency', True)
     """
     _check_call(model, "saliency", target)
     if not isinstance(absolute, bool):
@@ -74,7 +86,19 @@ def input_x_gradient(
     progress: bool | None = None,
 ) -> xr.DataArray:
     """x ⊙ ∂Q/∂x (Shrikumar et al. 2016). ``progress``: a bar over the compiled gradient
-    calls (None: when run interactively)."""
+    calls (None: when run interactively).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> ixg = A.input_x_gradient(model, x, 3)
+    >>> signed = A.saliency(model, x, 3, absolute=False)
+    >>> bool(np.allclose(ixg, x * signed, atol=1e-6))
+    True
+    """
     _check_call(model, "input_x_gradient", target)
     out = attribute(
         model, x, qoi=_qoi(target), doi="point", batch_size=batch_size, progress=progress
@@ -89,7 +113,7 @@ def integrated_gradients(
     *,
     baseline: Any = None,
     steps: int = 50,
-    rule: str = "gausslegendre",
+    rule: Rule = "gausslegendre",
     cut: Any = None,
     batch_size: int = 64,
     return_delta: bool = False,
@@ -100,6 +124,18 @@ def integrated_gradients(
 
     ``progress``: a bar over the compiled gradient calls (None: when run interactively). Runs
     eagerly: inside a ``tf.function`` it raises ``RuntimeError``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> out = A.integrated_gradients(model, x, 3, steps=16, return_delta=True)
+    >>> out["attribution"].shape, out.attrs["method"]
+    ((2, 8, 8, 1), 'integrated_gradients')
+    >>> bool(np.abs(out["delta"]).max() < 0.05)                    # Σ attribution ≈ Q(x) − Q(b)
+    True
     """
     _check_call(model, "integrated_gradients", target, cut)
     out = attribute(
@@ -128,7 +164,7 @@ def smoothgrad(
     *,
     noise: float = 0.1,
     samples: int = 20,
-    kind: str = "smoothgrad",
+    kind: SmoothgradKind = "smoothgrad",
     seed: int = 0,
     batch_size: int = 64,
     progress: bool | None = None,
@@ -139,6 +175,19 @@ def smoothgrad(
     squared gradient; ``"vargrad"``: the variance of the gradients (Adebayo et al. 2018), the
     population variance over the samples. Signed gradients, not multiplied by x. ``progress``:
     a bar over the compiled gradient calls (None: when run interactively).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> sg = A.smoothgrad(model, x, 3, samples=4, noise=0.1, seed=0)
+    >>> sg.shape, sg.attrs["method"]
+    ((2, 8, 8, 1), 'smoothgrad')
+    >>> vg = A.smoothgrad(model, x, 3, samples=4, kind="vargrad")
+    >>> bool((vg >= 0).all())
+    True
     """
     _check_call(model, "smoothgrad", target)
     v.choice(kind, "kind", SMOOTHGRAD_KINDS)

@@ -49,6 +49,18 @@ def over_transforms(
         Passed to the method.
     **kwargs
         Other arguments of the method.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx import attribution as A
+    >>> model = tmx.models.small_cnn((8, 8, 1), seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype("float32")
+    >>> cube = A.over_transforms(A.saliency, model, x, tmx.transforms.rot90([0, 1]))
+    >>> dict(cube.sizes), cube.transform.values.tolist()
+    ({'sample': 2, 'transformation': 2, 'unit': 64}, ['rot90(0)', 'rot90(1)'])
+    >>> tmx.invert(cube).dims                                      # mapped back, as a cube
+    ('sample', 'transformation', 'unit')
     """
     if not isinstance(transforms, TransformationSet):
         raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")

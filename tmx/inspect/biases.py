@@ -64,6 +64,18 @@ def biases(model: Any, *, fold: bool = True, safe_mode: bool = True) -> dict[str
     dict of str to numpy.ndarray
         Keyed by layer name (``"outer/inner"`` in nested sub-models), in graph order; values
         are float64 arrays.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d"),
+    ...                           keras.layers.BatchNormalization(name="bn")])
+    >>> _ = model.get_layer("d").bias.assign([1.0, 2.0])
+    >>> _ = model.get_layer("bn").moving_variance.assign([4.0, 4.0])
+    >>> {name: np.round(b, 2).tolist() for name, b in tmx.inspect.biases(model).items()}
+    {'d': [0.5, 1.0]}
+    >>> sorted(tmx.inspect.biases(model, fold=False))
+    ['bn', 'd']
     """
     model = load_model(model, safe_mode=safe_mode)
     if not isinstance(fold, bool):

@@ -6,7 +6,7 @@ import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -57,11 +57,21 @@ class Endpoint:
         unknown).
     index : int
         Which of the layer's input (or output) tensors, 0 for the first.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> [endpoint] = tmx.inspect.resolve(model, "c")
+    >>> endpoint.name, endpoint.link, endpoint.call, endpoint.path, endpoint.shape
+    ('c', 'output', 0, ('c',), (2, 2, 2))
     """
 
     name: str
     layer: Any
-    link: str
+    link: Literal["output", "input"]
     call: int
     path: tuple[str, ...]
     shape: tuple[int | None, ...]
@@ -259,6 +269,12 @@ def descriptor_list(endpoints: Any) -> list:
     sequence or iterable of descriptors (not a str or tuple, which are one descriptor), becomes
     a list. The one place where ``layers=``/``endpoints=`` arguments are normalised, so that a
     single name is never read letter by letter.
+
+    Examples
+    --------
+    >>> from tmx.inspect import descriptor_list
+    >>> descriptor_list("conv1"), descriptor_list(("outer", "inner")), descriptor_list(["a", -1])
+    (['conv1'], [('outer', 'inner')], ['a', -1])
     """
     if isinstance(endpoints, list):
         return list(endpoints)
@@ -329,6 +345,16 @@ def resolve(model: Any, endpoints: Any, *, safe_mode: bool = True) -> list[Endpo
         For an unknown name, index or layer (the message lists valid names), a shared layer
         without ``"call"``, an out-of-range call or index, a malformed descriptor, two
         descriptors naming the same tensor, or an unbuilt Sequential model.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> endpoints = tmx.inspect.resolve(model, ["c", {"name": "d", "link": "input"}])
+    >>> [(e.name, e.shape) for e in endpoints]
+    [('c', (2, 2, 2)), ('d:input', (8,))]
     """
     return [e for e, _ in _resolve(load_model(model, safe_mode=safe_mode), endpoints)]
 
@@ -372,6 +398,15 @@ def default_endpoints(model: keras.Model) -> list:
     it; one whose call cannot be traced gives ``[-1]``, its output,
     with a ``UserWarning`` that says how to record more. This is what the
     activation cube uses when ``layers=None``.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> tmx.inspect.default_endpoints(model)
+    ['c', 'f', 'd']
     """
     given = require_model(model)
     model = lookup_model(given)

@@ -48,6 +48,17 @@ def load_model(path_or_model: Any, *, safe_mode: bool = True) -> keras.Model:
     ValueError
         If the path does not end in ``.keras``, the file does not exist, or the argument is
         neither a model nor a path.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> tmx.inspect.load_model(model) is model      # a model is returned unchanged
+    True
+    >>> tmx.inspect.load_model("weights.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: model path must name a '.keras' file (Keras 3 format); got 'weights.h5' ...
     """
     if isinstance(path_or_model, keras.Model):
         return path_or_model
@@ -161,6 +172,17 @@ def find_layers(
     ValueError
         If ``name`` names no layer of the model or ``index`` is out of range (the message lists
         the valid names).
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> [layer.name for layer in tmx.inspect.find_layers(model, has="kernel")]
+    ['c', 'd']
+    >>> [layer.name for layer in tmx.inspect.find_layers(model, cls="Conv2D")]
+    ['c']
     """
     model = require_model(model)
     classes, attrs = _check_criteria(cls, has)
@@ -222,6 +244,17 @@ def find_layer(
     ------
     ValueError
         If no layer matches (the message lists the criteria and the valid layer names).
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> tmx.inspect.find_layer(model, has="kernel").name      # the last one
+    'd'
+    >>> tmx.inspect.find_layer(model, "f").__class__.__name__
+    'Flatten'
     """
     found = find_layers(model, name, index=index, cls=cls, has=has, reverse=reverse)
     if found:
@@ -267,6 +300,14 @@ def logits_layer(model: keras.Model, *, output: int = 0) -> keras.Layer:
     ValueError
         For a subclassed model (its graph is not known; use
         ``find_layer(model, has="kernel")``), or if no layer with a kernel feeds the output.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="logits"),
+    ...                           keras.layers.Activation("softmax", name="probs")])
+    >>> tmx.inspect.logits_layer(model).name
+    'logits'
     """
     model = require_model(model)
     graph = model_graph(model)
@@ -318,6 +359,15 @@ def last_pooling_layer(model: keras.Model) -> keras.Layer:
     ------
     ValueError
         If the model has no such layer.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> tmx.inspect.last_pooling_layer(model).name
+    'f'
     """
     model = require_model(model)
     for _, layer in reversed(list(walk_layers(model))):
@@ -336,6 +386,15 @@ def layer_names(model: keras.Model) -> list[str]:
     input layers and ``keras.ops`` calls), depth first in graph order. For a subclassed model
     they are the layers found by walking ``model.layers`` (usable with ``find_layer``, not
     as endpoints).
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> tmx.inspect.layer_names(model)
+    ['x', 'c', 'f', 'd']
     """
     model = lookup_model(require_model(model))
     graph = model_graph(model)

@@ -72,6 +72,18 @@ def structure(model: Any, *, safe_mode: bool = True) -> xr.Dataset:
         ``model.layers``, with unknown shapes and calls.
     safe_mode : bool, default True
         Used when ``model`` is a path; see ``load_model``.
+
+    Examples
+    --------
+    >>> import keras, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> table = tmx.inspect.structure(model)
+    >>> table["class_name"].values.tolist(), table["output_shape"].values.tolist()
+    (['Conv2D', 'Flatten', 'Dense'], ['(2, 2, 2)', '(8,)', '(3,)'])
+    >>> table["units"].values.tolist(), table["params"].values.tolist()
+    ([8, 8, 3], [20, 0, 27])
     """
     model = load_model(model, safe_mode=safe_mode)
     graph = model_graph(model)

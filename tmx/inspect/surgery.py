@@ -56,6 +56,16 @@ def expose(model: Any, endpoints: Any, *, safe_mode: bool = True) -> keras.Model
     -----
     Masks carried between layers are recomputed by Keras on the new tensors; an explicit
     ``mask=`` argument given to a sub-model call is not forwarded to its inner layers.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> exposed = tmx.inspect.expose(model, ["c", "d"])
+    >>> [tuple(t.shape) for t in exposed(np.ones((2, 4, 4, 1), "float32"))]
+    [(2, 2, 2, 2), (2, 3)]
     """
     model = load_model(model, safe_mode=safe_mode)
     resolved = _resolve(model, endpoints)
@@ -95,6 +105,18 @@ def rewire(
     ValueError
         As ``resolve``; for a subclassed model; or when the QoI endpoint does not depend on
         the cut.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, tmx
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(2, 3, name="c"),
+    ...      keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="d")], name="tiny")
+    >>> head, tail = tmx.inspect.rewire(model, "f")
+    >>> x = np.random.default_rng(0).normal(size=(2, 4, 4, 1)).astype("float32")
+    >>> x = keras.ops.convert_to_tensor(x)
+    >>> tuple(head(x).shape), bool(np.allclose(tail([x, head(x)]), model(x), atol=1e-6))
+    ((2, 8), True)
     """
     model = load_model(model, safe_mode=safe_mode)
     graph = model_graph(model)

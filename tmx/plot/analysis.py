@@ -111,6 +111,18 @@ def accuracy_scatter(
     ValueError
         If ``analysis`` lacks ``group``, ``accuracy`` or ``overall``/``measure``, or ``layer``
         is not one of its layers (the message lists them).
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt, xarray as xr, tmx.plot
+    >>> analysis = xr.Dataset(
+    ...     {"accuracy": ("group", [0.98, 0.61]), "overall": ("group", [0.05, 0.42])},
+    ...     coords={"group": ["identity", "rotation"]}, attrs={"measure": "normalized_variance"})
+    >>> fig = tmx.plot.accuracy_scatter(analysis)
+    >>> ax = fig.axes[0]
+    >>> ax.get_xlabel(), ax.get_ylabel(), [t.get_text() for t in ax.texts]
+    ('normalized variance (mean over units)', 'accuracy', ['identity', 'rotation'])
+    >>> plt.close(fig)
     """
     if not isinstance(analysis, xr.Dataset):
         raise ValueError(f"analysis must be an xr.Dataset; got {type(analysis).__name__}")

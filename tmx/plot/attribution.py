@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import xarray as xr
@@ -12,7 +12,7 @@ from scipy import ndimage
 from .. import _validate as v
 from .overlay import display_image, resize_bilinear
 
-NORMALIZATIONS = (
+Normalization = Literal[
     "unsigned_max",
     "unsigned_max_positive_centered",
     "magnitude_max",
@@ -22,7 +22,8 @@ NORMALIZATIONS = (
     "signed_sum",
     "01",
     "unnormalized",
-)
+]
+NORMALIZATIONS = get_args(Normalization)  # checked at the call
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -30,7 +31,7 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
 
 
-def normalize_attribution(values: Any, normalization: str = "unsigned_max") -> np.ndarray:
+def normalize_attribution(values: Any, normalization: Normalization = "unsigned_max") -> np.ndarray:
     """netlens's normalizations of maps ``(N, H, W, C)``, per sample and per channel.
 
     - ``unsigned_max``: a / max|a| ∈ [−1, 1]; ``magnitude_max``: |a| / max|a| ∈ [0, 1];
@@ -43,6 +44,17 @@ def normalize_attribution(values: Any, normalization: str = "unsigned_max") -> n
     A zero denominator gives 0 (netlens adds 1e-20 instead). Every mode works per channel, as
     netlens's documentation says (its code normalizes the two ``*_sum`` modes over all
     channels together and the others per channel).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx.plot
+    >>> a = np.array([-2.0, 1.0, 0.0, 4.0]).reshape(1, 2, 2, 1)        # (N, H, W, C)
+    >>> tmx.plot.normalize_attribution(a).ravel().tolist()
+    [-0.5, 0.25, 0.0, 1.0]
+    >>> tmx.plot.normalize_attribution(a, "signed_max").ravel().tolist()
+    [-1.0, 0.25, 0.0, 1.0]
+    >>> tmx.plot.normalize_attribution(a, "magnitude_sum").ravel().tolist()
+    [0.2857142857142857, 0.14285714285714285, 0.0, 0.5714285714285714]
     """
     v.choice(normalization, "normalization", NORMALIZATIONS)
     a = np.asarray(values, dtype=np.float64)
@@ -98,7 +110,7 @@ def attribution(
     attr: Any,
     images: Any = None,
     *,
-    normalization: str = "unsigned_max",
+    normalization: Normalization = "unsigned_max",
     blur: float = 0.0,
     cmap: Any = None,
     overlay: float = 0.5,
@@ -113,6 +125,16 @@ def attribution(
     ``blur`` pixels, normalised (:func:`normalize_attribution`), resized to the image and drawn
     with opacity ``overlay`` over it. ``cmap`` defaults to ``"RdBu_r"`` for signed modes,
     ``"magma"`` otherwise. Returns the Figure.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, tmx.plot
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.random((2, 8, 8, 1))
+    >>> attr = xr.DataArray(rng.normal(size=(2, 4, 4, 1)), dims=("sample", "y", "x", "channel"))
+    >>> fig = tmx.plot.attribution({"saliency": attr, "grad_cam": attr ** 2}, images)
+    >>> type(fig).__name__, len(fig.axes), [ax.get_title() for ax in fig.axes[:3]]
+    ('Figure', 6, ['input', 'saliency', 'grad_cam'])
     """
     v.choice(normalization, "normalization", NORMALIZATIONS)
     blur = v.finite_real(blur, "blur")
@@ -173,12 +195,21 @@ def attribution_mask(
     attr: Any,
     images: Any,
     *,
-    normalization: str = "magnitude_max",
+    normalization: Normalization = "magnitude_max",
     blur: float = 0.0,
     max_samples: int = 8,
 ) -> Figure:
     """The images masked by their attribution: image × normalised magnitude (in [0, 1]), so
-    that only the attributed pixels stay visible; one row per sample (input, mask, masked)."""
+    that only the attributed pixels stay visible; one row per sample (input, mask, masked).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx.plot
+    >>> rng = np.random.default_rng(0)
+    >>> fig = tmx.plot.attribution_mask(rng.normal(size=(2, 4, 4, 1)), rng.random((2, 8, 8, 1)))
+    >>> len(fig.axes), [ax.get_title() for ax in fig.axes[:3]]
+    (6, ['input', 'mask', 'masked'])
+    """
     v.choice(normalization, "normalization", NORMALIZATIONS)
     blur = v.finite_real(blur, "blur")
     max_samples = v.positive_int(max_samples, "max_samples")

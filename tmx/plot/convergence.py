@@ -47,6 +47,7 @@ def convergence(
     >>> fig = tmx.plot.convergence(tmx.convergence(tmx.normalized_variance, cube, sizes=(20, 80)))
     >>> len(fig.axes[0].lines)
     1
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     if not isinstance(curve, xr.Dataset) or not {"estimate", "low", "high"} <= set(curve):
         raise ValueError(

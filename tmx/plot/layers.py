@@ -215,6 +215,18 @@ def layer_curves(
     ValueError
         If ``results`` is empty or not per-layer, a result has no or duplicate layers, a
         bootstrap Dataset lacks ``estimate``/``low``/``high``, or ``labels`` has the wrong length.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt, xarray as xr, tmx.plot
+    >>> per_layer = xr.DataArray([0.2, 0.5, 0.4], dims="layer",
+    ...                          coords={"layer": ["conv1", "conv2", "dense"]},
+    ...                          name="normalized_variance")
+    >>> fig = tmx.plot.layer_curves(per_layer)
+    >>> ax = fig.axes[0]
+    >>> [t.get_text() for t in ax.get_xticklabels()], ax.get_ylabel()
+    (['conv1', 'conv2', 'dense'], 'normalized variance')
+    >>> plt.close(fig)
     """
     series = _collect(results, labels)
     layers = _union(series)

@@ -22,6 +22,13 @@ def resize_bilinear(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     border is extended with the nearest value. Non-finite cells stay non-finite (NaN) in the
     output where they dominate (nearest-neighbour resized mask), their neighbours are
     interpolated from the finite values only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx.plot.overlay import resize_bilinear
+    >>> resize_bilinear(np.array([[0.0, 1.0]]), (1, 4)).tolist()       # half-pixel centres
+    [[0.0, 0.25, 0.75, 1.0]]
     """
     hm = np.asarray(heatmap, dtype=np.float64)
     if hm.ndim != 2 or 0 in hm.shape:
@@ -63,6 +70,14 @@ def display_image(image: np.ndarray, what: str = "image") -> tuple[np.ndarray, d
 
     (H, W) and (H, W, 1) are grey (colour limits: the image's finite range); (H, W, 3) is RGB
     scaled by its own finite range to [0, 1] (non-finite pixels black).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tmx.plot.overlay import display_image
+    >>> shown, kwargs = display_image(np.array([[0.0, 2.0], [1.0, 3.0]])[..., None])
+    >>> shown.shape, kwargs
+    ((2, 2), {'cmap': 'gray', 'vmin': 0.0, 'vmax': 3.0})
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -128,6 +143,16 @@ def overlay(
     ------
     ValueError
         If the image or heat map has an unsupported shape, or ``alpha`` is outside [0, 1].
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt, numpy as np, tmx.plot
+    >>> rng = np.random.default_rng(0)
+    >>> fig = tmx.plot.overlay(rng.random((8, 8)), rng.random((2, 2)), title="conv1")
+    >>> ax = fig.axes[0]
+    >>> [im.get_array().shape for im in ax.images], ax.get_title(), len(fig.axes)   # + colorbar
+    ([(8, 8), (8, 8)], 'conv1', 2)
+    >>> plt.close(fig)
     """
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}")

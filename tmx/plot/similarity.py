@@ -58,6 +58,7 @@ def similarity_heatmap(
     >>> fig = tmx.plot.similarity_heatmap(tmx.cka(cube))
     >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
     ['p', 'q']
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     if not isinstance(result, xr.DataArray) or result.ndim != 2:
         raise ValueError(

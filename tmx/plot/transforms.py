@@ -38,6 +38,14 @@ def wrap_label(label: str, width: int = 18, max_lines: int = 3) -> str:
     parameters) in lines still too long, then anywhere; every character is kept, so
     ``wrap_label(s).replace("\\n", "") == s`` unless the label needs more than ``max_lines``
     lines, in which case it is shortened with a trailing "…".
+
+    Examples
+    --------
+    >>> from tmx.plot.transforms import wrap_label
+    >>> print(wrap_label("rotation(90)+translation(3, 0)+scale(2)", width=18))
+    rotation(90)+
+    translation(3, 0)+
+    scale(2)
     """
     lines: list[str] = []
     for line in _greedy(re.split(r"(?<=\+)", label), width):
@@ -105,6 +113,15 @@ def transform_preview(
     ValueError
         If ``tset`` is not a TransformationSet, ``x`` is not a non-empty 4-D NHWC array, or
         ``n_samples`` / ``max_transforms`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt, numpy as np, tmx, tmx.plot
+    >>> x = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
+    >>> fig = tmx.plot.transform_preview(tmx.transforms.rotation([0, 90, 180]), x, n_samples=2)
+    >>> len(fig.axes), fig.axes[1].get_title()
+    (6, 'rotation(90)')
+    >>> plt.close(fig)
     """
     if not isinstance(tset, TransformationSet):
         raise ValueError(f"tset must be a TransformationSet; got {type(tset).__name__}")

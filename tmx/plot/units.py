@@ -116,6 +116,19 @@ def unit_heatmap(
     ValueError
         If ``layer`` is not a layer of ``per_unit`` (the message lists them), or ``per_unit`` is
         not a one-dimensional per-unit result with the unit coordinates.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt, numpy as np, xarray as xr, tmx.plot
+    >>> coords = tmx.cube.unit_coords(["conv"], [(2, 2, 3)])           # (H, W, C): 12 units
+    >>> per_unit = xr.DataArray(np.arange(12.0), dims="unit", name="invariance",
+    ...                         coords={k: ("unit", c) for k, c in coords.items()})
+    >>> fig = tmx.plot.unit_heatmap(per_unit, "conv")
+    >>> fig.axes[0].images[0].get_array().shape                        # channels × positions
+    (3, 4)
+    >>> fig.axes[0].get_title()
+    'conv: invariance (3 channels × 2×2 positions)'
+    >>> plt.close(fig)
     """
     image, h, w, spatial, n_missing = _layer_grid(per_unit, layer)
     n_rows, n_cols = image.shape

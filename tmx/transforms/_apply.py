@@ -31,6 +31,8 @@ from ._set import (
     SHEAR_Y,
     TRANSLATION,
     TRANSLATION_REL,
+    Fill,
+    Interpolation,
     Op,
     TransformationSet,
     chain_needs_input_size,
@@ -50,6 +52,18 @@ def point_matrix(op: Op, height: int, width: int, pixel_scale=(1.0, 1.0)) -> np.
 
     ``pixel_scale`` = (sx, sy) rescales pixel-unit parameters (translations) for a feature map:
     sx = w / W_input, sy = h / H_input.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> [op] = tmx.transforms.translation(2, 1).elements[0]
+    >>> tmx.transforms.point_matrix(op, 5, 5).tolist()
+    [[1.0, 0.0, 2.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    >>> [op] = tmx.transforms.rotation(90).elements[0]
+    >>> np.round(tmx.transforms.point_matrix(op, 5, 5), 6) + 0.0     # about the centre (2, 2)
+    array([[ 0.,  1.,  0.],
+           [-1.,  0.,  4.],
+           [ 0.,  0.,  1.]])
     """
     p = op.params
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
@@ -83,7 +97,7 @@ def _tf_params(m: np.ndarray) -> np.ndarray:
     return m.reshape(-1)[:8].astype(np.float32)
 
 
-def _resample(x, params, interpolation: str, fill: str, fill_value: float):
+def _resample(x, params, interpolation: Interpolation, fill: Fill, fill_value: float):
     """Resample a batch with output→input projective matrices.
 
     ``params``: (8,) or (1, 8) for one matrix shared by the batch, or (B, 8) per image (numpy or
@@ -461,6 +475,14 @@ def apply_many(
     ``indices`` defaults to every transformation of the set. Each transformation is one
     independent op (TensorFlow runs them in parallel); ``benchmarks/transforms.py`` compares this
     with a single op over the batch tiled K times (within noise of each other on 2 cores).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> x = np.ones((2, 3), np.float32)                                 # (N, features)
+    >>> out = tmx.transforms.apply_many(tmx.transforms.brightness([1.0, 2.0, 3.0]), x)
+    >>> out.shape, out[0, :, 0].tolist()
+    ((2, 3, 3), [1.0, 2.0, 3.0])
     """
     tf = _tf()
     if indices is None:
@@ -479,8 +501,8 @@ def invert(
     j: int,
     *,
     input_size: int | tuple[int, int] | None = None,
-    interpolation: str | None = None,
-    fill: str | None = None,
+    interpolation: Interpolation | None = None,
+    fill: Fill | None = None,
 ) -> Any:
     """Map feature maps computed on transformed inputs back by the inverse of transformation j.
 
@@ -509,6 +531,20 @@ def invert(
     ------
     ValueError
         If transformation j cannot be inverted (noise; a custom function without ``inverse``).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> tset = tmx.transforms.rot90([0, 1])
+    >>> fmap = np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1)
+    >>> turned = tmx.transforms.apply(tset, fmap, 1)
+    >>> bool(np.array_equal(tmx.transforms.invert(tset, turned, 1), fmap))
+    True
+    >>> shift = tmx.transforms.translation(4, 0)                         # 4 px on a 8 px input
+    >>> fmap = np.zeros((1, 4, 4, 1), np.float32); fmap[0, 1, 3, 0] = 1  # a 4 px map
+    >>> back = tmx.transforms.invert(shift, fmap, 0, input_size=8)      # moves 2 px left
+    >>> np.argwhere(back[0, ..., 0] > 0.5).tolist()
+    [[1, 1]]
     """
     j = check_index(tset, j)
     chain = tset.elements[j]

@@ -26,8 +26,10 @@ actually applied, group by group in its order, so old numbers can be reproduced.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from .. import _validate as v
-from ._set import TransformationSet, identity, rotation, translation, union
+from ._set import Fill, TransformationSet, identity, rotation, translation, union
 
 GROUP_NAMES = (
     "identity",
@@ -44,8 +46,8 @@ def seed_groups(
     n: int,
     *,
     size: int | tuple[int, int] = 28,
-    semantics: str = "tmx",
-    fill: str | None = None,
+    semantics: Literal["tmx", "seed"] = "tmx",
+    fill: Fill | None = None,
     fill_value: float = 0.0,
 ) -> dict[str, TransformationSet]:
     """The seven transformation groups of the seed's MNIST data set, each with n transformations.
@@ -74,6 +76,19 @@ def seed_groups(
     dict
         Group name → TransformationSet, in the seed's order: identity, rotation, translation_x,
         translation_y, translation_xy, rotation_translation_x, rotation_translation_y.
+
+    Examples
+    --------
+    >>> import tmx
+    >>> groups = tmx.transforms.seed_groups(4, size=28)
+    >>> list(groups) == list(tmx.transforms.GROUP_NAMES)
+    True
+    >>> groups["rotation"].parameters["angle"].values.tolist()
+    [0.0, 90.0, 180.0, 270.0]
+    >>> groups["translation_xy"].labels
+    ('translation(0, 0)', 'translation(0, 14)', 'translation(0, 0)', 'translation(14, 0)')
+    >>> tmx.transforms.seed_groups(7, semantics="seed")["rotation"].parameters["angle"].values.max()
+    np.float64(306.0)
     """
     n = v.positive_int(n, "n")
     height, width = v.image_size(size, "size")

@@ -39,16 +39,22 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import xarray as xr
 
 from .. import _validate as v
 
-INTERPOLATIONS = ("bilinear", "nearest")
-FILLS = ("constant", "reflect", "nearest", "wrap")
-FLIP_AXES = ("none", "x", "y", "xy")
+# Option sets: annotations, and their values as tuples for the checks at the call.
+Interpolation = Literal["bilinear", "nearest"]
+Fill = Literal["constant", "reflect", "nearest", "wrap"]
+FlipAxes = Literal["none", "x", "y", "xy"]
+INTERPOLATIONS = get_args(Interpolation)
+FILLS = get_args(Fill)
+FLIP_AXES = get_args(FlipAxes)
+# A named axis of a batch for roll/flip along one axis, or an int axis (not 0).
+BatchAxis = Literal["time", "length", "channel"] | int
 # Named axes of a batch for roll/flip along one axis (sequences (N, L, C), tables, token ids).
 SEQUENCE_AXES = {"time": 1, "length": 1, "channel": -1}
 # Coordinate names a parameter may not take: they are dims or coords of the cube.
@@ -257,6 +263,21 @@ class TransformationSet:
         (an empty chain is the identity).
     description : str
         A readable recipe of the set (not part of equality).
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tset = tmx.transforms.product(tmx.transforms.rotation([0, 90]), tmx.transforms.scale(2))
+    >>> tset  # doctest: +ELLIPSIS
+    TransformationSet(T=2, angle, scale: product(rotation(angles=[0, 90], ...), scale(...)))
+    >>> len(tset), tset.labels, tset.names
+    (2, ('rotation(0)+scale(2)', 'rotation(90)+scale(2)'), ('angle', 'scale'))
+    >>> tset[1].labels, tset.invertible, tset.needs_images
+    (('rotation(90)+scale(2)',), True, True)
+    >>> tset.parameters["angle"].attrs["units"]
+    'degrees'
+    >>> tmx.transforms.from_dict(tset.to_json()) == tset
+    True
     """
 
     elements: tuple[tuple[Op, ...], ...]
@@ -447,6 +468,16 @@ def from_dict(spec: Mapping[str, Any] | str) -> TransformationSet:
 
     The input is treated as untrusted: kinds must be built-in, values are validated, nothing is
     evaluated. Custom transformations cannot be rebuilt (their code is not stored).
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tset = tmx.transforms.union(tmx.transforms.identity(), tmx.transforms.flip("x"))
+    >>> spec = tset.to_dict()
+    >>> spec["format"], len(spec["elements"])
+    ('tmx.transforms', 2)
+    >>> tmx.transforms.from_dict(spec) == tset, tmx.transforms.from_dict(tset.to_json()) == tset
+    (True, True)
     """
     if isinstance(spec, str):
         try:
@@ -490,7 +521,7 @@ def from_dict(spec: Mapping[str, Any] | str) -> TransformationSet:
 
 
 # -- constructors -------------------------------------------------------------------------------
-def _sampling_options(interpolation: str, fill: str, fill_value: float) -> tuple:
+def _sampling_options(interpolation: Interpolation, fill: Fill, fill_value: float) -> tuple:
     return (
         ("fill", v.choice(fill, "fill", FILLS)),
         ("fill_value", v.finite_real(fill_value, "fill_value")),
@@ -511,8 +542,8 @@ def _sampled(
     kind: Kind,
     argname: str,
     values: tuple[float, ...],
-    interpolation: str,
-    fill: str,
+    interpolation: Interpolation,
+    fill: Fill,
     fill_value: float,
     extra: str = "",
 ) -> TransformationSet:
@@ -526,6 +557,13 @@ def identity(n: int = 1) -> TransformationSet:
     """The identity transformation, repeated ``n`` times (T = n).
 
     Repeating it is useful as a control group: every measure of invariance is exactly zero.
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tset = tmx.transforms.identity(3)
+    >>> len(tset), tset.labels
+    (3, ('identity', 'identity', 'identity'))
     """
     n = v.positive_int(n, "n")
     return TransformationSet(((),) * n, "identity()" if n == 1 else f"identity(n={n})")
@@ -534,8 +572,8 @@ def identity(n: int = 1) -> TransformationSet:
 def rotation(
     angles: Sequence[float] | float,
     *,
-    interpolation: str = "bilinear",
-    fill: str = "constant",
+    interpolation: Interpolation = "bilinear",
+    fill: Fill = "constant",
     fill_value: float = 0.0,
 ) -> TransformationSet:
     """Rotations about the image centre by ``angles`` degrees, counter-clockwise as displayed.
@@ -554,6 +592,17 @@ def rotation(
     -----
     A point p moves to c + R(θ)(p − c) with c the centre ((W−1)/2, (H−1)/2) and, with y pointing
     down, R(θ) = [[cos θ, sin θ], [−sin θ, cos θ]].
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> tset = tmx.transforms.rotation([0, 90, 180])
+    >>> tset.labels, tset.parameters["angle"].attrs["units"]
+    (('rotation(0)', 'rotation(90)', 'rotation(180)'), 'degrees')
+    >>> img = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1)
+    >>> turned = tmx.transforms.apply(tset, img, 1)[0, ..., 0]
+    >>> bool(np.allclose(turned, np.rot90(img[0, ..., 0]), atol=1e-5))
+    True
     """
     values = v.real_vector(angles, "angles")
     return _sampled(ROTATION, "angles", values, interpolation, fill, fill_value)
@@ -564,8 +613,8 @@ def translation(
     dy: Sequence[float] | float = 0.0,
     *,
     relative: bool = False,
-    interpolation: str = "bilinear",
-    fill: str = "constant",
+    interpolation: Interpolation = "bilinear",
+    fill: Fill = "constant",
     fill_value: float = 0.0,
 ) -> TransformationSet:
     """Translations by (dx[j], dy[j]): content moves dx to the right and dy down.
@@ -583,6 +632,18 @@ def translation(
     -----
     On a feature map of width w, a pixel translation of an input of width W is inverted as a
     translation by dx · w / W (and dy · h / H): ``invert`` needs the input's size for it.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> tset = tmx.transforms.translation([0, 1], 2)
+    >>> tset.labels
+    ('translation(0, 2)', 'translation(1, 2)')
+    >>> img = np.zeros((1, 4, 4, 1), np.float32); img[0, 0, 0, 0] = 1
+    >>> np.argwhere(tmx.transforms.apply(tset, img, 1)[0, ..., 0] > 0.5).tolist()   # (row, col)
+    [[2, 1]]
+    >>> tmx.transforms.translation(0.25, relative=True).labels
+    ('translation(0.25w, 0h)',)
     """
     xs = v.real_vector(dx, "dx")
     ys = v.real_vector(dy, "dy")
@@ -608,11 +669,22 @@ def translation(
 def scale(
     factors: Sequence[float] | float,
     *,
-    interpolation: str = "bilinear",
-    fill: str = "constant",
+    interpolation: Interpolation = "bilinear",
+    fill: Fill = "constant",
     fill_value: float = 0.0,
 ) -> TransformationSet:
-    """Isotropic scalings about the image centre (factor > 1 enlarges the content)."""
+    """Isotropic scalings about the image centre (factor > 1 enlarges the content).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> tset = tmx.transforms.scale([1.0, 2.0])
+    >>> tset.labels, tset.names
+    (('scale(1)', 'scale(2)'), ('scale',))
+    >>> img = np.zeros((1, 5, 5, 1), np.float32); img[0, 1:4, 1:4, 0] = 1    # a 3×3 square
+    >>> int((tmx.transforms.apply(tset, img, 1) > 0.5).sum())                # zoomed to 5×5
+    25
+    """
     values = v.real_vector(factors, "factors", positive=True)
     return _sampled(SCALE, "factors", values, interpolation, fill, fill_value)
 
@@ -620,15 +692,23 @@ def scale(
 def shear(
     angles: Sequence[float] | float,
     *,
-    axis: str = "x",
-    interpolation: str = "bilinear",
-    fill: str = "constant",
+    axis: Literal["x", "y"] = "x",
+    interpolation: Interpolation = "bilinear",
+    fill: Fill = "constant",
     fill_value: float = 0.0,
 ) -> TransformationSet:
     """Shears by ``angles`` degrees along ``axis`` ("x" or "y") about the image centre.
 
     ``axis="x"`` maps (x, y) to (x + tan φ · (y − c_y), y); the coordinate is ``shear_x``
     (``shear_y`` for ``axis="y"``). Angles must lie in (−90, 90).
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tmx.transforms.shear([-10, 10]).labels
+    ('shear_x(-10)', 'shear_x(10)')
+    >>> tmx.transforms.shear(10, axis="y").names
+    ('shear_y',)
     """
     values = v.real_vector(angles, "angles")
     if any(abs(a) >= 90 for a in values):
@@ -659,7 +739,11 @@ def _batch_axis(value: Any, argname: str, *, allow_none: bool = False) -> int:
     )
 
 
-def flip(axes: str | Sequence[str] | None = None, *, axis: Any = None) -> TransformationSet:
+def flip(
+    axes: FlipAxes | Sequence[FlipAxes] | None = None,
+    *,
+    axis: BatchAxis | Literal["none"] | Sequence[BatchAxis | Literal["none"]] | None = None,
+) -> TransformationSet:
     """Mirror flips (exact); each entry is one transformation.
 
     Parameters
@@ -708,12 +792,24 @@ def flip(axes: str | Sequence[str] | None = None, *, axis: Any = None) -> Transf
 
 def rot90(k: Sequence[int] | int = (0, 1, 2, 3)) -> TransformationSet:
     """Exact rotations by k quarter turns counter-clockwise (as ``np.rot90``; needs square
-    inputs for odd k)."""
+    inputs for odd k).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> img = np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1)
+    >>> tmx.transforms.apply(tmx.transforms.rot90(), img, 1)[0, ..., 0].tolist()
+    [[1.0, 3.0], [0.0, 2.0]]
+    >>> np.rot90(img[0, ..., 0]).tolist()
+    [[1.0, 3.0], [0.0, 2.0]]
+    """
     values = v.int_vector(k, "k")
     return _single(ROT90, [(x,) for x in values], (), f"rot90(k={_short_list(values)})")
 
 
-def roll(shifts: Sequence[Any] | int, axis: Any = "x") -> TransformationSet:
+def roll(
+    shifts: Sequence[Any] | int, axis: Literal["x", "y", "xy"] | BatchAxis = "x"
+) -> TransformationSet:
     """Cyclic shifts by whole pixels or steps (exact, nothing leaves the input).
 
     Parameters
@@ -1010,6 +1106,16 @@ def product(*sets: TransformationSet) -> TransformationSet:
     ``itertools.product`` (a outer, b inner); element (i, k) applies a[i] then b[k]. Parameter
     coordinates of all sets are kept; a name present in several sets is renamed
     (``brightness_factor``/``contrast_factor``, or ``angle_1``/``angle_2``).
+
+    Examples
+    --------
+    >>> import tmx
+    >>> t = tmx.transforms
+    >>> tset = t.product(t.brightness([1, 2]), t.contrast([1, 3]))
+    >>> len(tset), tset.names
+    (4, ('brightness_factor', 'contrast_factor'))
+    >>> tset.labels[1]
+    'brightness(1)+contrast(3)'
     """
     sets = _resolve_names(_check_sets(sets, "product"), share_same_meaning=False)
     elements = tuple(
@@ -1024,6 +1130,15 @@ def union(*sets: TransformationSet) -> TransformationSet:
 
     Parameters with the same name and meaning share a coordinate; a transformation lacking one
     takes its neutral value (a translation has angle 0 in a union with rotations).
+
+    Examples
+    --------
+    >>> import tmx
+    >>> tset = tmx.transforms.union(tmx.transforms.rotation(90), tmx.transforms.translation(3, 0))
+    >>> tset.labels
+    ('rotation(90)', 'translation(3, 0)')
+    >>> tset.parameters["angle"].values.tolist(), tset.parameters["dx"].values.tolist()
+    ([90.0, 0.0], [0.0, 3.0])
     """
     sets = _resolve_names(_check_sets(sets, "union"), share_same_meaning=True)
     elements = tuple(chain for s in sets for chain in s.elements)
