@@ -36,8 +36,7 @@ from . import _batching, _progress
 from . import _validate as v
 from ._memo import memo, per_object
 from ._version import __version__
-from .transforms import TransformationSet, check_input, identity
-from .transforms._apply import _apply_chain
+from .transforms import TransformationSet, apply, apply_many, check_input, identity
 
 UNIT_COORDS = ("layer", "channel", "y", "x")
 
@@ -259,8 +258,8 @@ class ForwardRunner:
 
         @tf.function(input_signature=[spec, tf.TensorSpec((rows,), tf.int64)])
         def forward(xb, sample_index):
-            parts = [_apply_chain(tset.elements[j], xb, j, sample_index) for j in indices]
-            batch = tf.reshape(tf.stack(parts, axis=1), (rows * k, *sample_shape))
+            stacked = apply_many(tset, xb, indices, sample_index=sample_index)
+            batch = tf.reshape(stacked, (rows * k, *sample_shape))
             outputs = model(batch, training=False)
             if not isinstance(outputs, list | tuple):
                 outputs = [outputs]
@@ -605,10 +604,10 @@ def _check_transforms(
 
     blank = tf.zeros((1, *shape), tf.as_dtype(dtype))
     index = tf.zeros((1,), tf.int64)
-    for j, element in enumerate(transforms.elements):
+    for j in range(len(transforms)):
         label = transforms.labels[j]
         try:
-            out = _apply_chain(element, blank, j, index)
+            out = apply(transforms, blank, j, sample_index=index)
         except Exception as exc:  # reported with the transformation named
             raise ValueError(
                 f"transforms: transformation {j} ({label!r}) cannot be applied to x, whose "

@@ -32,15 +32,6 @@ graph calls the layer.
 
 from __future__ import annotations
 
-from .._graph import bias_entries as _bias_entries  # transitional aliases: see below
-from .._graph import by_path as _by_path
-from .._graph import call_sites as _sites
-from .._graph import fresh_input as _fresh_input
-from .._graph import has_kernel as _has_kernel
-from .._graph import is_linear as _is_linear
-from .._graph import model_graph as _model_graph
-from .._graph import nodes_by_op as _nodes_by_op
-from .._graph import run_graph as _run_graph
 from .biases import biases
 from .endpoints import Endpoint, default_endpoints, descriptor_list, resolve
 from .layers import (
@@ -70,17 +61,3 @@ __all__ = [
     "rewire",
     "structure",
 ]
-
-# Transitional: the graph engine moved to tmx._graph; the underscored aliases above go once
-# tmx.attribution and tmx.analysis import it from there.
-_TRANSITIONAL = (
-    _bias_entries,
-    _by_path,
-    _fresh_input,
-    _has_kernel,
-    _is_linear,
-    _model_graph,
-    _nodes_by_op,
-    _run_graph,
-    _sites,
-)
