@@ -22,8 +22,11 @@ $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[docs]"
 	touch $@
 
-# The user guide and the API reference (from docstrings), built offline into site/.
+# The user guide and the API reference (from docstrings), built offline into site/. The
+# tutorials' figures are made by running the tutorials (docs/_gen/tutorial_figures.py); a page
+# whose code is unchanged since its figures were made is skipped (FORCE=1 redoes every page).
 docs: $(VENV)/.installed-docs
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python docs/_gen/tutorial_figures.py $(if $(FORCE),--force)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 # `tmx demo`: the command line (`tmx run`) on the embedded digits and CNN, plus the demo's measures.
