@@ -267,7 +267,8 @@ def plan_cube(
     def estimate(s_block: int) -> int:
         blocks = math.ceil(n / s_block)
         tasks = min(threads, blocks * t_blocks)
-        total = tasks * forward_bytes(min(spb, s_block) * t_block, unit_bytes, transient_bytes)
+        forward = forward_bytes(min(spb, s_block) * t_block, unit_bytes, transient_bytes)
+        total: float = tasks * forward
         total += tasks * s_block * t_block * unit_bytes  # the blocks
         total += threads * MEASURE_FACTOR * 4 * s_block * t_block * u_block_for(s_block)
         if blocks > 1:

@@ -132,8 +132,8 @@ def nodes_by_op(graph: keras.Model) -> dict[int, list[Any]]:
         for node in nodes:
             out.setdefault(id(node.operation), []).append(node)
     for op_id, nodes in out.items():
-        op = nodes[0].operation
-        nodes.sort(key=lambda n, op=op: op._inbound_nodes.index(n))
+        inbound: list[Any] = nodes[0].operation._inbound_nodes
+        nodes.sort(key=inbound.index)
         out[op_id] = nodes
     return out
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+_S = TypeVar("_S", bound=str)
 
 
 def _describe(value: Any) -> str:
@@ -65,8 +67,9 @@ def int_vector(value: Any, name: str, *, allow_empty: bool = False) -> tuple[int
     return tuple(out)
 
 
-def choice(value: Any, name: str, options: Iterable[str]) -> str:
-    """One of a fixed set of strings."""
+def choice(value: Any, name: str, options: Iterable[_S]) -> _S:
+    """One of a fixed set of strings (typed as the options are: a tuple of ``Literal`` strings
+    gives that ``Literal``)."""
     options = tuple(options)
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {list(options)}; got {_describe(value)}")

@@ -260,8 +260,8 @@ class _Parser:
                 if self.peek().text != ",":
                     break
                 self.i += 1
-        close = self.expect(")", "',' or ')'")
-        call.end = close.end
+        closing = self.expect(")", "',' or ')'")
+        call.end = closing.end
         return call
 
     def argument(self, call: _Call) -> None:
@@ -644,9 +644,10 @@ def run(
     """
     import tmx
 
-    tset = transforms if isinstance(transforms, T.TransformationSet) else None
     specs = None
-    if tset is None:
+    if isinstance(transforms, T.TransformationSet):
+        tset = transforms
+    else:
         specs = [transforms] if isinstance(transforms, str) else list(transforms)
         tset = parse_all(specs)
     if samples is not None and (isinstance(samples, bool) or int(samples) < 1):

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -150,7 +150,7 @@ class ForwardRunner:
         self.batch_size = batch_size
         self.dtype = np.dtype(dtype)  # what the forward pass takes: float32, or token ids' ints
         self.safe_mode = safe_mode
-        self._functions: dict[tuple[int, ...], Any] = {}
+        self._functions: dict[tuple[tuple[int, ...], int], Any] = {}
         self._lock = threading.Lock()
         self.batches = 0
         self.images = 0
@@ -211,7 +211,7 @@ class ForwardRunner:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "model.keras")
                 with open(path, "wb") as fh:
-                    fh.write(self._bytes)
+                    fh.write(self.model_bytes())  # the bytes it arrived with
                 self._model = keras.models.load_model(path, compile=False, safe_mode=self.safe_mode)
             cls = type(self)
             cls.loads += 1
@@ -269,8 +269,9 @@ class ForwardRunner:
 
     def __call__(
         self, x_block: np.ndarray, sample_index: np.ndarray, indices: tuple[int, ...]
-    ) -> np.ndarray:
-        """Activations of one block: (samples, len(indices), units), float32.
+    ) -> np.ndarray | None:
+        """Activations of one block: (samples, len(indices), units), float32 (None for a block
+        of no samples: nothing runs).
 
         Full batches of ``samples_per_batch`` samples, then the rest in one batch padded to
         the power of two ≥ the rest (``tmx._batching.call_rows``): a block of 3 samples runs
@@ -322,6 +323,18 @@ def _exposed(model: Any, descriptors: list[Any], names: list[str]) -> Any:
     from . import inspect as _inspect
 
     return memo(_exposed_models, model, tuple(names), lambda: _inspect.expose(model, descriptors))
+
+
+def _static_shape(name: str, shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """An endpoint's shape (without the batch axis), each size known from the model's graph."""
+    sizes = tuple(d for d in shape if d is not None)
+    if len(sizes) != len(shape):
+        raise ValueError(
+            f"layers: endpoint {name!r} has a shape {shape} with sizes the model's graph leaves "
+            "open (None); a cube needs each layer's unit shape, so build the model with a fixed "
+            "input shape"
+        )
+    return tuple(int(d) for d in sizes)
 
 
 def _run_block(runner: ForwardRunner, x_block, sample_index, indices):
@@ -417,7 +430,8 @@ def input_digest_keys(data: Any) -> tuple[Any, ...] | None:
     >>> tmx.cube.input_digest_keys(cube.data[:3]) is None     # indexed since: a new graph
     True
     """
-    entry = _input_digests.get(getattr(data, "name", None))
+    name = getattr(data, "name", None)
+    entry = _input_digests.get(name) if isinstance(name, str) else None
     if entry is None or tuple(data.chunks[0]) != entry.sample_chunks:
         return None
     return entry.keys
@@ -450,7 +464,7 @@ def _array_sha256(values: np.ndarray) -> str:
     """sha256 of a whole in-memory ``x``: dtype, shape and bytes."""
     values = np.ascontiguousarray(values)
     digest = hashlib.sha256(f"tmx-x|{values.dtype.str}|{values.shape}|".encode())
-    digest.update(memoryview(values).cast("B") if values.size else b"")
+    digest.update(values.data.cast("B") if values.size else b"")
     return digest.hexdigest()
 
 
@@ -766,7 +780,7 @@ def activations(
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ValueError(f"layers: the same endpoint is listed twice: {names}")
-    shapes = [tuple(e.shape) for e in endpoints]
+    shapes = [_static_shape(e.name, e.shape) for e in endpoints]
     coords_u = unit_coords(names, shapes)
     units = len(coords_u["layer"])
     exposed = _exposed(model, descriptors, names)
@@ -831,7 +845,7 @@ def activations(
     data = da.Array(graph, name, chunks=(s_chunks, t_chunks, u_chunks), dtype=np.float32)
     _input_digests[name] = digests
 
-    coords: dict[str, Any] = {
+    coords: dict[Hashable, Any] = {
         "sample": ("sample", sample_coord if sample_coord is not None else np.arange(n)),
         "transformation": ("transformation", np.arange(t)),
         "unit": ("unit", np.arange(units)),

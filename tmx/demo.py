@@ -43,6 +43,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -135,7 +136,7 @@ def run(config: Config = Config()) -> dict[str, Path]:
 
     # the layer value: Σ TV / Σ SV with the jackknife's bias correction and interval (the
     # default of tmx.bootstrap for the variance family); the unit mean moves with N
-    layer_value = {"by_layer": "ratio_of_means"}
+    layer_value: dict[str, Any] = {"by_layer": "ratio_of_means"}
     results = {
         "NV rotation": tmx.bootstrap(tmx.normalized_variance, cube, **layer_value),
         "NV translation": tmx.bootstrap(tmx.normalized_variance, shift_cube, **layer_value),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 import numpy as np
 import tensorflow as tf
@@ -95,6 +95,13 @@ class _Qoi:
     params: np.ndarray | None = None  # (N,) classes or (N, 2) pairs
     fn: Any = None
     description: str = ""
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``params`` of a class, pair or channel QoI: the per-sample indices it always has."""
+        if self.params is None:
+            raise ValueError(f"a {self.kind} QoI has no class or channel indices")
+        return self.params
 
 
 def _require_eager() -> None:
@@ -198,7 +205,7 @@ def _check_classes(qoi: _Qoi, model: Any, values: np.ndarray, name: str = "qoi")
     else:
         shape = _predict(model, values[:1], 1).shape[1:]
     size = shape[-1] if shape else 1
-    bad = qoi.params[(qoi.params < 0) | (qoi.params >= size)]
+    bad = qoi.indices[(qoi.indices < 0) | (qoi.indices >= size)]
     if bad.size:
         what = "channel" if qoi.kind == "channel" else "class"
         raise ValueError(
@@ -296,8 +303,8 @@ def _row_params(qoi: _Qoi, samples: np.ndarray, batch: int) -> np.ndarray:
     if qoi.kind == "callable":
         return np.zeros(batch, np.int64)
     if qoi.kind == "channel":
-        return qoi.params[:1]
-    return pad_rows(qoi.params[samples], batch)
+        return qoi.indices[:1]
+    return pad_rows(qoi.indices[samples], batch)
 
 
 def _qoi_values(model, qoi: _Qoi, z: np.ndarray, batch: int) -> np.ndarray:
@@ -339,12 +346,13 @@ def gradient_moments(
     samples: int,
     seed: int,
     batch_size: int,
-    grad: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    grad: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None,
     attr_shape: tuple[int, ...] | None = None,
     squares: bool = True,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Σ_k w_k g(z_ik) and Σ_k w_k g(z_ik)² per sample, g = ∂Q/∂z, over the DoI's points
+    (the second None unless ``squares``).
 
     ``x`` holds the samples where the DoI lives (the model input, or a layer's activations).
     ``grad(sample_indices, points, rows)`` returns the gradients at a batch of points (padded
@@ -353,7 +361,8 @@ def gradient_moments(
     ``batch_size`` (the largest multiple of the points per sample), so no rows are wasted
     on padding but the last call's. ``progress``: a bar over the compiled calls."""
     n, shape = x.shape[0], x.shape[1:]
-    alphas = weights = None
+    alphas: np.ndarray | None = None
+    weights: np.ndarray | None = None
     if callable(doi):
         pass  # custom: points and weights per sample, below
     elif doi == "point":
@@ -370,12 +379,15 @@ def gradient_moments(
         )  # fmt: skip
     if grad is None:
 
-        def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
+        def input_grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
             gradient, _ = _functions(model, qoi, shape, rows)
             params = _row_params(qoi, s_idx, rows)
             g, _ = gradient(pad_rows(np.ascontiguousarray(z, np.float32), rows), params)
             return np.asarray(g, np.float64)[: s_idx.size]
 
+        grad = input_grad
+        attr_shape = shape
+    elif attr_shape is None:  # the default: the model input's gradient
         attr_shape = shape
     mean = np.zeros((n, *attr_shape), np.float64)
     square = np.zeros((n, *attr_shape), np.float64) if squares else None
@@ -406,6 +418,7 @@ def gradient_moments(
             if doi == "point":
                 z, w = x[s_idx], np.ones(rows.size)
             elif doi == "linear":
+                assert alphas is not None and weights is not None  # set for this DoI above
                 al = alphas[k_idx].astype(np.float32).reshape(-1, *([1] * len(shape)))
                 if baseline is None:  # zeros: 0 + α (x − 0) is α x, the same numbers
                     z = al * x[s_idx]
@@ -414,6 +427,7 @@ def gradient_moments(
                     z = base + al * (x[s_idx] - base)
                 w = weights[k_idx]
             elif doi == "gaussian":
+                assert weights is not None  # set for this DoI above
                 uniq = np.unique(s_idx)
                 eps = gaussian_noise(shape, uniq, samples, noise, seed)
                 where = np.searchsorted(uniq, s_idx)
@@ -433,7 +447,7 @@ def gradient_moments(
             starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
             owners = s_idx[starts]
             mean[owners] += np.add.reduceat(wg, starts, axis=0)
-            if squares:
+            if square is not None:  # squares
                 square[owners] += np.add.reduceat(wg * g, starts, axis=0)
             bar.advance()
     return mean, square
@@ -452,8 +466,8 @@ def _sample_params(qoi: _Qoi, a: int, b: int, group: int) -> np.ndarray:
     if qoi.kind == "callable":
         return np.zeros(group, np.int64)
     if qoi.kind == "channel":
-        return qoi.params[:1]
-    return pad_rows(qoi.params[a:b], group)
+        return qoi.indices[:1]
+    return pad_rows(qoi.indices[a:b], group)
 
 
 def _compile_moments(
@@ -575,7 +589,7 @@ def _moments_in_graph(
     samples: int,
     seed: int,
     key: tuple = (),
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``gradient_moments`` of the built-in DoIs when a sample's points fit in a call:
     ``batch_size // K`` whole samples per compiled call (the last padded with zero samples),
     points made and gradients reduced in the graph (``_compile_moments``). A linear DoI's
@@ -609,17 +623,17 @@ def _moments_in_graph(
         with _progress.steps(-(-n // chunk), progress, "batch") as bar:
             for a, b in _batches(n, chunk):
                 pts = [tf.constant(x[a:b])]
-                if doi == "linear" and not zero_base:
+                if doi == "linear" and baseline is not None:  # not zero_base
                     pts.append(tf.constant(np.ascontiguousarray(baseline[a:b], np.float32)))
                 if qoi.kind == "channel":
-                    params = tf.constant(qoi.params[:1])
+                    params = tf.constant(qoi.indices[:1])
                 elif qoi.kind == "callable":
                     params = tf.constant(np.zeros(b - a, np.int64))
                 else:
-                    params = tf.constant(qoi.params[a:b])
+                    params = tf.constant(qoi.indices[a:b])
                 out = looped(*pts, params)
                 mean[a:b] = out[0].numpy()
-                if squares:
+                if square is not None:  # squares
                     square[a:b] = out[1].numpy()
                 bar.advance()
         return mean, square
@@ -628,7 +642,7 @@ def _moments_in_graph(
             params = tf.constant(_sample_params(qoi, a, b, group))
             if doi == "linear":
                 pts = [tf.constant(pad_rows(x[a:b], group))]
-                if not zero_base:
+                if baseline is not None:  # not zero_base
                     pts.append(tf.constant(pad_rows(np.ascontiguousarray(baseline[a:b]), group)))
             elif doi == "point":
                 pts = [tf.constant(pad_rows(x[a:b], group))]
@@ -638,7 +652,7 @@ def _moments_in_graph(
                 pts = [tf.constant(pad_rows(np.ascontiguousarray(z, np.float32), group * k))]
             out = moments(*pts, params)
             mean[a:b] = out[0].numpy()[: b - a]
-            if squares:
+            if square is not None:  # squares
                 square[a:b] = out[1].numpy()[: b - a]
             bar.advance()
     return mean, square
@@ -771,6 +785,78 @@ def _doi_space(
             f"activations must depend on it): {err}"
         ) from None
     return name, lambda x_rows, z: _tail_values(mid, x_rows, z, batch)
+
+
+@overload
+def attribute(
+    model: Any,
+    x: Any,
+    *,
+    cut: Any = None,
+    qoi: Any = "max",
+    qoi_cut: Any = None,
+    doi: Doi | Callable[..., tuple[np.ndarray, np.ndarray]] = "point",
+    doi_cut: Any = None,
+    multiply_activation: bool = True,
+    baseline: Any = None,
+    steps: int = 50,
+    rule: Rule = "gausslegendre",
+    noise: float = 0.1,
+    samples: int = 20,
+    seed: int = 0,
+    batch_size: int = 64,
+    return_delta: Literal[False] = False,
+    progress: bool | None = None,
+    _gradients: Literal["mean", "square", "variance"] = "mean",
+) -> xr.DataArray: ...
+
+
+@overload
+def attribute(
+    model: Any,
+    x: Any,
+    *,
+    cut: Any = None,
+    qoi: Any = "max",
+    qoi_cut: Any = None,
+    doi: Doi | Callable[..., tuple[np.ndarray, np.ndarray]] = "point",
+    doi_cut: Any = None,
+    multiply_activation: bool = True,
+    baseline: Any = None,
+    steps: int = 50,
+    rule: Rule = "gausslegendre",
+    noise: float = 0.1,
+    samples: int = 20,
+    seed: int = 0,
+    batch_size: int = 64,
+    return_delta: Literal[True],
+    progress: bool | None = None,
+    _gradients: Literal["mean", "square", "variance"] = "mean",
+) -> xr.Dataset: ...
+
+
+@overload
+def attribute(
+    model: Any,
+    x: Any,
+    *,
+    cut: Any = None,
+    qoi: Any = "max",
+    qoi_cut: Any = None,
+    doi: Doi | Callable[..., tuple[np.ndarray, np.ndarray]] = "point",
+    doi_cut: Any = None,
+    multiply_activation: bool = True,
+    baseline: Any = None,
+    steps: int = 50,
+    rule: Rule = "gausslegendre",
+    noise: float = 0.1,
+    samples: int = 20,
+    seed: int = 0,
+    batch_size: int = 64,
+    return_delta: bool = False,
+    progress: bool | None = None,
+    _gradients: Literal["mean", "square", "variance"] = "mean",
+) -> xr.DataArray | xr.Dataset: ...
 
 
 def attribute(
@@ -949,6 +1035,7 @@ def attribute(
             job, cut, baseline, input_base, return_delta
         )
         attrs = {"cut": cut_name, **attrs, "doi_cut": doi_name}
+        dims: tuple[str, ...]
         if data.ndim == 4:
             dims = ("sample", "y", "x", "channel")
         else:
@@ -957,11 +1044,12 @@ def attribute(
         out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
         if not return_delta:
             return out
-        delta = xr.DataArray(delta, dims=("sample",), coords=coords, name="delta")
-        return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
+        delta_da = xr.DataArray(delta, dims=("sample",), coords=coords, name="delta")
+        return xr.Dataset({"attribution": out, "delta": delta_da}, attrs=attrs)
     # several cuts: one (sample, unit) array in the activation cube's unit layout
 
-    parts, shapes, names, deltas, doi_names = [], [], [], [], []
+    parts, shapes, names, doi_names = [], [], [], []
+    deltas: list[np.ndarray | None] = []
     for one in cuts:
         data, delta, cut_name, doi_name = _attribute_one(
             job, one, baseline, input_base, return_delta
@@ -985,13 +1073,13 @@ def attribute(
     )
     if not return_delta:
         return out
-    delta = xr.DataArray(
-        np.stack(deltas, axis=1),
+    delta_da = xr.DataArray(
+        np.stack([d for d in deltas if d is not None], axis=1),  # return_delta: all given
         dims=("sample", "cut"),
         coords={**coords, "cut": names},
         name="delta",
     )
-    return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)
+    return xr.Dataset({"attribution": out, "delta": delta_da}, attrs=attrs)
 
 
 def _input_baseline(baseline: Any) -> Any:
@@ -1104,10 +1192,12 @@ def _attribute_one(
     which = job.gradients
     if which == "mean":
         attr = mean
-    elif which == "square":
-        attr = square
-    else:  # variance of the gradients over the DoI's points (weights summing to 1)
-        attr = np.maximum(square - mean**2, 0.0)
+    else:
+        assert square is not None  # the options ask for the squares unless only the mean
+        if which == "square":
+            attr = square
+        else:  # variance of the gradients over the DoI's points (weights summing to 1)
+            attr = np.maximum(square - mean**2, 0.0)
     if job.multiply:
         if doi == "linear" and base_activation is not None:
             attr *= activation - base_activation

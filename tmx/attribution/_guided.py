@@ -81,8 +81,13 @@ def guided_model(model: Any) -> tuple[Any, list[str]]:
     True
     """
 
-    def build():
+    def build() -> tuple[Any, list[str]]:
         graph = model_graph(model)
+        if graph is None:
+            raise ValueError(
+                f"model: guided backprop rewires the graph of layers of a functional or "
+                f"Sequential model; the call of subclassed model {model.name!r} cannot be traced"
+            )
         gate_cls = _gate_layer()
         substitute: dict = {}
         names: list[str] = []

@@ -18,7 +18,7 @@ Nature Machine Intelligence 3, 620–631 (arXiv:1906.10670).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -163,6 +163,7 @@ def noise_tunnel(
     name = getattr(method, "__name__", None) or getattr(
         getattr(method, "func", None), "__name__", "method"
     )
+    accepts: Mapping[str, inspect.Parameter]
     try:
         accepts = inspect.signature(method).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -213,10 +214,8 @@ def noise_tunnel(
             first_sum = np.empty((n, *attr_shape))
             first_sq = np.empty((n, *attr_shape)) if kind != "smoothgrad" else None
         first_sum[a:b] = mean
-        if kind == "smoothgrad_sq":
-            first_sq[a:b] = (phi**2).mean(axis=1)
-        elif kind == "vargrad":
-            first_sq[a:b] = phi.var(axis=1)
+        if first_sq is not None:  # smoothgrad_sq or vargrad
+            first_sq[a:b] = (phi**2).mean(axis=1) if kind == "smoothgrad_sq" else phi.var(axis=1)
     data = first_sum if kind == "smoothgrad" else first_sq
     attrs = {
         **out_attrs,
@@ -506,7 +505,7 @@ def _conductance_one(
                 d = xs - bs
                 z = bs + al * d
             params = _row_params(q, s_idx, rows)
-            if jvp:
+            if weights is not None:  # jvp
                 prod, _ = fn(pad_rows(z, rows), pad_rows(np.ascontiguousarray(d), rows), params)
                 wk = weights[k_idx].reshape(-1, *([1] * (len(prod.shape) - 1)))
                 contrib = wk * np.asarray(prod, np.float64)[: b - a]
@@ -525,6 +524,7 @@ def _conductance_one(
             starts = np.flatnonzero(np.r_[True, s_idx[1:] != s_idx[:-1]])
             out[s_idx[starts]] += np.add.reduceat(contrib, starts, axis=0)
             bar.advance()
+    assert out is not None  # x is never empty (_as_inputs)
     return out, name
 
 

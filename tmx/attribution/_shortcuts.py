@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-import numpy as np
 import xarray as xr
 
 from .. import _validate as v
@@ -73,7 +72,7 @@ def saliency(
         progress=progress,
     )
     if absolute:
-        out = np.abs(out)
+        out = abs(out)
     return _named(out, "saliency", absolute=int(absolute))
 
 
@@ -191,7 +190,12 @@ def smoothgrad(
     """
     _check_call(model, "smoothgrad", target)
     v.choice(kind, "kind", SMOOTHGRAD_KINDS)
-    which = {"smoothgrad": "mean", "smoothgrad_sq": "square", "vargrad": "variance"}[kind]
+    gradients: dict[str, Literal["mean", "square", "variance"]] = {
+        "smoothgrad": "mean",
+        "smoothgrad_sq": "square",
+        "vargrad": "variance",
+    }
+    which = gradients[kind]
     out = attribute(
         model,
         x,

@@ -84,6 +84,7 @@ def over_transforms(
             out = out["attribution"]
         first = out if first is None else first
         slices.append(np.asarray(out.values, np.float64).reshape(n, -1))
+    assert first is not None  # a TransformationSet is never empty
     data = np.stack(slices, axis=1)
     units = data.shape[2]
     if first.dims == ("sample", "y", "x", "channel"):
@@ -106,7 +107,7 @@ def over_transforms(
     params = transforms.parameters
     for name in params.coords:
         if name != "transformation":
-            cube_coords[name] = xr.Variable(
+            cube_coords[str(name)] = xr.Variable(
                 "transformation", params[name].values, params[name].attrs
             )
     attrs = {

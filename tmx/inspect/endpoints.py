@@ -27,7 +27,7 @@ from .._graph import (
 from .._validate import _describe, choice
 from .layers import _names_hint, load_model
 
-_LINKS = ("output", "input")
+_LINKS: tuple[Literal["output", "input"], ...] = ("output", "input")
 
 
 _DICT_KEYS = frozenset({"name", "layer", "link", "call", "index"})
@@ -93,12 +93,13 @@ def _path_of(model: keras.Model, groups: dict, desc: Any) -> tuple[str, ...]:
         raise ValueError(f"endpoint must not be a bool; got {desc!r}")
     if isinstance(desc, numbers.Integral):
         top = model.layers
-        if not -len(top) <= desc < len(top):
+        position = int(desc)
+        if not -len(top) <= position < len(top):
             raise ValueError(
                 f"endpoint index {desc} is out of range: the model has {len(top)} top-level "
                 f"layers (valid indices {-len(top)}..{len(top) - 1})"
             )
-        return (top[desc].name,)
+        return (top[position].name,)
     if isinstance(desc, str):
         if "/" in desc:
             path = tuple(desc.split("/"))
@@ -133,12 +134,12 @@ def _path_of(model: keras.Model, groups: dict, desc: Any) -> tuple[str, ...]:
         if not desc:
             raise ValueError("endpoint path must not be an empty tuple")
         level_model: Any = model
-        path: list[str] = []
+        steps: list[str] = []
         for item in desc:
             level_graph = model_graph(level_model) if isinstance(level_model, keras.Model) else None
             if level_graph is None:
                 raise ValueError(
-                    f"endpoint path {desc!r}: {'/'.join(path) or model.name!r} is not a "
+                    f"endpoint path {desc!r}: {'/'.join(steps) or model.name!r} is not a "
                     "functional or Sequential model, so it has no layers to step into"
                 )
             ops = {op.name: op for op in level_graph.operations}
@@ -146,12 +147,13 @@ def _path_of(model: keras.Model, groups: dict, desc: Any) -> tuple[str, ...]:
                 raise ValueError(f"endpoint path {desc!r}: items must not be bools")
             if isinstance(item, numbers.Integral):
                 top = level_model.layers
-                if not -len(top) <= item < len(top):
+                position = int(item)
+                if not -len(top) <= position < len(top):
                     raise ValueError(
                         f"endpoint path {desc!r}: index {item} is out of range for the "
                         f"{len(top)} layers of {level_model.name!r}"
                     )
-                op = top[item]
+                op = top[position]
             elif isinstance(item, str):
                 op = ops.get(item)
                 if op is None:
@@ -172,13 +174,13 @@ def _path_of(model: keras.Model, groups: dict, desc: Any) -> tuple[str, ...]:
                     f"endpoint path {desc!r}: items must be names, ints or layers; "
                     f"got {_describe(item)}"
                 )
-            path.append(op.name)
+            steps.append(op.name)
             level_model = op
-        if tuple(path) not in path_set:
+        if tuple(steps) not in path_set:
             raise ValueError(
                 f"endpoint path {desc!r} names no layer of the model's graph; {_names_hint(names)}"
             )
-        return tuple(path)
+        return tuple(steps)
     raise ValueError(
         "endpoint must be an int, a layer name, a keras.Layer, a tuple path, a dict or an "
         f"Endpoint; got {_describe(desc)}"
@@ -201,7 +203,9 @@ def _endpoint_name(path: tuple[str, ...], call: int, link: str, index: int) -> s
 def _resolve_one(model: keras.Model, groups: dict, desc: Any) -> tuple[Endpoint, tuple[int, ...]]:
     if isinstance(desc, Endpoint):
         desc = {"name": desc.path, "link": desc.link, "call": desc.call, "index": desc.index}
-    link, call, index = "output", None, 0
+    link: Literal["output", "input"] = "output"
+    call: int | None = None
+    index = 0
     if isinstance(desc, dict):
         unknown = set(desc) - _DICT_KEYS
         if unknown:

@@ -36,9 +36,12 @@ def figure_of(ax: Axes) -> Figure:
     try:
         fig = ax.get_figure(root=True)  # matplotlib >= 3.10
     except TypeError:  # pragma: no cover - older matplotlib
-        fig = ax.figure
-        while not isinstance(fig, Figure) or getattr(fig, "_parent", None) is not None:
-            fig = fig._parent  # SubFigure → parent
+        parent: Any = ax.figure
+        while not isinstance(parent, Figure) or getattr(parent, "_parent", None) is not None:
+            parent = parent._parent  # SubFigure → parent
+        fig = parent
+    if fig is None:  # pragma: no cover - an Axes is made on a figure; matplotlib types allow None
+        raise ValueError("ax must belong to a matplotlib figure")
     return fig
 
 
@@ -71,6 +74,7 @@ def with_bad_color(cmap: str | Colormap) -> Colormap:
 
 def bad_color_name(cmap: Colormap) -> str:
     """A short name of a colormap's bad colour for notes ("light grey", "magenta", or hex)."""
-    rgba = tuple(round(float(c), 3) for c in cmap.get_bad())
+    red, green, blue, alpha = (round(float(c), 3) for c in cmap.get_bad())
+    rgba = (red, green, blue, alpha)
     names = {(0.827, 0.827, 0.827, 1.0): "light grey", (1.0, 0.0, 1.0, 1.0): "magenta"}
     return names.get(rgba, to_hex(rgba, keep_alpha=False))

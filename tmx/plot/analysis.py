@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
@@ -34,9 +36,9 @@ def _annotate(ax: Axes, names: list[str], x: np.ndarray, y: np.ndarray) -> None:
     so far, the other points and the outside of the axes, measured on the current layout (a
     heuristic: the final layout can still move things a little).
     """
-    fig = ax.figure
+    canvas: Any = ax.figure.canvas  # get_renderer: a method of the Agg canvases only
     try:
-        renderer = fig.canvas.get_renderer()
+        renderer = canvas.get_renderer()
     except AttributeError:  # pragma: no cover - a backend without a renderer: no search
         renderer = None
     points = ax.transData.transform(np.column_stack([x, y]))
@@ -56,7 +58,7 @@ def _annotate(ax: Axes, names: list[str], x: np.ndarray, y: np.ndarray) -> None:
             ann.xyann = (dx, dy)
             ann.set_ha(ha)
             ann.set_va(va)
-            if renderer is None:
+            if renderer is None or frame is None:
                 break
             box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
             cost = sum(_overlap(box, b) for b in placed)

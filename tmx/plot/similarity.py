@@ -3,6 +3,8 @@ invariance over transformations and layers (``tmx.cka_invariance``)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
@@ -13,7 +15,7 @@ from ._common import bad_color_name, new_axes, pretty_name, with_bad_color
 _ANNOTATE_MAX = 12  # annotate the cells with their values up to this many rows and columns
 
 
-def _labels(result: xr.DataArray, dim: str) -> list[str]:
+def _labels(result: xr.DataArray, dim: Hashable) -> list[str]:
     if dim == "transformation":
         for name in ("transform", "description"):
             if name in result.coords and result[name].dims == (dim,):

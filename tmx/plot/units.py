@@ -27,10 +27,10 @@ def _layer_grid(
             f"per_unit must have the single dim 'unit' (one value per unit); got dims "
             f"{per_unit.dims}. Select or reduce other dims first."
         )
-    missing = [c for c in UNIT_COORDS if c not in per_unit.coords]
-    if missing:
+    absent = [c for c in UNIT_COORDS if c not in per_unit.coords]
+    if absent:
         raise ValueError(
-            f"per_unit lacks the unit coordinates {missing}; a per-unit result has "
+            f"per_unit lacks the unit coordinates {absent}; a per-unit result has "
             f"{list(UNIT_COORDS)} along 'unit'"
         )
     names = str_array(per_unit["layer"].values)

@@ -299,7 +299,7 @@ class TransformationSet:
     def __getitem__(self, index: int | slice | Sequence[int]) -> TransformationSet:
         """A sub-set: ``tset[j]`` (one transformation), ``tset[a:b]`` or ``tset[[i, j]]``."""
         if isinstance(index, slice):
-            idx = range(*index.indices(len(self)))
+            idx: Sequence[int] = range(*index.indices(len(self)))
         elif isinstance(index, int | np.integer):
             j = int(index)
             if not -len(self) <= j < len(self):
@@ -372,7 +372,7 @@ class TransformationSet:
     def coords(self) -> dict[str, tuple[str, np.ndarray]]:
         """The parameter coordinates as a dict ready for ``xr.DataArray(coords=...)``."""
         ds = self.parameters
-        return {name: ("transformation", ds[name].values) for name in ds.coords}
+        return {str(name): ("transformation", ds[name].values) for name in ds.coords}
 
     # -- properties used by apply/invert ------------------------------------------------------
     @cached_property
@@ -570,7 +570,7 @@ def identity(n: int = 1) -> TransformationSet:
 
 
 def rotation(
-    angles: Sequence[float] | float,
+    angles: Sequence[float] | np.ndarray | float,
     *,
     interpolation: Interpolation = "bilinear",
     fill: Fill = "constant",
@@ -609,8 +609,8 @@ def rotation(
 
 
 def translation(
-    dx: Sequence[float] | float = 0.0,
-    dy: Sequence[float] | float = 0.0,
+    dx: Sequence[float] | np.ndarray | float = 0.0,
+    dy: Sequence[float] | np.ndarray | float = 0.0,
     *,
     relative: bool = False,
     interpolation: Interpolation = "bilinear",
@@ -667,7 +667,7 @@ def translation(
 
 
 def scale(
-    factors: Sequence[float] | float,
+    factors: Sequence[float] | np.ndarray | float,
     *,
     interpolation: Interpolation = "bilinear",
     fill: Fill = "constant",
@@ -690,7 +690,7 @@ def scale(
 
 
 def shear(
-    angles: Sequence[float] | float,
+    angles: Sequence[float] | np.ndarray | float,
     *,
     axis: Literal["x", "y"] = "x",
     interpolation: Interpolation = "bilinear",
@@ -775,22 +775,24 @@ def flip(
             raise ValueError("axis must not be empty")
         values = tuple(_batch_axis(a, "axis", allow_none=True) for a in items)
         return _single(FLIP_AXIS, [(a,) for a in values], (), f"flip(axis={list(items)!r})")
+    names: list[Any]
     if axes is None:
-        axes = ("x",)
-    items = [axes] if isinstance(axes, str) else list(axes)
-    if not items:
+        names = ["x"]
+    else:
+        names = [axes] if isinstance(axes, str) else list(axes)
+    if not names:
         raise ValueError("axes must not be empty")
-    for a in items:
+    for a in names:
         if isinstance(a, str) and a in SEQUENCE_AXES:
             raise ValueError(
                 f"axes: {a!r} is an axis of sequences; use flip(axis={a!r}) (axes takes the "
                 f"image axes {list(FLIP_AXES)})"
             )
-    values = tuple(v.choice(a, "axes", FLIP_AXES) for a in items)
-    return _single(FLIP, [(a,) for a in values], (), f"flip(axes={list(values)})")
+    chosen = tuple(v.choice(a, "axes", FLIP_AXES) for a in names)
+    return _single(FLIP, [(a,) for a in chosen], (), f"flip(axes={list(chosen)})")
 
 
-def rot90(k: Sequence[int] | int = (0, 1, 2, 3)) -> TransformationSet:
+def rot90(k: Sequence[int] | np.ndarray | int = (0, 1, 2, 3)) -> TransformationSet:
     """Exact rotations by k quarter turns counter-clockwise (as ``np.rot90``; needs square
     inputs for odd k).
 
@@ -867,7 +869,7 @@ def roll(
     return _single(ROLL, rows, (), f"roll(shifts={text}, axis={axis!r})")
 
 
-def brightness(factors: Sequence[float] | float) -> TransformationSet:
+def brightness(factors: Sequence[float] | np.ndarray | float) -> TransformationSet:
     """Multiplicative brightness: x ↦ factor · x (no clipping). Identity on feature maps.
 
     Applies to floating batches of any rank: images, tables (N, features), sequences (N, L, C).
@@ -883,7 +885,7 @@ def brightness(factors: Sequence[float] | float) -> TransformationSet:
     return _single(BRIGHTNESS, [(f,) for f in values], (), f"brightness({_short_list(values)})")
 
 
-def contrast(factors: Sequence[float] | float) -> TransformationSet:
+def contrast(factors: Sequence[float] | np.ndarray | float) -> TransformationSet:
     """Contrast about each sample's per-channel mean m: x ↦ m + factor · (x − m) (no clipping,
     as ``tf.image.adjust_contrast``). Identity on feature maps.
 
@@ -902,7 +904,7 @@ def contrast(factors: Sequence[float] | float) -> TransformationSet:
     return _single(CONTRAST, [(f,) for f in values], (), f"contrast({_short_list(values)})")
 
 
-def gaussian_noise(std: Sequence[float] | float, seed: int = 0) -> TransformationSet:
+def gaussian_noise(std: Sequence[float] | np.ndarray | float, seed: int = 0) -> TransformationSet:
     """Additive Gaussian noise x ↦ x + std · ε, ε ~ N(0, 1), seeded and reproducible.
 
     The noise of sample i under transformation j depends only on (seed, j, i), where i is the
@@ -1117,12 +1119,12 @@ def product(*sets: TransformationSet) -> TransformationSet:
     >>> tset.labels[1]
     'brightness(1)+contrast(3)'
     """
-    sets = _resolve_names(_check_sets(sets, "product"), share_same_meaning=False)
+    resolved = _resolve_names(_check_sets(sets, "product"), share_same_meaning=False)
     elements = tuple(
         tuple(op for chain in combo for op in chain)
-        for combo in itertools.product(*[s.elements for s in sets])
+        for combo in itertools.product(*[s.elements for s in resolved])
     )
-    return TransformationSet(elements, f"product({', '.join(s.description for s in sets)})")
+    return TransformationSet(elements, f"product({', '.join(s.description for s in resolved)})")
 
 
 def union(*sets: TransformationSet) -> TransformationSet:
@@ -1140,9 +1142,9 @@ def union(*sets: TransformationSet) -> TransformationSet:
     >>> tset.parameters["angle"].values.tolist(), tset.parameters["dx"].values.tolist()
     ([90.0, 0.0], [0.0, 3.0])
     """
-    sets = _resolve_names(_check_sets(sets, "union"), share_same_meaning=True)
-    elements = tuple(chain for s in sets for chain in s.elements)
-    return TransformationSet(elements, f"union({', '.join(s.description for s in sets)})")
+    resolved = _resolve_names(_check_sets(sets, "union"), share_same_meaning=True)
+    elements = tuple(chain for s in resolved for chain in s.elements)
+    return TransformationSet(elements, f"union({', '.join(s.description for s in resolved)})")
 
 
 def check_index(tset: TransformationSet, j: Any) -> int:
