@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 from scipy.spatial.distance import pdist
 
+import tmx
 from tmx.measures import distance as dist_mod
 from tmx.measures.distance import normalized_distance, sample_distance, transformation_distance
 
@@ -26,22 +27,12 @@ COMBOS = [
 
 def build(dense: np.ndarray, conv: np.ndarray) -> xr.DataArray:
     """A cube from dense (N, T, C) and conv (N, T, H, W, C) activations, (y, x, c) unit order."""
-    n, t, c_d = dense.shape
-    h, w, c = conv.shape[2:]
-    ys, xs, cs = (g.ravel() for g in np.meshgrid(range(h), range(w), range(c), indexing="ij"))
-    arr = np.concatenate([dense, conv.reshape(n, t, -1)], axis=2)
-    return xr.DataArray(
-        arr,
-        dims=("sample", "transformation", "unit"),
-        coords={
-            "layer": ("unit", ["dense"] * c_d + ["conv"] * len(cs)),
-            "channel": ("unit", np.r_[np.arange(c_d), cs]),
-            "y": ("unit", np.r_[np.full(c_d, -1), ys]),
-            "x": ("unit", np.r_[np.full(c_d, -1), xs]),
-            "label": ("sample", np.arange(n) % 2),
-            "angle": ("transformation", np.linspace(0, 90, t)),
-        },
-        name="activation",
+    n, t = dense.shape[:2]
+    layers = {name: a for name, a in (("dense", dense), ("conv", conv)) if a.size}
+    return tmx.from_array(
+        layers,
+        sample={"label": np.arange(n) % 2},
+        transformation={"angle": np.linspace(0, 90, t)},
     )
 
 

@@ -16,6 +16,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
+import tmx
 from tmx.introspect.duplicates import (
     _drop_self,
     _neighbour_distances,
@@ -290,10 +291,8 @@ def test_stacked_cube_identity_transformations() -> None:
     rng = np.random.default_rng(14)
     base = rng.normal(size=(30, 8))
     other = rng.normal(size=(30, 8))
-    cube = xr.DataArray(
-        np.stack([base, other, base], axis=1),
-        dims=("sample", "transformation", "unit"),
-        coords={"sample": OFFSET + np.arange(30), "layer": ("unit", np.full(8, "a"))},
+    cube = tmx.from_array(
+        {"a": np.stack([base, other, base], axis=1)}, sample=OFFSET + np.arange(30)
     )
     out = duplicates(cube, transformation="stack")
     assert out.sizes["sample"] == 90

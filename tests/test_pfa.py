@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import tmx
 from tmx.introspect.pfa import pfa, pfa_recipe
 
 DATA = Path(__file__).parent / "data" / "pfa_responses.npz"
 
 
 def _dense(blocks: list[np.ndarray], names: list[str] | None = None) -> xr.DataArray:
+    """Responses (sample, unit) of dense layers, one (sample, unit) block each."""
     names = names or [f"layer_{i}" for i in range(len(blocks))]
-    x = np.concatenate(blocks, axis=1)
-    lay = np.repeat(names, [b.shape[1] for b in blocks])
-    m = np.full(x.shape[1], -1)
-    return xr.DataArray(
-        x,
-        dims=("sample", "unit"),
-        coords={"layer": ("unit", lay), "y": ("unit", m), "x": ("unit", m), "channel": ("unit", m)},
-    )
+    cube = tmx.from_array({name: b[:, None] for name, b in zip(names, blocks, strict=True)})
+    return cube.isel(transformation=0, drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -183,18 +179,7 @@ def test_eigenvectors_ordered_like_eigenvalues(reference_stats: xr.Dataset) -> N
 
 def _conv(values: np.ndarray) -> xr.DataArray:
     """(sample, y, x, channel) -> responses in (y, x, channel) unit order."""
-    n, h, w, c = values.shape
-    yy, xx, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
-    return xr.DataArray(
-        values.reshape(n, -1),
-        dims=("sample", "unit"),
-        coords={
-            "layer": ("unit", np.full(h * w * c, "conv")),
-            "y": ("unit", yy.ravel()),
-            "x": ("unit", xx.ravel()),
-            "channel": ("unit", cc.ravel()),
-        },
-    )
+    return tmx.from_array({"conv": values[:, None]}).isel(transformation=0, drop=True)
 
 
 @pytest.mark.parametrize("pool", ["max", "mean", "sum"])

@@ -4,6 +4,7 @@ The public API is flat: ``import tmx`` then ``tmx.<function>``. This module only
 """
 
 from . import attribution, datasets, flows, inspect, introspect, measures, models, plot, transforms
+from ._schema import from_array
 from ._version import __version__
 from .analysis import analyze, evaluate
 from .cube import activations
@@ -51,6 +52,7 @@ __all__ = [
     "equivariance_map",
     "evaluate",
     "flows",
+    "from_array",
     "goodfellow",
     "inspect",
     "introspect",

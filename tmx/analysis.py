@@ -23,6 +23,7 @@ from . import _progress
 from . import _validate as v
 from . import inspect as _inspect
 from ._graph import model_graph, nodes_by_op
+from ._schema import layer_array
 from ._validate import check_sizes
 from .cube import activations
 from .measures import by_layer, normalized_variance
@@ -292,8 +293,9 @@ def analyze(
             safe_mode=safe_mode,
         )
         y_int = _labels(y, cube.sizes["sample"])
-        measured = cube.isel(unit=np.flatnonzero(np.isin(cube.layer.values, names)))
-        outputs = cube.isel(unit=np.flatnonzero(cube.layer.values == out_name))
+        layer = layer_array(cube)
+        measured = cube.isel(unit=np.flatnonzero(np.isin(layer, names)))
+        outputs = cube.isel(unit=np.flatnonzero(layer == out_name))
         per_unit = measure(measured, **options)
         if show:
             print(f"group {name}:", flush=True)

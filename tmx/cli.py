@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import _progress
+from . import _progress, _schema
 from . import transforms as T
 
 __all__ = ["SpecError", "main", "parse", "parse_all", "report", "run"]
@@ -898,7 +898,7 @@ def report(
     info = dict(cube.attrs.get("tmx_run") or {})
     out = Path(out) if out is not None else Path(store).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
-    names = [str(v) for v in cube.attrs.get("layers") or dict.fromkeys(cube["layer"].values)]
+    names = [str(v) for v in cube.attrs.get("layers") or _schema.layers(cube)]
     paths: dict[str, Path] = {}
 
     log.info("per-unit NV and ANOVA (one pass over the store)")

@@ -35,59 +35,11 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _batching, _progress
 from . import _validate as v
 from ._memo import memo, per_object
+from ._schema import UNIT_COORDS, unit_coords
 from ._version import __version__
 from .transforms import TransformationSet, apply, apply_many, check_input, identity
 
-UNIT_COORDS = ("layer", "channel", "y", "x")
-
-
 # -- unit coordinates ---------------------------------------------------------------------------
-def unit_coords(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The ``layer``, ``channel``, ``y``, ``x`` coordinates of the units of several layers.
-
-    Units of one layer are contiguous, in the layer's (y, x, channel) order (C order of an NHWC
-    output). A rank-1 output (C,) has y = x = −1; a rank-2 output (L, C) (a sequence) has
-    y = −1 and x = position; a rank-3 output (H, W, C) has all four.
-
-    Examples
-    --------
-    >>> from tmx.cube import unit_coords
-    >>> coords = unit_coords(["conv", "dense"], [(1, 2, 2), (3,)])
-    >>> {k: c.tolist() for k, c in coords.items()}  # doctest: +NORMALIZE_WHITESPACE
-    {'layer': ['conv', 'conv', 'conv', 'conv', 'dense', 'dense', 'dense'],
-     'channel': [0, 1, 0, 1, 0, 1, 2], 'y': [0, 0, 0, 0, -1, -1, -1], 'x': [0, 0, 1, 1, -1, -1, -1]}
-    """
-    layer, channel, ys, xs = [], [], [], []
-    for name, shape in zip(names, shapes, strict=True):
-        shape = tuple(int(s) for s in shape)
-        if len(shape) == 1:
-            (c,) = shape
-            yy, xx, cc = np.full(c, -1), np.full(c, -1), np.arange(c)
-        elif len(shape) == 2:
-            n, c = shape
-            xx, cc = np.repeat(np.arange(n), c), np.tile(np.arange(c), n)
-            yy = np.full(n * c, -1)
-        elif len(shape) == 3:
-            h, w, c = shape
-            yy, xx, cc = (
-                a.reshape(-1)
-                for a in np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
-            )
-        else:
-            raise ValueError(
-                f"layers: output of {name!r} has shape {shape} (without batch); only (C,), "
-                "(L, C) and (H, W, C) outputs can be recorded"
-            )
-        layer.append(np.full(len(cc), name, dtype=object))
-        channel.append(cc)
-        ys.append(yy)
-        xs.append(xx)
-    return {
-        "layer": np.concatenate(layer).astype(str),
-        "channel": np.concatenate(channel).astype(np.int64),
-        "y": np.concatenate(ys).astype(np.int64),
-        "x": np.concatenate(xs).astype(np.int64),
-    }
 
 
 # -- the forward runner -------------------------------------------------------------------------

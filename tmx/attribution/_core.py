@@ -30,8 +30,8 @@ from .. import _batching, _progress
 from .. import _validate as v
 from .._batching import pad_rows
 from .._memo import memo, per_object
+from .._schema import unit_coords
 from .._version import __version__
-from ..cube import unit_coords
 from ..inspect import expose, resolve, rewire
 from ._doi import RULES, Rule, check_seed, gaussian_noise, quadrature
 

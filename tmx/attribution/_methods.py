@@ -29,8 +29,8 @@ from .. import _batching, _progress
 from .. import _validate as v
 from .._batching import pad_rows
 from .._memo import memo
+from .._schema import unit_coords
 from .._version import __version__
-from ..cube import unit_coords
 from ..inspect import resolve
 from ._cam import _require_graph, _target
 from ._core import (

@@ -30,6 +30,7 @@ from .. import _validate as v
 from .._batching import parse_memory
 from .._progress import Steps
 from .._progress import resolve as resolve_progress
+from .._schema import UNIT_COORDS
 from .._version import __version__
 from . import _build
 from ._loss import check_pairs, factor_dimensions, factor_loss
@@ -39,7 +40,6 @@ __all__ = ["fit"]
 
 log = logging.getLogger("tmx")
 
-_UNIT_COORDS = ("layer", "channel", "y", "x")
 DEFAULT_MEMORY_LIMIT = 512 * 2**20
 _SCALE_RANGE = (1e-3, 1e3)  # unit scales a flow without Standardize is allowed to train on
 _EVAL_ROWS = 1024  # held-out pairs per compiled evaluation call
@@ -100,7 +100,7 @@ def _check_fraction(value: Any, name: str) -> float:
 
 def _unit_coords(pairs: xr.Dataset) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for name in (*_UNIT_COORDS, "unit"):
+    for name in (*UNIT_COORDS, "unit"):
         if name in pairs.coords and pairs[name].dims == ("unit",):
             out[name] = np.asarray(pairs[name].values).tolist()
     return out

@@ -32,6 +32,7 @@ from .. import _validate as v
 from .._memo import memo, per_object
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._schema import unit_coords
 from .._validate import str_array
 from .._version import __version__
 from .layers import (
@@ -817,8 +818,6 @@ def _check_layout(flow: Flow, layer: str, shape: tuple[int, ...], d: int) -> Non
         )
     if len(shape) > 3:
         return
-    from ..cube import unit_coords
-
     expected = unit_coords([layer], [shape])
     for key in ("channel", "y", "x"):
         if key in (flow.unit_coords or {}):

@@ -16,12 +16,11 @@ import pandas as pd
 import xarray as xr
 
 from .. import _validate as v
-from .._validate import str_array
+from .._schema import check_structure, select_layer
 from .._version import __version__
 
 __all__ = ["pairs"]
 
-_DIMS = ("sample", "transformation", "unit")
 _REFERENCE = "Esser, Rombach & Ommer (2020), arXiv:2004.13166"
 _PROVENANCE = ("model_name", "model_weights_sha256", "transforms_description")
 
@@ -29,18 +28,6 @@ RhoFunction = Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
 
 
 # -- validation ----------------------------------------------------------------------------------
-def _check_cube(cube: Any) -> xr.DataArray:
-    if not isinstance(cube, xr.DataArray):
-        raise ValueError(
-            f"cube must be an xarray.DataArray with dims {_DIMS}; got {type(cube).__name__}"
-        )
-    if set(cube.dims) != set(_DIMS):
-        raise ValueError(f"cube must have the dims {_DIMS}; got {cube.dims}")
-    if cube.dtype.kind not in "biuf":
-        raise ValueError(f"cube must be real-valued; got dtype {cube.dtype}")
-    return cube.transpose(*_DIMS)
-
-
 def _along(cube: xr.DataArray, dim: str) -> list[str]:
     """Names of the non-index coordinates that lie along ``dim`` only."""
     return [str(k) for k, c in cube.coords.items() if c.dims == (dim,) and k != dim]
@@ -81,13 +68,7 @@ def _check_seed(seed: Any) -> int:
 def _select_layer(cube: xr.DataArray, layer: Any) -> xr.DataArray:
     if layer is None:
         return cube
-    if "layer" not in cube.coords or cube["layer"].dims != ("unit",):
-        raise ValueError("layer: the cube has no 'layer' coordinate along unit to select from")
-    names = str_array(cube["layer"].values)
-    valid = list(dict.fromkeys(names.tolist()))
-    if not isinstance(layer, str) or layer not in valid:
-        raise ValueError(f"layer: unknown layer {layer!r}; valid layers are {valid}")
-    where = np.flatnonzero(names == layer)
+    _, where = select_layer(cube, layer, "layer")
     if where[-1] - where[0] + 1 == where.size:  # contiguous (always, for tmx cubes): a slice
         return cube.isel(unit=slice(int(where[0]), int(where[-1]) + 1))
     return cube.isel(unit=where)
@@ -318,7 +299,7 @@ def pairs(
     >>> pr["drawn"].values[:2].tolist()
     ['sample', 'transformation']
     """
-    cube = _check_cube(cube)
+    cube = check_structure(cube, "cube", coords=())  # pairs need no unit coordinates
     by = _check_by(by, cube)
     n = v.positive_int(n, "n")
     if n < len(by):

@@ -8,7 +8,7 @@
 - ``report`` / ``save_report`` / ``report_html``: a per-sample data set report and its page.
 """
 
-from ._common import as_responses
+from .._schema import as_responses
 from .duplicates import duplicate_groups, duplicates
 from .familiarity import familiarity
 from .iua import iua

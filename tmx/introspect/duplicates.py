@@ -24,8 +24,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._schema import as_responses, layer_positions, select_layers
 from .._validate import str_array
-from ._common import as_responses, layer_positions, load_block, select_layers
+from ._common import load_block
 
 __all__ = ["duplicate_groups", "duplicates"]
 

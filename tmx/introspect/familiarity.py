@@ -32,15 +32,9 @@ from sklearn.mixture import GaussianMixture
 from .. import _deprecation
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._schema import as_responses, layer_positions, select_layers, unit_index
 from .._validate import str_array
-from ._common import (
-    as_responses,
-    layer_positions,
-    load_block,
-    sample_slices,
-    select_layers,
-    unit_index,
-)
+from ._common import load_block, sample_slices
 
 __all__ = ["familiarity"]
 

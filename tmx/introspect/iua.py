@@ -19,7 +19,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ._common import as_responses, layer_positions, layers_of, sample_slices
+from .. import _schema
+from .._schema import as_responses
+from ._common import sample_slices
 
 __all__ = ["iua"]
 
@@ -29,8 +31,9 @@ _NUMPY_CHUNK = 4096
 def _layer_onehot(responses: xr.DataArray, layers: list[str]) -> np.ndarray:
     """``(unit, layer)`` float32 matrix with a 1 where the unit belongs to the layer."""
     onehot = np.zeros((responses.sizes["unit"], len(layers)), dtype=np.float32)
+    units = _schema.units_by_layer(responses)
     for j, layer in enumerate(layers):
-        onehot[layer_positions(responses, layer), j] = 1
+        onehot[units[layer], j] = 1
     return onehot
 
 
@@ -171,7 +174,7 @@ def iua(
     if not np.isfinite(atol) or atol < 0:
         raise ValueError(f"atol must be a finite number >= 0; got {atol!r}")
     r = as_responses(responses, transformation=transformation)
-    layers = layers_of(r)
+    layers = _schema.layers(r)
     onehot = _layer_onehot(r, layers)
     n_samples = r.sizes["sample"]
     data = r.data

@@ -24,7 +24,8 @@ import xarray as xr
 
 from .._progress import resolve as resolve_progress
 from .._progress import steps
-from ._common import as_responses, layer_positions, layers_of, sample_slices, unit_index
+from .._schema import as_responses, unit_index, units_by_layer
+from ._common import sample_slices
 
 log = logging.getLogger("tmx")
 
@@ -226,8 +227,7 @@ def pfa(
     r = as_responses(responses, transformation=transformation)
     coords = r.coords
     layers: list[_Layer] = []
-    for name in layers_of(r):
-        pos = layer_positions(r, name)
+    for name, pos in units_by_layer(r).items():
         channel_of = None
         if "y" in coords and "channel" in coords:
             y = np.asarray(coords["y"].values)[pos]

@@ -36,8 +36,8 @@ from sklearn.manifold import TSNE
 from .. import _deprecation
 from .._progress import resolve as resolve_progress
 from .._progress import steps
-from .._validate import str_array
-from ._common import as_responses, load_block, loaded_coords, sample_slices, select_layers
+from .._schema import as_responses, loaded_coords, select_layers, units_by_layer
+from ._common import load_block, sample_slices
 
 __all__ = ["METHODS", "reduce"]
 
@@ -473,8 +473,8 @@ def _check_sizes(
 ) -> dict[str, np.ndarray]:
     """Each chosen layer's unit positions, checked to hold ``dims`` units and enough samples."""
     n = int(data.shape[0])
-    names = str_array(data.coords.variables["layer"].values)
-    positions = {layer: np.flatnonzero(names == layer) for layer in chosen}
+    units = units_by_layer(data)
+    positions = {layer: units[layer] for layer in chosen}
     for layer in chosen:
         if dims > positions[layer].size:
             raise ValueError(

@@ -30,8 +30,8 @@ import xarray as xr
 from .. import _deprecation
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._schema import as_responses, layer_positions, select_layers
 from .._version import __version__
-from ._common import as_responses, layer_positions, select_layers
 from .duplicates import duplicates
 from .familiarity import familiarity
 from .reduce import reduce

@@ -1,9 +1,10 @@
-"""Shared machinery of the measures: cube validation, labeled results, chunked float64 moments.
+"""Shared machinery of the measures: labeled results, chunked float64 moments.
 
-Every measure validates its input with ``check_cube``, computes with plain numpy on blocks
-(through dask when the cube is lazy, directly when it is numpy-backed: the same functions, so
-the same numbers), and wraps the result with ``unit_result``, which carries the cube's unit
-coordinates and records the options in ``attrs``.
+Every measure validates its input with ``tmx._schema.check_cube`` (the cube contract),
+computes with plain numpy on blocks (through dask when the cube is lazy, directly when it is
+numpy-backed: the same functions, so the same numbers), and wraps the result with
+``unit_result``, which carries the cube's unit coordinates and records the options in
+``attrs``.
 
 Moments are accumulated in float64 and merged between chunks with the pairwise update of Chan,
 Golub & LeVeque (1979), so a unit with mean 1e4 and standard deviation 1e-2 keeps its digits:
@@ -35,65 +36,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .._validate import check_sizes, str_array
+from .._schema import layer_array, units_by_layer
+from .._validate import check_sizes
 from .._version import __version__
 
-DIMS = ("sample", "transformation", "unit")
-UNIT_COORDS = ("layer", "channel", "y", "x")
 DISPERSIONS = ("std", "var")
 ZERO_DIVS = ("tmeasures", "nan")
 
 
 # -- validation ---------------------------------------------------------------------------------
-def check_cube(
-    cube: Any,
-    name: str = "cube",
-    *,
-    measure: str,
-    min_samples: int = 2,
-    min_transformations: int = 1,
-    need: str | Mapping[str, str] = "",
-) -> xr.DataArray:
-    """Validate a cube: an ``xr.DataArray`` with dims (sample, transformation, unit) (any order)
-    and the unit coordinates ``layer``, ``channel``, ``y``, ``x``. Returns it transposed.
-
-    ``measure`` names the public function in the errors. Every measure needs at least
-    ``min_samples`` samples (default 2: one sample has no spread and nothing to compare),
-    ``min_transformations`` transformations (2 where the measure compares transformations;
-    ``need`` says why: one reason, or one per "samples" / "transformations") and one unit;
-    each shortfall is a ``ValueError`` such as "cube: normalized_variance needs at least 2
-    samples; got N = 1".
-    """
-    if not isinstance(cube, xr.DataArray):
-        raise ValueError(
-            f"{name} must be an xr.DataArray with dims {DIMS} (see tmx.activations); got "
-            f"{type(cube).__name__}"
-        )
-    if set(cube.dims) != set(DIMS):
-        raise ValueError(f"{name} must have dims exactly {DIMS}; got {cube.dims}")
-    missing = [c for c in UNIT_COORDS if c not in cube.coords]
-    if missing:
-        raise ValueError(
-            f"{name} lacks the unit coordinates {missing}: every unit needs layer, channel, y, x "
-            "(−1 where a layer has no such axis), as tmx.activations provides"
-        )
-    for c in UNIT_COORDS:
-        if cube[c].dims != ("unit",):
-            raise ValueError(f"{name}: coordinate {c!r} must lie along 'unit'; got {cube[c].dims}")
-    if cube.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be numeric; got dtype {cube.dtype}")
-    cube = cube.transpose(*DIMS)
-    check_sizes(
-        name,
-        measure,
-        samples=(cube.sizes["sample"], min_samples),
-        transformations=(cube.sizes["transformation"], min_transformations),
-        units=(cube.sizes["unit"], 1),
-        need=need,
-    )
-    return cube
-
-
 def check_per_unit(per_unit: Any, measure: str, name: str = "per_unit") -> None:
     """A per-unit result (a ``unit`` dim) must hold at least one unit."""
     sizes = getattr(per_unit, "sizes", {})
@@ -559,7 +510,7 @@ def channel_groups(obj: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, dict[str
     ``channel``, ``y`` = ``x`` = −1 where the layer has spatial axes (the pooled unit stands for
     the whole map), the unit's own y/x otherwise, and ``units`` (how many units were pooled).
     """
-    layer = str_array(obj["layer"].values)
+    layer = layer_array(obj)
     channel = np.asarray(obj["channel"].values)
     ys = np.asarray(obj["y"].values)
     xs = np.asarray(obj["x"].values)
@@ -580,9 +531,8 @@ def channel_groups(obj: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, dict[str
 
 def spatial_layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
     """Layers with spatial axes (some unit with y ≥ 0 or x ≥ 0), in order of appearance."""
-    layer = str_array(obj["layer"].values)
     has = (np.asarray(obj["y"].values) >= 0) | (np.asarray(obj["x"].values) >= 0)
-    return list(dict.fromkeys(layer[has].tolist()))
+    return [name for name, units in units_by_layer(obj).items() if has[units].any()]
 
 
 def group_reduce(values: Any, codes: np.ndarray, n_groups: int, how: str = "mean") -> Any:

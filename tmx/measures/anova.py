@@ -39,7 +39,8 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
-from ._common import base_attrs, check_cube, choice, is_lazy, moments, unit_result
+from .._schema import check_cube
+from ._common import base_attrs, choice, is_lazy, moments, unit_result
 
 __all__ = ["CORRECTIONS", "adjust_pvalues", "anova", "anova_invariance"]
 

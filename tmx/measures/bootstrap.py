@@ -44,13 +44,13 @@ import xarray as xr
 from .._batching import parse_memory
 from .._progress import dask_bar, steps
 from .._progress import resolve as resolve_progress
+from .._schema import check_cube
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
     ZERO_DIVS,
     base_attrs,
     channel_groups,
-    check_cube,
     check_ddof,
     choice,
     dispersion_from_m2,

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._common import base_attrs, check_cube
+from .._schema import check_cube
+from ._common import base_attrs
 from .bootstrap import bootstrap
 from .variance import normalized_variance
 

@@ -70,11 +70,11 @@ import numpy as np
 import xarray as xr
 from dask.utils import parse_bytes
 
+from .._schema import check_cube
 from ._common import (
     ZERO_DIVS,
     base_attrs,
     channel_groups,
-    check_cube,
     choice,
     divide,
     unit_coords_of,

@@ -17,10 +17,9 @@ import numpy as np
 import xarray as xr
 from scipy import sparse
 
-from .._validate import str_array
+from .._schema import check_cube, units_by_layer
 from ..transforms import TransformationSet, from_dict
 from ..transforms import invert as invert_maps
-from ._common import check_cube
 
 
 def _layer_grid(cube: xr.DataArray, name: str, idx: np.ndarray) -> tuple[int, int, int] | None:
@@ -187,10 +186,8 @@ def invert(
     if input_size is None and "input_shape" in cube.attrs:
         input_size = tuple(int(s) for s in cube.attrs["input_shape"][:2])
     options = {"interpolation": interpolation, "fill": fill}
-    layer_of = str_array(cube["layer"].values)
     kept, dropped, parts = [], [], []
-    for name in dict.fromkeys(layer_of.tolist()):
-        idx = np.flatnonzero(layer_of == name)
+    for name, idx in units_by_layer(cube).items():
         shape = _layer_grid(cube, name, idx)
         if shape is None:
             dropped.append(name)

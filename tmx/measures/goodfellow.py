@@ -34,10 +34,10 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from .._schema import check_cube
 from .._validate import str_array
 from ._common import (
     base_attrs,
-    check_cube,
     choice,
     divide,
     merge_moments,

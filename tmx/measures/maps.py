@@ -86,8 +86,9 @@ import numpy as np
 import xarray as xr
 
 from .._batching import parse_memory
+from .._schema import check_cube, select_layer
 from .._validate import str_array
-from ._common import base_attrs, check_cube, choice
+from ._common import base_attrs, choice
 
 __all__ = ["KINDS", "equivalence", "equivariance_map"]
 
@@ -200,18 +201,6 @@ def _split(n: int, test_size: Any, seed: Any) -> np.ndarray:
     held = np.zeros(n, dtype=bool)
     held[np.random.default_rng(int(seed)).permutation(n)[:n_test]] = True
     return held
-
-
-def _layer_units(cube: xr.DataArray, layer: Any, name: str, what: str) -> tuple[str, np.ndarray]:
-    names = str_array(cube["layer"].values)
-    layers = list(dict.fromkeys(names.tolist()))
-    if layer is None:
-        if len(layers) != 1:
-            raise ValueError(f"{what} must name one of the layers of {name}: {layers}")
-        layer = layers[0]
-    if not isinstance(layer, str) or layer not in layers:
-        raise ValueError(f"{what}={layer!r} is not a layer of {name}; its layers: {layers}")
-    return layer, np.flatnonzero(names == layer)
 
 
 def _grid(cube: xr.DataArray, units: np.ndarray, what: str) -> tuple[np.ndarray, ...]:
@@ -377,7 +366,7 @@ def equivariance_map(
     kind = choice(kind, "kind", KINDS)
     ridge = _check_number(ridge, "ridge", 0.0)
     n, t = cube.sizes["sample"], cube.sizes["transformation"]
-    layer, units = _layer_units(cube, layer, "cube", "layer")
+    layer, units = select_layer(cube, layer, "layer", source="cube")
     if reference is None:
         ref = 0
         coord = cube.coords.get("transform")
@@ -553,8 +542,8 @@ def equivalence(
         raise ValueError(
             f"transformation must be a position in [0, {t}) of both cubes; got {transformation!r}"
         )
-    layer_a, units_a = _layer_units(cube_a, layer_a, "cube_a", "layer_a")
-    layer_b, units_b = _layer_units(cube_b, layer_b, "cube_b", "layer_b")
+    layer_a, units_a = select_layer(cube_a, layer_a, "layer_a", source="cube_a")
+    layer_b, units_b = select_layer(cube_b, layer_b, "layer_b", source="cube_b")
     held = _split(n, test_size, seed)
     grid_a = grid_b = None
     if kind == "conv1x1":

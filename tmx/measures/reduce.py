@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._validate import str_array
+from .. import _schema
 from . import _jackknife as jk
 from ._common import ZERO_DIVS, channel_groups, check_per_unit, choice, divide, group_reduce
 
@@ -26,7 +26,7 @@ def _layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
             "per_unit must be a per-unit result: a 'unit' dim with a 'layer' coordinate "
             "(as every tmx measure returns)"
         )
-    return list(dict.fromkeys(str_array(obj["layer"].values).tolist()))
+    return _schema.layers(obj, "per_unit")
 
 
 def _reduce(values: xr.DataArray, how: str, finite_only: bool) -> tuple[xr.DataArray, Any]:
@@ -75,7 +75,7 @@ def by_layer(
         raise ValueError(f"finite_only must be True or False; got {finite_only!r}")
     layers = _layers(per_unit)
     check_per_unit(per_unit, "by_layer")
-    layer_of = str_array(per_unit["layer"].values)
+    layer_of = _schema.layer_array(per_unit, "per_unit")
     if reduce == "ratio_of_means":
         if not isinstance(per_unit, xr.Dataset) or not {"tv", "sv"} <= set(per_unit.data_vars):
             raise ValueError(

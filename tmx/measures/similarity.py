@@ -91,8 +91,8 @@ import numpy as np
 import xarray as xr
 
 from .._batching import parse_memory
-from .._validate import str_array
-from ._common import base_attrs, check_cube, choice
+from .._schema import check_cube, unit_index, units_by_layer
+from ._common import base_attrs, choice
 
 __all__ = ["ESTIMATORS", "KERNELS", "METHODS", "cka", "cka_invariance"]
 
@@ -458,16 +458,7 @@ def _check_transformation(transformation: Any, t: int, name: str) -> int | None:
 
 def _layers(cube: xr.DataArray) -> list[tuple[str, Any, int]]:
     """(layer, unit positions as a slice when contiguous, count), in order of appearance."""
-    names = str_array(cube["layer"].values)
-    out = []
-    for layer in dict.fromkeys(names.tolist()):
-        pos = np.flatnonzero(names == layer)
-        if np.array_equal(pos, np.arange(pos[0], pos[0] + pos.size)):
-            units: Any = slice(int(pos[0]), int(pos[0]) + pos.size)
-        else:
-            units = pos
-        out.append((layer, units, int(pos.size)))
-    return out
+    return [(layer, unit_index(pos), int(pos.size)) for layer, pos in units_by_layer(cube).items()]
 
 
 def _route_attrs(info: dict[str, Any]) -> dict[str, Any]:

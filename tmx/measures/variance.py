@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._validate import str_array
+from .. import _schema
+from .._schema import check_cube
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
     ZERO_DIVS,
     base_attrs,
     channel_groups,
-    check_cube,
     check_ddof,
     choice,
     dispersion_from_m2,
@@ -77,7 +77,7 @@ def _check_pool(cube: xr.DataArray, pool: Any) -> Any:
     if pool is not None and not spatial_layers(cube):
         raise ValueError(
             f"pool={pool!r} pools units over (y, x), but no layer of the cube has spatial axes "
-            f"(layers: {sorted(set(str_array(cube['layer'].values).tolist()))}); "
+            f"(layers: {_schema.layers(cube)}); "
             "use pool=None"
         )
     return pool

@@ -8,10 +8,10 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from .. import _schema
+from .._schema import UNIT_COORDS
 from .._validate import str_array
 from ._common import bad_color_name, new_axes, pretty_name, with_bad_color
-
-UNIT_COORDS = ("layer", "channel", "y", "x")
 
 
 def _layer_grid(
@@ -34,7 +34,7 @@ def _layer_grid(
             f"{list(UNIT_COORDS)} along 'unit'"
         )
     names = str_array(per_unit["layer"].values)
-    layers = list(dict.fromkeys(names.tolist()))
+    layers = _schema.layers(per_unit, "per_unit")
     if layer not in layers:
         raise ValueError(f"unknown layer {layer!r}; layers: {layers}")
     sel = names == layer
