@@ -41,7 +41,7 @@ def _chunk(path: Path, *index: int) -> Path:
 
 
 def _record(path: Path, *index: int) -> Path:
-    return path.joinpath(tstore.DIGEST_NAME, "c", *map(str, index), "0")
+    return path / tstore.DIGEST_NAME / ("c." + ".".join(map(str, (*index, 0))))
 
 
 def _edit_meta(path: Path, member: str, edit) -> None:
@@ -61,16 +61,47 @@ def test_chunks_carry_a_crc32c_and_a_position_bound_record(tmp_path):
     assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd", "crc32c"]
     records = zarr.open_array(str(path / tstore.DIGEST_NAME), mode="r")[...]
     assert records.shape == (3, 2, 1, 36)
-    values = _expected(_lazy_cube()).values
-    # the record's first 4 bytes: CRC-32C of the values, seeded with the chunk's position
     import google_crc32c
 
-    block = np.ascontiguousarray(values[4:8, 5:10, :])
-    head = f"tmx-chunk|(1, 1, 0)|{block.shape}|{block.dtype.str}|".encode()
-    crc = google_crc32c.extend(google_crc32c.value(head), block)
+    raw = _chunk(path, 1, 1, 0).read_bytes()
+    # the file's last 4 bytes: the crc32c codec's CRC-32C of the stored bytes
+    assert int(google_crc32c.value(raw[:-4])).to_bytes(4, "little") == raw[-4:]
+    # the record's first 4 bytes: that CRC-32C, bound to the chunk's position
+    crc = google_crc32c.extend(google_crc32c.value(b"tmx-chunk|(1, 1, 0)|"), raw[-4:])
     assert records[1, 1, 0, :4].tobytes() == int(crc).to_bytes(4, "little")
     assert not records[..., 4:].any()  # not a tmx.activations cube: no input digests
+    # records and done flags live under flat keys, one file per chunk, no directory per chunk
+    assert _record(path, 1, 1, 0).is_file() and (path / tstore.DONE_NAME / "c.1.1.0").is_file()
     assert tmx.verify(path) == 6
+
+
+@pytest.mark.parametrize("compression", [None, "zstd", "lz4"])
+def test_chunk_files_are_exactly_what_zarr_writes(tmp_path, compression):
+    """tmx writes chunk files itself (no Zarr call per chunk): byte for byte Zarr's encoding,
+    edge chunks padded with NaN, and Zarr reads them back."""
+    path = _saved(tmp_path, compression=compression)
+    values = _expected(_lazy_cube()).values
+    meta = json.loads((path / "activation" / "zarr.json").read_text())
+    twin = zarr.create_array(
+        str(tmp_path / "twin.zarr"),
+        shape=(12, 10, 30),
+        chunks=(5, 4, 30),  # other edges: (12, 10) in chunks of (5, 4)
+        dtype="float32",
+        fill_value=np.nan,
+        compressors=[c for c in meta["codecs"][1:]],
+        serializer=meta["codecs"][0],
+    )
+    twin[...] = values
+    path2 = tmp_path / "edges.zarr"
+    save(_lazy_cube(chunks=(5, 4, 30)), path2, compression=compression)
+    for index in [(0, 0, 0), (2, 2, 0), (1, 2, 0)]:  # inner, corner and edge chunks
+        assert (
+            _chunk(path2, *index).read_bytes()
+            == (tmp_path / "twin.zarr" / "c" / "/".join(map(str, index))).read_bytes()
+        )
+    plain = zarr.open_array(str(path2 / "activation"), mode="r")[...]
+    np.testing.assert_array_equal(plain, values)
+    np.testing.assert_array_equal(tmx_open(path2).values, values)
 
 
 def test_an_all_nan_chunk_is_written_so_a_missing_file_is_always_damage(tmp_path):

@@ -6,11 +6,14 @@ out of memory, a failing forward pass) can be finished with ``tmx.save(cube, sto
 resume=True)``, which computes only the chunks that are missing. ``tmx.open(store)``
 validates a store before reading anything from it and returns a lazy, dask-backed cube
 chunked like the store, whose every chunk is checked against its checksum as it is read.
-``tmx.verify(store)`` reads a whole store and names every damaged chunk. What each of them
-guarantees is summed up in the user guide's "Guarantees" page.
+``tmx.verify(store)`` reads a whole store and names every damaged chunk.
+``tmx.save(cube, store, append=True)`` grows a store along ``sample``. A store is a local
+directory, an fsspec URL (``s3://``, ``gs://``, ``memory://``...) or a zarr store object;
+``tmx.open`` also opens a cube written by plain xarray (``to_zarr``), validated and marked
+unverified. What each of them guarantees is summed up in the user guide's "Guarantees" page.
 
-On-disk layout (a Zarr format 3 group, local filesystem only)
---------------------------------------------------------------
+Layout (a Zarr format 3 group)
+------------------------------
 Group attributes:
 
 ``tmx_format``
@@ -28,6 +31,11 @@ Group attributes:
     e.g. ``"<U12"``, ``"|O"``, ``"<i8"``), ``attrs`` and the ``sha256`` of its values.
     Attribute values are stored as JSON; a tuple is stored as ``{"__tmx_tuple__": [...]}``
     so that it comes back as a tuple.
+``tmx_append``
+    Only while an append is under way or was interrupted (``tmx_complete`` is then
+    false): the manifests before and after, the appended cube's fingerprint, the records
+    of the boundary chunks (the last sample block, when it was partial; their copies are
+    kept under ``_tmx_append/`` until the append ends) and its stage.
 ``tmx_fingerprint``
     sha256 of the canonical JSON of ``tmx_manifest``; ``open`` checks it against the
     manifest. ``resume=True`` compares the store's manifest with the cube's, leaving out the
@@ -50,27 +58,40 @@ one array per coordinate, named like the coordinate
     dtype recorded in the manifest.
 ``_tmx_chunks_done``
     A bool array with one element per chunk of the chunk grid (one element per Zarr chunk,
-    so parallel writers never share a file). Element ``(i, j, k)`` is set to ``true`` only
-    after data chunk ``(i, j, k)`` and its record have been written.
+    so parallel writers never share a file; format 2: uncompressed, flat keys
+    ``c.i.j.k``). Element ``(i, j, k)`` is set to ``true`` only after data chunk ``(i, j,
+    k)`` and its record have been written.
 ``_tmx_chunks_digest``
-    A uint8 array of shape ``(*grid, 36)``, one Zarr chunk per data chunk, codecs
-    ``bytes`` and ``crc32c``. Record ``(i, j, k)``: bytes 0-3 are the CRC-32C (little
-    endian) of the data chunk's decoded values, seeded with its position, shape and dtype
-    (so a chunk file moved to another position no longer matches); bytes 4-35 are the
-    sha256 of the block of ``x`` it was computed from (``tmx.cube.digest_input_block``), or
-    zeros when the cube was not built by ``tmx.activations``. ``resume=True`` compares these
-    input digests before it reuses a chunk.
+    A uint8 array of shape ``(*grid, 36)``, one Zarr chunk per data chunk under a flat key
+    (``c.i.j.k.0``: no directory per chunk), codecs ``bytes`` and ``crc32c``, attribute
+    ``tmx_record_version: 1``. Record ``(i, j, k)``: bytes 0-3 are the CRC-32C (little
+    endian) of the data chunk file's own CRC-32C (the ``crc32c`` codec's last 4 bytes),
+    seeded with the chunk's position -- so a chunk file moved to another position, or
+    replaced by another valid one, no longer matches, and checking it costs no second pass
+    over the values; bytes 4-35 are the sha256 of the block of ``x`` it was computed from
+    (``tmx.cube.digest_input_block``), or zeros when the cube was not built by
+    ``tmx.activations``. ``resume=True`` compares these input digests before it reuses a
+    chunk.
 
-A lock file ``<store>.tmx-lock`` next to the store (JSON: host, pid, process start,
-start time, a token) is held for the whole of a save, resume or overwrite; it is created
-atomically (``O_CREAT | O_EXCL``), so a second writer fails with ``StoreLockedError``.
+Chunk files, records and done flags are written by tmx itself -- exactly the bytes Zarr
+writes, each file whole (a temporary file renamed into place) or each object put whole --
+and read by tmx itself, one file per dask task, without Zarr's per-call machinery: this is
+what keeps the checks' cost within a few per cent (``benchmarks/store.py``).
+
+The lock: for a local store a file ``<store>.tmx-lock`` next to it (JSON: host, pid,
+process start, start time, a token), held for the whole of a save, resume, overwrite or
+append, created atomically (``O_CREAT | O_EXCL``), so a second writer fails with
+``StoreLockedError``. On an fsspec filesystem an object ``<store>.tmx-lock`` written with a
+create-only write and read back (best effort); for other zarr store objects a lock held in
+this process.
 
 The store can also be read by ``xarray.open_zarr`` (without the exact dtype and attribute
-restoration that ``open`` does).
+restoration that ``open`` does, and without the checks of the records).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import concurrent.futures
 import datetime as _dt
@@ -83,7 +104,9 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,11 +116,16 @@ import dask.array as da
 import dask.base
 import dask.threaded
 import google_crc32c
+import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.storage
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.buffer.cpu import Buffer as _CpuBuffer
+from zarr.core.sync import sync as _zarr_sync
 
 from . import _progress
 from ._version import __version__
@@ -123,6 +151,8 @@ _DONE_DIMS = ("_tmx_sample_chunk", "_tmx_transformation_chunk", "_tmx_unit_chunk
 _DIGEST_DIMS = (*_DONE_DIMS, "_tmx_digest_byte")
 _DIGEST_BYTES = 36  # 4: CRC-32C of the chunk's values; 32: sha256 of its input block
 _NO_INPUT = bytes(32)
+#: Version of the checksum records of format 2 (``_tmx_chunks_digest``'s ``tmx_record_version``).
+RECORD_VERSION = 1
 LOCK_SUFFIX = ".tmx-lock"
 _TUPLE_TAG = "__tmx_tuple__"
 #: Deepest nesting of lists/dicts in attrs that ``save`` writes; metadata nested deeper than
@@ -219,29 +249,6 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _as_path(store: Any) -> Path:
-    if isinstance(store, bool) or not isinstance(store, str | os.PathLike):
-        raise ValueError(
-            f"store must be a filesystem path (str or os.PathLike); got {_describe(store)}"
-        )
-    text = os.fspath(store)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    if not text:
-        raise ValueError("store must be a non-empty path")
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
-    if scheme and scheme.group(1).lower() != "file":
-        raise ValueError(
-            f"store {text!r} is a {scheme.group(1)}:// URL; tmx.save and tmx.open work on "
-            "local paths (a URL would otherwise be written as a local directory named "
-            f"'{scheme.group(1)}:'). Save to a local path and copy the directory, or read a "
-            "remote store with xr.open_zarr(url) and pass its cube to the measures"
-        )
-    if scheme:
-        text = text[len("file://") :]
-    return Path(text).expanduser()
-
-
 def _check_flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False; got {_describe(value)}")
@@ -269,6 +276,318 @@ def _check_member_name(name: Any, what: str) -> str:
 
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+# --------------------------------------------------------------------------------------------
+# where a store lives: a local directory, or a Zarr store (fsspec URLs, store objects)
+
+# fsspec protocol -> the package that implements it, for the error when it is missing
+_PROTOCOL_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "adl": "adlfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+    "hf": "huggingface_hub",
+    "sftp": "paramiko",
+    "ssh": "paramiko",
+    "hdfs": "pyarrow",
+    "webhdfs": "requests",
+}
+
+
+async def _gather_gets(store: Any, keys: Sequence[str]) -> list[Any]:
+    proto = default_buffer_prototype()
+    return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
+
+
+async def _collect(agen: Any) -> list[str]:
+    return [k async for k in agen]
+
+
+class _Loc:
+    """A store's location and the few raw operations tmx needs besides Zarr's: read, write
+    (whole objects, atomically), list and delete keys (``"activation/c/0/1/2"``)."""
+
+    label: str
+    path: Path | None = None  # local stores only
+
+    def zarr_store(self) -> Any:
+        raise NotImplementedError
+
+    def read(self, key: str) -> bytearray | bytes | None:
+        raise NotImplementedError
+
+    def read_many(self, keys: Sequence[str]) -> list[bytearray | bytes | None]:
+        return [self.read(k) for k in keys]
+
+    def read_crc(self, key: str) -> tuple[bytearray | bytes, bytes] | None:
+        """The object ``key`` and the CRC-32C of all of it but its last 4 bytes (the
+        ``crc32c`` codec's checksum), or None when it is missing."""
+        raw = self.read(key)
+        if raw is None:
+            return None
+        return raw, _crc(memoryview(raw)[:-4]) if len(raw) >= 4 else b""
+
+    def write(self, key: str, parts: Sequence[Any], atomic: bool = True) -> None:
+        """Write ``parts`` as the object ``key``. ``atomic=False``: a local file may be seen
+        (or left by a kill) partly written -- for chunk files, records and done flags, which
+        are committed by what is written after them (see ``_BlockWriter``)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (a ``"dir/"`` or a key's start), relative to the store."""
+        raise NotImplementedError
+
+    def list_dir(self, prefix: str) -> list[str]:
+        """Names of the keys and "directories" right under ``prefix`` (``""`` or
+        ``"dir/"``)."""
+        raise NotImplementedError
+
+    def where(self, key: str) -> str:
+        """``key`` as a user reads it in a message."""
+        return f"{self.label.rstrip('/')}/{key}"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class _LocalLoc(_Loc):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = os.fspath(path)
+        self.label = self.root
+        self._dirs: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "root": self.root, "label": self.label, "_dirs": set()}
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("tmx-local-store", self.root)
+
+    def zarr_store(self) -> str:
+        return self.root
+
+    def where(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def read(self, key: str) -> bytearray | None:
+        # a bytearray: NumPy arrays decoded from it without a copy stay writable
+        try:
+            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            buf = bytearray(size)
+            view, got = memoryview(buf), 0
+            while got < size:
+                n = os.readv(fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+            return buf if got == size else buf[:got]
+        except IsADirectoryError:
+            return None
+        finally:
+            os.close(fd)
+
+    def read_crc(self, key: str) -> tuple[bytearray, bytes] | None:
+        # read and checksum piece by piece: each piece is checksummed while it is still in
+        # the CPU's cache, which makes the check nearly free next to the read itself
+        try:
+            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            buf = bytearray(size)
+            view, array, got, crc = memoryview(buf), np.frombuffer(buf, np.uint8), 0, 0
+            body = size - 4
+            while got < size:
+                n = os.readv(fd, [view[got : got + _READ_PIECE]])
+                if n == 0:
+                    break
+                if got < body:
+                    crc = google_crc32c.extend(crc, array[got : min(got + n, body)])
+                got += n
+            if got != size:
+                buf = buf[:got]
+                return buf, _crc(memoryview(buf)[:-4]) if got >= 4 else b""
+            return buf, int(crc).to_bytes(4, "little") if size >= 4 else b""
+        except IsADirectoryError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write(self, key: str, parts: Sequence[Any], atomic: bool = True) -> None:
+        """Write ``parts`` one after the other into a temporary file, then rename it to
+        ``key``: a reader (or a kill) never sees a partial file under ``key``. Without
+        ``atomic``, straight into ``key`` (a rename costs milliseconds on some filesystems)."""
+        target = os.path.join(self.root, key)
+        parent = os.path.dirname(target)
+        if parent not in self._dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._dirs.add(parent)
+        if not atomic:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while len(view):
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            return
+        tmp = f"{target}.{uuid.uuid4().hex}.partial"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while len(view):
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, target)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, key))
+        except FileNotFoundError:
+            pass
+
+    def list_dir(self, prefix: str) -> list[str]:
+        try:
+            return [e.name for e in os.scandir(os.path.join(self.root, prefix))]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def list(self, prefix: str) -> list[str]:
+        directory, _, start = prefix.rpartition("/")
+        base = os.path.join(self.root, directory) if directory else self.root
+        out = []
+        try:
+            entries = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for entry in entries:
+            if not entry.name.startswith(start):
+                continue
+            rel = f"{directory}/{entry.name}" if directory else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                for root, _dirs, files in os.walk(entry.path):
+                    sub = os.path.relpath(root, self.root).replace(os.sep, "/")
+                    out += [f"{sub}/{f}" for f in files]
+            else:
+                out.append(rel)
+        return out
+
+
+class _ZarrLoc(_Loc):
+    """A store reached through a Zarr store object (fsspec URLs become ``FsspecStore``)."""
+
+    def __init__(self, store: Any, label: str) -> None:
+        self.store = store
+        self.label = label
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("tmx-zarr-store", self.label, id(self.store))
+
+    def zarr_store(self) -> Any:
+        return self.store
+
+    def read(self, key: str) -> bytes | None:
+        buf = _zarr_sync(self.store.get(key, prototype=default_buffer_prototype()))
+        return None if buf is None else buf.to_bytes()
+
+    def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        bufs = _zarr_sync(_gather_gets(self.store, list(keys)))
+        return [None if b is None else b.to_bytes() for b in bufs]
+
+    def write(self, key: str, parts: Sequence[Any], atomic: bool = True) -> None:
+        # an object is put whole or not at all
+        data = b"".join(memoryview(p).cast("B") for p in parts)
+        _zarr_sync(self.store.set(key, _CpuBuffer.from_bytes(data)))
+
+    def delete(self, key: str) -> None:
+        _zarr_sync(self.store.delete(key))
+
+    def list(self, prefix: str) -> list[str]:
+        # some stores (fsspec's) take a prefix as a directory: list the directory, then filter
+        directory = prefix.rpartition("/")[0]
+        keys = _zarr_sync(_collect(self.store.list_prefix(f"{directory}/" if directory else "")))
+        return [k for k in keys if k.startswith(prefix)]
+
+    def list_dir(self, prefix: str) -> list[str]:
+        return _zarr_sync(_collect(self.store.list_dir(prefix)))
+
+
+def _describe_store_arg(store: Any) -> str:
+    return (
+        "store must be a filesystem path (str or os.PathLike), an fsspec URL such as "
+        f"'s3://bucket/cube.zarr' or 'memory://cube.zarr', or a zarr store object; got "
+        f"{_describe(store)}"
+    )
+
+
+def _from_url(text: str, protocol: str) -> _ZarrLoc:
+    try:
+        store = zarr.storage.FsspecStore.from_url(text)
+    except ImportError as err:
+        package = _PROTOCOL_PACKAGES.get(protocol.lower(), "the fsspec implementation of it")
+        raise ImportError(
+            f"store {text!r}: the {protocol}:// protocol needs {package}, which is not "
+            f"installed (pip install {package}); fsspec says: {err}"
+        ) from err
+    except ValueError as err:
+        raise ValueError(
+            f"store {text!r}: fsspec does not know the protocol {protocol}:// ({err}); use a "
+            "local path or a URL of an installed fsspec filesystem"
+        ) from err
+    return _ZarrLoc(store, text)
+
+
+def _as_loc(store: Any) -> _Loc:
+    """The location of ``store``: a local path (``file://`` URLs too, and ``zarr``'s
+    ``LocalStore``), an fsspec URL or any other zarr store object."""
+    if isinstance(store, zarr.abc.store.Store):
+        if isinstance(store, zarr.storage.LocalStore):
+            return _LocalLoc(Path(store.root))
+        return _ZarrLoc(store, _store_label(store))
+    if isinstance(store, bool) or not isinstance(store, str | os.PathLike):
+        raise ValueError(_describe_store_arg(store))
+    text = os.fspath(store)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text:
+        raise ValueError("store must be a non-empty path")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme and scheme.group(1).lower() != "file":
+        return _from_url(text, scheme.group(1))
+    if scheme:
+        text = text[len("file://") :]
+    return _LocalLoc(Path(text).expanduser())
+
+
+def _store_label(store: Any) -> str:
+    if isinstance(store, zarr.storage.FsspecStore):
+        protocol = store.fs.protocol
+        protocol = protocol[0] if isinstance(protocol, tuple | list) else protocol
+        return f"{protocol}://{store.path.lstrip('/')}"
+    return f"<{type(store).__name__} at {id(store):#x}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,10 +879,13 @@ def _manifest_differences(store: Mapping[str, Any], cube: Mapping[str, Any]) -> 
 # reading raw metadata (no Zarr decoding involved)
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(loc: _Loc, key: str, what: str) -> dict[str, Any]:
+    path = loc.where(key)
     try:
-        with builtins.open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        raw = loc.read(key)
+        if raw is None:
+            raise FileNotFoundError(path)
+        meta = json.loads(bytes(raw).decode("utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{what}: {path} is missing") from None
     except RecursionError:
@@ -601,15 +923,14 @@ def _json_depth(value: Any) -> int:
     return deepest
 
 
-def _group_attrs(path: Path, strict: bool = False) -> dict[str, Any] | None:
-    """Attributes of the Zarr v3 group at ``path``, or None when it is not one. ``strict``:
+def _group_attrs(loc: _Loc, strict: bool = False) -> dict[str, Any] | None:
+    """Attributes of the Zarr v3 group at ``loc``, or None when it is not one. ``strict``:
     raise the reason when ``zarr.json`` exists but cannot be read."""
-    meta_path = path / "zarr.json"
-    if not meta_path.is_file():
-        return None
     try:
-        meta = _read_json(meta_path, f"store {path}")
-    except ValueError:
+        meta = _read_json(loc, "zarr.json", f"store {loc}")
+    except ValueError as err:
+        if "is missing" in str(err):
+            return None
         if strict:
             raise
         return None
@@ -619,8 +940,8 @@ def _group_attrs(path: Path, strict: bool = False) -> dict[str, Any] | None:
     return attrs if isinstance(attrs, dict) else None
 
 
-def _is_tmx_store(path: Path) -> bool:
-    attrs = _group_attrs(path)
+def _is_tmx_store(loc: _Loc) -> bool:
+    attrs = _group_attrs(loc)
     return attrs is not None and attrs.get("tmx_format") == FORMAT
 
 
@@ -646,12 +967,12 @@ def _codec_names(codecs: Any, where: str) -> list[str]:
     return names
 
 
-def _check_array_meta(path: Path, member: str) -> dict[str, Any]:
+def _check_array_meta(loc: _Loc, member: str) -> dict[str, Any]:
     """Check the raw ``zarr.json`` of an array before Zarr decodes anything from it."""
-    where = f"array {member!r} of store {path}"
-    if not (path / member).is_dir():
-        raise ValueError(f"store {path} has no array {member!r}")
-    meta = _read_json(path / member / "zarr.json", where)
+    where = f"array {member!r} of store {loc}"
+    if loc.read(f"{member}/zarr.json") is None and not loc.list(f"{member}/"):
+        raise ValueError(f"store {loc} has no array {member!r}")
+    meta = _read_json(loc, f"{member}/zarr.json", where)
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         raise ValueError(f"{where} is not a Zarr format 3 array")
     dtype = meta.get("data_type")
@@ -670,6 +991,8 @@ def _check_array_meta(path: Path, member: str) -> dict[str, Any]:
 
 
 _CHUNK_KEY_ENCODING = {"name": "default", "configuration": {"separator": "/"}}
+# the per-chunk arrays of format 2 (records, done flags): flat keys, no directory per chunk
+_FLAT_KEY_ENCODING = {"name": "default", "configuration": {"separator": "."}}
 _COMPRESSOR_CODECS = frozenset({"zstd", "blosc"})
 
 
@@ -708,7 +1031,11 @@ def _describe_codecs(codecs: Any) -> str:
 
 
 def _check_layout_meta(
-    where: str, meta: Mapping[str, Any], shape: Sequence[int], chunks: Sequence[int]
+    where: str,
+    meta: Mapping[str, Any],
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    key_encoding: Mapping[str, Any] | None = None,
 ) -> None:
     """Shape, regular chunk grid and chunk keys of an array exactly as ``save`` writes them."""
     if meta.get("shape") != list(shape):
@@ -721,15 +1048,16 @@ def _check_layout_meta(
             f"{where} has the chunk grid {_describe(grid)}; expected regular chunks of shape "
             f"{list(chunks)}"
         )
-    if meta.get("chunk_key_encoding") != _CHUNK_KEY_ENCODING:
+    key_encoding = _CHUNK_KEY_ENCODING if key_encoding is None else key_encoding
+    if meta.get("chunk_key_encoding") != key_encoding:
         raise ValueError(
             f"{where} has the chunk key encoding {_describe(meta.get('chunk_key_encoding'))}; "
-            f"tmx writes {_CHUNK_KEY_ENCODING}"
+            f"tmx writes {key_encoding}"
         )
 
 
 def _check_data_meta(
-    path: Path, meta: Mapping[str, Any], manifest: Mapping[str, Any], version: int
+    path: _Loc, meta: Mapping[str, Any], manifest: Mapping[str, Any], version: int
 ) -> None:
     """The activation array's metadata must be exactly what ``save`` writes: another byte
     order, a transpose, another fill value or data type would decode other values."""
@@ -766,7 +1094,7 @@ def _check_data_meta(
         )
 
 
-def _check_digest_meta(path: Path, manifest: Mapping[str, Any]) -> None:
+def _check_digest_meta(path: _Loc, manifest: Mapping[str, Any]) -> None:
     meta = _check_array_meta(path, DIGEST_NAME)
     where = f"store {path}: array {DIGEST_NAME!r}"
     grid = _grid(manifest["shape"], manifest["chunks"])
@@ -775,7 +1103,16 @@ def _check_digest_meta(path: Path, manifest: Mapping[str, Any]) -> None:
             f"{where} has data type {_describe(meta.get('data_type'))} and fill_value "
             f"{_describe(meta.get('fill_value'))}; tmx writes uint8 and 0"
         )
-    _check_layout_meta(where, meta, [*grid, _DIGEST_BYTES], [1, 1, 1, _DIGEST_BYTES])
+    version = (meta.get("attributes") or {}).get("tmx_record_version")
+    if version != RECORD_VERSION:
+        raise ValueError(
+            f"{where} has tmx_record_version {_describe(version)}; this version of tmx reads "
+            f"checksum records of version {RECORD_VERSION} (a store written by a development "
+            "version of tmx: save the cube again)"
+        )
+    _check_layout_meta(
+        where, meta, [*grid, _DIGEST_BYTES], [1, 1, 1, _DIGEST_BYTES], _FLAT_KEY_ENCODING
+    )
     codecs = meta.get("codecs")
     if not (
         isinstance(codecs, list)
@@ -788,7 +1125,7 @@ def _check_digest_meta(path: Path, manifest: Mapping[str, Any]) -> None:
         )
 
 
-def _validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+def _validate_manifest(manifest: Any, path: _Loc) -> dict[str, Any]:
     where = f"store {path}"
     if not isinstance(manifest, dict):
         raise ValueError(f"{where} has no valid tmx_manifest attribute")
@@ -911,141 +1248,260 @@ class StoreDamagedError(ValueError):
         return (type(self), (self.path, self.problems, self._when))
 
 
-def _chunk_digest(index: Sequence[int], block: np.ndarray) -> bytes:
-    """CRC-32C of a chunk's values, seeded with its position, shape and dtype (4 bytes)."""
-    block = np.ascontiguousarray(block)
-    head = f"tmx-chunk|{tuple(int(i) for i in index)}|{block.shape}|{block.dtype.str}|"
-    crc = google_crc32c.value(head.encode())
-    if block.size:
-        crc = google_crc32c.extend(crc, block)
+def _chunk_key(member: str, index: Sequence[int], separator: str = "/") -> str:
+    """Zarr's default chunk key of ``index`` in array ``member`` (``c/1/0/2`` or ``c.1.0.2``)."""
+    return f"{member}/c{separator}" + separator.join(str(int(i)) for i in index)
+
+
+def _record_key(index: Sequence[int]) -> str:
+    return _chunk_key(DIGEST_NAME, (*index, 0), ".")
+
+
+def _crc(buf: Any) -> bytes:
+    """CRC-32C of a buffer (no copy), little endian, as Zarr's ``crc32c`` codec stores it."""
+    # google_crc32c takes NumPy arrays of any buffer without a copy (not memoryviews)
+    view = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf
+    return int(google_crc32c.value(view)).to_bytes(4, "little")
+
+
+def _binding(index: Sequence[int], stored_crc: bytes) -> bytes:
+    """A chunk's record: the CRC-32C of its file's own CRC-32C (the ``crc32c`` codec's last 4
+    bytes), seeded with the chunk's position, so that the file is bound to its place."""
+    head = f"tmx-chunk|{tuple(int(i) for i in index)}|".encode()
+    crc = google_crc32c.extend(google_crc32c.value(head), bytes(stored_crc))
     return int(crc).to_bytes(4, "little")
 
 
-def _chunk_file(path: Path, member: str, index: Sequence[int]) -> Path:
-    return path.joinpath(member, "c", *(str(int(i)) for i in index))
+class _Undecodable(ValueError):
+    """A chunk file that does not decode (its CRC-32C fails, a truncated file...)."""
 
 
-def _read_digest_record(path: Path, index: Sequence[int]) -> bytes | None:
-    """The 36-byte record of chunk ``index``, read straight from its file (codecs ``bytes``
-    and ``crc32c``, checked by ``open``): None when missing or when its CRC-32C fails."""
-    try:
-        raw = _chunk_file(path, DIGEST_NAME, (*index, 0)).read_bytes()
-    except OSError:
-        return None
-    if len(raw) != _DIGEST_BYTES + 4:
-        return None
-    if int(google_crc32c.value(raw[:-4])).to_bytes(4, "little") != raw[-4:]:
-        return None
-    return raw[:-4]
+_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+_READ_PIECE = 256 * 1024  # bytes read (and checksummed) at a time: fits a CPU's L2 cache
 
 
-def _listed_chunks(directory: Path, depth: int) -> set[tuple[int, ...]]:
-    """Indices of the chunk files under ``directory`` (Zarr's default ``c/i/j/k`` keys): a
-    directory listing, nothing is read. Zarr's temporary ``*.partial`` files are not chunks."""
-    found: set[tuple[int, ...]] = set()
+class _ChunkCodec:
+    """Encodes and decodes whole chunk files exactly as Zarr does, for the pipelines tmx
+    writes (and ``open`` accepts): ``bytes`` (little endian), then an optional zstd or Blosc
+    compressor (numcodecs, as Zarr uses it), then an optional ``crc32c``. Chunks are read and
+    written directly, one file each, without Zarr's per-call machinery; edge chunks are
+    stored whole, padded with the fill value, as Zarr stores them."""
 
-    def walk(d: Path, prefix: tuple[int, ...]) -> None:
+    def __init__(self, meta: Mapping[str, Any], fill: Any) -> None:
+        dtype = np.dtype(meta["data_type"])
+        self.dtype = dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
+        self.chunks = tuple(int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"])
+        self.fill = fill
+        self.codecs = list(meta["codecs"])
+        body = self.codecs[1:]
+        self.crc = bool(body) and body[-1].get("name") == "crc32c"
+        if self.crc:
+            body = body[:-1]
+        self.compressor: Any = None
+        if body:
+            name, config = body[0]["name"], dict(body[0].get("configuration") or {})
+            if name == "zstd":
+                self.compressor = numcodecs.Zstd(
+                    level=config.get("level", 0), checksum=config.get("checksum", False)
+                )
+            else:  # blosc
+                self.compressor = numcodecs.Blosc(
+                    cname=config.get("cname", "zstd"),
+                    clevel=config.get("clevel", 5),
+                    shuffle=_BLOSC_SHUFFLE[config.get("shuffle", "noshuffle")],
+                    blocksize=config.get("blocksize", 0),
+                    typesize=config.get("typesize", self.dtype.itemsize),
+                )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"codecs": self.codecs, "dtype": self.dtype, "chunks": self.chunks, "f": self.fill}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        meta = {
+            "data_type": state["dtype"].name,
+            "chunk_grid": {"configuration": {"chunk_shape": list(state["chunks"])}},
+            "codecs": state["codecs"],
+        }
+        self.__init__(meta, state["f"])  # type: ignore[misc]
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("tmx-chunk-codec", _canonical_json(self.codecs), self.dtype.str, self.chunks)
+
+    def encode(self, block: np.ndarray) -> tuple[list[Any], bytes]:
+        """The parts of the chunk file of ``block`` (written one after the other), and its
+        CRC-32C (the file's last 4 bytes; ``b""`` without the ``crc32c`` codec)."""
+        if block.shape != self.chunks:
+            full = np.full(self.chunks, self.fill, dtype=self.dtype)
+            full[tuple(slice(0, n) for n in block.shape)] = block
+        else:
+            full = np.ascontiguousarray(block, dtype=self.dtype)
+        raw: Any = memoryview(full).cast("B") if full.size else b""
+        if self.compressor is not None:
+            raw = self.compressor.encode(raw)
+        if not self.crc:
+            return [raw], b""
+        crc = _crc(raw)
+        return [raw, crc], crc
+
+    def decode(self, raw: bytes | bytearray, crc: bytes | None = None) -> np.ndarray:
+        """The whole chunk of a chunk file; ``_Undecodable`` naming why not. ``crc``: the
+        CRC-32C of all of ``raw`` but its last 4 bytes, when already computed."""
+        body = memoryview(raw)
+        if self.crc:
+            if len(body) < 4:
+                raise _Undecodable("the file is truncated")
+            body, stored = body[:-4], bytes(body[-4:])
+            if (crc if crc is not None else _crc(body)) != stored:
+                raise _Undecodable(
+                    "its stored bytes do not match their CRC-32C checksum (damaged file)"
+                )
+        nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        if self.compressor is None:
+            if len(body) != nbytes:
+                raise _Undecodable(f"it holds {len(body)} bytes; expected {nbytes}")
+            return np.frombuffer(body, dtype=self.dtype).reshape(self.chunks)
+        out = np.empty(self.chunks, dtype=self.dtype)
         try:
-            entries = list(os.scandir(d))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            index = (*prefix, int(entry.name))
-            if len(index) == depth:
-                if entry.is_file():
-                    found.add(index)
-            elif entry.is_dir():
-                walk(Path(entry.path), index)
+            self.compressor.decode(body, out=out)
+        except Exception as err:
+            raise _Undecodable(f"it cannot be decompressed ({type(err).__name__}: {err})") from err
+        return out
 
-    walk(directory / "c", ())
+
+def _parse_record(raw: bytes | bytearray | None) -> bytes | None:
+    """The 36 bytes of a record file (codecs ``bytes`` and ``crc32c``, checked by ``open``):
+    None when missing or when its own CRC-32C fails."""
+    if raw is None or len(raw) != _DIGEST_BYTES + 4:
+        return None
+    body = bytes(raw[:-4])
+    if _crc(body) != bytes(raw[-4:]):
+        return None
+    return body
+
+
+def _encode_record(record: bytes) -> list[bytes]:
+    return [record, _crc(record)]
+
+
+def _read_records(
+    loc: _Loc, indices: Sequence[tuple[int, ...]]
+) -> dict[tuple[int, ...], bytes | None]:
+    """The records of chunks ``indices`` (None: missing or damaged), read concurrently where
+    the store allows it."""
+    raws = loc.read_many([_record_key(i) for i in indices])
+    return {i: _parse_record(r) for i, r in zip(indices, raws, strict=True)}
+
+
+def _listed_chunks(loc: _Loc, member: str, depth: int, separator: str) -> set[tuple[int, ...]]:
+    """Indices of the chunk files of array ``member``: a listing, nothing is read. Zarr's (and
+    tmx's) temporary ``*.partial`` files are not chunks."""
+    prefix = f"{member}/c{separator}"
+    found: set[tuple[int, ...]] = set()
+    for key in loc.list(prefix):
+        if not key.startswith(prefix):
+            continue
+        parts = key[len(prefix) :].split(separator)
+        if len(parts) == depth and all(p.isdigit() for p in parts):
+            found.add(tuple(int(p) for p in parts))
     return found
 
 
-def _missing_chunks(path: Path, manifest: Mapping[str, Any]) -> list[ChunkProblem]:
-    """Chunks of a complete store whose data or digest file is not there (a listing)."""
+def _missing_chunks(loc: _Loc, manifest: Mapping[str, Any]) -> list[ChunkProblem]:
+    """Chunks of a complete store whose data or record file is not there (a listing)."""
     shape, chunks = manifest["shape"], manifest["chunks"]
     grid = _grid(shape, chunks)
     if 0 in grid:
         return []
-    data = _listed_chunks(path / DATA_NAME, 3)
-    digests = {idx[:3] for idx in _listed_chunks(path / DIGEST_NAME, 4) if idx[3] == 0}
+    data = _listed_chunks(loc, DATA_NAME, 3, "/")
+    records = {i[:3] for i in _listed_chunks(loc, DIGEST_NAME, 4, ".") if i[3] == 0}
     out = []
     for index in np.ndindex(*grid):
         if index not in data:
             out.append(_problem(index, shape, chunks, "its file is missing"))
-        elif index not in digests:
+        elif index not in records:
             out.append(_problem(index, shape, chunks, "its checksum record is missing"))
     return out
 
 
 class _ChunkReader:
-    """Reads one chunk of a checksummed store and checks it against its record.
+    """Reads one chunk of the ``activation`` array straight from its file, and (format 2)
+    checks it: the ``crc32c`` codec's CRC-32C of the stored bytes (a flipped bit, a
+    truncated file), and that CRC-32C against the chunk's record, which is bound to the
+    chunk's position (a chunk file swapped with, or replaced by, another valid one). A
+    missing file is damage in format 2; in format 1 it reads as the fill value, NaN, as Zarr
+    reads it."""
 
-    Zarr's ``crc32c`` codec checks the stored bytes (a flipped bit, a truncated file); the
-    record's CRC-32C of the decoded values, seeded with the chunk's position, catches a chunk
-    file that was swapped with, or replaced by, another valid one, and a missing file (which
-    Zarr would read as NaN)."""
-
-    def __init__(self, path: Path, shape: Sequence[int], chunks: Sequence[int]) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        loc: _Loc,
+        shape: Sequence[int],
+        chunks: Sequence[int],
+        codec: _ChunkCodec,
+        checked: bool,
+    ) -> None:
+        self.loc = loc
         self.shape = tuple(int(n) for n in shape)
         self.chunks = tuple(int(c) for c in chunks)
-        self._array: zarr.Array | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "shape": self.shape, "chunks": self.chunks, "_array": None}
+        self.codec = codec
+        self.checked = checked
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return ("tmx-chunk-reader", str(self.path), self.shape, self.chunks)
+        return ("tmx-chunk-reader", self.loc, self.shape, self.chunks, self.codec, self.checked)
 
-    def _get_array(self) -> zarr.Array:
-        if self._array is None:
-            self._array = zarr.open_array(str(self.path / DATA_NAME), mode="r", zarr_format=3)
-        return self._array
-
-    def read(self, index: Sequence[int]) -> tuple[np.ndarray | None, ChunkProblem | None]:
-        """(the chunk, None) or (None, what is wrong with it)."""
+    def read(
+        self, index: Sequence[int], expected: bytes | None, key: str | None = None
+    ) -> tuple[np.ndarray | None, ChunkProblem | None]:
+        """(the chunk, None) or (None, what is wrong with it). ``expected``: its record's
+        first 4 bytes (None: the record is missing or damaged); ``key``: read the chunk from
+        there instead (a copy kept by an append)."""
         index = tuple(int(i) for i in index)
         region = tuple(
-            slice(i * c, min(n, (i + 1) * c))
+            slice(0, min(c, n - i * c))
             for i, c, n in zip(index, self.chunks, self.shape, strict=True)
         )
 
         def bad(text: str) -> tuple[None, ChunkProblem]:
             return None, _problem(index, self.shape, self.chunks, text)
 
-        chunk_file = _chunk_file(self.path, DATA_NAME, index)
+        key = key or _chunk_key(DATA_NAME, index)
+        crc = None
+        if self.codec.crc:
+            got = self.loc.read_crc(key)
+            raw, crc = (None, None) if got is None else got
+        else:
+            raw = self.loc.read(key)
+        if raw is None:
+            if self.checked:
+                return bad("its file is missing")
+            return np.full(self.chunks, self.codec.fill, self.codec.dtype)[region], None
         try:
-            block = np.asarray(self._get_array()[region])
-        except Exception as err:  # the crc32c codec, a decompressor, a truncated file
-            if "checksum" in str(err).lower():
-                return bad("its stored bytes do not match their CRC-32C checksum (damaged file)")
-            return bad(f"it cannot be decoded ({type(err).__name__}: {err})")
-        record = _read_digest_record(self.path, index)
-        if record is None:
-            if not chunk_file.is_file():
-                return bad("its file is missing")
-            return bad("its checksum record is missing or damaged")
-        if record[:4] != _chunk_digest(index, block):
-            if not chunk_file.is_file():
-                return bad("its file is missing")
-            return bad(
-                "its values do not match the checksum recorded when it was written (a chunk "
-                "file swapped with or replaced by another, or altered)"
-            )
+            full = self.codec.decode(raw, crc)
+        except _Undecodable as err:
+            return bad(str(err))
+        if self.checked:
+            if expected is None:
+                return bad("its checksum record is missing or damaged")
+            if _binding(index, raw[-4:]) != expected:
+                return bad(
+                    "its values do not match the checksum recorded when it was written (a "
+                    "chunk file swapped with or replaced by another, or altered)"
+                )
+        block = full[region]
+        if block.dtype != block.dtype.newbyteorder("="):
+            block = block.astype(block.dtype.newbyteorder("="))
         return block, None
 
-    def __call__(self, index: Sequence[int]) -> np.ndarray:
-        block, problem = self.read(index)
+    def __call__(self, index: Sequence[int], expected: bytes | None = None) -> np.ndarray:
+        block, problem = self.read(index, expected)
         if problem is not None:
-            raise StoreDamagedError(self.path, [problem], " (found while reading)")
+            raise StoreDamagedError(self.loc, [problem], " (found while reading)")
         return block
 
 
-def _read_chunk(reader: _ChunkReader, index: tuple[int, int, int]) -> np.ndarray:
-    return reader(index)
+def _read_chunk(
+    reader: _ChunkReader, index: tuple[int, int, int], expected: bytes | None = None
+) -> np.ndarray:
+    return reader(index, expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1100,21 +1556,6 @@ def _holder_alive(holder: Any) -> bool | None:
     return True
 
 
-def _read_lock(lock: Path) -> tuple[dict[str, Any] | None, bytes | None]:
-    """(holder, raw bytes); raw is None when the lock file is gone."""
-    try:
-        raw = lock.read_bytes()
-    except FileNotFoundError:
-        return None, None
-    except OSError:
-        return None, b""
-    try:
-        holder = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, raw
-    return (holder if isinstance(holder, dict) else None), raw
-
-
 def _describe_holder(holder: dict[str, Any] | None) -> str:
     if holder is None:
         return "a writer that left no readable owner (killed while taking the lock?)"
@@ -1125,7 +1566,7 @@ def _describe_holder(holder: dict[str, Any] | None) -> str:
 
 
 def _locked_error(
-    path: Path, lock: Path, holder: dict[str, Any] | None, alive: bool | None, tried: bool
+    path: Any, lock: Any, holder: dict[str, Any] | None, alive: bool | None, tried: bool
 ) -> StoreLockedError:
     who = _describe_holder(holder)
     if alive is False:
@@ -1173,8 +1614,146 @@ def _break_lock(lock: Path, raw: bytes) -> bool:
     return False
 
 
+class _LockFile:
+    """The lock of a local store: a file next to it, created with ``O_CREAT | O_EXCL``."""
+
+    exact = True
+
+    def __init__(self, path: Path) -> None:
+        self.file = _lock_path(path)
+        self.label = str(self.file)
+
+    def create(self, data: bytes) -> bool:
+        try:
+            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def read(self) -> bytes | None:
+        try:
+            return self.file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return b""
+
+    def remove_if(self, raw: bytes) -> bool:
+        return _break_lock(self.file, raw)
+
+    def remove(self) -> None:
+        self.file.unlink(missing_ok=True)
+
+
+# serialises the check-and-create of lock objects (and the registry) within this process
+_PROCESS_LOCK = threading.Lock()
+_PROCESS_LOCKS: dict[int, tuple[Any, bytes]] = {}
+
+
+class _LockObject:
+    """The lock of a store on an fsspec filesystem: an object next to it
+    (``<store>.tmx-lock``), written with fsspec's create-only write (``pipe_file(...,
+    mode="create")``: atomic where the filesystem implements it, a check then a write
+    otherwise), then read back. Best effort: see the Guarantees page."""
+
+    exact = False
+
+    def __init__(self, fs: Any, path: str, label: str) -> None:
+        self.fs, self.path, self.label = fs, path, label
+
+    def create(self, data: bytes) -> bool:
+        with _PROCESS_LOCK:
+            try:
+                _zarr_sync(self.fs._pipe_file(self.path, data, mode="create"))
+            except FileExistsError:
+                return False
+            except (TypeError, ValueError, NotImplementedError):
+                # a filesystem without create-only writes: check, then write
+                if self.read() is not None:
+                    return False
+                _zarr_sync(self.fs._pipe_file(self.path, data))
+        return self.read() == data  # another writer's object replaced ours: it holds the lock
+
+    def read(self) -> bytes | None:
+        try:
+            return bytes(_zarr_sync(self.fs._cat_file(self.path)))
+        except FileNotFoundError:
+            return None
+
+    def remove_if(self, raw: bytes) -> bool:
+        if self.read() not in (raw, None):
+            return False
+        self.remove()
+        return True
+
+    def remove(self) -> None:
+        try:
+            _zarr_sync(self.fs._rm_file(self.path))
+        except FileNotFoundError:
+            pass
+
+
+class _LockInProcess:
+    """The lock of a store given as a zarr store object with no filesystem to put a lock
+    object on (``MemoryStore``...): held in this process only."""
+
+    exact = False
+
+    def __init__(self, store: Any, label: str) -> None:
+        self.store, self.label = store, f"the lock of {label} held in this process"
+
+    def create(self, data: bytes) -> bool:
+        with _PROCESS_LOCK:
+            if id(self.store) in _PROCESS_LOCKS:
+                return False
+            _PROCESS_LOCKS[id(self.store)] = (self.store, data)
+            return True
+
+    def read(self) -> bytes | None:
+        entry = _PROCESS_LOCKS.get(id(self.store))
+        return None if entry is None else entry[1]
+
+    def remove_if(self, raw: bytes) -> bool:
+        with _PROCESS_LOCK:
+            entry = _PROCESS_LOCKS.get(id(self.store))
+            if entry is not None and entry[1] != raw:
+                return False
+            _PROCESS_LOCKS.pop(id(self.store), None)
+            return True
+
+    def remove(self) -> None:
+        with _PROCESS_LOCK:
+            _PROCESS_LOCKS.pop(id(self.store), None)
+
+
+def _lock_for(loc: _Loc) -> _LockFile | _LockObject | _LockInProcess:
+    if isinstance(loc, _LocalLoc):
+        assert loc.path is not None
+        return _LockFile(loc.path)
+    store = loc.zarr_store()
+    if isinstance(store, zarr.storage.FsspecStore):
+        return _LockObject(
+            store.fs, store.path.rstrip("/") + LOCK_SUFFIX, loc.label.rstrip("/") + LOCK_SUFFIX
+        )
+    return _LockInProcess(store, loc.label)
+
+
+def _parse_lock(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes | None]:
+    if raw is None:
+        return None, None
+    try:
+        holder = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, raw
+    return (holder if isinstance(holder, dict) else None), raw
+
+
 class _Lock:
-    def __init__(self, path: Path, lock: Path, break_lock: bool) -> None:
+    def __init__(self, path: _Loc, lock: Any, break_lock: bool) -> None:
         self.path, self.lock, self.break_lock = path, lock, break_lock
         self.token = uuid.uuid4().hex
 
@@ -1188,61 +1767,70 @@ class _Lock:
             "tmx_version": __version__,
             "store": str(self.path),
         }
+        data = json.dumps(info).encode("utf-8")
         broken = False
         for _ in range(5):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder, raw = _read_lock(self.lock)
-                if raw is None:
-                    continue  # released meanwhile: try again
-                alive = _holder_alive(holder)
-                if self.break_lock and not broken and alive is not True:
-                    broken = _break_lock(self.lock, raw)
-                    if broken:
-                        continue
-                raise _locked_error(self.path, self.lock, holder, alive, self.break_lock) from None
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(info, f)
-                f.flush()
-                os.fsync(f.fileno())
-            return self
-        holder, _ = _read_lock(self.lock)
-        raise _locked_error(self.path, self.lock, holder, _holder_alive(holder), self.break_lock)
+            if self.lock.create(data):
+                return self
+            holder, raw = _parse_lock(self.lock.read())
+            if raw is None:
+                continue  # released meanwhile: try again
+            alive = _holder_alive(holder)
+            if self.break_lock and not broken and alive is not True:
+                broken = self.lock.remove_if(raw)
+                if broken:
+                    continue
+            raise _locked_error(self.path, self.lock.label, holder, alive, self.break_lock)
+        holder, _ = _parse_lock(self.lock.read())
+        raise _locked_error(
+            self.path, self.lock.label, holder, _holder_alive(holder), self.break_lock
+        )
 
     def __exit__(self, *exc: Any) -> None:
-        holder, _ = _read_lock(self.lock)
+        holder, _ = _parse_lock(self.lock.read())
         if holder is not None and holder.get("token") == self.token:
-            self.lock.unlink(missing_ok=True)
+            self.lock.remove()
 
 
 # --------------------------------------------------------------------------------------------
 # writing
 
 
-def _store_state(path: Path) -> str:
+def _store_state(loc: _Loc) -> str:
     """ "missing", "empty" (nothing, or only what a save killed before its first metadata
     write leaves: Zarr temporary files, an unreadable ``zarr.json``), "tmx", "other" or
     "file"."""
-    if not path.exists():
+    if isinstance(loc, _LocalLoc):
+        assert loc.path is not None
+        if not loc.path.exists():
+            return "missing"
+        if not loc.path.is_dir():
+            return "file"
+    elif not loc.list(""):
         return "missing"
-    if not path.is_dir():
-        return "file"
-    if _is_tmx_store(path):
+    if _is_tmx_store(loc):
         return "tmx"
-    return "empty" if _leftovers(path) is not None else "other"
+    return "empty" if _leftovers(loc) is not None else "other"
 
 
-def _leftovers(path: Path) -> list[Path] | None:
+def _leftovers(loc: _Loc) -> list[str] | None:
+    """The keys a save killed before its first metadata write leaves (temporary files, an
+    unreadable ``zarr.json``), or None when the store holds anything else."""
     out = []
-    for entry in os.scandir(path):
-        if entry.is_file(follow_symlinks=False) and _ZARR_TEMP.search(entry.name):
-            out.append(Path(entry.path))
-        elif entry.name == "zarr.json" and entry.is_file(follow_symlinks=False):
+    if isinstance(loc, _LocalLoc):
+        assert loc.path is not None
+        entries = [(e.name, e.is_file(follow_symlinks=False)) for e in os.scandir(loc.path)]
+    else:
+        keys = loc.list("")
+        entries = [(k, True) for k in keys if "/" not in k] + [(k, False) for k in keys if "/" in k]
+    for name, is_file in entries:
+        if is_file and _ZARR_TEMP.search(name):
+            out.append(name)
+        elif name == "zarr.json" and is_file:
             try:
-                _read_json(Path(entry.path), "")
+                _read_json(loc, name, "")
             except ValueError:  # a partial first write
-                out.append(Path(entry.path))
+                out.append(name)
             else:
                 return None
         else:
@@ -1250,35 +1838,39 @@ def _leftovers(path: Path) -> list[Path] | None:
     return out
 
 
-def _remove_temp_files(path: Path) -> None:
-    """Zarr's temporary files left by a killed save (never read, never needed)."""
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            if _ZARR_TEMP.search(name):
-                Path(root, name).unlink(missing_ok=True)
+def _remove_temp_files(loc: _Loc) -> None:
+    """Temporary files left by a killed save (never read, never needed)."""
+    if isinstance(loc, _LocalLoc):
+        for root, _dirs, files in os.walk(loc.root):
+            for name in files:
+                if _ZARR_TEMP.search(name):
+                    Path(root, name).unlink(missing_ok=True)
 
 
-def _clear_store(path: Path) -> None:
+def _clear_store(loc: _Loc) -> None:
     """Delete a tmx store, marking it incomplete first: a delete interrupted half-way leaves
     an incomplete store that ``open`` refuses (and ``overwrite`` or ``resume`` can reuse),
     never a complete-looking one with chunks missing."""
-    meta_path = path / "zarr.json"
-    meta = _read_json(meta_path, f"store {path}")
+    meta = _read_json(loc, "zarr.json", f"store {loc}")
     meta.setdefault("attributes", {})["tmx_complete"] = False
-    tmp = path / f"zarr.{uuid.uuid4().hex}.partial"
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp, meta_path)
-    for entry in os.scandir(path):
-        if entry.name != "zarr.json":
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-    shutil.rmtree(path)
+    loc.write("zarr.json", [json.dumps(meta).encode("utf-8")])
+    if isinstance(loc, _LocalLoc):
+        for entry in os.scandir(loc.root):
+            if entry.name != "zarr.json":
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        shutil.rmtree(loc.root)
+        return
+    for key in loc.list(""):
+        if key != "zarr.json":
+            loc.delete(key)
+    loc.delete("zarr.json")
 
 
 def _create_store(
-    path: Path,
+    loc: _Loc,
     manifest: dict[str, Any],
     fingerprint: str,
     values: Mapping[str, np.ndarray],
@@ -1286,7 +1878,7 @@ def _create_store(
     checksums: bool = True,
 ) -> None:
     group = zarr.create_group(
-        store=str(path),
+        store=loc.zarr_store(),
         zarr_format=3,
         overwrite=False,
         attributes={
@@ -1298,7 +1890,11 @@ def _create_store(
         },
     )
     _write_coords(group, manifest, values)
-    _ensure_data_arrays(group, manifest, path, compression, checksums)
+    _ensure_data_arrays(group, manifest, loc, compression, checksums)
+
+
+def _open_group(loc: _Loc, mode: str = "r+") -> zarr.Group:
+    return zarr.open_group(loc.zarr_store(), mode=mode, zarr_format=3, use_consolidated=False)
 
 
 def _write_coords(
@@ -1320,10 +1916,36 @@ def _write_coords(
             arr[...] = v.astype(str) if is_str else v
 
 
+def _flat_array_meta(
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    dtype: np.dtype,
+    dims: Sequence[str],
+    attrs: Mapping[str, Any],
+) -> bytes:
+    """``zarr.json`` of a records or done-flags array of format 2 (as Zarr 3 writes it)."""
+    meta = {
+        "shape": [int(n) for n in shape],
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": _FLAT_KEY_ENCODING,
+        "fill_value": 0 if dtype.kind == "u" else False,
+        "codecs": [{"name": "bytes"}, {"name": "crc32c"}]
+        if dtype.kind == "u"
+        else [{"name": "bytes"}],
+        "attributes": dict(attrs),
+        "dimension_names": list(dims),
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+    return json.dumps(meta, indent=2).encode("utf-8")
+
+
 def _ensure_data_arrays(
     group: zarr.Group,
     manifest: dict[str, Any],
-    path: Path,
+    path: _Loc,
     compression: str | None = "zstd",
     checksums: bool = True,
 ) -> None:
@@ -1346,7 +1968,17 @@ def _ensure_data_arrays(
             plain,
             (_COMPRESSORS[compression]() or []) + crc,
         ),
-        (DONE_NAME, grid, (1, 1, 1), np.dtype(bool), False, _DONE_DIMS, {}, "auto"),
+        # format 2: one uncompressed byte per chunk under a flat key (no directory per chunk)
+        (
+            DONE_NAME,
+            grid,
+            (1, 1, 1),
+            np.dtype(bool),
+            False,
+            _DONE_DIMS,
+            {},
+            [] if checksums else "auto",
+        ),
     ]
     if checksums:
         specs.append(
@@ -1357,11 +1989,17 @@ def _ensure_data_arrays(
                 np.dtype(np.uint8),
                 0,
                 _DIGEST_DIMS,
-                {},
+                {"tmx_record_version": RECORD_VERSION},
                 crc,
             )
         )
     for name, ashape, achunks, dtype, fill, dims, attrs, compressors in specs:
+        flat = checksums and name in (DONE_NAME, DIGEST_NAME)
+        if flat and path.read(f"{name}/zarr.json") is None:
+            # the per-chunk arrays of format 2: their metadata written directly, as Zarr
+            # writes it (one file; Zarr's create_array costs milliseconds per array)
+            path.write(f"{name}/zarr.json", [_flat_array_meta(ashape, achunks, dtype, dims, attrs)])
+            continue
         if name in group:
             arr = group[name]
             if (
@@ -1384,38 +2022,44 @@ def _ensure_data_arrays(
             dimension_names=dims,
             attributes=attrs,
             compressors=compressors or None,
+            chunk_key_encoding={"name": "default", "separator": "." if flat else "/"},
         )
 
 
 class _BlockWriter:
-    """Writes one block of the cube into the store, then its record, then flags it done."""
+    """Writes one block of the cube into the store, straight to its chunk file, then (format
+    2) its record, then its done flag; each file is written whole or not at all."""
 
-    def __init__(self, path: Path, chunks: Sequence[int], checksums: bool = True) -> None:
-        self.path = str(path)
-        self.chunks = tuple(chunks)
+    def __init__(
+        self,
+        loc: _Loc,
+        chunks: Sequence[int],
+        shape: Sequence[int],
+        data_codec: _ChunkCodec,
+        done_codec: _ChunkCodec,
+        done_separator: str,
+        checksums: bool = True,
+        offset: int = 0,
+    ) -> None:
+        self.loc = loc
+        self.chunks = tuple(int(c) for c in chunks)
+        self.shape = tuple(int(n) for n in shape)
+        self.data_codec = data_codec
+        self.done_codec = done_codec
+        self.done_separator = done_separator
         self.checksums = checksums
-        self._arrays: tuple[zarr.Array, zarr.Array, zarr.Array | None] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "chunks": self.chunks,
-            "checksums": self.checksums,
-            "_arrays": None,
-        }
+        self.offset = int(offset)  # sample blocks of the store before the cube's first one
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return ("tmx-block-writer", self.path, self.chunks, self.checksums)
-
-    def _get_arrays(self) -> tuple[zarr.Array, zarr.Array, zarr.Array | None]:
-        if self._arrays is None:
-            group = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-            # every chunk is written, an all-NaN one too: a missing file is always damage
-            config = {"write_empty_chunks": True}
-            data = group[DATA_NAME].with_config(config)
-            digests = group[DIGEST_NAME].with_config(config) if self.checksums else None
-            self._arrays = (data, group[DONE_NAME], digests)
-        return self._arrays
+        return (
+            "tmx-block-writer",
+            self.loc,
+            self.chunks,
+            self.shape,
+            self.data_codec,
+            self.checksums,
+            self.offset,
+        )
 
     def __call__(
         self,
@@ -1424,25 +2068,94 @@ class _BlockWriter:
         input_digest: bytes | None = None,
         _gate: Any = None,
     ) -> int:
-        index = tuple(index)
-        data, done, digests = self._get_arrays()
-        region = tuple(
-            slice(i * c, i * c + n) for i, c, n in zip(index, self.chunks, block.shape, strict=True)
-        )
+        index = (int(index[0]) + self.offset, *(int(i) for i in index[1:]))
         expected = tuple(
-            min(c, s - i * c) for i, c, s in zip(index, self.chunks, data.shape, strict=True)
+            min(c, s - i * c) for i, c, s in zip(index, self.chunks, self.shape, strict=True)
         )
         if block.shape != expected:
             raise ValueError(
                 f"block {index} of the cube has shape {block.shape}; expected {expected}"
             )
-        block = np.ascontiguousarray(block, dtype=data.dtype)  # the values Zarr stores
-        data[region] = block
-        if digests is not None:
-            record = _chunk_digest(index, block) + (input_digest or _NO_INPUT)
-            digests[(*index, slice(None))] = np.frombuffer(record, np.uint8)
-        done[index] = True
+        # Written in place, in this order: the chunk, its record, its done flag. A kill
+        # mid-way leaves the chunk not flagged done (a partial record fails its own CRC-32C
+        # and counts as missing), so a resume writes it again; no reader ever sees it,
+        # since open refuses an incomplete store.
+        parts, crc = self.data_codec.encode(np.asarray(block))
+        self.loc.write(_chunk_key(DATA_NAME, index), parts, atomic=False)
+        if self.checksums:
+            record = _binding(index, crc) + (input_digest or _NO_INPUT)
+            self.loc.write(_record_key(index), _encode_record(record), atomic=False)
+        done, _ = self.done_codec.encode(np.ones((1, 1, 1), dtype=bool))
+        self.loc.write(_chunk_key(DONE_NAME, index, self.done_separator), done, atomic=False)
         return 1
+
+
+def _writer(
+    loc: _Loc,
+    manifest: Mapping[str, Any],
+    checksums: bool,
+    offset: int = 0,
+) -> _BlockWriter:
+    """The block writer of a store, its codecs read from the arrays' (checked) metadata."""
+    data_meta = _read_json(loc, f"{DATA_NAME}/zarr.json", f"store {loc}")
+    done_meta = _read_json(loc, f"{DONE_NAME}/zarr.json", f"store {loc}")
+    names = [c.get("name") for c in done_meta.get("codecs", [])]
+    body = [n for n in names[1:] if n != "crc32c"]
+    if not names or names[0] != "bytes" or len(body) > 1 or (body and body[0] not in ("zstd",)):
+        raise ValueError(
+            f"store {loc}: array {DONE_NAME!r} has the codecs {names}; tmx writes bytes and an "
+            "optional zstd"
+        )
+    separator = (
+        (done_meta.get("chunk_key_encoding") or {}).get("configuration", {}).get("separator", "/")
+    )
+    return _BlockWriter(
+        loc,
+        manifest["chunks"],
+        manifest["shape"],
+        _ChunkCodec(data_meta, np.nan),
+        _ChunkCodec(done_meta, False),
+        separator,
+        checksums,
+        offset,
+    )
+
+
+def _read_done(loc: _Loc) -> np.ndarray:
+    """The done flags of a store. Format 2 (flat keys, one uncompressed byte each): a flag is
+    set when its file holds exactly ``\x01`` (a flag a kill left empty is not set; a flag
+    set back to false through Zarr holds ``\x00`` or has no file). Format 1: through
+    Zarr."""
+    meta = _read_json(loc, f"{DONE_NAME}/zarr.json", f"store {loc}")
+    if meta.get("chunk_key_encoding") != _FLAT_KEY_ENCODING:
+        group = _open_group(loc, "r")
+        return np.asarray(group[DONE_NAME][...], dtype=bool)
+    grid = tuple(int(n) for n in meta["shape"])
+    done = np.zeros(grid, dtype=bool)
+    found = sorted(
+        i
+        for i in _listed_chunks(loc, DONE_NAME, 3, ".")
+        if all(a < g for a, g in zip(i, grid, strict=True))
+    )
+    raws = loc.read_many([_chunk_key(DONE_NAME, i, ".") for i in found])
+    for index, raw in zip(found, raws, strict=True):
+        done[index] = raw is not None and bytes(raw) == b"\x01"
+    return done
+
+
+def _done_and_records(loc: _Loc) -> tuple[np.ndarray, np.ndarray]:
+    """The done flags of a store of format 2 and the records of its done chunks
+    (``(*grid, 36)``, zeros elsewhere). A chunk whose record is missing or damaged counts as
+    not done: it is written again."""
+    done = _read_done(loc)
+    records = np.zeros((*done.shape, _DIGEST_BYTES), dtype=np.uint8)
+    indices = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(done), strict=True)]
+    for index, record in _read_records(loc, indices).items():
+        if record is None:
+            done[index] = False
+        else:
+            records[index] = np.frombuffer(record, np.uint8)
+    return done, records
 
 
 def _uses_default_threads() -> bool:
@@ -1470,7 +2183,7 @@ def _sample_ranges(blocks: Sequence[int], s_chunk: int, n: int) -> str:
     return ", ".join(f"{lo}..{hi}" for lo, hi in spans)
 
 
-def _input_mismatch(path: Path, blocks: Sequence[int], manifest: Mapping[str, Any]) -> str:
+def _input_mismatch(path: Any, blocks: Sequence[int], manifest: Mapping[str, Any]) -> str:
     samples = _sample_ranges(blocks, manifest["chunks"][0], manifest["shape"][0])
     return (
         f"cannot resume: the store {path} holds a different cube (the input x differs in "
@@ -1486,7 +2199,7 @@ def _check_inputs(
     order) must be the recorded ones."""
     bad = [i for (i, want), have in zip(expected.items(), got, strict=True) if want != have]
     if bad:
-        raise _InputMismatch(_input_mismatch(Path(path), bad, manifest))
+        raise _InputMismatch(_input_mismatch(path, bad, manifest))
     return 0
 
 
@@ -1563,7 +2276,7 @@ def _compute_input_digests(
 
 
 def _differing_samples(
-    path: Path, store_manifest: Any, manifest: Mapping[str, Any], cube: xr.DataArray
+    path: _Loc, store_manifest: Any, manifest: Mapping[str, Any], cube: xr.DataArray
 ) -> str:
     """The samples whose input blocks differ from those recorded with the chunks written,
     for an in-memory ``x`` whose whole digest differs (cheap: ``x`` is in memory); "" when
@@ -1578,9 +2291,7 @@ def _differing_samples(
     ):
         return ""
     try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False)
-        done = np.asarray(group[DONE_NAME][...], dtype=bool)
-        records = np.asarray(group[DIGEST_NAME][...], dtype=np.uint8)
+        done, records = _done_and_records(path)
     except Exception:  # an unreadable store: the plain message says enough
         return ""
     blocks = [i for i in range(done.shape[0]) if done[i].any()]
@@ -1594,8 +2305,8 @@ def _differing_samples(
 
 
 def _resume_inputs(
-    path: Path,
-    group: zarr.Group,
+    path: _Loc,
+    records: np.ndarray,
     manifest: Mapping[str, Any],
     data: da.Array,
     done: np.ndarray,
@@ -1605,7 +2316,6 @@ def _resume_inputs(
     """Check the inputs of the chunks already written against the cube's, before any of them
     is reused. Returns the recorded input digest of each sample block with chunks written
     but some still to do, for the writes' gate (empty when nothing is left to compare)."""
-    records = np.asarray(group[DIGEST_NAME][...], dtype=np.uint8)
     recorded: dict[int, bytes] = {}
     for i in range(done.shape[0]):
         written = zip(*np.nonzero(done[i]), strict=True)
@@ -1650,10 +2360,11 @@ def _resume_inputs(
 
 def save(
     cube: xr.DataArray,
-    store: str | os.PathLike,
+    store: Any,
     *,
     resume: bool = False,
     overwrite: bool = False,
+    append: bool = False,
     progress: bool | None = None,
     compression: str | None = "zstd",
     break_lock: bool = False,
@@ -1675,7 +2386,11 @@ def save(
         32 MiB. Irregular dask chunks are rechunked so that every chunk along a dim (but the
         last) has the size of the largest one, since Zarr needs one chunk shape.
     store : str or os.PathLike
-        Directory of the store (local filesystem).
+        A local directory (or ``file://`` URL); an fsspec URL (``"s3://bucket/cube.zarr"``,
+        ``"gs://..."``, ``"memory://cube.zarr"``: the protocol's package, such as s3fs or
+        gcsfs, must be installed -- an ``ImportError`` names it otherwise); or a zarr store
+        object (``zarr.storage.FsspecStore``, ``MemoryStore``, ``LocalStore``...). The lock
+        on a store that is not local is weaker (see the Guarantees page).
     resume : bool
         Finish an interrupted save: check that ``store`` holds this cube (same dims, shape,
         chunks, dtype, coordinates and attrs, the creation time aside, so a cube rebuilt in a
@@ -1689,6 +2404,19 @@ def save(
         Replace an existing store. Only a tmx cube store (or an empty directory, or one
         holding only what a save killed before its first metadata write leaves) is ever
         deleted.
+    append : bool
+        Grow ``store`` along ``sample``: add the cube's samples after the store's. The cube
+        must be more samples of the same cube -- the same model (weights and architecture
+        fingerprints), transformations, layers, attrs (``created`` and ``input_sha256``
+        aside), unit and transformation coordinates, dtype and chunks along
+        ``transformation`` and ``unit`` -- with sample coordinates the store does not hold
+        yet; otherwise a ``ValueError`` names what differs. It is rechunked along
+        ``sample`` to the store's chunks; when the store's last sample chunk is partial,
+        its chunks are written again with the first new samples (from a checked copy kept
+        in the store until the append ends). Crash-safe like a save: an interrupted append
+        leaves an incomplete store that ``open`` refuses and the same call finishes. The
+        checksums cover the appended chunks. A store that does not exist yet is created.
+        The store's ``input_sha256`` attr (the digest of the first ``x`` only) is dropped.
     progress : bool or None, default None
         Show a dask progress bar (local schedulers only). None: when run interactively (a
         terminal, not under pytest or CI; see ``tmx._progress``).
@@ -1708,7 +2436,7 @@ def save(
     Returns
     -------
     str
-        The path of the store.
+        The path of the store (its URL for a store that is not local).
 
     Raises
     ------
@@ -1732,8 +2460,9 @@ def save(
 
     Interruption safety: the store is first created with its coordinates, metadata, an
     empty data array and ``tmx_complete: false``; each data chunk is written, then its
-    record (a CRC-32C of its values bound to its position, and the sha256 of its input
-    block), then it is flagged in ``_tmx_chunks_done``; only at the end is
+    record (its CRC-32C bound to its position, and the sha256 of its input
+    block), then it is flagged in ``_tmx_chunks_done`` -- each a file written whole (a
+    temporary file renamed into place) or an object put whole; only at the end is
     ``tmx_complete`` set to true. When a chunk fails, ``save`` waits for the chunks already
     being written and re-raises the error; the store is then incomplete and ``open``
     refuses it until ``save(cube, store, resume=True)`` has finished it. A save killed
@@ -1745,15 +2474,29 @@ def save(
 
     Examples
     --------
-    >>> cube = tmx.activations(model, x, tmx.transforms.rotation(range(0, 360, 30)))
-    >>> tmx.save(cube, "runs/cube.zarr")
-    >>> tmx.save(cube, "runs/cube.zarr", resume=True)   # after a crash: only what is missing
+    A cube of activations a model gives (``tmx.activations(model, x, transforms)``) or one
+    built from arrays; a local path, an fsspec URL (``"s3://bucket/runs/cube.zarr"`` with s3fs
+    installed) or a zarr store object:
+
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> cube = tmx.from_array({"dense": rng.random((4, 3, 2), np.float32)})
+    >>> tmx.save(cube, "memory://doc/save.zarr")
+    'memory://doc/save.zarr'
+    >>> tmx.save(cube, "memory://doc/save.zarr", resume=True)  # after a crash: what is missing
+    'memory://doc/save.zarr'
+    >>> more = tmx.from_array({"dense": rng.random((4, 3, 2), np.float32)}, sample=range(4, 8))
+    >>> tmx.save(more, "memory://doc/save.zarr", append=True)  # grows the store along sample
+    'memory://doc/save.zarr'
+    >>> dict(tmx.open("memory://doc/save.zarr").sizes)
+    {'sample': 8, 'transformation': 3, 'unit': 2}
     """
     return _save(
         cube,
         store,
         resume=resume,
         overwrite=overwrite,
+        append=append,
         progress=progress,
         compression=compression,
         break_lock=break_lock,
@@ -1761,23 +2504,32 @@ def save(
     )
 
 
-def _check_state(path: Path, state: str, resume: bool, overwrite: bool) -> None:
+def _check_state(path: Any, state: str, resume: bool, overwrite: bool, append: bool) -> None:
     if state in ("other", "file"):
-        raise (FileExistsError if not (resume or overwrite) else ValueError)(
+        raise (FileExistsError if not (resume or overwrite or append) else ValueError)(
             f"store {path} exists and is not a tmx cube store; refusing to "
-            + ("resume into" if resume else "overwrite" if overwrite else "write to")
+            + (
+                "resume into"
+                if resume
+                else "overwrite"
+                if overwrite
+                else "append to"
+                if append
+                else "write to"
+            )
             + " it"
         )
-    if state == "tmx" and not (resume or overwrite):
+    if state == "tmx" and not (resume or overwrite or append):
         raise FileExistsError(
-            f"store {path} already exists; pass overwrite=True to replace it, or "
-            "resume=True to finish an interrupted save of the same cube"
+            f"store {path} already exists; pass overwrite=True to replace it, "
+            "resume=True to finish an interrupted save of the same cube, or append=True to "
+            "add the cube's samples to it"
         )
 
 
 def _save(
     cube: xr.DataArray,
-    store: str | os.PathLike,
+    store: Any,
     *,
     resume: bool,
     overwrite: bool,
@@ -1785,48 +2537,69 @@ def _save(
     compression: str | None,
     break_lock: bool,
     checksums: bool,
+    append: bool = False,
 ) -> str:
     """``save``; ``checksums=False`` writes a format-1 store (no checksums), as tmx did
-    before them (for ``benchmarks/store.py``'s baseline)."""
+    before them (for ``benchmarks/store.py``'s baseline and the tests of format 1)."""
     resume = _check_flag(resume, "resume")
     overwrite = _check_flag(overwrite, "overwrite")
+    append = _check_flag(append, "append")
     break_lock = _check_flag(break_lock, "break_lock")
     progress = _progress.resolve(progress)
     if compression not in _COMPRESSORS:
         raise ValueError(
             f"compression must be one of {list(_COMPRESSORS)}; got {_describe(compression)}"
         )
-    if resume and overwrite:
-        raise ValueError("resume and overwrite cannot both be True")
-    path = _as_path(store)
+    chosen = [n for n, v in (("resume", resume), ("overwrite", overwrite), ("append", append)) if v]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"{', '.join(chosen[:-1])} and {chosen[-1]} cannot be True together: pass one"
+        )
+    loc = _as_loc(store)
+    if isinstance(loc, _ZarrLoc) and getattr(loc.zarr_store(), "read_only", False):
+        raise ValueError(f"store {loc} is read-only; tmx.save needs a writable store")
+    if append and isinstance(cube, xr.DataArray) and not isinstance(cube.data, da.Array):
+        # an in-memory cube takes the store's chunks (a lazy one must have them)
+        store_manifest = (_group_attrs(loc) or {}).get("tmx_manifest")
+        chunks = store_manifest.get("chunks") if isinstance(store_manifest, dict) else None
+        if isinstance(chunks, list) and len(chunks) == 3 and cube.dims == DIMS:
+            cube = cube.chunk(dict(zip(DIMS, chunks, strict=True)))
     cube = _prepare(cube)
     manifest, values = _manifest(cube)
     fingerprint = _fingerprint(manifest)
     # a first look without the lock: never lock, create or touch what is not ours to write
     # (an existing tmx store is checked under the lock, so that a store being written by
     # another save gets the lock's error, which names its writer)
-    state = _store_state(path)
+    state = _store_state(loc)
     if state in ("other", "file"):
-        _check_state(path, state, resume, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _Lock(path, _lock_path(path), break_lock):
-        return _save_locked(
-            cube,
-            path,
-            manifest,
-            values,
-            fingerprint,
-            resume,
-            overwrite,
-            progress,
-            compression,
-            checksums,
-        )
+        _check_state(loc, state, resume, overwrite, append)
+    if isinstance(loc, _LocalLoc):
+        assert loc.path is not None
+        loc.path.parent.mkdir(parents=True, exist_ok=True)
+    with _Lock(loc, _lock_for(loc), break_lock):
+        state = _store_state(loc)  # again: another writer may have finished meanwhile
+        if append and state == "tmx":
+            _append_locked(cube, loc, manifest, values, progress)
+        else:
+            _save_locked(
+                cube,
+                loc,
+                manifest,
+                values,
+                fingerprint,
+                resume or append,
+                overwrite,
+                progress,
+                compression,
+                checksums,
+                state,
+            )
+    return loc.root if isinstance(loc, _LocalLoc) else loc.label
 
 
 def _save_locked(
     cube: xr.DataArray,
-    path: Path,
+    path: _Loc,
     manifest: dict[str, Any],
     values: Mapping[str, np.ndarray],
     fingerprint: str,
@@ -1835,12 +2608,12 @@ def _save_locked(
     progress: bool,
     compression: str | None,
     checksums: bool,
-) -> str:
-    state = _store_state(path)  # again: another writer may have finished meanwhile
-    _check_state(path, state, resume, overwrite)
+    state: str,
+) -> None:
+    _check_state(path, state, resume, overwrite, False)
     if state == "empty":
         for leftover in _leftovers(path) or []:
-            leftover.unlink(missing_ok=True)
+            path.delete(leftover)
     resuming = False
     if state == "tmx" and overwrite:
         _clear_store(path)
@@ -1851,6 +2624,11 @@ def _save_locked(
             raise ValueError(
                 f"cannot resume: store {path} has tmx_format_version {_describe(version)}; "
                 f"this version of tmx writes versions {READ_VERSIONS}"
+            )
+        if attrs.get("tmx_append") is not None:
+            raise ValueError(
+                f"cannot resume: an append to the store {path} was interrupted; finish it with "
+                "tmx.save(cube, store, append=True) and the cube being appended"
             )
         checksums = version >= 2  # the store keeps its format
         if not _same_cube(attrs.get("tmx_manifest"), manifest):
@@ -1874,33 +2652,37 @@ def _save_locked(
     input_keys = _input_keys(cube.data) if checksums else None
     gate = None
     if resuming:
-        group = zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False)
+        group = _open_group(path)
         if group.attrs.get("tmx_complete") is True:
-            return os.fspath(path)
+            return
         _remove_temp_files(path)
         _write_coords(group, manifest, values)
         _ensure_data_arrays(group, manifest, path, checksums=checksums)
-        done = np.asarray(group[DONE_NAME][...], dtype=bool)
+        if checksums:
+            done, records = _done_and_records(path)
+        else:
+            done = _read_done(path)
         if checksums and cube.size:
             whole_x = isinstance(manifest["attrs"].get("input_sha256"), str)
             expected, blocks = _resume_inputs(
-                path, group, manifest, cube.data, done, input_keys, whole_x
+                path, records, manifest, cube.data, done, input_keys, whole_x
             )
             if blocks:
                 assert input_keys is not None
-                check = functools.partial(_check_inputs, str(path), manifest, expected)
+                check = functools.partial(_check_inputs, path, manifest, expected)
                 gate = (check, *[input_keys[i] for i in blocks])
     else:
         _create_store(path, manifest, fingerprint, values, compression, checksums)
-        group = zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False)
         done = np.zeros(cube.data.numblocks, dtype=bool)
 
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     if cube.size == 0:
         todo = []  # nothing to write (and the chunk grid of an empty dim is empty)
-    writer = _BlockWriter(path, manifest["chunks"], checksums)
+    else:
+        writer = _writer(path, manifest, checksums)
     try:
-        _write_blocks(cube.data, todo, writer, progress, input_keys, gate)
+        if todo:
+            _write_blocks(cube.data, todo, writer, progress, input_keys, gate)
     except _InputMismatch:
         raise
     except BaseException as err:
@@ -1910,8 +2692,341 @@ def _save_locked(
             "computed."
         )
         raise
-    group.attrs["tmx_complete"] = True
-    return os.fspath(path)
+    _update_group_attrs(path, {"tmx_complete": True})
+
+
+def _update_group_attrs(
+    loc: _Loc, changes: Mapping[str, Any], drop: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Change the group's attributes in one write of its ``zarr.json`` (atomic: a kill
+    leaves the old or the new one)."""
+    meta = _read_json(loc, "zarr.json", f"store {loc}")
+    attrs = meta.setdefault("attributes", {})
+    attrs.update(changes)
+    for key in drop:
+        attrs.pop(key, None)
+    loc.write("zarr.json", [json.dumps(meta, allow_nan=False).encode("utf-8")])
+    return attrs
+
+
+# --------------------------------------------------------------------------------------------
+# growing a store along sample
+
+_STASH = "_tmx_append"  # copies of the boundary chunks while an append rewrites them
+
+
+def _append_differences(store: Mapping[str, Any], cube: Mapping[str, Any]) -> list[str]:
+    """What keeps ``cube`` from being appended to a store holding ``store`` (its manifest)."""
+    out = []
+    for key in ("name", "dims", "dtype"):
+        if store.get(key) != cube.get(key):
+            out.append(f"{key} differs (store {store.get(key)!r}, cube {cube.get(key)!r})")
+    for axis, dim in ((1, "transformation"), (2, "unit")):
+        if store["shape"][axis] != cube["shape"][axis]:
+            out.append(
+                f"the number of {dim}s differs (store {store['shape'][axis]}, cube "
+                f"{cube['shape'][axis]})"
+            )
+        elif store["chunks"][axis] != cube["chunks"][axis]:
+            out.append(
+                f"the chunks along {dim} differ (store {store['chunks'][axis]}, cube "
+                f"{cube['chunks'][axis]}): rechunk the cube, e.g. "
+                f"cube.chunk({{{dim!r}: {store['chunks'][axis]}}})"
+            )
+    ignored = (*VOLATILE_ATTRS, "input_sha256")
+    s_attrs = {k: v for k, v in (store.get("attrs") or {}).items() if k not in ignored}
+    c_attrs = {k: v for k, v in (cube.get("attrs") or {}).items() if k not in ignored}
+    keys = sorted(
+        k
+        for k in set(s_attrs) | set(c_attrs)
+        if _canonical_json(s_attrs.get(k)) != _canonical_json(c_attrs.get(k))
+    )
+    for key, what in _IDENTITY_ATTRS.items():
+        if key in keys:
+            out.append(f"{what} ({key})")
+    others = [k for k in keys if k not in _IDENTITY_ATTRS]
+    if others:
+        out.append(f"attrs differ (keys {others})")
+    s_coords = {c["name"]: c for c in store["coords"]}
+    c_coords = {c["name"]: c for c in cube["coords"]}
+    if set(s_coords) != set(c_coords):
+        out.append(f"coordinates differ (store {sorted(s_coords)}, cube {sorted(c_coords)})")
+    for name in sorted(set(s_coords) & set(c_coords)):
+        s, c = s_coords[name], c_coords[name]
+        along_sample = "sample" in s["dims"]
+        if s["dims"] != c["dims"]:
+            out.append(f"coordinate {name!r}: dims differ")
+            continue
+        s_kind, c_kind = np.dtype(s["dtype"]).kind, np.dtype(c["dtype"]).kind
+        if (s_kind in "UO") != (c_kind in "UO") or (
+            s_kind not in "UO" and s["dtype"] != c["dtype"]
+        ):
+            out.append(f"coordinate {name!r}: dtype differs ({s['dtype']} vs {c['dtype']})")
+        if _canonical_json(s["attrs"]) != _canonical_json(c["attrs"]):
+            out.append(f"coordinate {name!r}: attrs differ")
+        if not along_sample and s["sha256"] != c["sha256"]:
+            out.append(f"coordinate {name!r}: values differ")
+    return out
+
+
+def _appended_manifest(
+    old: Mapping[str, Any],
+    cube_manifest: Mapping[str, Any],
+    old_values: Mapping[str, np.ndarray],
+    new_values: Mapping[str, np.ndarray],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest of the grown store, and the values of its coordinates along sample."""
+    cube_coords = {c["name"]: c for c in cube_manifest["coords"]}
+    coords, grown = [], {}
+    for c in old["coords"]:
+        entry = dict(c)
+        if "sample" in c["dims"]:
+            name = c["name"]
+            old_dtype, new_dtype = np.dtype(c["dtype"]), np.dtype(cube_coords[name]["dtype"])
+            dtype = (
+                np.dtype(f"<U{max(old_dtype.itemsize, new_dtype.itemsize) // 4}")
+                if old_dtype.kind == "U" and new_dtype.kind == "U"
+                else old_dtype
+            )
+            values = np.concatenate(
+                [old_values[name].astype(dtype), new_values[name].astype(dtype)]
+            )
+            grown[name] = values
+            entry.update(dtype=values.dtype.str, sha256=_hash_values(values))
+        coords.append(entry)
+    manifest = dict(old)
+    manifest["shape"] = [old["shape"][0] + cube_manifest["shape"][0], *old["shape"][1:]]
+    # the whole-x digest described the first x only; the chunks' records name each input block
+    manifest["attrs"] = {k: v for k, v in old["attrs"].items() if k != "input_sha256"}
+    manifest["coords"] = coords
+    return manifest, grown
+
+
+def _append_locked(
+    cube: xr.DataArray,
+    loc: _Loc,
+    cube_manifest: dict[str, Any],
+    cube_values: Mapping[str, np.ndarray],
+    progress: bool,
+) -> None:
+    attrs = _group_attrs(loc) or {}
+    if attrs.get("tmx_format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"cannot append to the store {loc}: it has tmx_format_version "
+            f"{_describe(attrs.get('tmx_format_version'))}; append needs a store with "
+            f"checksums (version {FORMAT_VERSION}): save it again with "
+            "tmx.save(tmx.open(old), new)"
+        )
+    pending = attrs.get("tmx_append")
+    cube_fp = _fingerprint(_without_volatile(cube_manifest))
+    if pending is None:
+        if attrs.get("tmx_complete") is not True:
+            raise ValueError(
+                f"cannot append to the store {loc}: it is incomplete (its save was "
+                "interrupted); finish it first with tmx.save(cube, store, resume=True)"
+            )
+        loaded = _load(loc)
+        old = loaded.manifest
+        diffs = _append_differences(old, cube_manifest)
+        if diffs:
+            raise ValueError(
+                f"cannot append to the store {loc}: the cube is not more samples of the same "
+                "cube (" + "; ".join(diffs) + "). Save it to a new store"
+            )
+        old_samples = loaded.coords["sample"][1]
+        new_samples = cube_values["sample"]
+        overlap = np.intersect1d(np.asarray(old_samples), np.asarray(new_samples))
+        if overlap.size:
+            raise ValueError(
+                f"cannot append to the store {loc}: the cube's sample coordinate repeats "
+                f"{overlap.size} sample(s) of the store (e.g. {overlap[:5].tolist()}); give "
+                "the new samples their own labels, e.g. "
+                f"cube.assign_coords(sample=cube.sample + {old['shape'][0]})"
+            )
+        if cube.size == 0:
+            return
+        old_values = {n: v[1] for n, v in loaded.coords.items()}
+        manifest, grown = _appended_manifest(old, cube_manifest, old_values, cube_values)
+        pending = _start_append(loc, old, manifest, cube_fp)
+    else:
+        pending = _check_pending(loc, pending, cube_fp)
+        old, manifest = pending["manifest_before"], pending["manifest"]
+        old_values = _pending_old_coords(loc, old)
+        grown = _appended_manifest(old, cube_manifest, old_values, cube_values)[1]
+
+    n_old, c = old["shape"][0], old["chunks"][0]
+    b0, r = divmod(n_old, c)
+    group = _open_group(loc)
+    if pending.get("stage") != "writing":
+        grid = _grid(manifest["shape"], manifest["chunks"])
+        group[DATA_NAME].resize(tuple(manifest["shape"]))
+        group[DONE_NAME].resize(grid)
+        group[DIGEST_NAME].resize((*grid, _DIGEST_BYTES))
+        for name, values in grown.items():
+            arr = group[name]
+            arr.resize(values.shape)
+            tail = values[n_old:]
+            arr[n_old:] = tail.astype(str) if tail.dtype.kind in "UO" else tail
+        if r:  # the boundary chunks are written again, old samples and new together
+            for j, k in np.ndindex(*grid[1:]):
+                index = (b0, int(j), int(k))
+                loc.delete(_chunk_key(DONE_NAME, index, "."))
+                loc.delete(_record_key(index))
+        pending = dict(pending, stage="writing")
+        _update_group_attrs(
+            loc,
+            {
+                "tmx_manifest": manifest,
+                "tmx_fingerprint": _fingerprint(manifest),
+                "tmx_append": pending,
+            },
+        )
+
+    # the cube's blocks laid on the store's chunk grid, from sample block b0 on
+    data = cube.data
+    if r:
+        data = da.concatenate([_stash_array(loc, old, b0, r, pending), data], axis=0)
+    sample_chunks = data.chunks[0]
+    if any(n != c for n in sample_chunks[:-1]) or sample_chunks[-1] > c:
+        data = data.rechunk({0: c})
+    input_keys = _input_keys(data)
+    done = _done_and_records(loc)[0][b0:]
+    todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
+    writer = _writer(loc, manifest, True, offset=b0)
+    try:
+        if todo:
+            _write_blocks(data, todo, writer, progress, input_keys)
+    except BaseException as err:
+        err.add_note(
+            f"tmx.save(..., append=True) was interrupted: the store {loc} is incomplete. Call "
+            "tmx.save(cube, store, append=True) again with the same cube to finish it."
+        )
+        raise
+    _update_group_attrs(loc, {"tmx_complete": True}, drop=["tmx_append"])
+    if isinstance(loc, _LocalLoc):
+        shutil.rmtree(os.path.join(loc.root, _STASH), ignore_errors=True)
+    else:
+        for key in loc.list(f"{_STASH}/"):
+            loc.delete(key)
+
+
+def _start_append(
+    loc: _Loc, old: Mapping[str, Any], manifest: Mapping[str, Any], cube_fp: str
+) -> dict[str, Any]:
+    """Stash the boundary chunks (the last sample block, when it is partial) and their
+    records, then mark the store incomplete with what the append is: the only write to the
+    store's metadata before it grows. A kill before it leaves the store as it was."""
+    n_old, c = old["shape"][0], old["chunks"][0]
+    b0, r = divmod(n_old, c)
+    boundary: dict[str, str] = {}
+    if r:
+        grid = _grid(old["shape"], old["chunks"])
+        indices = [(b0, int(j), int(k)) for j, k in np.ndindex(*grid[1:])]
+        records = _read_records(loc, indices)
+        reader = _ChunkReader(
+            loc,
+            old["shape"],
+            old["chunks"],
+            _ChunkCodec(_read_json(loc, f"{DATA_NAME}/zarr.json", f"store {loc}"), np.nan),
+            True,
+        )
+        raws, problems = {}, []
+        for index in indices:  # every one checked before anything is written
+            record = records[index]
+            problem = reader.read(index, None if record is None else record[:4])[1]
+            if problem is not None:
+                problems.append(problem)
+            raws[index] = loc.read(_chunk_key(DATA_NAME, index))
+        if problems:
+            raise StoreDamagedError(loc, problems, " (found before appending)")
+        for index in indices:
+            loc.write(f"{_STASH}/c.{index[1]}.{index[2]}", [raws[index]])
+            boundary[f"{index[1]}.{index[2]}"] = records[index].hex()
+    pending = {
+        "version": 1,
+        "manifest_before": dict(old),
+        "manifest": dict(manifest),
+        "cube": cube_fp,
+        "boundary": boundary,
+        "stage": "started",
+    }
+    _update_group_attrs(loc, {"tmx_complete": False, "tmx_append": pending})
+    return pending
+
+
+def _check_pending(loc: _Loc, pending: Any, cube_fp: str) -> dict[str, Any]:
+    if not (
+        isinstance(pending, dict)
+        and pending.get("version") == 1
+        and isinstance(pending.get("boundary"), dict)
+        and isinstance(pending.get("cube"), str)
+    ):
+        raise ValueError(f"store {loc}: malformed tmx_append attribute")
+    _validate_manifest(pending.get("manifest_before"), loc)
+    _validate_manifest(pending.get("manifest"), loc)
+    if pending["cube"] != cube_fp:
+        raise ValueError(
+            f"cannot append to the store {loc}: an append of another cube was interrupted "
+            "there; finish it with tmx.save(that cube, store, append=True)"
+        )
+    return pending
+
+
+def _pending_old_coords(loc: _Loc, old: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The store's coordinates along sample before an interrupted append (their first
+    samples: an append writes only after them), checked against their sha256."""
+    group = _open_group(loc, "r")
+    n_old = old["shape"][0]
+    out = {}
+    for c in old["coords"]:
+        if "sample" in c["dims"]:
+            values = _restore_values(group[c["name"]][:n_old], c["dtype"], c["name"])
+            if _hash_values(values) != c["sha256"]:
+                raise ValueError(
+                    f"store {loc}: the values of coordinate {c['name']!r} do not match their sha256"
+                )
+            out[c["name"]] = values
+    return out
+
+
+def _stash_block(
+    reader: _ChunkReader, index: tuple[int, int, int], key: str, expected: bytes, r: int
+) -> np.ndarray:
+    block, problem = reader.read(index, expected, key=key)
+    if problem is not None:
+        raise StoreDamagedError(reader.loc, [problem], " (in the copy kept by an append)")
+    return block[:r]
+
+
+def _stash_array(
+    loc: _Loc, old: Mapping[str, Any], b0: int, r: int, pending: Mapping[str, Any]
+) -> da.Array:
+    """The old samples of the boundary chunks, from their stashed copies (checked)."""
+    shape, chunks = old["shape"], old["chunks"]
+    meta = _read_json(loc, f"{DATA_NAME}/zarr.json", f"store {loc}")
+    reader = _ChunkReader(loc, shape, chunks, _ChunkCodec(meta, np.nan), True)
+    grid = _grid(shape, chunks)
+    name = "tmx-append-stash-" + dask.base.tokenize(loc, pending.get("cube"), b0, r)
+    layer = {}
+    for j, k in np.ndindex(*grid[1:]):
+        expected = bytes.fromhex(pending["boundary"][f"{j}.{k}"])[:4]
+        layer[(name, 0, j, k)] = (
+            _stash_block,
+            reader,
+            (b0, int(j), int(k)),
+            f"{_STASH}/c.{j}.{k}",
+            expected,
+            r,
+        )
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    dtype = np.dtype(old["dtype"])
+    return da.Array(
+        graph,
+        name,
+        chunks=((r,), *da.core.normalize_chunks(chunks[1:], shape[1:])),
+        dtype=dtype,
+        meta=np.empty((0, 0, 0), dtype),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1922,15 +3037,24 @@ class _Loaded(NamedTuple):
     attrs: dict[str, Any]
     manifest: dict[str, Any]
     version: int
-    array: zarr.Array
+    meta: dict[str, Any]  # the activation array's zarr.json
     coords: dict[str, Any]
 
 
-def _load(path: Path) -> _Loaded:
+def _exists(loc: _Loc) -> bool:
+    if isinstance(loc, _LocalLoc):
+        assert loc.path is not None
+        return loc.path.exists()
+    return bool(loc.list_dir(""))
+
+
+def _load(loc: _Loc, attrs: dict[str, Any] | None = None) -> _Loaded:
     """Every check of ``open`` that reads metadata and coordinates, no data chunk."""
-    if not path.exists():
-        raise FileNotFoundError(f"store {path} does not exist")
-    attrs = _group_attrs(path, strict=True)
+    path = loc
+    if attrs is None:
+        if not _exists(loc):
+            raise FileNotFoundError(f"store {loc} does not exist")
+        attrs = _group_attrs(loc, strict=True)
     if attrs is None:
         raise ValueError(f"store {path} is not a tmx cube (not a Zarr format 3 group)")
     if attrs.get("tmx_format") != FORMAT:
@@ -1945,13 +3069,19 @@ def _load(path: Path) -> _Loaded:
             f"reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
     if attrs.get("tmx_complete") is not True:
-        lock = _lock_path(path)
-        holder, raw = _read_lock(lock)
+        lock = _lock_for(loc)
+        holder, raw = _parse_lock(lock.read())
         busy = (
-            f" ({lock} says a save by {_describe_holder(holder)} holds it: is it still running?)"
+            f" ({lock.label} says a save by {_describe_holder(holder)} holds it: is it still "
+            "running?)"
             if raw is not None
             else ""
         )
+        if attrs.get("tmx_append") is not None:
+            raise ValueError(
+                f"store {path} is incomplete: an append to it was interrupted{busy}. Call "
+                "tmx.save(cube, store, append=True) with the cube being appended to finish it"
+            )
         raise ValueError(
             f"store {path} is incomplete: its save was interrupted{busy}. Call "
             "tmx.save(cube, store, resume=True) with the same cube to finish it"
@@ -1960,7 +3090,6 @@ def _load(path: Path) -> _Loaded:
     if attrs.get("tmx_fingerprint") != _fingerprint(manifest):
         raise ValueError(f"store {path}: tmx_manifest does not match tmx_fingerprint")
 
-    shape, store_chunks = tuple(manifest["shape"]), tuple(manifest["chunks"])
     meta = _check_array_meta(path, DATA_NAME)
     dtype = meta.get("data_type")
     if dtype not in _FLOAT_DATA_TYPES:
@@ -1982,23 +3111,10 @@ def _load(path: Path) -> _Loaded:
             )
 
     try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False)
-        array = group[DATA_NAME]
+        group = _open_group(loc, "r")
     except Exception as err:
         raise ValueError(f"store {path} cannot be read as Zarr: {err}") from err
-    if not isinstance(array, zarr.Array) or array.shape != shape or array.chunks != store_chunks:
-        raise ValueError(
-            f"store {path}: array {DATA_NAME!r} has shape {getattr(array, 'shape', None)} and "
-            f"chunks {getattr(array, 'chunks', None)}; the manifest says {shape} and "
-            f"{store_chunks}"
-        )
-    if array.dtype != np.dtype(manifest["dtype"]):
-        raise ValueError(
-            f"store {path}: array {DATA_NAME!r} has dtype {array.dtype}; the manifest says "
-            f"{manifest['dtype']}"
-        )
-
-    sizes = dict(zip(DIMS, shape, strict=True))
+    sizes = dict(zip(DIMS, manifest["shape"], strict=True))
     coords = {}
     for c in manifest["coords"]:
         name = c["name"]
@@ -2023,13 +3139,33 @@ def _load(path: Path) -> _Loaded:
                 f"store {path}: the values of coordinate {name!r} do not match their sha256"
             )
         coords[name] = (tuple(c["dims"]), values, _decode_attr(c["attrs"]))
-    return _Loaded(attrs, manifest, version, array, coords)
+    return _Loaded(attrs, manifest, version, meta, coords)
 
 
-def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.DataArray:
-    """Open a cube saved with ``save``, lazily; every chunk is checked as it is read.
+def _expected_records(loc: _Loc, manifest: Mapping[str, Any]) -> dict[tuple[int, ...], bytes]:
+    """Each chunk's record (format 2), read at ``open``: raises naming every chunk whose data
+    file or record is missing (a listing) or whose record is damaged."""
+    shape, chunks = manifest["shape"], manifest["chunks"]
+    problems = _missing_chunks(loc, manifest)
+    if problems:
+        raise StoreDamagedError(loc, problems, " (found at open)")
+    indices = [tuple(int(i) for i in idx) for idx in np.ndindex(*_grid(shape, chunks))]
+    records = _read_records(loc, indices)
+    bad = [
+        _problem(i, shape, chunks, "its checksum record is missing or damaged")
+        for i, r in records.items()
+        if r is None
+    ]
+    if bad:
+        raise StoreDamagedError(loc, bad, " (found at open)")
+    return {i: r[:4] for i, r in records.items() if r is not None}
 
-    The store is validated before any value is read: it must exist, be a Zarr format 3
+
+def open(store: Any, *, chunks: Any = "auto-from-store") -> xr.DataArray:
+    """Open a cube saved with ``save`` (or by plain xarray), lazily; every chunk of a tmx
+    store is checked as it is read.
+
+    A tmx store is validated before any value is read: it must exist, be a Zarr format 3
     group marked as a tmx cube (``tmx_format: "cube"``, ``tmx_format_version`` 1 or 2), be
     complete, and hold an ``activation`` array with dims exactly ``(sample,
     transformation, unit)``, the dtype, fill value (NaN), chunk grid, chunk keys and codec
@@ -2038,20 +3174,32 @@ def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.Dat
     fill value is refused), with every coordinate along its expected dims. Only bool,
     integer, float and UTF-8 string arrays with known codecs are read: nothing is ever
     unpickled, so opening an untrusted store is safe. Coordinate values are checked against
-    the sha256 recorded at save time, and (format 2) the presence of every data chunk and
-    its checksum record by listing the store's directories (no chunk is read).
+    the sha256 recorded at save time; (format 2) the presence of every data chunk and its
+    checksum record is checked by listing the store, and the records (36 bytes per chunk)
+    are read.
 
     Reading a chunk (format 2) checks its CRC-32C (Zarr's ``crc32c`` codec: damaged bytes)
-    and the CRC-32C of its values against the record written with it, which is bound to the
-    chunk's position (a chunk file swapped with or replaced by another, or deleted after
+    and that CRC-32C against the record written with it, which is bound to the chunk's
+    position (a chunk file swapped with or replaced by another, or deleted after
     ``open``): a bad chunk raises ``StoreDamagedError`` naming it; it never reads as NaN
     or as other values. Stores of format 1 (written by tmx before checksums) are read as
     before, without these checks.
 
+    A Zarr group that is not a tmx store -- written by ``DataArray.to_zarr`` or
+    ``Dataset.to_zarr`` -- is opened when it holds a cube: one float array with dims
+    exactly ``(sample, transformation, unit)`` (the one named ``activation`` if several)
+    and the coordinates ``sample``, ``transformation``, ``unit`` and ``layer``,
+    ``channel``, ``y``, ``x`` along ``unit``. Its metadata is validated first (Zarr format
+    3 or 2, only bool, integer, float and string data types and known codecs: nothing is
+    unpickled); it carries no tmx checksums, so it is read without checks and its attrs
+    say so: ``tmx_integrity: "unverified"``.
+
     Parameters
     ----------
-    store : str or os.PathLike
-        Directory of the store.
+    store : str, os.PathLike or zarr store
+        A local directory (or ``file://`` URL), an fsspec URL (``"s3://bucket/cube.zarr"``,
+        ``"memory://cube.zarr"``; the protocol's package, such as s3fs, must be installed)
+        or a zarr store object (``zarr.storage.FsspecStore``, ``MemoryStore``...).
     chunks : "auto-from-store", int, tuple, dict or "auto"
         Dask chunks of the returned cube. ``"auto-from-store"`` (default): one dask chunk
         per Zarr chunk. A dict maps dim names to chunk sizes (other dims keep the store's).
@@ -2068,26 +3216,38 @@ def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.Dat
     ------
     FileNotFoundError
         If ``store`` does not exist.
+    ImportError
+        If ``store`` is a URL whose protocol needs a package that is not installed.
     StoreDamagedError
-        (a ``ValueError``) If a data chunk or its checksum record is missing; when a chunk
-        is read, if it is damaged.
+        (a ``ValueError``) If a data chunk or its checksum record is missing, or a record is
+        damaged; when a chunk is read, if it is damaged.
     ValueError
-        If ``store`` is not a tmx cube, is incomplete, or is malformed (the message names
-        what is wrong).
+        If ``store`` is not a cube, is incomplete, or is malformed (the message names what
+        is wrong).
 
     Examples
     --------
-    >>> cube = tmx.open("runs/cube.zarr")
-    >>> tmx.normalized_variance(cube).compute()
+    >>> import numpy as np, tmx
+    >>> values = np.random.default_rng(0).random((4, 3, 2), np.float32)
+    >>> tmx.save(tmx.from_array({"dense": values}), "memory://doc/open.zarr")
+    'memory://doc/open.zarr'
+    >>> cube = tmx.open("memory://doc/open.zarr")          # lazy, validated, checked on read
+    >>> bool((cube.values == values).all())
+    True
+    >>> tmx.normalized_variance(cube).dims
+    ('unit',)
     """
-    path = _as_path(store)
-    loaded = _load(path)
-    manifest, array = loaded.manifest, loaded.array
+    loc = _as_loc(store)
+    if not _exists(loc):
+        raise FileNotFoundError(f"store {loc} does not exist")
+    attrs = _group_attrs(loc, strict=True)
+    if attrs is None or "tmx_format" not in attrs:
+        return _open_plain(loc, chunks)
+    loaded = _load(loc, attrs)
+    manifest = loaded.manifest
     shape, store_chunks = tuple(manifest["shape"]), tuple(manifest["chunks"])
-    if loaded.version >= 2:
-        missing = _missing_chunks(path, manifest)
-        if missing:
-            raise StoreDamagedError(path, missing, " (found at open)")
+    expected = _expected_records(loc, manifest) if loaded.version >= 2 else None
+    dtype = np.dtype(manifest["dtype"])
 
     if isinstance(chunks, str) and chunks == "auto-from-store":
         dask_chunks: Any = store_chunks
@@ -2098,22 +3258,22 @@ def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.Dat
         dask_chunks = tuple(chunks.get(d, c) for d, c in zip(DIMS, store_chunks, strict=True))
     else:
         dask_chunks = chunks
-    # The modification time makes a store rewritten in place get new dask keys.
-    name = "tmx-open-" + dask.base.tokenize(
-        str(path.resolve()),
-        loaded.attrs["tmx_fingerprint"],
-        (path / "zarr.json").stat().st_mtime_ns,
-        dask_chunks,
+    # The group's metadata (its fingerprint, and its modification time or its records) make
+    # a store rewritten in place get new dask keys.
+    records_digest = (
+        hashlib.sha256(b"".join(expected[i] for i in sorted(expected))).hexdigest()
+        if expected is not None
+        else None
     )
-    if loaded.version >= 2 and 0 not in shape:
-        data = _checked_array(path, shape, store_chunks, array.dtype, name)
-        target = da.core.normalize_chunks(
-            dask_chunks, shape, dtype=array.dtype, previous_chunks=store_chunks
-        )
-        if target != data.chunks:
-            data = data.rechunk(target)
-    else:  # format 1 (no checksums), or nothing to read
-        data = da.from_zarr(array, chunks=dask_chunks, name=name)
+    name = "tmx-open-" + dask.base.tokenize(
+        loc, loaded.attrs["tmx_fingerprint"], _modified(loc), records_digest
+    )
+    codec = _ChunkCodec(loaded.meta, np.nan)
+    reader = _ChunkReader(loc, shape, store_chunks, codec, checked=expected is not None)
+    data = _chunked_array(reader, expected, dtype, name)
+    target = da.core.normalize_chunks(dask_chunks, shape, dtype=dtype, previous_chunks=store_chunks)
+    if target != data.chunks:
+        data = data.rechunk(target)
     result = xr.DataArray(
         data, dims=DIMS, coords=loaded.coords, attrs=_decode_attr(manifest["attrs"])
     )
@@ -2121,13 +3281,32 @@ def open(store: str | os.PathLike, *, chunks: Any = "auto-from-store") -> xr.Dat
     return result
 
 
-def _checked_array(
-    path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, name: str
+def _modified(loc: _Loc) -> int | None:
+    if isinstance(loc, _LocalLoc):
+        return os.stat(os.path.join(loc.root, "zarr.json")).st_mtime_ns
+    return None
+
+
+def _chunked_array(
+    reader: _ChunkReader,
+    expected: Mapping[tuple[int, ...], bytes] | None,
+    dtype: np.dtype,
+    name: str,
 ) -> da.Array:
-    """A dask array with one task per Zarr chunk, each reading and checking its chunk."""
-    reader = _ChunkReader(path, shape, chunks)
+    """A dask array with one task per Zarr chunk, each reading (and checking) its chunk."""
+    shape, chunks = reader.shape, reader.chunks
     grid = _grid(shape, chunks)
-    layer = {(name, *idx): (_read_chunk, reader, list(idx)) for idx in np.ndindex(*grid)}
+    if 0 in shape:
+        return da.zeros(shape, dtype=dtype, chunks=tuple(max(c, 1) for c in chunks))
+    layer = {
+        (name, *idx): (
+            _read_chunk,
+            reader,
+            idx,
+            None if expected is None else expected[idx],
+        )
+        for idx in (tuple(int(i) for i in ix) for ix in np.ndindex(*grid))
+    }
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
     return da.Array(
         graph,
@@ -2138,20 +3317,193 @@ def _checked_array(
     )
 
 
-def verify(store: str | os.PathLike) -> int:
+# codecs (numcodecs ids) of Zarr format 2 arrays that ``open`` reads: none can run code
+_V2_SAFE_IDS = frozenset(
+    {
+        "zstd",
+        "blosc",
+        "gzip",
+        "zlib",
+        "bz2",
+        "lzma",
+        "lz4",
+        "vlen-utf8",
+        "shuffle",
+        "crc32",
+        "crc32c",
+        "adler32",
+        "fletcher32",
+    }
+)
+
+
+def _check_v2_array_meta(loc: _Loc, member: str) -> tuple[dict[str, Any], str]:
+    """Check the raw ``.zarray`` of a Zarr format 2 array; (its metadata, its dtype kind)."""
+    where = f"array {member!r} of store {loc}"
+    meta = _read_json(loc, f"{member}/.zarray", where)
+    dtype = meta.get("dtype")
+    try:
+        kind = np.dtype(dtype).kind if isinstance(dtype, str) else None
+    except TypeError:
+        kind = None
+    filters = meta.get("filters") or []
+    compressor = meta.get("compressor")
+    codecs = [*filters, *([compressor] if compressor else [])]
+    if not isinstance(filters, list) or not all(isinstance(c, dict) for c in codecs):
+        raise ValueError(f"{where}: malformed codecs {_describe(codecs)}")
+    ids = [c.get("id") for c in codecs]
+    bad = [i for i in ids if i not in _V2_SAFE_IDS]
+    if bad:
+        raise ValueError(f"{where} uses the codec {bad[0]!r}, which tmx does not read")
+    if kind == "O" and "vlen-utf8" not in ids:
+        raise ValueError(
+            f"{where} holds Python objects without the vlen-utf8 codec, which tmx does not "
+            "read (never pickles)"
+        )
+    if kind not in tuple("biufUO"):
+        raise ValueError(
+            f"{where} has data type {_describe(dtype)}, which tmx does not read (only bool, "
+            "integer, float and string data types; never objects or pickles)"
+        )
+    return meta, kind
+
+
+def _plain_arrays(loc: _Loc) -> tuple[int, dict[str, tuple[tuple[str, ...], str]]]:
+    """The Zarr format of a plain group and its arrays: name -> (dims, dtype kind), each
+    array's metadata checked before xarray reads anything."""
+    if _group_attrs(loc) is not None:
+        fmt = 3
+    elif loc.read(".zgroup") is not None:
+        fmt = 2
+    else:
+        raise ValueError(f"store {loc} is not a tmx cube (not a Zarr group)")
+    arrays: dict[str, tuple[tuple[str, ...], str]] = {}
+    for name in sorted(loc.list_dir("")):
+        if fmt == 3:
+            if loc.read(f"{name}/zarr.json") is None:
+                continue
+            node = _read_json(loc, f"{name}/zarr.json", f"array {name!r} of store {loc}")
+            if node.get("node_type") != "array":
+                continue
+            meta = _check_array_meta(loc, name)
+            dtype = meta.get("data_type")
+            dtype = dtype.get("name") if isinstance(dtype, dict) else dtype
+            kind = "f" if dtype in _FLOAT_DATA_TYPES else "?"
+            dims = tuple(meta.get("dimension_names") or ())
+        else:
+            if loc.read(f"{name}/.zarray") is None:
+                continue
+            _meta, kind = _check_v2_array_meta(loc, name)
+            zattrs = (
+                _read_json(loc, f"{name}/.zattrs", f"array {name!r} of store {loc}")
+                if loc.read(f"{name}/.zattrs") is not None
+                else {}
+            )
+            dims = tuple(zattrs.get("_ARRAY_DIMENSIONS") or ())
+        arrays[name] = (dims, kind)
+    return fmt, arrays
+
+
+def _plain_coord(values: Any, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind == "T" or (
+        values.dtype.kind == "O" and all(isinstance(v, str) for v in values.reshape(-1))
+    ):
+        values = values.astype(str)
+    return _coord_values(xr.DataArray(values), name)
+
+
+def _open_plain(loc: _Loc, chunks: Any) -> xr.DataArray:
+    """A cube written by plain xarray (``to_zarr``): validated, never unpickled, and marked
+    ``tmx_integrity: "unverified"`` (no tmx checksums)."""
+    fmt, arrays = _plain_arrays(loc)
+    cubes = [n for n, (dims, kind) in arrays.items() if dims == DIMS and kind == "f"]
+    if DATA_NAME in cubes:
+        cubes = [DATA_NAME]
+    if len(cubes) != 1:
+        listed = ", ".join(f"{n} {d}" for n, (d, _k) in arrays.items()) or "none"
+        raise ValueError(
+            f"store {loc} is not a tmx cube: "
+            + (
+                f"it holds {len(cubes)} float arrays with dims {DIMS} ({cubes}) and none is "
+                f"named {DATA_NAME!r}"
+                if cubes
+                else f"it holds no float array with dims exactly {DIMS} (arrays: {listed})"
+            )
+        )
+    var = cubes[0]
+    missing = [n for n in REQUIRED_COORDS if n not in arrays]
+    if missing:
+        raise ValueError(
+            f"store {loc} is not a tmx cube: it is missing the coordinate(s) {missing}; a "
+            "cube needs " + ", ".join(f"{n!r} along {d}" for n, d in REQUIRED_COORDS.items())
+        )
+    for name, dims in KNOWN_COORDS.items():
+        if name in arrays and arrays[name][0] != dims:
+            raise ValueError(
+                f"store {loc}: coordinate {name!r} must be along {dims}; the store has it "
+                f"along {arrays[name][0]}"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = xr.open_zarr(
+                loc.zarr_store(),
+                consolidated=False,
+                zarr_format=fmt,
+                chunks={},
+                decode_times=False,
+                decode_timedelta=False,
+            )
+        except Exception as err:
+            raise ValueError(f"store {loc} cannot be read as Zarr: {err}") from err
+    promote = [n for n in ds.data_vars if n != var and set(ds[n].dims) <= set(DIMS)]
+    ds = ds.set_coords(promote)
+    arr = ds[var]
+    if arr.dtype.kind != "f" or arr.dtype.name not in _FLOAT_DATA_TYPES:
+        raise ValueError(
+            f"store {loc}: array {var!r} decodes to dtype {arr.dtype}; a cube has dtype "
+            "float16, float32 or float64"
+        )
+    coords = {}
+    for name, coord in arr.coords.items():
+        if name in KNOWN_COORDS and coord.dims != KNOWN_COORDS[name]:
+            raise ValueError(
+                f"store {loc}: coordinate {name!r} must be along {KNOWN_COORDS[name]}; got "
+                f"{coord.dims}"
+            )
+        coords[name] = (coord.dims, _plain_coord(coord.values, name), dict(coord.attrs))
+    data = arr.data
+    if not (isinstance(chunks, str) and chunks == "auto-from-store"):
+        if isinstance(chunks, Mapping):
+            bad = [k for k in chunks if k not in DIMS]
+            if bad:
+                raise ValueError(f"chunks keys must be among {DIMS}; got {bad}")
+            data = data.rechunk({DIMS.index(k): v for k, v in chunks.items()})
+        else:
+            data = data.rechunk(chunks)
+    attrs = dict(arr.attrs)
+    attrs["tmx_integrity"] = "unverified"
+    result = xr.DataArray(data, dims=DIMS, coords=coords, attrs=attrs)
+    result.name = arr.name
+    return result
+
+
+def verify(store: Any) -> int:
     """Read a whole store and check every chunk; raise naming each bad one.
 
     Runs every check of ``open`` (metadata, codecs, coordinates and their sha256, the
-    presence of every chunk), then reads every data chunk and checks its CRC-32C (the
-    stored bytes) and the CRC-32C of its values against the record written with it
-    (bound to the chunk's position, so swapped or replaced chunk files are found), and that
-    every chunk is flagged as written.
+    presence of every chunk and its record), then reads every data chunk and checks its
+    CRC-32C (the stored bytes) against the ``crc32c`` codec and against the record written
+    with it (bound to the chunk's position, so swapped or replaced chunk files are found),
+    and that every chunk is flagged as written.
 
     Parameters
     ----------
-    store : str or os.PathLike
-        Directory of a store written by ``save`` (format 2). Stores of format 1 (tmx before
-        checksums) carry nothing to verify against and are refused.
+    store : str, os.PathLike or zarr store
+        A store written by ``save`` (format 2): a local directory, an fsspec URL or a zarr
+        store object, as for ``open``. Stores of format 1 (tmx before checksums) and plain
+        Zarr stores carry nothing to verify against and are refused.
 
     Returns
     -------
@@ -2165,17 +3517,31 @@ def verify(store: str | os.PathLike) -> int:
         bad chunk (a ``ChunkProblem``: grid index, the sample, transformation and unit
         ranges it holds, and what is wrong); the message names them too.
     ValueError
-        When the store is malformed, incomplete or of format 1.
+        When the store is malformed, incomplete, of format 1 or not a tmx store.
     FileNotFoundError
         If ``store`` does not exist.
 
     Examples
     --------
-    >>> tmx.verify("runs/cube.zarr")      # the number of chunks checked, or an error
-    12
+    >>> import numpy as np, tmx
+    >>> cube = tmx.from_array({"dense": np.ones((4, 3, 2), np.float32)})
+    >>> tmx.save(cube, "memory://doc/verify.zarr")
+    'memory://doc/verify.zarr'
+    >>> tmx.verify("memory://doc/verify.zarr")   # the number of chunks checked, or an error
+    1
     """
-    path = _as_path(store)
-    loaded = _load(path)
+    loc = _as_loc(store)
+    path = loc
+    if not _exists(loc):
+        raise FileNotFoundError(f"store {loc} does not exist")
+    attrs = _group_attrs(loc, strict=True)
+    if attrs is None or "tmx_format" not in attrs:
+        raise ValueError(
+            f"store {loc} is not a tmx store: it carries no tmx checksums to verify (tmx.open "
+            "reads a plain Zarr cube unverified; tmx.save(tmx.open(store), new) writes one "
+            "with checksums)"
+        )
+    loaded = _load(loc, attrs)
     if loaded.version < 2:
         raise ValueError(
             f"store {path} was written by tmx before checksums (tmx_format_version 1): there "
@@ -2185,29 +3551,40 @@ def verify(store: str | os.PathLike) -> int:
     manifest = loaded.manifest
     shape, chunks = manifest["shape"], manifest["chunks"]
     grid = _grid(shape, chunks)
-    problems = {p.index: p for p in _missing_chunks(path, manifest)}
-    if 0 not in grid:
-        try:
-            _check_array_meta(path, DONE_NAME)
-            done = np.asarray(
-                zarr.open_array(str(path / DONE_NAME), mode="r", zarr_format=3)[...], dtype=bool
-            )
-        except Exception as err:
-            raise ValueError(f"store {path}: {DONE_NAME!r} cannot be read ({err})") from err
-        if done.shape != grid:
-            raise ValueError(f"store {path}: {DONE_NAME!r} has shape {done.shape}; expected {grid}")
-        for index in zip(*np.nonzero(~done), strict=True):
-            index = tuple(int(i) for i in index)
+    problems = {p.index: p for p in _missing_chunks(loc, manifest)}
+    if 0 in grid:
+        return 0
+    try:
+        _check_array_meta(loc, DONE_NAME)
+        done = _read_done(loc)
+    except Exception as err:
+        raise ValueError(f"store {path}: {DONE_NAME!r} cannot be read ({err})") from err
+    if done.shape != grid:
+        raise ValueError(f"store {path}: {DONE_NAME!r} has shape {done.shape}; expected {grid}")
+    for index in zip(*np.nonzero(~done), strict=True):
+        index = tuple(int(i) for i in index)
+        problems.setdefault(
+            index,
+            _problem(index, shape, chunks, "not flagged as written, yet the store is complete"),
+        )
+    indices = [tuple(int(i) for i in idx) for idx in np.ndindex(*grid)]
+    records = _read_records(loc, indices)
+    for index in indices:
+        if records[index] is None:
             problems.setdefault(
-                index,
-                _problem(index, shape, chunks, "not flagged as written, yet the store is complete"),
+                index, _problem(index, shape, chunks, "its checksum record is missing or damaged")
             )
-    reader = _ChunkReader(path, shape, chunks)
-    todo = [idx for idx in np.ndindex(*grid) if idx not in problems]
+    reader = _ChunkReader(loc, shape, chunks, _ChunkCodec(loaded.meta, np.nan), True)
+    todo = [idx for idx in indices if idx not in problems]
+
+    def check(index: tuple[int, ...]) -> ChunkProblem | None:
+        record = records[index]
+        return reader.read(index, None if record is None else record[:4])[1]
+
     workers = min(8, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tmx-verify") as pool:
         # only the problem comes back: a block is dropped as soon as it is checked
-        for index, problem in zip(todo, pool.map(lambda i: reader.read(i)[1], todo), strict=True):
+        for index, problem in zip(todo, pool.map(check, todo), strict=True):
             if problem is not None:
                 problems[index] = problem
     if problems:
