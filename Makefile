@@ -36,6 +36,7 @@ demo: $(VENV)/.installed-run
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check tmx tests benchmarks examples
 	$(BIN)/ruff format --check tmx tests benchmarks examples
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
@@ -56,4 +57,4 @@ bench: $(VENV)/.installed-test
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output site
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache demo-output site

@@ -167,6 +167,22 @@ def evaluate(
     ValueError
         For a model with several outputs and ``output=None`` (the message lists them), an
         unknown output, or labels that do not fit the output.
+
+    Examples
+    --------
+    >>> import numpy as np, keras, tmx
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential(
+    ...     [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3, name="dense")]
+    ... )
+    >>> x = np.random.default_rng(0).random((6, 8, 8, 1)).astype("float32")
+    >>> y = np.array([0, 1, 2, 0, 1, 2])
+    >>> ev = tmx.evaluate(model, x, y, tmx.transforms.rotation([0, 90]))
+    >>> dict(ev.sizes), ev.angle.values.tolist(), ev.attrs["output"]
+    ({'transformation': 2}, [0.0, 90.0], 'dense')
+    >>> logits = model.predict(x, verbose=0)      # rotation(0) is the identity
+    >>> bool(np.isclose(ev.accuracy[0], np.mean(logits.argmax(axis=1) == y)))
+    True
     """
     model = _inspect.load_model(model, safe_mode=safe_mode)
     desc, _ = _output_endpoint(model, output)
@@ -256,6 +272,24 @@ def analyze(
         (group, layer; the mean of the unit NVs, which moves with N) and ``inactive`` (group,
         layer; never-active units, whose NV is only the zero-division policy's value).
         Calling it twice gives the same result.
+
+    Examples
+    --------
+    >>> import numpy as np, keras, tmx
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential(
+    ...     [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3, name="dense")]
+    ... )
+    >>> x = np.random.default_rng(0).random((6, 8, 8, 1)).astype("float32")
+    >>> y = np.array([0, 1, 2, 0, 1, 2])
+    >>> groups = {"rotation": tmx.transforms.rotation([0, 90]),
+    ...           "flip": tmx.transforms.flip(["none", "x"])}
+    >>> res = tmx.analyze(model, x, y, groups, layers=["dense"])
+    >>> dict(res.sizes), res.attrs["reduce"]
+    ({'group': 2, 'layer': 1}, 'ratio_of_means')
+    >>> ev = tmx.evaluate(model, x, y, groups["flip"])   # accuracy: the group's mean
+    >>> bool(np.isclose(res.accuracy.sel(group="flip"), ev.accuracy.mean()))
+    True
     """
     show = _progress.resolve(progress)
     if np.ndim(x) >= 1:  # before any forward pass: the measures need two samples

@@ -483,7 +483,18 @@ def parse(spec: str) -> T.TransformationSet:
 
 
 def parse_all(specs: list[str]) -> T.TransformationSet:
-    """The union of several specs (``--transforms`` given several times)."""
+    """The union of several specs (``--transforms`` given several times).
+
+    Examples
+    --------
+    >>> from tmx.cli import parse_all
+    >>> parse_all(["rotation(0, 90)", "flip(x)"]).labels
+    ('rotation(0)', 'rotation(90)', 'flip(x)')
+    >>> parse_all([])
+    Traceback (most recent call last):
+    ...
+    ValueError: --transforms is required, e.g. --transforms 'rotation(0:360:45)'
+    """
     if not specs:
         raise ValueError("--transforms is required, e.g. --transforms 'rotation(0:360:45)'")
     sets = [parse(s) for s in specs]
@@ -1162,7 +1173,22 @@ def _summary(paths: dict[str, Path]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``tmx`` command. Returns the exit status (0; 1 on a failed run; 2 on bad usage)."""
+    """The ``tmx`` command. Returns the exit status (0; 1 on a failed run; 2 on bad usage).
+
+    Examples
+    --------
+    A failed run returns 1 (the error goes to stderr); bad usage exits with status 2, as
+    ``argparse`` does:
+
+    >>> from tmx.cli import main
+    >>> main(["report", "/nonexistent/cube.zarr", "--quiet"])
+    1
+    >>> try:
+    ...     main(["run"])                         # model, data and --transforms missing
+    ... except SystemExit as stop:
+    ...     print(stop.code)
+    2
+    """
     parser, commands = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":

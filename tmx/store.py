@@ -107,9 +107,9 @@ import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import dask
 import dask.array as da
@@ -120,6 +120,8 @@ import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.abc.store
+import zarr.codecs
 import zarr.storage
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -233,7 +235,7 @@ _SAFE_CODECS = frozenset(
 
 
 # Data codecs offered by save(compression=...): factories, so no codec object is shared.
-_COMPRESSORS = {
+_COMPRESSORS: dict[str | None, Callable[[], list[Any] | None]] = {
     "zstd": lambda: [zarr.codecs.ZstdCodec(level=1)],
     "lz4": lambda: [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
     None: lambda: None,
@@ -343,11 +345,11 @@ class _Loc:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         """Keys under ``prefix`` (a ``"dir/"`` or a key's start), relative to the store."""
         raise NotImplementedError
 
-    def list_dir(self, prefix: str) -> list[str]:
+    def list_dir(self, prefix: str) -> builtins.list[str]:
         """Names of the keys and "directories" right under ``prefix`` (``""`` or
         ``"dir/"``)."""
         raise NotImplementedError
@@ -511,7 +513,7 @@ class _ZarrLoc(_Loc):
         buf = _zarr_sync(self.store.get(key, prototype=default_buffer_prototype()))
         return None if buf is None else buf.to_bytes()
 
-    def read_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def read_many(self, keys: Sequence[str]) -> builtins.list[bytearray | bytes | None]:
         if not keys:
             return []
         bufs = _zarr_sync(_gather_gets(self.store, list(keys)))
@@ -531,7 +533,7 @@ class _ZarrLoc(_Loc):
         keys = _zarr_sync(_collect(self.store.list_prefix(f"{directory}/" if directory else "")))
         return [k for k in keys if k.startswith(prefix)]
 
-    def list_dir(self, prefix: str) -> list[str]:
+    def list_dir(self, prefix: str) -> builtins.list[str]:
         return _zarr_sync(_collect(self.store.list_dir(prefix)))
 
 
@@ -785,6 +787,7 @@ def _manifest(cube: xr.DataArray) -> tuple[dict[str, Any], dict[str, np.ndarray]
     values: dict[str, np.ndarray] = {}
     coords = []
     for name, coord in cube.coords.items():
+        assert isinstance(name, str)  # _prepare checked every coordinate name
         v = _coord_values(coord, name)
         values[name] = v
         coords.append(
@@ -862,7 +865,9 @@ def _manifest_differences(store: Mapping[str, Any], cube: Mapping[str, Any]) -> 
         others = [k for k in keys if k not in _IDENTITY_ATTRS]
         if others:
             out.append(f"attrs differ (keys {others})")
-    s_coords = {c.get("name"): c for c in store.get("coords") or [] if isinstance(c, dict)}
+    s_coords: dict[Any, Any] = {
+        c.get("name"): c for c in store.get("coords") or [] if isinstance(c, dict)
+    }
     c_coords = {c["name"]: c for c in cube["coords"]}
     if set(s_coords) != set(c_coords):
         out.append(f"coordinates differ (store {sorted(s_coords)}, cube {sorted(c_coords)})")
@@ -1193,7 +1198,8 @@ class ChunkProblem(NamedTuple):
     """One bad chunk of a store: its index in the chunk grid, the sample, transformation and
     unit positions it holds, and what is wrong with it."""
 
-    index: tuple[int, int, int]
+    # shadows tuple.index (a public field name that tests and users read)
+    index: tuple[int, int, int]  # type: ignore[assignment]
     samples: range
     transformations: range
     units: range
@@ -1222,7 +1228,8 @@ def _chunk_ranges(
 
 
 def _problem(index: Sequence[int], shape: Sequence[int], chunks: Sequence[int], text: str):
-    return ChunkProblem(tuple(int(i) for i in index), *_chunk_ranges(index, shape, chunks), text)
+    grid = cast("tuple[int, int, int]", tuple(int(i) for i in index))
+    return ChunkProblem(grid, *_chunk_ranges(index, shape, chunks), text)
 
 
 class StoreDamagedError(ValueError):
@@ -1231,7 +1238,9 @@ class StoreDamagedError(ValueError):
     ``problems`` lists each bad chunk (a ``ChunkProblem``: grid index, the sample,
     transformation and unit ranges, and what is wrong)."""
 
-    def __init__(self, path: Path | str, problems: Sequence[ChunkProblem], when: str = "") -> None:
+    def __init__(
+        self, path: Path | str | _Loc, problems: Sequence[ChunkProblem], when: str = ""
+    ) -> None:
         self.path = str(path)
         self.problems = list(problems)
         self._when = when
@@ -1264,7 +1273,7 @@ def _crc(buf: Any) -> bytes:
     return int(google_crc32c.value(view)).to_bytes(4, "little")
 
 
-def _binding(index: Sequence[int], stored_crc: bytes) -> bytes:
+def _binding(index: Sequence[int], stored_crc: bytes | bytearray) -> bytes:
     """A chunk's record: the CRC-32C of its file's own CRC-32C (the ``crc32c`` codec's last 4
     bytes), seeded with the chunk's position, so that the file is bound to its place."""
     head = f"tmx-chunk|{tuple(int(i) for i in index)}|".encode()
@@ -1335,7 +1344,7 @@ class _ChunkCodec:
             full[tuple(slice(0, n) for n in block.shape)] = block
         else:
             full = np.ascontiguousarray(block, dtype=self.dtype)
-        raw: Any = memoryview(full).cast("B") if full.size else b""
+        raw: Any = full.data.cast("B") if full.size else b""
         if self.compressor is not None:
             raw = self.compressor.encode(raw)
         if not self.crc:
@@ -1495,6 +1504,7 @@ class _ChunkReader:
         block, problem = self.read(index, expected)
         if problem is not None:
             raise StoreDamagedError(self.loc, [problem], " (found while reading)")
+        assert block is not None  # read() returns a block or a problem
         return block
 
 
@@ -1893,8 +1903,16 @@ def _create_store(
     _ensure_data_arrays(group, manifest, loc, compression, checksums)
 
 
-def _open_group(loc: _Loc, mode: str = "r+") -> zarr.Group:
+def _open_group(loc: _Loc, mode: Literal["r", "r+"] = "r+") -> zarr.Group:
     return zarr.open_group(loc.zarr_store(), mode=mode, zarr_format=3, use_consolidated=False)
+
+
+def _member_array(group: zarr.Group, name: str, loc: _Loc) -> zarr.Array:
+    """The array ``name`` of ``group`` (the group of the store ``loc``)."""
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise TypeError(f"store {loc}: {name!r} is a Zarr group, not an array")
+    return member
 
 
 def _write_coords(
@@ -1957,7 +1975,10 @@ def _ensure_data_arrays(
             c["name"] for c in manifest["coords"] if c["name"] not in DIMS
         )
     crc = [zarr.codecs.Crc32cCodec()] if checksums else []
-    specs = [
+    # name, shape, chunks, dtype, fill value, dimension names, attributes, codecs
+    specs: list[
+        tuple[str, tuple[int, ...], tuple[int, ...], np.dtype, Any, tuple[str, ...], dict, Any]
+    ] = [
         (
             DATA_NAME,
             shape,
@@ -2129,7 +2150,7 @@ def _read_done(loc: _Loc) -> np.ndarray:
     meta = _read_json(loc, f"{DONE_NAME}/zarr.json", f"store {loc}")
     if meta.get("chunk_key_encoding") != _FLAT_KEY_ENCODING:
         group = _open_group(loc, "r")
-        return np.asarray(group[DONE_NAME][...], dtype=bool)
+        return np.asarray(_member_array(group, DONE_NAME, loc)[...], dtype=bool)
     grid = tuple(int(n) for n in meta["shape"])
     done = np.zeros(grid, dtype=bool)
     found = sorted(
@@ -2193,7 +2214,7 @@ def _input_mismatch(path: Any, blocks: Sequence[int], manifest: Mapping[str, Any
 
 
 def _check_inputs(
-    path: str, manifest: Mapping[str, Any], expected: Mapping[int, bytes], *got: bytes
+    path: str | _Loc, manifest: Mapping[str, Any], expected: Mapping[int, bytes], *got: bytes
 ) -> int:
     """Gate of a resume's writes: the digests of the input blocks ``expected`` names (in
     order) must be the recorded ones."""
@@ -2205,7 +2226,7 @@ def _check_inputs(
 
 def _write_blocks(
     data: da.Array,
-    todo: Sequence[tuple[int, int, int]],
+    todo: Sequence[tuple[int, ...]],
     writer: _BlockWriter,
     progress: bool,
     input_keys: Sequence[Any] | None = None,
@@ -2236,7 +2257,11 @@ def _write_blocks(
     if gate is not None:
         layer[gate_key] = gate
     layer[(name + "-done",)] = (sum, [(name, *idx) for idx in todo])
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data])
+    graph = HighLevelGraph.from_collections(
+        name,
+        layer,
+        dependencies=[data],  # type: ignore[list-item]  # dask's typing
+    )
     tasks = [Delayed((name + "-done",), graph, layer=name)]
     kwargs: dict[str, Any] = {}
     pool = None
@@ -2859,11 +2884,11 @@ def _append_locked(
     group = _open_group(loc)
     if pending.get("stage") != "writing":
         grid = _grid(manifest["shape"], manifest["chunks"])
-        group[DATA_NAME].resize(tuple(manifest["shape"]))
-        group[DONE_NAME].resize(grid)
-        group[DIGEST_NAME].resize((*grid, _DIGEST_BYTES))
+        _member_array(group, DATA_NAME, loc).resize(tuple(manifest["shape"]))
+        _member_array(group, DONE_NAME, loc).resize(grid)
+        _member_array(group, DIGEST_NAME, loc).resize((*grid, _DIGEST_BYTES))
         for name, values in grown.items():
-            arr = group[name]
+            arr = _member_array(group, name, loc)
             arr.resize(values.shape)
             tail = values[n_old:]
             arr[n_old:] = tail.astype(str) if tail.dtype.kind in "UO" else tail
@@ -2941,7 +2966,9 @@ def _start_append(
             raise StoreDamagedError(loc, problems, " (found before appending)")
         for index in indices:
             loc.write(f"{_STASH}/c.{index[1]}.{index[2]}", [raws[index]])
-            boundary[f"{index[1]}.{index[2]}"] = records[index].hex()
+            record = records[index]
+            assert record is not None  # a missing record is one of the problems above
+            boundary[f"{index[1]}.{index[2]}"] = record.hex()
     pending = {
         "version": 1,
         "manifest_before": dict(old),
@@ -2980,7 +3007,9 @@ def _pending_old_coords(loc: _Loc, old: Mapping[str, Any]) -> dict[str, np.ndarr
     out = {}
     for c in old["coords"]:
         if "sample" in c["dims"]:
-            values = _restore_values(group[c["name"]][:n_old], c["dtype"], c["name"])
+            values = _restore_values(
+                _member_array(group, c["name"], loc)[:n_old], c["dtype"], c["name"]
+            )
             if _hash_values(values) != c["sha256"]:
                 raise ValueError(
                     f"store {loc}: the values of coordinate {c['name']!r} do not match their sha256"
@@ -2995,6 +3024,7 @@ def _stash_block(
     block, problem = reader.read(index, expected, key=key)
     if problem is not None:
         raise StoreDamagedError(reader.loc, [problem], " (in the copy kept by an append)")
+    assert block is not None  # read() returns a block or a problem
     return block[:r]
 
 
@@ -3007,7 +3037,7 @@ def _stash_array(
     reader = _ChunkReader(loc, shape, chunks, _ChunkCodec(meta, np.nan), True)
     grid = _grid(shape, chunks)
     name = "tmx-append-stash-" + dask.base.tokenize(loc, pending.get("cube"), b0, r)
-    layer = {}
+    layer: dict[Any, Any] = {}
     for j, k in np.ndindex(*grid[1:]):
         expected = bytes.fromhex(pending["boundary"][f"{j}.{k}"])[:4]
         layer[(name, 0, j, k)] = (
@@ -3126,14 +3156,14 @@ def _load(loc: _Loc, attrs: dict[str, Any] | None = None) -> _Loaded:
                     f"store {path}: coordinate {name!r} has shape "
                     f"{getattr(carr, 'shape', None)}; expected {expected}"
                 )
-            raw = carr[...] if carr.size else np.zeros(carr.shape, dtype=carr.dtype)
+            stored = carr[...] if carr.size else np.zeros(carr.shape, dtype=carr.dtype)
         except ValueError:
             raise
         except Exception as err:
             raise ValueError(
                 f"store {path}: coordinate {name!r} cannot be read ({type(err).__name__}: {err})"
             ) from err
-        values = _restore_values(raw, c["dtype"], name)
+        values = _restore_values(stored, c["dtype"], name)
         if _hash_values(values) != c["sha256"]:
             raise ValueError(
                 f"store {path}: the values of coordinate {name!r} do not match their sha256"
@@ -3298,7 +3328,7 @@ def _chunked_array(
     grid = _grid(shape, chunks)
     if 0 in shape:
         return da.zeros(shape, dtype=dtype, chunks=tuple(max(c, 1) for c in chunks))
-    layer = {
+    layer: dict[Any, Any] = {
         (name, *idx): (
             _read_chunk,
             reader,
@@ -3551,7 +3581,9 @@ def verify(store: Any) -> int:
     manifest = loaded.manifest
     shape, chunks = manifest["shape"], manifest["chunks"]
     grid = _grid(shape, chunks)
-    problems = {p.index: p for p in _missing_chunks(loc, manifest)}
+    problems: dict[tuple[int, ...], ChunkProblem] = {
+        p.index: p for p in _missing_chunks(loc, manifest)
+    }
     if 0 in grid:
         return 0
     try:

@@ -52,7 +52,7 @@ def check_dtype(dtype: Any) -> Any:
 
 
 def _gyoza_network(
-    d: int, outputs: int, seeds: Sequence[int], dtype: Any = None
+    d: int, outputs: int, seeds: Sequence[int | None], dtype: Any = None
 ) -> keras.Sequential:
     """gyoza 0.3.0's coupling network ``Dense(4D, relu) → Dense(D)`` on the conditioning half.
 

@@ -45,6 +45,7 @@ def _compiled(flow: Any, d: int, jacobian: bool) -> Any:
         @tf.function(input_signature=[tf.TensorSpec((None, d), dtype)])
         def run(x: Any) -> Any:
             f = ref()
+            assert f is not None  # run is only called through the flow it was built for
             if jacobian:
                 with tf.GradientTape() as tape:
                     tape.watch(x)

@@ -162,7 +162,8 @@ def _materialise(
             dtype=dtype.name,
         )
         stores.append((arr.data.astype(dtype).rechunk((rows, -1)), z))
-    da.store([s for s, _ in stores], [z for _, z in stores], lock=False)
+    # dask's Array does not match numpy's ArrayLike protocol in dask's own annotation of store
+    da.store([s for s, _ in stores], [z for _, z in stores], lock=False)  # type: ignore[misc]
     return stores[0][1], stores[1][1], "zarr", tmp
 
 
@@ -213,6 +214,7 @@ def _unit_statistics(arrays: _Arrays, limit: int = 10_000) -> tuple[np.ndarray, 
             s1 += x.sum(axis=0)
             s2 += np.square(x).sum(axis=0)
     n = 2.0 * stop
+    assert shift is not None  # the pairs hold at least one row
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite values: refused next
         centred = s1 / n
         return shift + centred, np.sqrt(np.maximum(s2 / n - centred**2, 0.0))

@@ -361,6 +361,7 @@ def _apply_rows(
                 chunk = rows[start : start + call]
                 k = chunk.shape[0]
                 if fn is None:
+                    assert values is not None  # bound when not compiled
                     out[start : start + k] = values(tf.convert_to_tensor(chunk)).numpy()
                 else:
                     out[start : start + k] = fn(_batching.pad_rows(chunk, call)).numpy()[:k]
@@ -412,7 +413,7 @@ def _map_last(
     over the calls (``progress``) only when computed here (numpy-backed)."""
     d = arr.sizes[core]
     lazy = isinstance(arr.data, da.Array)
-    if lazy and len(arr.chunks[arr.get_axis_num(core)]) > 1:
+    if lazy and arr.chunks is not None and len(arr.chunks[arr.get_axis_num(core)]) > 1:
         arr = arr.chunk({core: -1})
     rows = arr.size // max(d, 1)
     compiled = rows * _work(flow, d) >= _COMPILE_WORK  # the whole job's size decides
@@ -440,6 +441,7 @@ def _as_labeled(value: Any, name: str, dim: str) -> xr.DataArray:
             raise ValueError(f"{name} must have a {dim!r} dim; got dims {value.dims}")
         arr = value
     else:
+        data: da.Array | np.ndarray
         if isinstance(value, da.Array):
             data = value
         else:
@@ -803,9 +805,12 @@ def _rewired(model: Any, layer: str) -> tuple[Any, Any, tuple[int, ...], Any]:
 
         @tf.function(reduce_retracing=True)
         def run(xs: Any, z: Any) -> Any:
-            return ref()([*xs, z], training=False)
+            live = ref()
+            assert live is not None  # the tail is held beside run (returned, memoised together)
+            return live([*xs, z], training=False)
 
-        return tail, run, tuple(int(s) for s in endpoint.shape), tail.inputs[:-1]
+        shape = tuple(int(s) for s in endpoint.shape if s is not None)  # no None: checked above
+        return tail, run, shape, tail.inputs[:-1]
 
     return memo(_REWIRED, model, ("tail", layer), build)
 
@@ -819,9 +824,10 @@ def _check_layout(flow: Flow, layer: str, shape: tuple[int, ...], d: int) -> Non
     if len(shape) > 3:
         return
     expected = unit_coords([layer], [shape])
+    flow_coords = flow.unit_coords or {}
     for key in ("channel", "y", "x"):
-        if key in (flow.unit_coords or {}):
-            got = np.asarray(flow.unit_coords[key]).astype(np.int64)
+        if key in flow_coords:
+            got = np.asarray(flow_coords[key]).astype(np.int64)
             if not np.array_equal(got, expected[key]):
                 raise ValueError(
                     f"model: the flow's units are not layer {layer!r}'s units in the cube's "

@@ -313,7 +313,7 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
     if unknown:
         raise ValueError(f"pairs.drawn names factors {unknown} that are not in pairs.factor")
     onehot = np.stack([drawn == f for f in named]).astype(np.float64) if named else None
-    counts = onehot.sum(axis=1) if named else np.zeros(0)
+    counts = onehot.sum(axis=1) if onehot is not None else np.zeros(0)
     if np.any(counts == 0):
         empty = [f for f, c in zip(named, counts, strict=True) if c == 0]
         raise ValueError(f"pairs has no pairs drawn for factor(s) {empty}")
@@ -330,7 +330,7 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
         _weighted_sums(ones, a64 + b64),
         _weighted_sums(ones, a64 * a64 + b64 * b64),
     ]
-    if named:
+    if onehot is not None:  # some factors are named
         parts += [
             _weighted_sums(onehot, a64),
             _weighted_sums(onehot, b64),

@@ -103,7 +103,7 @@ def _rope(shape: tuple[int, ...]) -> np.ndarray:
         forward = np.arange(n)
         last = np.where((np.arange(steps) % 2 == 0)[:, None], forward, forward[::-1])
         cells = np.concatenate([np.repeat(cells, n, axis=0), last.reshape(-1, 1)], axis=1)
-    return np.ravel_multi_index(tuple(cells.T), shape).astype(np.int64)
+    return np.array(np.ravel_multi_index(tuple(cells.T), shape), dtype=np.int64)
 
 
 def permutation(kind: str, shape: int | tuple[int, ...], seed: int | None = None) -> np.ndarray:

@@ -351,7 +351,7 @@ def pairs(
             continue
         if rho_value is not None:
             rho_table[where, j] = rho_value
-        else:
+        elif callable(rho):  # always, when rho_value is None
             rho_table[where, j] = _rho_from_function(rho, factor, where, side)
 
     # lazy point-wise gathers of the two members
@@ -368,8 +368,8 @@ def pairs(
 
     pair_coords: dict[str, Any] = {"pair": np.arange(n)}
     for end in ("a", "b"):
-        for name, values in side[end].items():
-            pair_coords[f"{name}_{end}"] = ("pair", values)
+        for name, column in side[end].items():
+            pair_coords[f"{name}_{end}"] = ("pair", column)
     pair_coords["drawn"] = ("pair", drawn)
 
     attrs: dict[str, Any] = {

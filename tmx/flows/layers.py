@@ -628,7 +628,7 @@ class Permute(_FlowLayer):
     arXiv:1410.8516.
     """
 
-    def __init__(self, indices: Sequence[int], **kwargs: Any) -> None:
+    def __init__(self, indices: Sequence[int] | np.ndarray, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._indices = _as_permutation(indices, "indices")
         self._inverse_indices = np.argsort(self._indices, kind="stable").astype(np.int64)

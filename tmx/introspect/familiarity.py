@@ -159,7 +159,7 @@ def _check_units(fit: xr.DataArray, score: xr.DataArray) -> None:
         )
     names = {k for k, c in fit.coords.items() if c.dims == ("unit",)}
     names |= {k for k, c in score.coords.items() if c.dims == ("unit",)}
-    for name in sorted(names):
+    for name in sorted(names, key=str):
         if name not in fit.coords or name not in score.coords:
             raise ValueError(f"unit coordinate {name!r} is on only one of fit_on and score")
         a = np.asarray(fit[name].values)
@@ -409,7 +409,7 @@ def _wrap(
     attrs: dict[str, Any],
 ) -> xr.Dataset:
     """The labeled result: ``familiarity`` (and ``familiarity_own`` with ``by``)."""
-    sample_coords = {k: c.variable for k, c in sco.coords.items() if c.dims == ("sample",)}
+    sample_coords = {str(k): c.variable for k, c in sco.coords.items() if c.dims == ("sample",)}
     coords: dict[str, Any] = {**sample_coords, "layer": np.asarray(chosen, dtype=str)}
     if by is None:
         return xr.Dataset(

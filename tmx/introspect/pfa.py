@@ -519,10 +519,12 @@ def pfa_recipe(
         for i, e in enumerate(eigs):
             rec[i] = max(_energy_count(np.clip(e, 0, None), energy), int(min_kept))
     elif size_rule == "percentile":
+        assert size is not None  # strategy == "size" (checked above)
         size_energy = _size_percentile_threshold(eigs, float(size), epsilon_energy)
         for i, e in enumerate(eigs):
             rec[i] = max(_energy_count(np.clip(e, 0, None), size_energy), int(min_kept))
     else:
+        assert size is not None  # strategy == "size" (checked above)
         shares, owner = [], []
         for i, e in enumerate(eigs):
             lam = np.clip(e[: n_act[i]], 0, None)

@@ -113,8 +113,8 @@ def _with_split_familiarity(
     big = uniques[counts >= split_min]
     split = np.full((n, n_layers, uniques.size), np.nan)
     if big.size:
-        rows = np.isin(label_values, big)
-        fit_on = reduced.isel(sample=np.flatnonzero(rows))
+        in_big = np.isin(label_values, big)
+        fit_on = reduced.isel(sample=np.flatnonzero(in_big))
         split_fam = familiarity(
             fit_on,
             reduced,

@@ -81,7 +81,7 @@ def is_lazy(obj: xr.DataArray | xr.Dataset) -> bool:
 # -- results ------------------------------------------------------------------------------------
 def unit_coords_of(obj: xr.DataArray | xr.Dataset) -> dict[str, Any]:
     """Every coordinate of ``obj`` that lies along ``unit`` only."""
-    return {k: c.variable for k, c in obj.coords.items() if c.dims == ("unit",)}
+    return {str(k): c.variable for k, c in obj.coords.items() if c.dims == ("unit",)}
 
 
 def base_attrs(cube: xr.DataArray, measure: str, **options: Any) -> dict[str, Any]:
@@ -359,7 +359,7 @@ def moments_both(data: Any) -> tuple[Any, Any]:
     token = tokenize(data, "tmx-moments-both-ref")
     both = f"tmx-moments-both-{token}"
     names = (f"tmx-moments-t-{token}", f"tmx-moments-s-{token}")
-    both_layer = {}
+    both_layer: dict = {}
     out_layers: tuple[dict, dict] = ({}, {})
     for i in range(len(s_chunks)):
         for j in range(len(t_chunks)):
@@ -473,8 +473,8 @@ def moments(data: Any, axis: int, ref: Any = None) -> Any:
     nb = data.numblocks[axis]
     chunks = tuple((1,) * nb if i == axis else c for i, c in enumerate(data.chunks))
     if not relative and nb == 1:
-        per_block = data.map_blocks(
-            block_moments, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
+        per_block = da.map_blocks(
+            block_moments, data, axis, new_axis=0, chunks=((3,), *chunks), dtype=np.float64
         )
         return _merge_blocks(per_block, axis)
     if relative:

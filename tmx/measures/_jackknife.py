@@ -129,7 +129,8 @@ def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, A
                     )
                     previous = key
                 layer[(name, n_task, 0, 0, j, k)] = previous
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data, first])
+    # dask's Array does not match its own DaskCollection protocol (__dask_scheduler__)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data, first])  # type: ignore[list-item]
     chunks = ((1,) * len(tasks), (4,), (groups,), t_chunks, u_chunks)
     per_task = da.Array(graph, name, chunks=chunks, dtype=np.float64)
     if len(tasks) == 1:

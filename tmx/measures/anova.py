@@ -99,6 +99,20 @@ def anova(cube: xr.DataArray) -> xr.Dataset:
     chunked merge, see ``_common.moments``) and the per-group extremes (for the exact constancy
     test) share the cube's blocks. A lazy cube gives a lazy result (the p-values are computed
     blockwise from F).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from scipy import stats
+    >>> from tmx.measures.anova import anova
+    >>> a = np.random.default_rng(0).normal(size=(20, 3, 2))    # N=20, T=3, 2 units
+    >>> a[:, 1, 1] += 3.0                         # transformation 1 shifts unit 1's mean
+    >>> res = anova(tmx.from_array({"dense": a}))
+    >>> ref = stats.f_oneway(*a[:, :, 1].T)       # the T groups of unit 1
+    >>> bool(np.isclose(res.f[1], ref.statistic)), bool(np.isclose(res.p[1], ref.pvalue))
+    (True, True)
+    >>> res.attrs["dfn"], res.attrs["dfd"], bool(res.p[1] < 1e-6)
+    (2, 57, True)
     """
     return _anova(cube, "anova")
 
@@ -162,6 +176,16 @@ def adjust_pvalues(p: Any, correction: str | None = "bonferroni") -> np.ndarray:
     Rejecting p_adj ≤ α controls the family-wise error rate at α (Bonferroni, Holm) or the false
     discovery rate at α (BH, for independent or positively dependent tests). Ties get equal
     adjusted values whatever their order.
+
+    Examples
+    --------
+    >>> from tmx.measures.anova import adjust_pvalues
+    >>> adjust_pvalues([0.01, 0.04, 0.03]).round(3).tolist()          # m p
+    [0.03, 0.12, 0.09]
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(3).tolist()  # 3p, 2p, 1p, monotone
+    [0.03, 0.06, 0.06]
+    >>> adjust_pvalues([0.01, 0.04, 0.03, float("nan")], "fdr_bh").round(3).tolist()
+    [0.03, 0.04, 0.04, nan]
     """
     correction = choice(correction, "correction", CORRECTIONS)
     p = np.asarray(p, dtype=np.float64)
@@ -237,6 +261,20 @@ def anova_invariance(
     p-value at once (the corrections sort them; ``m`` and ``f_critical`` are attrs). For a lazy
     cube that is not stored, this runs its forward passes once here; to share one pass with other
     measures, compute ``anova(cube)`` together with them and correct with ``adjust_pvalues``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx.measures.anova import anova_invariance
+    >>> a = np.random.default_rng(0).normal(size=(30, 3, 2))    # N=30, T=3, 2 units
+    >>> a[:, 1, 0] += 3.0                         # transformation 1 shifts unit 0's mean
+    >>> res = anova_invariance(tmx.from_array({"dense": a}), alpha=0.01)
+    >>> res.reject.values.tolist(), res.attrs["m"]
+    ([True, False], 2)
+    >>> bool(np.allclose(res.p_adjusted, np.minimum(1, 2 * res.p)))   # Bonferroni, m = 2
+    True
+    >>> bool((res.f > res.attrs["f_critical"]).equals(res.reject))
+    True
     """
     alpha = _check_alpha(alpha)
     correction = choice(correction, "correction", CORRECTIONS)

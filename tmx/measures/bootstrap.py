@@ -378,6 +378,8 @@ def _weighted_replicates(
             s1 = np.zeros((b_total, t * u))
             s2 = np.zeros((b_total, t * u))
             zero = _ZeroState(b_total, t * u, raw.dtype)
+        # set on the first block
+        assert s0 is not None and s1 is not None and s2 is not None and zero is not None
         xs = minus(raw, shift).reshape(s, t * u)
         wb_all = w[:, lo : lo + s]
         s0 += wb_all.sum(axis=1)
@@ -403,6 +405,8 @@ def _weighted_replicates(
             const, _ = _support_constant(vb, cells_by_t, classes)  # (b, s·U): constant over supp(v)
             np.copyto(disp, 0.0, where=const.reshape(len(vb), s, u).transpose(1, 0, 2))
             tv_acc[b0 : b0 + batch] += np.einsum("sb,sbu->bu", wb.T, disp, optimize=True)
+    # the cube has samples, so the loop ran and set the sums
+    assert s0 is not None and s1 is not None and s2 is not None and zero is not None
     m2 = s2 - s1 * s1 / s0[:, None]
     m2[zero.const] = 0.0  # exactly constant over the replicate's samples
     m2 = m2.reshape(b_total, t, u)
@@ -446,13 +450,13 @@ def _vectorised(
         )
     blocks = _reads(target.data, _block_size(n, t, target.sizes["unit"]))
     codes, groups = channel_groups(cube) if pool == "mean" else (None, None)
-    rows = []
+    rows: list[xr.DataArray] = []
     with steps(passes * blocks, progress, unit="block") as bar:
         for first in range(0, total, per_pass):
             stop = min(total, first + per_pass)
             w, v = _draws(seed, first, stop, n, t, over)
             tv, sv = _weighted_replicates(target.data, w, v, ddof, dispersion, bar)
-            if codes is not None:
+            if codes is not None and groups is not None:  # both or neither
                 tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
                 sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
             nv = divide(tv, sv, zero_div)
@@ -462,7 +466,9 @@ def _vectorised(
                 attrs=template.attrs,
             )
             if by_layer == "ratio_of_means":
-                reps = _by_layer(parts, reduce="ratio_of_means")
+                layer = _by_layer(parts, reduce="ratio_of_means")
+                assert isinstance(layer, xr.DataArray)  # ratio_of_means gives one DataArray
+                reps = layer
             else:
                 reps = parts[_VECTORISED[measure]].rename(template.name)
                 reps.attrs = dict(template.attrs)

@@ -62,7 +62,7 @@ convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal, overload
 
 import dask
 import dask.array as da
@@ -155,7 +155,7 @@ def _vector_pairs(w: np.ndarray, metric: str, normalize: bool) -> np.ndarray:
 
 
 def _recompute_near(
-    flat: np.ndarray, sq: np.ndarray, w: np.ndarray, rows: tuple[np.ndarray, np.ndarray]
+    flat: np.ndarray, sq: np.ndarray, w: np.ndarray, rows: tuple[np.ndarray, ...]
 ) -> None:
     """Replace, in the flattened squared distances ``flat`` (S, n·n), the pairs with
     ‖a − b‖² < 2⁻¹⁰ (‖a‖² + ‖b‖²) that involve one of the (set, vector) ``rows`` by Σ (a − b)²
@@ -380,7 +380,7 @@ def _distance_parts(
         codes = np.arange(cube.sizes["unit"])
         coords = unit_coords_of(cube)
     lazy = isinstance(cube.data, da.Array)
-    opts = {"per": per, "metric": metric, "normalize": bool(normalize)}
+    opts: dict[str, Any] = {"per": per, "metric": metric, "normalize": bool(normalize)}
 
     def cells(axis: int) -> Any:
         if lazy:
@@ -393,6 +393,7 @@ def _distance_parts(
     if need_s:
         values["sd"] = cells(0).mean(axis=0)
     if "nd" in which:
+        assert zero_div is not None  # normalized_distance, the one caller with "nd", passes it
         if lazy:
             td = values["td"]
             sd = values["sd"].rechunk(td.chunks)
@@ -469,6 +470,21 @@ def transformation_distance(
     ----------
     Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
     in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> conv, dense = rng.normal(size=(5, 3, 2, 2, 2)), rng.normal(size=(5, 3, 3))
+    >>> dense[:, :, 0] = dense[:, :1, 0]          # unit 0 of "dense": same under every t
+    >>> cube = tmx.from_array({"conv": conv, "dense": dense})
+    >>> td = tmx.transformation_distance(cube)
+    >>> a = cube.values                           # mean over samples and pairs j < k of |Δ|
+    >>> pairs = [abs(a[:, j] - a[:, k]) for j in range(3) for k in range(j + 1, 3)]
+    >>> bool(np.allclose(td, np.mean(pairs, axis=0).mean(axis=0))), float(td[8])
+    (True, 0.0)
+    >>> tmx.transformation_distance(cube, per="channel").sizes["unit"]   # 2 + 3 channels
+    5
     """
     ds = _distance_parts(
         cube,
@@ -499,11 +515,56 @@ def sample_distance(
     ----------
     Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
     in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> a = np.random.default_rng(0).normal(size=(4, 3, 2))     # N=4, T=3, 2 units
+    >>> sd = tmx.sample_distance(tmx.from_array({"dense": a}))
+    >>> pairs = [abs(a[i] - a[k]) for i in range(4) for k in range(i + 1, 4)]   # (T, U) each
+    >>> sd.dims, bool(np.allclose(sd, np.mean(pairs, axis=0).mean(axis=0)))
+    (('unit',), True)
     """
     ds = _distance_parts(
         cube, ("sd",), "sample_distance", per=per, metric=metric, normalize=normalize
     )
     return _single(ds, "sd", "sample_distance")
+
+
+@overload
+def normalized_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+    zero_div: str = "tmeasures",
+    parts: Literal[False] = False,
+) -> xr.DataArray: ...
+
+
+@overload
+def normalized_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+    zero_div: str = "tmeasures",
+    parts: Literal[True],
+) -> xr.Dataset: ...
+
+
+@overload
+def normalized_distance(
+    cube: xr.DataArray,
+    *,
+    per: str = "unit",
+    metric: str = "euclidean",
+    normalize: bool = False,
+    zero_div: str = "tmeasures",
+    parts: bool = False,
+) -> xr.DataArray | xr.Dataset: ...
 
 
 def normalized_distance(
@@ -537,6 +598,16 @@ def normalized_distance(
     ----------
     Quiroga, F., Torrents-Barrena, J., Lanzarini, L., Puig, D. (2019). Measuring (in)variances
     in convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> dense = rng.normal(size=(5, 3, 2))
+    >>> dense[:, :, 0] = dense[:, :1, 0]          # unit 0: same under every transformation
+    >>> ds = tmx.normalized_distance(tmx.from_array({"dense": dense}), parts=True)
+    >>> bool(np.allclose(ds.nd, ds.td / ds.sd)), float(ds.nd[0])
+    (True, 0.0)
     """
     if not isinstance(parts, bool):
         raise ValueError(f"parts must be True or False; got {parts!r}")

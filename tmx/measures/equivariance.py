@@ -10,7 +10,7 @@ equivariant to an exact group action (a circular convolution under cyclic shifts
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -54,10 +54,10 @@ def _operator(
     tset: TransformationSet,
     j: int,
     size: tuple[int, int],
-    input_size: tuple[int, int] | None,
+    input_size: int | tuple[int, int] | None,
     interpolation: str | None,
     fill: str | None,
-) -> tuple[Any, np.ndarray] | None:
+) -> tuple[Any, np.ndarray | None] | None:
     """The inverse of transformation j on one (h, w) channel as ``out = M @ map + b``.
 
     Every built-in inverse (interpolated affine maps, flips, quarter turns, cyclic shifts,
@@ -70,7 +70,7 @@ def _operator(
     h, w = size
     if h * w > _MAX_OPERATOR_PIXELS or any(op.kind.category == "custom" for op in tset.elements[j]):
         return None
-    options = {"interpolation": interpolation, "fill": fill}
+    options: dict[str, Any] = {"interpolation": interpolation, "fill": fill}
     zero = np.zeros((1, h, w, 1), np.float32)
     offset = np.asarray(invert_maps(tset, zero, j, input_size=input_size, **options))
     offset = offset.reshape(h * w)
@@ -91,7 +91,7 @@ def _invert_block(
     block: np.ndarray,
     tset: TransformationSet,
     shape: tuple[int, int, int],
-    input_size: tuple[int, int] | None,
+    input_size: int | tuple[int, int] | None,
     options: dict[str, Any],
     block_info: dict | None = None,
 ) -> np.ndarray:
@@ -153,6 +153,24 @@ def invert(
     ------
     ValueError
         If the set does not match the cube, is not invertible, or no layer has spatial axes.
+
+    Examples
+    --------
+    Feature maps that rotate exactly with the input (here: the input itself) come back to
+    the untransformed maps under every transformation:
+
+    >>> import numpy as np, tmx
+    >>> from tmx.measures.equivariance import invert
+    >>> x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    >>> tset = tmx.transforms.rot90([0, 1, 2])
+    >>> maps = np.stack([tmx.transforms.apply(tset, x, j) for j in range(3)], axis=1)
+    >>> cube = tmx.from_array({"maps": maps}, transformation=tset,
+    ...                       attrs={"input_shape": (4, 4, 3)})
+    >>> back = invert(cube)
+    >>> dict(back.sizes)
+    {'sample': 2, 'transformation': 3, 'unit': 48}
+    >>> bool(np.allclose(back.values, x.reshape(2, 1, 48)))
+    True
     """
     cube = check_cube(cube, measure="invert", min_samples=1)
     if transforms is None:
@@ -184,7 +202,8 @@ def invert(
         ]
         raise ValueError(f"transforms cannot be inverted on feature maps: {bad[:5]}")
     if input_size is None and "input_shape" in cube.attrs:
-        input_size = tuple(int(s) for s in cube.attrs["input_shape"][:2])
+        # (H, W) of an image model's input; invert checks the size (image_size)
+        input_size = cast("tuple[int, int]", tuple(int(s) for s in cube.attrs["input_shape"][:2]))
     options = {"interpolation": interpolation, "fill": fill}
     kept, dropped, parts = [], [], []
     for name, idx in units_by_layer(cube).items():

@@ -222,6 +222,19 @@ def goodfellow(
 
     Reference: I. J. Goodfellow, Q. V. Le, A. M. Saxe, H. Lee, A. Y. Ng, "Measuring invariances in
     deep networks", Advances in Neural Information Processing Systems 22, 2009.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> from tmx.measures.goodfellow import goodfellow
+    >>> a = np.random.default_rng(0).normal(size=(200, 3, 2))   # N=200, T=3, 2 units
+    >>> a[:, 1:, 1] = a[:, :1, 1]                 # unit 1: the same under every transformation
+    >>> g = goodfellow(tmx.from_array({"dense": a}), reference=0, rate=0.1)
+    >>> fires = a > g.threshold.values            # t = μ + σ Φ⁻¹(0.9) over a[:, 0, u]
+    >>> bool(np.allclose(g["global"], fires[:, 0].mean(axis=0)))
+    True
+    >>> bool(np.allclose(g["local"], fires.mean(axis=(0, 1)))), float(g.score[1])
+    (True, 1.0)
     """
     cube = check_cube(
         cube,
@@ -255,7 +268,7 @@ def goodfellow(
         signed = xref.astype(np.float64) * sign
         cells = signed.reshape(n * n_ref, signed.shape[2])
         first["top_values"] = _top_sorted(cells, k)
-    if local == "top":
+    if z is not None:  # local == "top"
         if lazy:
             key = xref.map_blocks(_ref_sum, sign, drop_axis=1, dtype=np.float64)
         else:
@@ -277,7 +290,7 @@ def goodfellow(
     fire_ref = fire if all_ref else fire[:, ref, :]
     g = fire_ref.sum(axis=(0, 1)) / (n * n_ref)
     n_top = None
-    if local == "all":
+    if z is None:  # local == "all"
         loc = fire.sum(axis=(0, 1)) / (n * t)
     else:
         cutoff = first["top_key"][z - 1]

@@ -264,6 +264,7 @@ def _feature_coords(
 ) -> tuple[str, dict[str, Any]]:
     """(dim, coords) labelling one side (``side`` = "out" / "in") of the map."""
     if kind == "conv1x1":
+        assert grid is not None  # a conv1x1 map always has its grid
         dim = f"channel_{side}"
         return dim, {dim: grid[1]}
     dim = f"unit_{side}"
@@ -274,7 +275,7 @@ def _feature_coords(
 
 
 def _dims_coords(obj: xr.DataArray, dim: str) -> dict[str, Any]:
-    return {k: c.variable for k, c in obj.coords.items() if c.dims == (dim,)}
+    return {str(k): c.variable for k, c in obj.coords.items() if c.dims == (dim,)}
 
 
 # -- public functions -----------------------------------------------------------------------------
@@ -382,9 +383,9 @@ def equivariance_map(
     if transformation is None:
         sel = list(range(t))
     else:
-        items = [transformation] if _is_int(transformation) else transformation
+        given: Any = [transformation] if _is_int(transformation) else transformation
         try:
-            items = list(items)
+            items: list[Any] = list(given)
         except TypeError:
             items = [None]
         if not items or not all(_is_int(i) and -t <= i < t for i in items):
@@ -568,6 +569,7 @@ def equivalence(
         x, y = _materialize([src_a[block, ta][:, ia], src_b[block, tb][:, ib]])
         rows_held = held[block]
         if kind == "conv1x1":
+            assert grid_a is not None and grid_b is not None  # set above for conv1x1
             positions = grid_a[2].shape[0]
             x = x[:, grid_a[2]].reshape(-1, p)
             y = y[:, grid_b[2]].reshape(-1, q)

@@ -8,7 +8,7 @@ it, so that a summary never silently hides them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import xarray as xr
@@ -29,8 +29,14 @@ def _layers(obj: xr.DataArray | xr.Dataset) -> list[str]:
     return _schema.layers(obj, "per_unit")
 
 
+def _isfinite(values: xr.DataArray) -> xr.DataArray:
+    """``np.isfinite`` of a DataArray: a DataArray (lazy for dask) through its
+    ``__array_ufunc__``, which numpy's stubs type as an ndarray."""
+    return cast(xr.DataArray, np.isfinite(values))
+
+
 def _reduce(values: xr.DataArray, how: str, finite_only: bool) -> tuple[xr.DataArray, Any]:
-    finite = np.isfinite(values)
+    finite = _isfinite(values)
     kept = values.where(finite) if finite_only else values
     if how == "median":
         kept = kept.chunk({"unit": -1}) if kept.chunks is not None else kept
@@ -38,6 +44,26 @@ def _reduce(values: xr.DataArray, how: str, finite_only: bool) -> tuple[xr.DataA
     out = getattr(kept, how)("unit", skipna=skipna)
     excluded = (~finite).sum("unit") if finite_only else xr.zeros_like(out, dtype=np.int64)
     return out, excluded
+
+
+@overload
+def by_layer(
+    per_unit: xr.DataArray,
+    *,
+    reduce: str = "mean",
+    finite_only: bool = True,
+    zero_div: str | None = None,
+) -> xr.DataArray: ...
+
+
+@overload
+def by_layer(
+    per_unit: xr.Dataset,
+    *,
+    reduce: str = "mean",
+    finite_only: bool = True,
+    zero_div: str | None = None,
+) -> xr.DataArray | xr.Dataset: ...
 
 
 def by_layer(
@@ -69,6 +95,23 @@ def by_layer(
     xr.DataArray (or Dataset for a Dataset input with a reduce other than ratio_of_means)
         Over ``layer`` (layers in order of appearance), with coordinates ``excluded`` (units
         left out as non-finite) and ``units`` (units in the layer).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> conv, dense = rng.normal(size=(6, 3, 2, 2, 2)), rng.normal(size=(6, 3, 3))
+    >>> cube = tmx.from_array({"conv": conv, "dense": dense})
+    >>> nv = tmx.normalized_variance(cube)
+    >>> per_layer = tmx.by_layer(nv)              # the mean of each layer's units
+    >>> per_layer.layer.values.tolist(), per_layer.units.values.tolist()
+    (['conv', 'dense'], [8, 3])
+    >>> bool(np.isclose(per_layer.sel(layer="dense"), nv[8:].mean()))
+    True
+    >>> parts = tmx.normalized_variance(cube, parts=True)
+    >>> ratio = tmx.by_layer(parts, reduce="ratio_of_means")   # Σ TV / Σ SV per layer
+    >>> bool(np.isclose(ratio.sel(layer="dense"), parts.tv[8:].sum() / parts.sv[8:].sum()))
+    True
     """
     choice(reduce, "reduce", REDUCES)
     if not isinstance(finite_only, bool):
@@ -89,10 +132,10 @@ def by_layer(
         rows, excluded, errors, plain = [], [], [], []
         for name in layers:
             sub = per_unit.isel(unit=np.flatnonzero(layer_of == name))
-            ok = np.isfinite(sub[raw[0]]) & np.isfinite(sub[raw[1]])
+            ok = _isfinite(sub[raw[0]]) & _isfinite(sub[raw[1]])
             if jackknifed:
-                ok = ok & np.isfinite(sub["tv_loo"]).all("jackknife")
-                ok = ok & np.isfinite(sub["sv_loo"]).all("jackknife")
+                ok = ok & _isfinite(sub["tv_loo"]).all("jackknife")
+                ok = ok & _isfinite(sub["sv_loo"]).all("jackknife")
             ratio = _ratio_of_means(sub, raw, ok if finite_only else None, zero_div)
             if jackknifed:
                 loo = _ratio_of_means(
@@ -107,8 +150,8 @@ def by_layer(
             excluded.append((~ok).sum("unit") if finite_only else xr.zeros_like(ratio, int))
         out = _stack(rows, excluded, layers, layer_of, "normalized_variance")
         if jackknifed:
-            for name, values in (("jackknife_se", errors), ("uncorrected", plain)):
-                values = xr.concat(values, dim="layer", coords="minimal", compat="override")
+            for name, per_layer in (("jackknife_se", errors), ("uncorrected", plain)):
+                values = xr.concat(per_layer, dim="layer", coords="minimal", compat="override")
                 out = out.assign_coords({name: values.drop_vars(_UNIT_COORDS, errors="ignore")})
         out = _with_inactive(out, per_unit, layers, layer_of)
         out.attrs = {
@@ -204,6 +247,19 @@ def by_channel(
     xr.DataArray
         Dims (..., ``layer``, ``channel``); a layer with fewer channels than the widest is
         padded with NaN (and ``units`` = 0 there).
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> conv, dense = rng.normal(size=(6, 3, 2, 2, 2)), rng.normal(size=(6, 3, 3))
+    >>> nv = tmx.normalized_variance(tmx.from_array({"conv": conv, "dense": dense}))
+    >>> per_channel = tmx.by_channel(nv)          # (layer, channel), NaN-padded
+    >>> dict(per_channel.sizes), per_channel.units.values.tolist()
+    ({'layer': 2, 'channel': 3}, [[4, 4, 0], [1, 1, 1]])
+    >>> conv0 = nv[(nv.layer == "conv") & (nv.channel == 0)]   # its 2 × 2 map
+    >>> bool(np.isclose(per_channel.sel(layer="conv", channel=0), conv0.mean()))
+    True
     """
     choice(reduce, "reduce", ("mean", "max", "min"))
     if not isinstance(per_unit, xr.DataArray):

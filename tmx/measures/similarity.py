@@ -699,7 +699,8 @@ def cka_invariance(
         raise ValueError(f"reference must be an int (a transformation index); got {reference!r}")
     layers = _layers(cube)
     src = cube.data
-    groups, pairs = [], []
+    groups: list[_Group] = []
+    pairs: list[tuple[int, int]] = []
     for _, units, p in layers:
         first = len(groups)
         groups += [_Group(src, j, units, p) for j in range(t)]
@@ -720,7 +721,7 @@ def cka_invariance(
     )
     out = values.reshape(len(layers), t).T
     coords: dict[str, Any] = {
-        k: c.variable for k, c in cube.coords.items() if c.dims == ("transformation",)
+        str(k): c.variable for k, c in cube.coords.items() if c.dims == ("transformation",)
     }
     coords["layer"] = [name for name, _, _ in layers]
     if "sigma" in info:

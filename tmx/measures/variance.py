@@ -18,7 +18,7 @@ convolutional networks. Conference on Cloud Computing and Big Data, 98–109.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import xarray as xr
@@ -149,7 +149,7 @@ def variance_parts(
 
     def parts_of(data: Any) -> tuple[Any, Any, Any]:
         tv, sv = _tv_sv(data, ddof, dispersion)
-        if codes is not None:  # average TV and SV over (y, x) separately, then divide
+        if codes is not None and groups is not None:  # average TV and SV over (y, x), then divide
             tv = group_reduce(tv, codes, len(groups["layer"]), "mean")
             sv = group_reduce(sv, codes, len(groups["layer"]), "mean")
         return tv, sv, divide(tv, sv, zero_div)
@@ -165,6 +165,7 @@ def variance_parts(
     else:  # the measure within each stratum, averaged per unit
         parts = [parts_of(target.data[idx]) for idx in strata]
         tv, sv, nv = (sum(p[k] for p in parts) / len(parts) for k in range(3))
+    coords: dict[str, Any]
     if groups is not None:
         coords = {k: ("unit", v) for k, v in groups.items()}
         coords["unit"] = ("unit", np.arange(len(groups["layer"])))
@@ -239,7 +240,7 @@ def _jackknife_parts(
     tv_loo = jk.leave_out_mean(jk.group_sums(cells, code, n_groups), sizes)
     s1, s2, low, high = jk.shifted_power_sums(data, code, n_groups)
     sv_loo = jk.leave_out_mean_dispersion(s1, s2, sizes, ddof, dispersion, low, high)
-    if codes is not None:
+    if codes is not None and groups is not None:  # both or neither
         k = len(groups["layer"])
         tv, sv, tv_loo, sv_loo = (
             group_reduce(a, codes, k, "mean") for a in (tv, sv, tv_loo, sv_loo)
@@ -310,6 +311,19 @@ def transformation_variance(
     xr.DataArray
         Over ``unit`` with the cube's unit coordinates (pooled: one unit per channel), float64,
         ``attrs`` recording the options, N and T.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> conv, dense = rng.normal(size=(6, 3, 2, 2, 2)), rng.normal(size=(6, 3, 3))
+    >>> dense[:, :, 0] = dense[:, :1, 0]          # unit 0 of "dense": same under every t
+    >>> cube = tmx.from_array({"conv": conv, "dense": dense})
+    >>> tv = tmx.transformation_variance(cube)    # TV = mean_i std_j a[i, j, u]
+    >>> tv.sizes["unit"], bool(np.allclose(tv, cube.values.std(axis=1, ddof=1).mean(axis=0)))
+    (11, True)
+    >>> float(tv.sel(unit=tv.layer == "dense")[0])   # an invariant unit
+    0.0
     """
     ds = variance_parts(
         cube,
@@ -362,6 +376,51 @@ def sample_variance(
     return _single(ds, "sv", "sample_variance")
 
 
+@overload
+def normalized_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    zero_div: str = "tmeasures",
+    pool: str | None = None,
+    by: str | None = None,
+    parts: Literal[False] = False,
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
+) -> xr.DataArray: ...
+
+
+@overload
+def normalized_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    zero_div: str = "tmeasures",
+    pool: str | None = None,
+    by: str | None = None,
+    parts: Literal[True],
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
+) -> xr.Dataset: ...
+
+
+@overload
+def normalized_variance(
+    cube: xr.DataArray,
+    *,
+    dispersion: str = "std",
+    ddof: int = 1,
+    zero_div: str = "tmeasures",
+    pool: str | None = None,
+    by: str | None = None,
+    parts: bool = False,
+    bias_correction: str | None = None,
+    jackknife_groups: int | None = None,
+) -> xr.DataArray | xr.Dataset: ...
+
+
 def normalized_variance(
     cube: xr.DataArray,
     *,
@@ -401,6 +460,22 @@ def normalized_variance(
     of the per-stratum ratios (``tv`` and ``sv`` of ``parts`` are the means of the parts).
     The seed package's semantics: ``dispersion="var", zero_div="nan"`` (and ``pool="mean"``
     for its per-feature measures), then ``by_layer(parts, reduce="ratio_of_means")``.
+
+    Examples
+    --------
+    >>> import numpy as np, tmx
+    >>> rng = np.random.default_rng(0)
+    >>> conv, dense = rng.normal(size=(6, 3, 2, 2, 2)), rng.normal(size=(6, 3, 3))
+    >>> dense[:, :, 0] = dense[:, :1, 0]          # unit 0 of "dense": same under every t
+    >>> cube = tmx.from_array({"conv": conv, "dense": dense})
+    >>> nv = tmx.normalized_variance(cube, dispersion="var")
+    >>> a = cube.values                           # NV = mean_i var_j / mean_j var_i
+    >>> bool(np.allclose(nv, a.var(axis=1, ddof=1).mean(0) / a.var(axis=0, ddof=1).mean(0)))
+    True
+    >>> nv.sel(unit=nv.layer == "dense").values.round(3).tolist()[0]   # invariant: 0
+    0.0
+    >>> sorted(tmx.normalized_variance(cube, parts=True).data_vars)
+    ['nv', 'sv', 'tv']
     """
     if not isinstance(parts, bool):
         raise ValueError(f"parts must be True or False; got {parts!r}")
