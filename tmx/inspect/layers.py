@@ -383,9 +383,10 @@ def layer_names(model: keras.Model) -> list[str]:
     """Every name descriptor of the model, nested layers as ``"outer/inner"``.
 
     For a functional or Sequential model these are the operations of its graph (layers,
-    input layers and ``keras.ops`` calls), depth first in graph order. For a subclassed model
-    they are the layers found by walking ``model.layers`` (usable with ``find_layer``, not
-    as endpoints).
+    input layers and ``keras.ops`` calls), depth first in graph order. A subclassed model is
+    traced (see ``tmx.inspect.resolve``) and gives the operations of its traced graph; one
+    whose call cannot be traced gives the layers found by walking ``model.layers`` (usable
+    with ``find_layer``, not as endpoints).
 
     Examples
     --------
