@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -169,14 +171,16 @@ def test_analyze_scores_the_chosen_output_and_records_it(data):
         tmx.analyze(model, x, y, groups, layers=["gap"])
 
 
-def test_analyze_progress_bar_when_asked_and_quiet_under_pytest(capsys):
+def test_analyze_progress_bar_when_asked_and_quiet_under_pytest(capsys, caplog):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(6, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 3, size=6)
     groups = {"shift": T.translation([0, 1], 0)}
-    tmx.analyze(small_cnn(), x, y, groups, layers=["gap"], progress=True)
+    with caplog.at_level(logging.INFO, logger="tmx"):
+        tmx.analyze(small_cnn(), x, y, groups, layers=["gap"], progress=True)
     shown = capsys.readouterr().out
-    assert "group shift:" in shown and "100% Completed" in shown
+    assert "100% Completed" in shown and "group" not in shown  # the group goes to the log
+    assert any("analyze: group 'shift'" in r.getMessage() for r in caplog.records)
     tmx.analyze(small_cnn(), x, y, groups, layers=["gap"])
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="progress must be"):

@@ -12,6 +12,7 @@ measure and the accuracy come from one forward pass per block.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from ._validate import check_sizes
 from .cube import activations
 from .measures import by_layer, normalized_variance
 from .transforms import TransformationSet, seed_groups
+
+log = logging.getLogger("tmx")
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
@@ -190,6 +193,12 @@ def evaluate(
         model, x, transforms, layers=[desc], batch_size=batch_size, safe_mode=safe_mode
     )
     y = _labels(y, cube.sizes["sample"])
+    log.info(
+        "evaluate: output %r over %d sample(s) x %d transformation(s)",
+        str(cube.layer.values[0]) if cube.sizes["unit"] else "",
+        cube.sizes["sample"],
+        cube.sizes["transformation"],
+    )
     scores = _scores(cube.values, y, from_logits)
     return _score_dataset(cube, scores)
 
@@ -315,7 +324,7 @@ def analyze(
     out_desc, out_name = _output_endpoint(model, output)
     names = [e.name for e in _inspect.resolve(model, descriptors)]
     with_output = descriptors if out_name in names else [*descriptors, out_desc]
-    rows = []
+    rows: list[xr.Dataset] = []
     for name, tset in groups.items():
         cube = activations(
             model,
@@ -331,8 +340,13 @@ def analyze(
         measured = cube.isel(unit=np.flatnonzero(np.isin(layer, names)))
         outputs = cube.isel(unit=np.flatnonzero(layer == out_name))
         per_unit = measure(measured, **options)
-        if show:
-            print(f"group {name}:", flush=True)
+        log.info(
+            "analyze: group %r (%d of %d, %d transformation(s))",
+            name,
+            len(rows) + 1,
+            len(groups),
+            len(tset),
+        )
         with _progress.dask_bar(show):
             per_unit, logits = dask.compute(per_unit, outputs.data)
         scores = _scores(logits, y_int, from_logits)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -31,6 +32,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
+from dask.utils import format_bytes
 
 from . import _batching, _progress
 from . import _validate as v
@@ -38,6 +40,8 @@ from ._memo import memo, per_object
 from ._schema import UNIT_COORDS, unit_coords
 from ._version import __version__
 from .transforms import TransformationSet, apply, apply_many, check_input, identity
+
+log = logging.getLogger("tmx")
 
 # -- unit coordinates ---------------------------------------------------------------------------
 
@@ -252,6 +256,12 @@ class ForwardRunner:
             with self._lock:
                 self.batches += 1
                 self.images += rows * k
+        log.debug(
+            "activations: forward block of %d sample(s) x %d transformation(s) from sample %s",
+            n,
+            k,
+            sample_index[0] if n else "-",
+        )
         with self._lock:
             self.blocks += 1
             bar = self._bar
@@ -751,6 +761,21 @@ def activations(
     s_block, t_block, u_block = plan.sample, plan.transformation, plan.unit
     xd = xd.rechunk((s_block, *xd.shape[1:]))
     n_blocks = len(xd.chunks[0]) * math.ceil(t / t_block)
+    log.info(
+        "activations: %d sample(s) x %d transformation(s) x %d unit(s) from %d layer(s); "
+        "batch %d images, chunks (sample %d, transformation %d, unit %d), memory budget %s; "
+        "%d forward block(s)",
+        n,
+        t,
+        units,
+        len(names),
+        batch_size,
+        s_block,
+        t_block,
+        u_block,
+        format_bytes(budget),
+        n_blocks,
+    )
     runner = ForwardRunner(
         exposed,
         transforms,

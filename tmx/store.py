@@ -98,6 +98,7 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -147,6 +148,8 @@ FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 DIMS = ("sample", "transformation", "unit")
 DATA_NAME = "activation"
+
+log = logging.getLogger("tmx")
 DONE_NAME = "_tmx_chunks_done"
 DIGEST_NAME = "_tmx_chunks_digest"
 _DONE_DIMS = ("_tmx_sample_chunk", "_tmx_transformation_chunk", "_tmx_unit_chunk")
@@ -2641,6 +2644,7 @@ def _save_locked(
             path.delete(leftover)
     resuming = False
     if state == "tmx" and overwrite:
+        log.info("save: overwriting the store %s", path)
         _clear_store(path)
     elif state == "tmx":
         attrs = _group_attrs(path) or {}
@@ -2679,6 +2683,7 @@ def _save_locked(
     if resuming:
         group = _open_group(path)
         if group.attrs.get("tmx_complete") is True:
+            log.info("save: the store %s is already complete; nothing to resume", path)
             return
         _remove_temp_files(path)
         _write_coords(group, manifest, values)
@@ -2705,6 +2710,20 @@ def _save_locked(
         todo = []  # nothing to write (and the chunk grid of an empty dim is empty)
     else:
         writer = _writer(path, manifest, checksums)
+    if resuming:
+        log.info(
+            "save: resuming the store %s: %d of %d chunk(s) left to write",
+            path,
+            len(todo),
+            done.size,
+        )
+    else:
+        log.info(
+            "save: new store %s (format %d): %d chunk(s) to write",
+            path,
+            FORMAT_VERSION if checksums else 1,
+            len(todo),
+        )
     try:
         if todo:
             _write_blocks(cube.data, todo, writer, progress, input_keys, gate)
@@ -2718,6 +2737,7 @@ def _save_locked(
         )
         raise
     _update_group_attrs(path, {"tmx_complete": True})
+    log.info("save: wrote %d chunk(s); the store %s is complete", len(todo), path)
 
 
 def _update_group_attrs(
@@ -2869,11 +2889,13 @@ def _append_locked(
                 f"cube.assign_coords(sample=cube.sample + {old['shape'][0]})"
             )
         if cube.size == 0:
+            log.info("append: the cube has no values; the store %s is unchanged", loc)
             return
         old_values = {n: v[1] for n, v in loaded.coords.items()}
         manifest, grown = _appended_manifest(old, cube_manifest, old_values, cube_values)
         pending = _start_append(loc, old, manifest, cube_fp)
     else:
+        log.info("append: finishing an interrupted append to the store %s", loc)
         pending = _check_pending(loc, pending, cube_fp)
         old, manifest = pending["manifest_before"], pending["manifest"]
         old_values = _pending_old_coords(loc, old)
@@ -2918,6 +2940,14 @@ def _append_locked(
     done = _done_and_records(loc)[0][b0:]
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     writer = _writer(loc, manifest, True, offset=b0)
+    log.info(
+        "append: %d sample(s) to the store %s (%d -> %d): %d chunk(s) to write",
+        manifest["shape"][0] - n_old,
+        loc,
+        n_old,
+        manifest["shape"][0],
+        len(todo),
+    )
     try:
         if todo:
             _write_blocks(data, todo, writer, progress, input_keys)
@@ -2933,6 +2963,7 @@ def _append_locked(
     else:
         for key in loc.list(f"{_STASH}/"):
             loc.delete(key)
+    log.info("append: wrote %d chunk(s); the store %s is complete", len(todo), loc)
 
 
 def _start_append(
@@ -3308,6 +3339,14 @@ def open(store: Any, *, chunks: Any = "auto-from-store") -> xr.DataArray:
         data, dims=DIMS, coords=loaded.coords, attrs=_decode_attr(manifest["attrs"])
     )
     result.name = manifest["name"]  # set afterwards: the constructor takes a None name from data
+    log.info(
+        "open: the store %s passed its checks (format %d, shape %s, %d chunk(s)%s)",
+        loc,
+        loaded.version,
+        shape,
+        math.prod(_grid(shape, store_chunks)),
+        ", records present" if expected is not None else "; no checksums",
+    )
     return result
 
 
@@ -3516,6 +3555,13 @@ def _open_plain(loc: _Loc, chunks: Any) -> xr.DataArray:
     attrs["tmx_integrity"] = "unverified"
     result = xr.DataArray(data, dims=DIMS, coords=coords, attrs=attrs)
     result.name = arr.name
+    log.info(
+        "open: %s is a plain Zarr cube (array %r, Zarr format %d); its metadata passed the "
+        "checks, its values are unverified (no tmx checksums)",
+        loc,
+        var,
+        fmt,
+    )
     return result
 
 
@@ -3585,6 +3631,7 @@ def verify(store: Any) -> int:
         p.index: p for p in _missing_chunks(loc, manifest)
     }
     if 0 in grid:
+        log.info("verify: the store %s is empty; no chunks to check", path)
         return 0
     try:
         _check_array_meta(loc, DONE_NAME)
@@ -3623,4 +3670,5 @@ def verify(store: Any) -> int:
         raise StoreDamagedError(
             path, [problems[i] for i in sorted(problems)], " (found by tmx.verify)"
         )
+    log.info("verify: the store %s is sound: %d chunk(s) checked", path, int(np.prod(grid)))
     return int(np.prod(grid))

@@ -33,6 +33,7 @@ percentile intervals).
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +69,8 @@ from .variance import (
     sample_variance,
     transformation_variance,
 )
+
+log = logging.getLogger("tmx")
 
 OVER = ("sample", "transformation")
 _VECTORISED = {
@@ -441,6 +444,15 @@ def _vectorised(
         total, _replicates_per_pass(t, target.sizes["unit"], memory, target.dtype.itemsize)
     )
     passes = -(-total // per_pass)
+    log.info(
+        "bootstrap: %d replicate(s) (the estimate and %d draws) in %d pass(es) over the cube, "
+        "%d per pass within memory=%d bytes",
+        total,
+        n_boot,
+        passes,
+        per_pass,
+        memory,
+    )
     if passes > 1 and isinstance(target.data, da.Array) and cube.attrs.get("model_name"):
         warnings.warn(
             f"bootstrap: {total} replicates of this cube's sums need {passes} passes over the "
@@ -751,7 +763,13 @@ def bootstrap(
     progress = resolve_progress(progress)
     memory = parse_memory(memory, default=_MEMORY, minimum=2**20)
     method = _resolve_method(method, measure, options, over, by_layer)
+    name = getattr(measure, "__name__", "measure")
     if method == "jackknife":
+        log.info(
+            "bootstrap(%s): method 'jackknife' over %d sample(s), one pass over the cube",
+            name,
+            cube.sizes["sample"],
+        )
         return _jackknife_result(measure, cube, ci, by_layer, options, return_replicates, progress)
     if "jackknife_groups" in options or options.get("bias_correction") is not None:
         raise ValueError(
@@ -759,6 +777,14 @@ def bootstrap(
             "for the variance family); method='bc'/'percentile' bootstrap the plain estimate"
         )
     vectorised = measure in _VECTORISED and options.get("by") is None
+    log.info(
+        "bootstrap(%s): method %r, n=%d over %s, %s path",
+        name,
+        method,
+        int(n),
+        list(over),
+        "vectorised" if vectorised else "loop (the measure once per replicate)",
+    )
     passes = 1
     if vectorised:
         draws = (int(seed), int(n), over)
@@ -784,7 +810,6 @@ def bootstrap(
     )
     if return_replicates:
         out["replicates"] = reps.isel(replicate=slice(1, None))
-    name = getattr(measure, "__name__", "measure")
     out.attrs = {
         **(reps.attrs or {}),
         **base_attrs(
