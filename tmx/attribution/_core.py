@@ -33,7 +33,7 @@ from .._memo import memo, per_object
 from .._schema import unit_coords
 from .._version import __version__
 from ..inspect import expose, resolve, rewire
-from ._doi import RULES, Rule, check_seed, gaussian_noise, quadrature
+from ._doi import RULES, Rule, check_noise, check_seed, gaussian_noise, quadrature
 
 Doi = Literal["point", "linear", "gaussian"]
 DOIS = get_args(Doi)  # checked at the call
@@ -992,9 +992,7 @@ def attribute(
     v.choice(rule, "rule", RULES)
     samples = v.positive_int(samples, "samples")
     batch_size = v.positive_int(batch_size, "batch_size")
-    noise = v.finite_real(noise, "noise")
-    if noise < 0:
-        raise ValueError(f"noise must be a standard deviation >= 0; got {noise}")
+    noise = check_noise(noise)
     seed = check_seed(seed)
     if return_delta and doi != "linear":
         raise ValueError('return_delta needs doi="linear" (the completeness of a path integral)')

@@ -85,6 +85,14 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def check_noise(noise: Any) -> float:
+    """The standard deviation of a noise distribution of interest: a finite float ≥ 0."""
+    noise = v.finite_real(noise, "noise")
+    if noise < 0:
+        raise ValueError(f"noise must be a standard deviation >= 0; got {noise}")
+    return noise
+
+
 def draws(
     kind: Literal["normal", "uniform"],
     shape: tuple[int, ...],

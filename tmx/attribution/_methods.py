@@ -48,7 +48,7 @@ from ._core import (
     _row_params,
     _single_output,
 )
-from ._doi import RULES, Rule, check_seed, draws, quadrature
+from ._doi import RULES, Rule, check_noise, check_seed, draws, quadrature
 
 NoiseKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 Derivative = Literal["jvp", "difference"]
@@ -151,9 +151,7 @@ def noise_tunnel(
         raise ValueError(f"method must be an attribution function; got {method!r}")
     v.choice(kind, "kind", NOISE_KINDS)
     samples = v.positive_int(samples, "samples")
-    noise = v.finite_real(noise, "noise")
-    if noise < 0:
-        raise ValueError(f"noise must be a standard deviation >= 0; got {noise}")
+    noise = check_noise(noise)
     seed = check_seed(seed)
     batch_size = v.positive_int(batch_size, "batch_size")
     if absolute is not None and not isinstance(absolute, bool):
@@ -341,9 +339,7 @@ def gradient_shap(
     _require_eager()
     _single_output(model, "gradient_shap")
     samples = v.positive_int(samples, "samples")
-    noise = v.finite_real(noise, "noise")
-    if noise < 0:
-        raise ValueError(f"noise must be a standard deviation >= 0; got {noise}")
+    noise = check_noise(noise)
     seed = check_seed(seed)
     batch_size = v.positive_int(batch_size, "batch_size")
     if not isinstance(return_delta, bool):
