@@ -384,8 +384,12 @@ class _LocalLoc(_Loc):
     def where(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
 
-    def read(self, key: str) -> bytearray | None:
-        # a bytearray: NumPy arrays decoded from it without a copy stay writable
+    def _read_file(
+        self, key: str, piece: int | None = None, visit: Callable[..., None] | None = None
+    ) -> tuple[bytearray, int] | None:
+        """(the file's bytes, its size when opened), read ``piece`` bytes at a time (all at
+        once when None), ``visit(buf, start, n)`` called after each piece; None when missing.
+        A bytearray: NumPy arrays decoded from it without a copy stay writable."""
         try:
             fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -395,43 +399,44 @@ class _LocalLoc(_Loc):
             buf = bytearray(size)
             view, got = memoryview(buf), 0
             while got < size:
-                n = os.readv(fd, [view[got:]])
+                n = os.readv(fd, [view[got:] if piece is None else view[got : got + piece]])
                 if n == 0:
                     break
+                if visit is not None:
+                    visit(buf, got, n)
                 got += n
-            return buf if got == size else buf[:got]
+            return (buf if got == size else buf[:got]), size
         except IsADirectoryError:
             return None
         finally:
             os.close(fd)
 
+    def read(self, key: str) -> bytearray | None:
+        got = self._read_file(key)
+        return None if got is None else got[0]
+
     def read_crc(self, key: str) -> tuple[bytearray, bytes] | None:
         # read and checksum piece by piece: each piece is checksummed while it is still in
         # the CPU's cache, which makes the check nearly free next to the read itself
-        try:
-            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        crc = 0
+        body = -1
+
+        def visit(buf: bytearray, start: int, n: int) -> None:
+            nonlocal crc, body
+            if body < 0:
+                body = len(buf) - 4
+            if start < body:
+                crc = google_crc32c.extend(
+                    crc, np.frombuffer(buf, np.uint8)[start : min(start + n, body)]
+                )
+
+        got = self._read_file(key, _READ_PIECE, visit)
+        if got is None:
             return None
-        try:
-            size = os.fstat(fd).st_size
-            buf = bytearray(size)
-            view, array, got, crc = memoryview(buf), np.frombuffer(buf, np.uint8), 0, 0
-            body = size - 4
-            while got < size:
-                n = os.readv(fd, [view[got : got + _READ_PIECE]])
-                if n == 0:
-                    break
-                if got < body:
-                    crc = google_crc32c.extend(crc, array[got : min(got + n, body)])
-                got += n
-            if got != size:
-                buf = buf[:got]
-                return buf, _crc(memoryview(buf)[:-4]) if got >= 4 else b""
-            return buf, int(crc).to_bytes(4, "little") if size >= 4 else b""
-        except IsADirectoryError:
-            return None
-        finally:
-            os.close(fd)
+        buf, size = got
+        if len(buf) != size:
+            return buf, _crc(memoryview(buf)[:-4]) if len(buf) >= 4 else b""
+        return buf, int(crc).to_bytes(4, "little") if size >= 4 else b""
 
     def write(self, key: str, parts: Sequence[Any], atomic: bool = True) -> None:
         """Write ``parts`` one after the other into a temporary file, then rename it to
