@@ -80,7 +80,7 @@ what keeps the checks' cost within a few per cent (``benchmarks/store.py``).
 
 The lock: for a local store a file ``<store>.tmx-lock`` next to it (JSON: host, pid,
 process start, start time, a token), held for the whole of a save, resume, overwrite or
-append, created atomically (``O_CREAT | O_EXCL``), so a second writer fails with
+append, created atomically with its content (a hard link), so a second writer fails with
 ``StoreLockedError``. On an fsspec filesystem an object ``<store>.tmx-lock`` written with a
 create-only write and read back (best effort); for other zarr store objects a lock held in
 this process.
@@ -1633,7 +1633,8 @@ def _break_lock(lock: Path, raw: bytes) -> bool:
 
 
 class _LockFile:
-    """The lock of a local store: a file next to it, created with ``O_CREAT | O_EXCL``."""
+    """The lock of a local store: a file next to it, created atomically with its content (a
+    hard link of a private file; ``O_CREAT | O_EXCL`` where hard links are not supported)."""
 
     exact = True
 
@@ -1642,6 +1643,25 @@ class _LockFile:
         self.label = str(self.file)
 
     def create(self, data: bytes) -> bool:
+        # The lock appears with its content: written to a private file first, then
+        # hard-linked to the lock's name (atomic, and refused when the name exists), so a
+        # second writer never reads an empty lock that names no holder.
+        tmp = self.file.with_name(f"{self.file.name}.{uuid.uuid4().hex}.tmp")
+        with builtins.open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, self.file)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: create exclusively, then write
+            return self._create_then_write(data)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def _create_then_write(self, data: bytes) -> bool:
         try:
             fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -2501,9 +2521,9 @@ def save(
     refuses it until ``save(cube, store, resume=True)`` has finished it. A save killed
     outright (``kill -9``) also leaves its lock: ``resume=True, break_lock=True``.
 
-    One writer: the lock file ``<store>.tmx-lock`` is created atomically (``O_CREAT |
-    O_EXCL``) before anything is looked at or written and removed at the end, so two saves
-    of one path never interleave. See the user guide's "Guarantees" page.
+    One writer: the lock file ``<store>.tmx-lock`` is created atomically (a hard link, or
+    ``O_CREAT | O_EXCL``) before anything is looked at or written and removed at the end,
+    so two saves of one path never interleave. See the user guide's "Guarantees" page.
 
     Examples
     --------
