@@ -234,9 +234,15 @@ def _blocks(data: Any, n: int, batch_size: int | None, dims: int) -> list[slice]
     return merged
 
 
-def _responses(responses: Any, transformation: Any) -> xr.DataArray:
+def _responses(responses: Any, transformation: Any, *, load: bool = False) -> xr.DataArray:
     """``as_responses``, without its copy when ``responses`` already are (sample, unit)
-    with a ``layer`` coordinate."""
+    with a ``layer`` coordinate.
+
+    With ``load`` (a method that holds the data in memory anyway), dask-backed responses of
+    at most ``_LOAD_ONCE_BYTES`` in float64 are read with their coordinates in one dask
+    compute, instead of one for the labels and one per layer."""
+    if load and _small_lazy(responses, transformation):
+        responses = responses.compute()
     if (
         transformation is None
         and isinstance(responses, xr.DataArray)
@@ -245,6 +251,16 @@ def _responses(responses: Any, transformation: Any) -> xr.DataArray:
     ):
         return loaded_coords(responses)
     return as_responses(responses, transformation=transformation)
+
+
+def _small_lazy(responses: Any, transformation: Any) -> bool:
+    """Dask-backed ``(sample, unit)`` responses (or a cube read whole, ``transformation``
+    "stack") small enough to read in one pass."""
+    if not isinstance(responses, xr.DataArray) or not isinstance(responses.data, da.Array):
+        return False
+    if transformation is not None and transformation != "stack":
+        return False  # one transformation of a cube: read only that one, later
+    return 8 * int(responses.size) <= _LOAD_ONCE_BYTES
 
 
 def _load_once(data: Any, columns: dict[str, slice | np.ndarray]) -> dict[str, np.ndarray]:
@@ -419,10 +435,10 @@ def reduce(
     n_components = _deprecation.renamed("reduce", "dims", "n_components", dims, n_components, 2)
     dims, seed, batch_size = _check_arguments(method, n_components, seed, batch_size, options)
     show = resolve_progress(progress)
-    data = _responses(responses, transformation)
+    spec = _REGISTRY[method]
+    data = _responses(responses, transformation, load=not spec.streamed)
     chosen = select_layers(data, layers)
     positions = _check_sizes(data, chosen, method, dims)
-    spec = _REGISTRY[method]
     module = _optional(method)
     n = int(data.shape[0])
     opts = spec.defaults(n, dims, seed, dict(options))
