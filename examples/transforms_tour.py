@@ -20,7 +20,7 @@ print("transformed:", xt.shape)
 
 # invert on a half-resolution "feature map": shifts are halved, rotations about the map centre
 fmap = xt[:, 3, ::2, ::2, :]
-back = T.invert(tset, fmap, 3, input_size=8)
+back = T.invert_maps(tset, fmap, 3, input_size=8)
 print("inverted feature map:", back.shape)
 
 for name, group in T.seed_groups(8, size=8).items():

@@ -191,7 +191,7 @@ def test_holm_bh_none_on_cube_p_values(correction):
     assert 0 < reject.sum() < 29
     assert ("f_critical" in result.attrs) == (correction is None)
     if correction is None:
-        assert result.attrs["correction"] == "none"
+        assert result.attrs["correction"] == "None"
         assert result.attrs["f_critical"] == pytest.approx(
             stats.f.isf(alpha, result.attrs["dfn"], result.attrs["dfd"])
         )

@@ -13,8 +13,9 @@ import tensorflow as tf
 import tmx
 from tmx import attribution as A
 from tmx import transforms as T
-from tmx.attribution._doi import draws, gaussian_noise
-from tmx.attribution._methods import shap_draws
+from tmx.attribution import shap_draws
+
+from .attribution_util import draws, gaussian_noise
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(5, 4)).astype(np.float32)

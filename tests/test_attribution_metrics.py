@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tmx import attribution as A
-from tmx.attribution._doi import draws
+
+from .attribution_util import draws
 
 RNG = np.random.default_rng(11)
 W = RNG.normal(size=(6, 3)).astype(np.float32)

@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from tmx import attribution as A
-from tmx.attribution._doi import gaussian_noise
-from tmx.attribution._methods import shap_draws
+from tmx.attribution import shap_draws
+
+from .attribution_util import gaussian_noise
 
 R = np.random.default_rng(23)
 X = R.normal(size=(4, 3)).astype(np.float32)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import dask
 import dask.array as da
 import keras
@@ -409,37 +412,57 @@ def test_memory_budget_plans_the_batch_and_chunks(data):
         activations(model, data, TSET, memory=-5)
 
 
-def test_plan_of_a_wide_model_bounds_the_blocks():
+def _planned(caplog, model, x, tset, **kwargs):
+    """The cube ``activations`` builds (lazily) and the forward batch its plan logged, with
+    the local scheduler running 2 tasks at once."""
+    caplog.clear()
+    with dask.config.set(num_workers=2), caplog.at_level(logging.INFO, logger="tmx"):
+        cube = activations(model, x, tset, **kwargs)
+    plans = [
+        r.getMessage() for r in caplog.records if r.name == "tmx" and "batch " in r.getMessage()
+    ]
+    assert len(plans) == 1, plans
+    found = re.search(
+        r"batch (\d+) images, chunks \(sample (\d+), transformation (\d+), unit (\d+)\)", plans[0]
+    )
+    assert found, plans[0]
+    batch, *logged = (int(g) for g in found.groups())
+    sample, transformation, unit = (c[0] for c in cube.data.chunks)
+    assert logged == [sample, transformation, unit]  # the log tells the cube's chunks
+    return cube, batch, sample, transformation, unit
+
+
+def test_plan_of_a_wide_model_bounds_the_blocks(caplog):
     """MobileNetV2-sized width (4 M units per image, T = 8): the plan keeps the forward batch
     and the unit chunks small and never multiplies samples; a narrower model gets 64 MiB
     blocks of whole forward batches."""
-    from tmx._batching import GIB, MIB, plan_cube
-
-    wide = plan_cube(
-        16,
-        8,
-        4_000_000,
-        transient_bytes=900_000,
-        memory=2 * GIB,
-        batch_size=None,
-        chunks={},
-        threads=2,
+    inp = keras.Input((256, 256, 1))
+    wide = keras.Model(inp, keras.layers.Conv2D(61, 1, name="wide")(inp))  # 3,997,696 units
+    x = np.zeros((16, 256, 256, 1), np.float32)
+    gib, mib = 2**30, 2**20
+    cube, batch, sample, transformation, unit = _planned(
+        caplog, wide, x, T.brightness(np.linspace(-0.1, 0.1, 8)), memory=2 * gib
     )
-    assert wide.batch_size * 4 * 4_000_000 * 2 <= 2 * GIB // 4  # the forward batch's outputs
-    assert wide.sample * wide.transformation * wide.unit * 4 <= 8 * MIB  # one unit chunk
-    assert wide.sample in (1, 16)  # one sample block (no partial moments) or the smallest
-    narrow = plan_cube(
-        2000,
-        16,
-        12_586,
-        transient_bytes=25_088,
-        memory=2 * GIB,
+    units = cube.sizes["unit"]
+    assert units == 3_997_696
+    assert batch * 4 * units * 2 <= 2 * gib // 4  # the forward batch's outputs
+    assert sample * transformation * unit * 4 <= 8 * mib  # one unit chunk
+    assert sample in (1, 16)  # one sample block (no partial moments) or the smallest
+    narrow_model = small_cnn(size=28)
+    x = np.zeros((2000, 28, 28, 1), np.float32)
+    cube, batch, sample, transformation, unit = _planned(
+        caplog,
+        narrow_model,
+        x,
+        T.brightness(np.linspace(-0.1, 0.1, 16)),
+        memory=2 * gib,
         batch_size=256,
-        chunks={},
-        threads=2,
     )
-    assert narrow.sample * 16 * 12_586 * 4 <= 64 * MIB and narrow.sample % (256 // 16) == 0
-    assert narrow.unit == 12_586
+    units = cube.sizes["unit"]
+    assert batch == 256 and transformation == 16
+    assert sample * 16 * units * 4 <= 64 * mib and sample % (256 // 16) == 0
+    assert unit == units
+    assert sample * 16 * units * 4 > 32 * mib  # blocks near the 64 MiB target, not tiny ones
 
 
 def test_shape_mistakes_fail_when_the_cube_is_built(data):

@@ -106,12 +106,12 @@ def test_digits_normalize_stats(data28):
     np.testing.assert_array_equal(d.y_test, raw.y_test)
 
 
-def test_resize_bilinear_known_pattern():
+def test_resize_align_corners_known_pattern():
     img = np.zeros((8, 8))
     img[3, 4] = 1.0
     img[0, 0] = 0.5
     img[7, :] = np.linspace(0.0, 1.0, 8)
-    out = datasets.resize_bilinear(img[None], 16)[0]
+    out = datasets.resize_align_corners(img[None], 16)[0]
     assert out.shape == (16, 16)
     np.testing.assert_allclose(out, _hand_bilinear(img, 16), atol=1e-12)
     np.testing.assert_allclose(
@@ -121,7 +121,7 @@ def test_resize_bilinear_known_pattern():
     assert out[0, 0] == 0.5 and out[15, 15] == 1.0
     np.testing.assert_allclose(out[15], np.linspace(0.0, 1.0, 16), atol=1e-12)
     with pytest.raises(ValueError, match="images"):
-        datasets.resize_bilinear(np.zeros((2, 8, 7)), 16)
+        datasets.resize_align_corners(np.zeros((2, 8, 7)), 16)
 
 
 def test_digits_pipeline_matches_hand_computation():

@@ -14,6 +14,7 @@ from scipy import stats
 
 matplotlib.use("Agg")
 
+import tmx
 from tmx import demo
 
 
@@ -109,10 +110,15 @@ def test_layer_jackknife_of_a_mean_is_the_standard_error_of_group_means():
         assert float(sel.high) == pytest.approx(per_sample.mean() + half)
 
 
+def _anova_reject(cube: xr.DataArray) -> xr.DataArray:
+    """The demo's statistic: 1 where ANOVA rejects invariance at alpha = 0.01 (Bonferroni)."""
+    return tmx.anova_invariance(cube, alpha=0.01).reject.astype(float).rename("anova_reject")
+
+
 def test_layer_jackknife_of_the_anova_fraction_contains_it_and_stays_in_range():
     rng = np.random.default_rng(1)
     cube = _cube(rng, n=30, shift=0.6)
-    out = demo.layer_jackknife(demo._anova_reject, cube, 10, bounds=(0.0, 1.0))
+    out = demo.layer_jackknife(_anova_reject, cube, 10, bounds=(0.0, 1.0))
     a = cube.values
     p = np.array([stats.f_oneway(*[a[:, j, u] for j in range(3)]).pvalue for u in range(6)])
     reject = np.minimum(p * 6, 1) <= 0.01  # Bonferroni over the cube's units

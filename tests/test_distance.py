@@ -266,6 +266,9 @@ def test_chunking_independence_and_parity(per, metric, normalize):
 
 @pytest.mark.parametrize("per", ["unit", "channel"])
 def test_small_chunk_budget_splits_blocks(per):
+    """A budget of a few units per block splits the unit axis, but never inside a channel:
+    the conv layer's two channels are interleaved ((y, x, channel) order), so its 12 units
+    stay one block, and every group's distance is the in-memory one."""
     cube = random_cube(6)
     expected = normalized_distance(cube, per=per, parts=True)
     with dask.config.set({"array.chunk-size": "300B"}):
@@ -273,18 +276,6 @@ def test_small_chunk_budget_splits_blocks(per):
         assert lazy.td.data.numblocks[0] > 1
         for k in ("td", "sd", "nd"):
             close(lazy[k], expected[k])
-
-
-def test_unit_chunks_keep_groups_whole():
-    cube = random_cube()
-    codes = np.array([0, 1, 2, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4])  # (layer, channel) codes
-    cuts = dist_mod._cuts(codes, len(codes))
-    assert cuts.tolist() == [0, 1, 2, 3, 15]
-    chunks = dist_mod._unit_chunks((4, 4, 7), cuts, cap=2)
-    assert chunks == (2, 1, 12)  # cuts at 2 and 3; the interleaved layer stays whole
-    assert dist_mod._unit_chunks((15,), np.arange(16), cap=4) == (4, 4, 4, 3)
-    assert dist_mod._split((5, 2), 2) == (2, 2, 1, 2)
-    assert cube.sizes["unit"] == len(codes)
 
 
 def test_order_independence():
@@ -486,6 +477,14 @@ def test_batches_do_not_change_results(monkeypatch):
             close(got[k], want[k], rtol=1e-13)
 
 
+def one_set(vectors: np.ndarray, metric: str = "euclidean") -> float:
+    """TD of one channel whose (1, d) map is ``vectors[j]`` under transformation j (two equal
+    samples): the mean distance over the pairs of the set."""
+    maps = np.stack([vectors, vectors])[:, :, None, :, None]  # (2, T, 1, d, 1)
+    td = transformation_distance(tmx.from_array({"conv": maps}), per="channel", metric=metric)
+    return float(td.item())
+
+
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
 def test_equal_maps_are_exactly_zero_apart_whatever_the_shift(scale):
     """Equal non-zero maps that are not the shift vector: the Gram value of the pair is
@@ -494,23 +493,29 @@ def test_equal_maps_are_exactly_zero_apart_whatever_the_shift(scale):
     r = rng.uniform(1, 1000, size=37) * scale
     other = rng.uniform(1, 1000, size=37) * scale
     # a zero vector (the shift then is 0) and three copies of r: 3 pairs at ‖r‖, 3 at 0
-    sets = np.stack([np.zeros(37), r, r, r])[None]
-    got = dist_mod._vector_pairs(sets.copy(), "euclidean", False)[0]
+    got = one_set(np.stack([np.zeros(37), r, r, r]))
     assert got == pytest.approx(np.sqrt(np.sum(r**2)) / 2, rel=1e-14)
     # shift by the first vector (no zero vector): copies of r against `other`
-    sets = np.stack([other, r, r, r, r])[None]
-    got = dist_mod._vector_pairs(sets.copy(), "euclidean", False)[0]
+    got = one_set(np.stack([other, r, r, r, r]))
     assert got == pytest.approx(4 * np.linalg.norm(r - other) / 10, rel=1e-13)
     # cosine: equal directions at exactly 0, whatever their length
-    sets = np.stack([r, 2 * r, r, 0.5 * r])[None]
-    assert dist_mod._vector_pairs(sets.copy(), "cosine", False)[0] == 0
+    assert one_set(np.stack([r, 2 * r, r, 0.5 * r]), metric="cosine") == 0
 
 
-def test_grid_view_and_copy_agree():
-    v = np.arange(2 * 3 * 24, dtype=np.float32).reshape(2, 3, 24)
-    for idx in [
-        np.arange(24).reshape(4, 6),  # (channel, y, x): a channel's units are contiguous
-        np.arange(24).reshape(6, 4).T,  # (y, x, channel): stride = number of channels
-        np.random.default_rng(0).permutation(24).reshape(4, 6),  # no grid: a copy
-    ]:
-        np.testing.assert_array_equal(dist_mod._grid_view(v, idx), v[..., idx])
+@pytest.mark.parametrize(("metric", "normalize"), [("euclidean", False), ("cosine", True)])
+def test_any_unit_order_within_a_layer_gives_the_same_channels(metric, normalize):
+    """A channel's map read in place ((y, x, channel) order, or (channel, y, x)) or gathered
+    (no regular order): the same per-channel distances."""
+    cube = random_cube(3)
+    opts = {"per": "channel", "metric": metric, "normalize": normalize, "parts": True}
+    expected = normalized_distance(cube, **opts)
+    channel_major = np.argsort(cube.channel.values[3:], kind="stable")
+    shuffled = np.random.default_rng(0).permutation(12)
+    for conv in (channel_major, shuffled):
+        got = normalized_distance(cube.isel(unit=np.concatenate([np.arange(3), 3 + conv])), **opts)
+        # channels in the order they first appear: matched by (layer, channel)
+        keys = list(zip(got.layer.values.tolist(), got.channel.values.tolist(), strict=True))
+        want = zip(expected.layer.values.tolist(), expected.channel.values.tolist(), strict=True)
+        got = got.isel(unit=[keys.index(k) for k in want])
+        for k in ("td", "sd", "nd"):
+            close(got[k], expected[k], rtol=1e-12)

@@ -1,7 +1,12 @@
-"""The fused moments (``moments_both``: TV's and SV's block moments from one pass over each
-block, compiled) against the float64 numpy reference, on uneven chunks, dead and constant units."""
+"""The fused moments of the variance family (TV's and SV's block moments from one pass over
+each block, compiled by numba) seen through ``tmx.normalized_variance``: against the float64
+numpy reference to ~1e-12, on uneven, integer and empty blocks, dead and constant units, and
+equal to the numpy path that runs without numba."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import dask.array as da
 import numpy as np
@@ -9,7 +14,6 @@ import pytest
 import xarray as xr
 
 import tmx
-from tmx.measures import _common as C
 
 from .measures_util import make_cube
 
@@ -40,51 +44,6 @@ def reference(values: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray
     return a.std(axis=1, ddof=ddof).mean(0), a.std(axis=0, ddof=ddof).mean(0)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("fast", [True, False])
-def test_block_moments_both_equal_block_moments(dtype, fast):
-    if fast:
-        pytest.importorskip("numba")
-    x = random_values(dtype)
-    along_t, along_s = C.block_moments_both(x, fast=fast)
-    ref_t, ref_s = C.block_moments(x, 1), C.block_moments(x, 0)
-    assert along_t.shape == ref_t.shape == (3, 13, 1, 20) and along_t.dtype == np.float64
-    assert along_s.shape == ref_s.shape == (3, 1, 7, 20)
-    np.testing.assert_allclose(along_t, ref_t, rtol=1e-13, atol=0)
-    np.testing.assert_allclose(along_s, ref_s, rtol=1e-13, atol=0)
-    for m2 in (along_t[2], along_s[2]):  # dead and constant units: exactly zero spread
-        assert (m2[..., 4:9] == 0).all()
-    a = x.astype(np.float64)
-    np.testing.assert_allclose(along_t[1, :, 0], a.mean(axis=1), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(along_s[2, 0], a.var(axis=0) * 13, rtol=1e-10, atol=1e-20)
-
-
-def test_block_moments_both_of_empty_and_integer_blocks():
-    empty = np.zeros((0, 3, 4), np.float32)
-    along_t, along_s = C.block_moments_both(empty)
-    assert along_t.shape == (3, 0, 1, 4) and (along_s == 0).all()
-    ints = np.arange(24).reshape(2, 3, 4)
-    along_t, along_s = C.block_moments_both(ints)
-    np.testing.assert_allclose(along_t, C.block_moments(ints, 1), rtol=1e-15)
-    np.testing.assert_allclose(along_s, C.block_moments(ints, 0), rtol=1e-15)
-
-
-@pytest.mark.parametrize("chunks", CHUNKINGS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_moments_both_equal_moments_on_uneven_chunks(dtype, chunks):
-    values = random_values(dtype, seed=1)
-    data = values
-    if chunks is not None:
-        sizes = dict(zip(("sample", "transformation", "unit"), values.shape, strict=True))
-        data = da.from_array(values, chunks=tuple(chunks.get(k, v) for k, v in sizes.items()))
-    along_t, along_s = C.moments_both(data)
-    np.testing.assert_allclose(np.asarray(along_t), np.asarray(C.moments(data, 1)), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(along_s), np.asarray(C.moments(data, 0)), rtol=1e-12)
-    a = values.astype(np.float64)
-    np.testing.assert_allclose(np.asarray(along_t)[2], a.var(axis=1) * 7, rtol=1e-9, atol=1e-20)
-    np.testing.assert_allclose(np.asarray(along_s)[1], a.mean(axis=0), rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("chunks", CHUNKINGS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_normalized_variance_fast_path_equals_float64_reference(dtype, chunks):
@@ -96,22 +55,60 @@ def test_normalized_variance_fast_path_equals_float64_reference(dtype, chunks):
     tv, sv = reference(values)
     live = np.ones(20, bool)
     live[4:9] = False  # the reference's float64 spread of a constant need not be 0
-    np.testing.assert_allclose(parts.tv, tv, rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(parts.sv, sv, rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(parts.nv[live], tv[live] / sv[live], rtol=1e-9)
+    # one pass in float64 (shifted moments merged across blocks): the two-pass float64
+    # reference's numbers to ~1e-12 (a naive one-pass sum would lose ~8 digits on unit 3)
+    np.testing.assert_allclose(parts.tv[live], tv[live], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(parts.sv[live], sv[live], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(parts.nv[live], tv[live] / sv[live], rtol=1e-12)
     # dead and constant units: TV = SV = 0 exactly, NV = 1, flagged inactive
     assert (parts.tv[4:9] == 0).all() and (parts.sv[4:9] == 0).all()
     assert (parts.nv[4:9] == 1).all() and parts.inactive[4:9].all()
     assert not parts.inactive[[0, 1, 2, 3, 9, 10]].any()
 
 
-def test_fast_and_numpy_paths_give_the_same_measure(monkeypatch):
+def test_integer_and_empty_blocks():
+    ints = np.arange(13 * 7 * 20).reshape(13, 7, 20) % 11  # int64, small repeats
+    parts = tmx.normalized_variance(make_cube({"dense": ints}), parts=True)
+    tv, sv = reference(ints)
+    np.testing.assert_allclose(parts.tv, tv, rtol=1e-13)
+    np.testing.assert_allclose(parts.sv, sv, rtol=1e-13)
+    values = random_values(np.float32, seed=5)
+    eager = tmx.normalized_variance(make_cube({"dense": values}), parts=True)
+    # zero-length blocks along every axis contribute nothing
+    chunks = ((0, 6, 0, 7), (3, 0, 4), (0, 20))
+    lazy = make_cube({"dense": da.from_array(values, chunks=chunks)})
+    assert lazy.data.chunks == chunks
+    xr.testing.assert_allclose(tmx.normalized_variance(lazy, parts=True).compute(), eager)
+
+
+# without numba (not importable), the same measure from the numpy path
+_WITHOUT_NUMBA = """
+import sys
+sys.modules["numba"] = None  # import numba raises ImportError
+import numpy as np, dask.array as da, tmx
+values = np.load(sys.argv[1])
+chunks = ((5, 1, 7), (2, 4, 1), (3, 9, 8))
+cube = tmx.from_array({"dense": da.from_array(values, chunks=chunks)})
+parts = tmx.normalized_variance(cube, parts=True).compute()
+assert sys.modules["numba"] is None
+np.save(sys.argv[2], np.stack([parts.tv.values, parts.sv.values, parts.nv.values]))
+"""
+
+
+def test_fast_and_numpy_paths_give_the_same_measure(tmp_path):
     pytest.importorskip("numba")
-    cube = make_cube({"dense": random_values(np.float32, seed=3)}).chunk(CHUNKINGS[1])
+    values = random_values(np.float32, seed=3)
+    cube = make_cube({"dense": values}).chunk(CHUNKINGS[1])
     fast = tmx.normalized_variance(cube, parts=True).compute()
-    monkeypatch.setitem(C._COMPILED, C._both_kernel, None)
-    slow = tmx.normalized_variance(cube, parts=True).compute()
-    xr.testing.assert_allclose(fast, slow, rtol=1e-13)
+    np.save(tmp_path / "values.npy", values)
+    subprocess.run(
+        [sys.executable, "-c", _WITHOUT_NUMBA, tmp_path / "values.npy", tmp_path / "slow.npy"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    slow = np.load(tmp_path / "slow.npy")
+    np.testing.assert_allclose(slow, [fast.tv, fast.sv, fast.nv], rtol=1e-13)
 
 
 def test_nvse_on_uneven_chunks_equals_the_float64_reference():

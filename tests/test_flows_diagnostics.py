@@ -10,8 +10,7 @@ from keras import ops
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
-from tmx.flows._build import flow
-from tmx.flows._diagnostics import check, disentanglement
+from tmx.flows import check, disentanglement, flow
 from tmx.flows.layers import Flow
 
 from .flow_helpers import perturb

@@ -8,8 +8,7 @@ import pytest
 import xarray as xr
 
 from tmx.cube import unit_coords
-from tmx.flows._build import flow
-from tmx.flows._latent import interpolate, inverse, swap, transform
+from tmx.flows import flow, interpolate, inverse, swap, transform
 from tmx.flows.layers import Flow
 
 from .flow_helpers import perturb

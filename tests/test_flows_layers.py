@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tmx.flows._build import flow
-from tmx.flows._masks import mask, permutation
+from tmx.flows import flow, mask, permutation
 from tmx.flows.layers import (
     ActNorm,
     AdditiveCoupling,

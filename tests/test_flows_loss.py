@@ -9,7 +9,7 @@ import tensorflow as tf
 import xarray as xr
 from scipy import stats
 
-from tmx.flows._loss import factor_dimensions, factor_loss
+from tmx.flows import factor_dimensions, factor_loss
 
 # The worked example of flows.md ("Factor loss")
 Z_A = np.array([[1.0, 0.0, 2.0, -1.0]])

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tmx.flows._masks import inverse_permutation, mask, permutation
+from tmx.flows import inverse_permutation, mask, permutation
 
 SHAPES = [1, 2, 3, 5, 6, 7, 12, (1,), (3, 5), (4, 4), (2, 3), (5, 1), (1, 7), (3, 3), (2, 3, 4),
           (3, 3, 3), (2, 1, 5), (1, 1, 1)]  # fmt: skip

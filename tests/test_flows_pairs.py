@@ -10,8 +10,7 @@ import pytest
 import xarray as xr
 
 import tmx
-from tmx.flows._loss import factor_dimensions
-from tmx.flows._pairs import pairs
+from tmx.flows import factor_dimensions, pairs
 
 N, T = 12, 6
 LAYERS = {"conv": 6, "dense": 4}

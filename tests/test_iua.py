@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import sys
-
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 
+from tmx import __version__
 from tmx.introspect.iua import iua
 
 N = 23
 
 
-def _responses(seed: int = 0, chunks: tuple[int, ...] | None = None) -> xr.DataArray:
+def _responses(seed: int = 0, chunks: tuple[int, ...] | None = None, n: int = N) -> xr.DataArray:
     """A dense layer (6 units) and a conv layer (2 channels × 2 × 3) with known zeros."""
     rng = np.random.default_rng(seed)
-    dense = rng.normal(size=(N, 6))
+    dense = rng.normal(size=(n, 6))
     dense[rng.random(dense.shape) < 0.3] = 0.0
     dense[:, 5] = 0.0  # a dead unit
-    conv = np.maximum(rng.normal(size=(N, 12)), 0.0)  # ReLU: about half zeros
+    conv = np.maximum(rng.normal(size=(n, 12)), 0.0)  # ReLU: about half zeros
     conv[0, 3] = 1e-9  # within the default atol
     values = np.concatenate([dense, conv], axis=1)
     ch, yy, xx = np.meshgrid(np.arange(2), np.arange(2), np.arange(3), indexing="ij")
     coords = {
-        "sample": np.arange(N),
-        "label": ("sample", np.arange(N) % 3),
+        "sample": np.arange(n),
+        "label": ("sample", np.arange(n) % 3),
         "layer": ("unit", np.array(["dense"] * 6 + ["conv"] * 12)),
         "channel": ("unit", np.concatenate([np.arange(6), ch.ravel()])),
         "y": ("unit", np.concatenate([np.full(6, -1), yy.ravel()])),
@@ -63,7 +62,12 @@ def test_counts_match_numpy() -> None:
     r = _responses()
     out = iua(r)
     _check(out, r.values, r["layer"].values, 1e-8)
-    assert out.attrs == {"atol": 1e-8, "n_samples": N}
+    assert out.attrs == {
+        "atol": 1e-8,
+        "n_samples": N,
+        "introspector": "iua",
+        "tmx_version": __version__,
+    }
     assert out["inactive_per_probe"].dims == ("sample", "layer")
     assert out["inactive_count"].dims == ("unit",)
     # the dead dense unit is inactive on every probe
@@ -85,12 +89,12 @@ def test_dask_parity_uneven_chunks(chunks: tuple[int, ...]) -> None:
     xr.testing.assert_identical(eager, lazy)
 
 
-def test_numpy_chunk_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = sys.modules["tmx.introspect.iua"]
-
-    eager = iua(_responses())
-    monkeypatch.setattr(mod, "_NUMPY_CHUNK", 4)
-    xr.testing.assert_identical(eager, iua(_responses()))
+def test_more_samples_than_one_numpy_block() -> None:
+    """4133 samples: more than the 4096-row blocks numpy responses are counted in."""
+    r = _responses(n=4133)
+    out = iua(r)
+    _check(out, r.values, r["layer"].values, 1e-8)
+    xr.testing.assert_identical(out, iua(r.chunk({"sample": -1})))
 
 
 def test_atol() -> None:

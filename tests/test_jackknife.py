@@ -13,7 +13,6 @@ from scipy import stats
 
 from tmx.measures import bootstrap, by_layer, normalized_variance, sample_variance
 from tmx.measures import transformation_variance as transformation_variance_
-from tmx.measures._jackknife import assign
 
 from .measures_util import make_cube, random_cube
 
@@ -21,6 +20,23 @@ from .measures_util import make_cube, random_cube
 def _tv_sv(a: np.ndarray, dispersion: str = "std") -> tuple[np.ndarray, np.ndarray]:
     f = np.std if dispersion == "std" else np.var
     return f(a, axis=1, ddof=1).mean(axis=0), f(a, axis=0, ddof=1).mean(axis=0)
+
+
+def assign(n: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The jackknife group of every one of n samples and the group sizes, read from tmx's
+    own leave-out values on a probe cube (the groups depend on N and G only): unit j varies
+    over transformations at sample j alone, so its leave-out TV is 0 exactly in j's group."""
+    probe = np.zeros((n, 2, n))
+    probe[np.arange(n), 1, np.arange(n)] = 1.0
+    ds = normalized_variance(
+        make_cube({"p": probe}), parts=True, bias_correction="jackknife", jackknife_groups=groups
+    )
+    loo = ds["tv_loo"].transpose("jackknife", "unit").values
+    assert ((loo == 0).sum(axis=0) == 1).all()  # every sample in exactly one group
+    code = np.argmax(loo == 0, axis=0)
+    sizes = np.bincount(code, minlength=groups).astype(np.float64)
+    np.testing.assert_array_equal(sizes, ds["jackknife_size"].values)
+    return code, sizes
 
 
 def _brute_jackknife(stat, a: np.ndarray, groups: int):
@@ -77,7 +93,7 @@ def test_single_output_functions_and_attrs():
     nv = normalized_variance(cube, bias_correction="jackknife")
     np.testing.assert_allclose(nv, ds.nv)
     assert nv.attrs["bias_correction"] == "jackknife" and ds.attrs["jackknife_groups"] == 25
-    assert normalized_variance(cube).attrs["bias_correction"] == "none"
+    assert normalized_variance(cube).attrs["bias_correction"] == "None"
 
 
 def test_chunk_independent_and_lazy():

@@ -190,5 +190,8 @@ def test_analyze_and_evaluate_log_instead_of_printing(
         "analyze: group 'rotation' (1 of 2, 2 transformation(s))",
         "analyze: group 'flip' (2 of 2, 3 transformation(s))",
     ]
-    assert evaluated == ["evaluate: output 'logits' over 6 sample(s) x 3 transformation(s)"]
+    assert evaluated == [
+        "evaluate: output 'logits' over 6 sample(s) x 3 transformation(s); "
+        "computed now (x in memory)"
+    ]
     assert "group" not in capsys.readouterr().out  # the progress bar may write; no labels

@@ -346,14 +346,23 @@ def test_eigenvalues_only(reference: xr.DataArray, reference_stats: xr.Dataset) 
 @pytest.mark.parametrize("unit_strategy", ["l1max", "l1min", "absmax", "absmin"])
 def test_unit_strategies_match_dnikit(unit_strategy: str) -> None:
     """Removal orders equal DNIKit 2.0.0's on six random layers (tests/data/
-    make_pfa_units_dnikit.py ran DNIKit's own selection functions on these covariances)."""
+    make_pfa_units_dnikit.py ran DNIKit's own selection functions on these covariances),
+    through ``pfa`` and ``pfa_recipe``: responses whose sample covariance is exactly (to
+    rounding) the stored one."""
     import json
-
-    from tmx.introspect.pfa import _removal_order
 
     cases = json.loads((Path(__file__).parent / "data" / "pfa_units_dnikit.json").read_text())
     for case in cases:
         cov = np.asarray(case["covariance"])
+        p = cov.shape[0]
+        n = 4 * p
+        # q: n × p, orthonormal columns orthogonal to the ones vector, so x = √(n−1)·q·Lᵀ has
+        # mean 0 and ddof=1 covariance L·Lᵀ = cov
+        a = np.random.default_rng(0).normal(size=(n, p))
+        q, _ = np.linalg.qr(a - a.mean(axis=0))
+        x = np.sqrt(n - 1) * q @ np.linalg.cholesky(cov).T
+        stats = pfa(_dense([x]))
+        np.testing.assert_allclose(stats["covariance"].values[0], cov, rtol=0, atol=1e-12)
         expected = case["removal_order"][unit_strategy]
-        order = _removal_order(cov, np.ones(cov.shape[0], dtype=bool), unit_strategy)
+        order = pfa_recipe(stats, unit_strategy=unit_strategy)["removal_order"].values[0]
         assert order[: len(expected)].tolist() == expected, case["seed"]

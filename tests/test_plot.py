@@ -14,8 +14,7 @@ from matplotlib.figure import Figure
 
 import tmx.plot as tp
 import tmx.transforms as T
-from tmx.plot._common import pretty_name
-from tmx.plot.overlay import resize_bilinear
+from tmx.plot.overlay import resize_half_pixel
 from tmx.plot.transforms import wrap_label
 
 LAYERS = ["conv2d", "conv2d_1", "max_pooling2d", "dense"]
@@ -53,12 +52,36 @@ def data_lines(ax):
     return [ln for ln in ax.lines if not ln.get_label().startswith("_")]
 
 
-# -- helper ---------------------------------------------------------------------------------------
-def test_pretty_name():
-    assert pretty_name("normalized_variance") == "normalized variance"
-    assert pretty_name("bootstrap(normalized_variance)") == "normalized variance"
-    assert pretty_name(None) == "value"
-    assert pretty_name("", default="measure") == "measure"
+# -- measure names on the axes --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("normalized_variance", "normalized variance"),
+        (" sample__variance ", "sample variance"),
+        (None, "value"),
+        ("", "value"),
+    ],
+)
+def test_measure_names_are_readable_on_the_axes(name, shown):
+    fig = tp.layer_curves(per_layer([0.9, 0.7, 0.5, 0.2], name=name))
+    assert fig.axes[0].get_ylabel() == shown
+
+
+def test_a_wrapped_measure_name_loses_its_wrapper():
+    # bootstrap(...) results: the measure inside
+    fig = tp.layer_curves(boot([0.5] * 4, [0.4] * 4, [0.6] * 4))
+    assert fig.axes[0].get_ylabel() == "normalized variance"
+    # a convergence curve: the measure inside convergence(...), "measure" when it has none
+    bands = {"estimate": 0.5, "low": 0.4, "high": 0.6}
+    curve = xr.Dataset(
+        {k: (("layer", "size"), np.full((2, 3), v)) for k, v in bands.items()},
+        coords={"layer": ["a", "b"], "size": [10, 20, 40]},
+    )
+    named = [("convergence(normalized_variance)", "normalized variance"), ("", "measure")]
+    for measure, shown in named:
+        curve.attrs["measure"] = measure
+        fig = tp.convergence(curve)
+        assert fig.axes[0].get_ylabel() == shown
 
 
 # -- layer_curves ---------------------------------------------------------------------------------
@@ -370,12 +393,12 @@ def test_overlay_rgb_ax_and_no_colorbar():
     assert grey.get_array().shape == (16, 16)
 
 
-def test_resize_bilinear():
-    out = resize_bilinear(np.array([[0.0, 1.0], [0.0, 1.0]]), (4, 4))
+def test_resize_half_pixel():
+    out = resize_half_pixel(np.array([[0.0, 1.0], [0.0, 1.0]]), (4, 4))
     np.testing.assert_allclose(out, np.tile([0.0, 0.25, 0.75, 1.0], (4, 1)))
-    odd = resize_bilinear(np.arange(21.0).reshape(3, 7), (10, 23))
+    odd = resize_half_pixel(np.arange(21.0).reshape(3, 7), (10, 23))
     assert odd.shape == (10, 23)
-    holes = resize_bilinear(np.array([[1.0, np.nan], [1.0, 1.0]]), (4, 4))
+    holes = resize_half_pixel(np.array([[1.0, np.nan], [1.0, 1.0]]), (4, 4))
     assert np.isnan(holes[0, 3]) and np.isfinite(holes[3, 0]) and np.nanmax(holes) == 1.0
 
 

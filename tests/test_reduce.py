@@ -14,6 +14,7 @@ from dask.callbacks import Callback
 from sklearn.decomposition import PCA, IncrementalPCA
 from sklearn.manifold import TSNE
 
+from tmx import __version__
 from tmx.introspect.reduce import reduce
 
 LAYERS = np.array(["a"] * 4 + ["b"] * 6)
@@ -76,7 +77,13 @@ def test_pca_matches_sklearn_and_closed_form() -> None:
     np.testing.assert_array_equal(out["label"].values, np.arange(60) % 3)
     assert out["explained_variance_ratio"].dims == ("layer", "component")
     assert "explained_variance_ratio" not in out.indexes
-    assert out.attrs == {"method": "pca", "n_components": 3, "seed": 5}
+    assert out.attrs == {
+        "method": "pca",
+        "n_components": 3,
+        "seed": 5,
+        "introspector": "reduce",
+        "tmx_version": __version__,
+    }
     for name in ("a", "b"):
         x = _cols(values, name)
         model = PCA(n_components=3, random_state=5)
@@ -109,8 +116,14 @@ def test_incremental_pca_matches_partial_fit_on_the_same_chunks() -> None:
     values = _values(60, 2)
     # the 2-row chunk is merged into the next one: partial_fit needs >= dims rows
     out = reduce(_responses(values, chunks=(2, 13, 5, 40)), "incremental_pca", 3)
-    assert out.attrs == {"method": "incremental_pca", "n_components": 3, "seed": 0,
-                         "batch_size": "dask chunks"}  # fmt: skip
+    assert out.attrs == {
+        "method": "incremental_pca",
+        "n_components": 3,
+        "seed": 0,
+        "batch_size": "dask chunks",
+        "introspector": "reduce",
+        "tmx_version": __version__,
+    }
     blocks = [slice(0, 15), slice(15, 20), slice(20, 60)]
     for name in ("a", "b"):
         x = _cols(values, name)
@@ -242,6 +255,8 @@ def test_tsne_matches_sklearn_and_small_sample_defaults() -> None:
         "seed": 3,
         "max_iter": 250,
         "perplexity": pytest.approx(59 / 3),
+        "introspector": "reduce",
+        "tmx_version": __version__,
     }
     for name in ("a", "b"):
         model = TSNE(n_components=2, random_state=3, perplexity=59 / 3, max_iter=250)
@@ -284,6 +299,8 @@ def test_umap_matches_umap_learn() -> None:
         "min_dist": 0.2,
         "n_neighbors": 15,
         "n_jobs": 1,
+        "introspector": "reduce",
+        "tmx_version": __version__,
     }
     for name in ("a", "b"):
         model = umap.UMAP(n_components=2, random_state=1, min_dist=0.2, n_jobs=1)
@@ -304,7 +321,14 @@ def test_pacmap_matches_pacmap(caplog: pytest.LogCaptureFixture) -> None:
         few = reduce(_responses(values[:12]), "pacmap", 2, seed=2, layers=["b"])
     assert not [r for r in caplog.records if "reorganized" in r.getMessage()]
     assert not [r for r in caplog.records if "will be reduced" in r.getMessage()]
-    assert out.attrs == {"method": "pacmap", "n_components": 2, "seed": 2, "n_neighbors": 10}
+    assert out.attrs == {
+        "method": "pacmap",
+        "n_components": 2,
+        "seed": 2,
+        "n_neighbors": 10,
+        "introspector": "reduce",
+        "tmx_version": __version__,
+    }
     for name in ("a", "b"):
         exp = pacmap.PaCMAP(n_components=2, random_state=2).fit_transform(_cols(values, name))
         np.testing.assert_allclose(out.sel(layer=name).values, exp, rtol=0, atol=1e-6)
@@ -399,8 +423,10 @@ def test_options_and_attrs_are_serialisable() -> None:
         "method": "pca",
         "n_components": 2,
         "seed": "None",
-        "whiten": "True",
+        "whiten": 1,
         "svd_solver": "full",
+        "introspector": "reduce",
+        "tmx_version": __version__,
     }
     exp = PCA(n_components=2, whiten=True, svd_solver="full").fit_transform(_cols(values, "a"))
     np.testing.assert_allclose(out.sel(layer="a").values, exp, rtol=0, atol=1e-10)

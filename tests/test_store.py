@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
 import signal
@@ -717,11 +718,17 @@ def test_save_validates_the_cube_and_arguments(tmp_path):
 
 def test_save_progress_defaults_to_interactive(tmp_path, capsys, monkeypatch):
     """progress=None: quiet under pytest, dask's bar when a person is watching."""
-    from tmx import _progress
-
     save(_shared_cube(Counter()), tmp_path / "quiet.zarr")
     assert "[#" not in capsys.readouterr().out
-    monkeypatch.setattr(_progress, "interactive", lambda: True)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # a person watching: stderr a terminal, neither pytest nor CI in the environment
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
     save(_shared_cube(Counter()), tmp_path / "shown.zarr")
     assert "100%" in capsys.readouterr().out
     save(_shared_cube(Counter()), tmp_path / "off.zarr", progress=False)

@@ -23,6 +23,10 @@ from tmx.store import open as tmx_open
 
 from .test_store import _expected, _files, _lazy_cube
 
+# the folder an append keeps its checked copies of the boundary chunks in, until it ends
+# (docs/guide/guarantees.md: the store's documented layout)
+STASH = "_tmx_append"
+
 # xarray writes numpy "<U" coordinates with Zarr 3's fixed_length_utf32 type, which warns
 pytestmark = pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3")
 
@@ -227,7 +231,7 @@ def test_append_grows_the_store_as_one_save_would(tmp_path, n_first):
     assert back.chunks[0] == (4, 4, 4, 4, 4, 2)
     xr.testing.assert_identical(back.compute(), _expected(_lazy_cube(**FULL)))
     assert tmx.verify(path) == 12  # the checksums cover the appended chunks
-    assert not (path / tstore._STASH).exists()
+    assert not (path / STASH).exists()
     # the chunks, records and done flags are those of a store saved in one go
     save(_lazy_cube(**FULL), tmp_path / "once.zarr")
     assert _chunk_files(path) == _chunk_files(tmp_path / "once.zarr")
@@ -304,7 +308,7 @@ def test_an_interrupted_append_is_refused_then_finished_by_the_same_call(tmp_pat
         save(_part(10, 22, 4), path, resume=True)
     with pytest.raises(ValueError, match="an append of another cube was interrupted"):
         save(_with_attrs(_part(10, 22, 4), transforms="[]"), path, append=True)
-    assert (path / tstore._STASH).is_dir()  # the checked copy of the boundary chunks
+    assert (path / STASH).is_dir()  # the checked copy of the boundary chunks
     save(_lazy_cube(**FULL).isel(sample=slice(10, 22)), path, append=True)
     xr.testing.assert_identical(tmx_open(path).compute(), _expected(_lazy_cube(**FULL)))
     assert tmx.verify(path) == 12

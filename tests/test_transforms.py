@@ -215,7 +215,7 @@ def test_noise_is_seeded_and_independent_of_batch_size():
     assert not np.allclose(full, T.apply(T.gaussian_noise([0.1, 0.5], seed=4), img, 1))
     assert not np.allclose(full[0], full[1])  # each sample draws its own noise
     with pytest.raises(ValueError, match="cannot be inverted"):
-        T.invert(tset, img, 0)
+        T.invert_maps(tset, img, 0)
 
 
 # -- invert -----------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_invert_after_apply_is_identity_on_the_interior(tset):
     img = smooth_image(32, 32, channels=2)
     disk = central_disk(32, 32)
     for j in range(len(tset)):
-        back = T.invert(tset, T.apply(tset, img, j), j, input_size=32)
+        back = T.invert_maps(tset, T.apply(tset, img, j), j, input_size=32)
         np.testing.assert_allclose(back[0][disk], img[0][disk], atol=2e-2)
 
 
@@ -248,7 +248,7 @@ def test_invert_after_apply_is_identity_on_the_interior(tset):
 def test_invert_is_exact_for_exact_transformations(tset):
     img = np.random.default_rng(5).normal(size=(2, 12, 12, 4)).astype(np.float32)
     for j in range(len(tset)):
-        back = T.invert(tset, T.apply(tset, img, j), j, input_size=12)
+        back = T.invert_maps(tset, T.apply(tset, img, j), j, input_size=12)
         np.testing.assert_array_equal(back, img)
 
 
@@ -256,38 +256,40 @@ def test_invert_rescales_translation_to_the_feature_map_size():
     tset = T.translation(4.0, 0.0)
     fmap = np.zeros((1, 14, 14, 5), np.float32)
     fmap[0, 5, 7, :] = 1.0
-    back = T.invert(tset, fmap, 0, input_size=28)
+    back = T.invert_maps(tset, fmap, 0, input_size=28)
     assert back.shape == (1, 14, 14, 5)
     np.testing.assert_allclose(back[0, 5, 5, :], 1.0)  # moved back by 4 * 14 / 28 = 2
     assert back.sum() == pytest.approx(5.0)
     # non-square inputs: y is rescaled by the height ratio
-    back = T.invert(T.translation(0.0, 6.0), fmap, 0, input_size=(42, 28))
+    back = T.invert_maps(T.translation(0.0, 6.0), fmap, 0, input_size=(42, 28))
     np.testing.assert_allclose(back[0, 3, 7, :], 1.0)
     with pytest.raises(ValueError, match="input_size"):
-        T.invert(tset, fmap, 0)
+        T.invert_maps(tset, fmap, 0)
 
 
 def test_invert_roll_on_smaller_maps():
     tset = T.roll(4, "x")
     fmap = np.random.default_rng(0).normal(size=(1, 7, 7, 3)).astype(np.float32)
-    np.testing.assert_array_equal(T.invert(tset, fmap, 0, input_size=28), np.roll(fmap, -1, axis=2))
+    np.testing.assert_array_equal(
+        T.invert_maps(tset, fmap, 0, input_size=28), np.roll(fmap, -1, axis=2)
+    )
     odd = np.random.default_rng(1).normal(size=(1, 10, 10, 2)).astype(np.float32)
-    back = T.invert(tset, odd, 0, input_size=28)  # 1.43 px: resampled with wrap fill
+    back = T.invert_maps(tset, odd, 0, input_size=28)  # 1.43 px: resampled with wrap fill
     np.testing.assert_allclose(back.sum(), odd.sum(), rtol=1e-5)
 
 
 def test_invert_rotation_on_feature_map_any_channel_count():
     fmap = np.random.default_rng(3).normal(size=(2, 7, 7, 13)).astype(np.float32)
-    back = T.invert(T.rot90([1]), fmap, 0)
+    back = T.invert_maps(T.rot90([1]), fmap, 0)
     np.testing.assert_array_equal(back, np.rot90(fmap, -1, axes=(1, 2)))
-    back = T.invert(T.rotation(90), fmap, 0)
+    back = T.invert_maps(T.rotation(90), fmap, 0)
     np.testing.assert_allclose(back, np.rot90(fmap, -1, axes=(1, 2)), atol=1e-4)
 
 
 def test_invert_photometric_is_identity_on_feature_maps():
     fmap = np.random.default_rng(3).normal(size=(2, 3, 3, 7)).astype(np.float32)
     tset = T.product(T.brightness(2.0), T.contrast(0.5), T.flip("x"))
-    np.testing.assert_array_equal(T.invert(tset, fmap, 0), fmap[:, :, ::-1])
+    np.testing.assert_array_equal(T.invert_maps(tset, fmap, 0), fmap[:, :, ::-1])
 
 
 # -- custom -----------------------------------------------------------------------------------
@@ -307,16 +309,18 @@ def test_custom_transformations():
     g = T.custom(gamma, {"g": [0.5, 2.0]}, geometric=False)
     np.testing.assert_allclose(T.apply(g, img, 1), img**2, rtol=1e-5)
     assert g.labels == ("gamma(g=0.5)", "gamma(g=2)")
-    np.testing.assert_array_equal(T.invert(g, img, 0), img)
+    np.testing.assert_array_equal(T.invert_maps(g, img, 0), img)
     s = T.custom(shift, [{"s": 1}, {"s": 2}], inverse=unshift)
-    np.testing.assert_array_equal(T.invert(s, T.apply(s, img, 1), 1), img)
+    np.testing.assert_array_equal(T.invert_maps(s, T.apply(s, img, 1), 1), img)
     named_like_builtin = T.custom(shift, {"s": [1]}, inverse=unshift, name="flip")
     np.testing.assert_array_equal(T.apply(named_like_builtin, img, 0), np.roll(img, 1, axis=2))
-    np.testing.assert_array_equal(T.invert(named_like_builtin, img, 0), np.roll(img, -1, axis=2))
+    np.testing.assert_array_equal(
+        T.invert_maps(named_like_builtin, img, 0), np.roll(img, -1, axis=2)
+    )
     no_inverse = T.custom(shift, {"s": [1]})
     assert not no_inverse.invertible
     with pytest.raises(ValueError, match="inverse=None"):
-        T.invert(no_inverse, img, 0)
+        T.invert_maps(no_inverse, img, 0)
     with pytest.raises(ValueError, match="reserved"):
         T.custom(shift, {"x": [1]})
     with pytest.raises(ValueError, match="same length"):
@@ -444,8 +448,8 @@ def test_integer_images_are_converted_and_tensors_stay_tensors():
         ),
         (lambda: T.apply(T.rotation(1), np.zeros((1, 4, 4, 1)), 3), "out of range"),
         (lambda: T.apply(T.rotation(1), np.zeros((1, 4, 4, 1)), 0.5), "j must be an integer"),
-        (lambda: T.invert(T.rotation(1), np.zeros((4, 4)), 0), "fmap must be a rank-4"),
-        (lambda: T.invert(T.rotation(1), np.zeros((1, 4, 4, 1)), 0, fill="x"), "fill must be"),
+        (lambda: T.invert_maps(T.rotation(1), np.zeros((4, 4)), 0), "fmap must be a rank-4"),
+        (lambda: T.invert_maps(T.rotation(1), np.zeros((1, 4, 4, 1)), 0, fill="x"), "fill must be"),
         (lambda: T.seed_groups(0), "n must be a positive integer"),
         (lambda: T.seed_groups(4, semantics="old"), "semantics must be one of"),
         (lambda: T.rotation([0, 1])[[]], "index|empty"),

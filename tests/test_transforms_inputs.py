@@ -330,26 +330,32 @@ def test_invert_undoes_rolls_and_flips_in_time_on_sequence_maps():
     rng = np.random.default_rng(9)
     fmap = rng.normal(size=(2, 6, 5)).astype(np.float32)  # (B, l, c) of an input of length 12
     rolls = T.roll([4, -2], axis="time")
-    np.testing.assert_array_equal(T.invert(rolls, fmap, 0, input_size=12), np.roll(fmap, -2, 1))
-    np.testing.assert_array_equal(T.invert(rolls, fmap, 1, input_size=12), np.roll(fmap, 1, 1))
+    np.testing.assert_array_equal(
+        T.invert_maps(rolls, fmap, 0, input_size=12), np.roll(fmap, -2, 1)
+    )
+    np.testing.assert_array_equal(T.invert_maps(rolls, fmap, 1, input_size=12), np.roll(fmap, 1, 1))
     with pytest.raises(ValueError, match="input_size"):
-        T.invert(rolls, fmap, 0)
+        T.invert_maps(rolls, fmap, 0)
     with pytest.raises(ValueError, match="not a whole"):
-        T.invert(T.roll(3, axis="time"), fmap, 0, input_size=12)
-    np.testing.assert_array_equal(T.invert(T.flip(axis="time"), fmap, 0), fmap[:, ::-1])
+        T.invert_maps(T.roll(3, axis="time"), fmap, 0, input_size=12)
+    np.testing.assert_array_equal(T.invert_maps(T.flip(axis="time"), fmap, 0), fmap[:, ::-1])
     with pytest.raises(ValueError, match="the last axis holds its channels"):
-        T.invert(T.flip(axis="channel"), fmap, 0)
+        T.invert_maps(T.flip(axis="channel"), fmap, 0)
     # at the input's own resolution, invert(apply) is the identity
     x = sequences(2)
     tset = T.product(T.roll([0, 5], axis="time"), T.flip(axis=["none", "time"]))
     for j in range(len(tset)):
-        np.testing.assert_array_equal(T.invert(tset, T.apply(tset, x, j), j, input_size=L), x)
+        np.testing.assert_array_equal(T.invert_maps(tset, T.apply(tset, x, j), j, input_size=L), x)
 
 
-@pytest.mark.parametrize("module", ["tmx.transforms._set", "tmx.transforms._apply"])
-def test_docstring_examples_run(module):
+def test_docstring_examples_run():
+    """The examples in the docstrings of every public name of ``tmx.transforms``."""
     import doctest
-    import importlib
 
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for name in T.__all__:
+        for test in finder.find(getattr(T, name), name, globs={}):
+            runner.run(test)
+    result = runner.summarize(verbose=False)
     assert result.attempted >= 10 and result.failed == 0

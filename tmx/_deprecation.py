@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 UNSET: Any = object()
 """The default of a deprecated keyword: tells "not passed" from any value."""
@@ -46,3 +51,43 @@ def renamed(func: str, old: str, new: str, old_value: Any, new_value: Any, defau
         stacklevel=3,
     )
     return old_value
+
+
+def renamed_keyword(old: str, new: str) -> Callable[[F], F]:
+    """Accept the deprecated keyword ``old`` for the parameter ``new`` of the decorated function.
+
+    For a parameter that has no default (a first argument): positional calls are unchanged;
+    ``old=`` warns (``DeprecationWarning`` naming ``new``) and passing both is a ``TypeError``,
+    both through ``renamed``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from tmx._deprecation import renamed_keyword
+    >>> @renamed_keyword("tset", "transforms")
+    ... def size(transforms):
+    ...     return len(transforms)
+    >>> size([1, 2])
+    2
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     value = size(tset=[1, 2, 3])
+    >>> value, caught[0].category.__name__
+    (3, 'DeprecationWarning')
+    """
+
+    def decorate(func: F) -> F:
+        position = list(inspect.signature(func).parameters).index(new)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if old in kwargs:
+                given = args[position] if len(args) > position else kwargs.pop(new, UNSET)
+                value = renamed(func.__name__, old, new, kwargs.pop(old), given, UNSET)
+                if len(args) <= position:
+                    kwargs[new] = value
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

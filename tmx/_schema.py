@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from . import _validate
+from ._provenance import attr_value
 from ._validate import check_sizes, str_array
 from ._version import __version__
 
@@ -468,7 +469,8 @@ def from_array(
         ``TransformationSet`` the activations were taken under: its parameter coordinates
         (``transform``, ``angle``…) and its ``transforms`` attrs, as ``tmx.activations`` records.
     attrs : mapping, optional
-        Extra attrs (provenance such as ``model_name``), over ``tmx_version`` and ``layers``.
+        Extra attrs (provenance such as ``model_name``), over ``tmx_version`` and ``layers``,
+        stored in the one attr encoding of results (booleans 0/1, None ``"None"``).
 
     Returns
     -------
@@ -554,5 +556,5 @@ def from_array(
     if attrs is not None:
         if not isinstance(attrs, Mapping):
             raise ValueError(f"attrs must be a mapping; got {type(attrs).__name__}")
-        cube_attrs.update(attrs)
+        cube_attrs.update({str(k): attr_value(val) for k, val in attrs.items()})
     return xr.DataArray(data, dims=DIMS, coords=coords, name="activation", attrs=cube_attrs)

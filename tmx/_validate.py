@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-_S = TypeVar("_S", bound=str)
+_T = TypeVar("_T")
 
 
 def _describe(value: Any) -> str:
+    """A value as an error message shows it: its ``repr``, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -67,13 +68,99 @@ def int_vector(value: Any, name: str, *, allow_empty: bool = False) -> tuple[int
     return tuple(out)
 
 
-def choice(value: Any, name: str, options: Iterable[_S]) -> _S:
-    """One of a fixed set of strings (typed as the options are: a tuple of ``Literal`` strings
-    gives that ``Literal``)."""
+def choice(value: Any, name: str, options: Iterable[_T]) -> _T:
+    """One of a fixed set of options (strings, or numbers such as ``(1, -1)``), typed as the
+    options are (a tuple of ``Literal`` strings gives that ``Literal``).
+
+    A bool is never a valid choice, even where ``True == 1`` would match an option; a string
+    must match exactly (no case folding). Raises ``ValueError`` naming ``name``, the options
+    and the value given.
+
+    Examples
+    --------
+    >>> choice("std", "dispersion", ("std", "var"))
+    'std'
+    >>> choice(True, "sign", (1, -1))
+    Traceback (most recent call last):
+    ...
+    ValueError: sign must be one of [1, -1]; got True
+    """
     options = tuple(options)
-    if not isinstance(value, str) or value not in options:
+    try:
+        found = not isinstance(value, bool | np.bool_) and value in options
+    except (TypeError, ValueError):  # an unhashable or array value: not an option
+        found = False
+    if not found:
         raise ValueError(f"{name} must be one of {list(options)}; got {_describe(value)}")
     return value
+
+
+@overload
+def seed(value: Any, name: str = ..., *, allow_none: Literal[False] = ...) -> int: ...
+@overload
+def seed(value: Any, name: str = ..., *, allow_none: bool) -> int | None: ...
+def seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> int | None:
+    """A random seed: a non-negative integer (Python or numpy; ``numpy.random.default_rng``
+    and scikit-learn refuse negative ones), or ``None`` where ``allow_none`` (fresh entropy).
+    A bool is not a seed.
+
+    Examples
+    --------
+    >>> seed(0), seed(None, allow_none=True)
+    (0, None)
+    >>> seed(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be a non-negative integer; got -1
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or value < 0:
+        expected = "a non-negative integer or None" if allow_none else "a non-negative integer"
+        raise ValueError(f"{name} must be {expected}; got {_describe(value)}")
+    return int(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    """A switch: ``True`` or ``False`` (Python or numpy bools). Integers, ``0``/``1``
+    included, are refused: a switch given a number is more often a misplaced positional
+    argument than a bool spelled as an int.
+
+    Examples
+    --------
+    >>> flag(True, "parts")
+    True
+    >>> flag(1, "parts")
+    Traceback (most recent call last):
+    ...
+    ValueError: parts must be True or False; got 1
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False; got {_describe(value)}")
+    return bool(value)
+
+
+def fraction(value: Any, name: str, *, low_open: bool = True, high_open: bool = True) -> float:
+    """A real number in the unit interval, as a float: (0, 1) by default, a closed end where
+    ``low_open``/``high_open`` is False (``high_open=False`` gives (0, 1]). A bool is refused.
+
+    Examples
+    --------
+    >>> fraction(0.25, "test_size"), fraction(1, "energy", high_open=False)
+    (0.25, 1.0)
+    >>> fraction(1.0, "rate")
+    Traceback (most recent call last):
+    ...
+    ValueError: rate must be a number in (0, 1); got 1.0
+    """
+    low, high = ("(" if low_open else "["), (")" if high_open else "]")
+    ok = not isinstance(value, bool | np.bool_) and isinstance(value, numbers.Real)
+    if ok:
+        f = float(value)
+        ok = (0 < f if low_open else 0 <= f) and (f < 1 if high_open else f <= 1)
+    if not ok:
+        raise ValueError(f"{name} must be a number in {low}0, 1{high}; got {_describe(value)}")
+    return float(value)
 
 
 def positive_int(value: Any, name: str) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -24,6 +25,7 @@ from . import _progress
 from . import _validate as v
 from . import inspect as _inspect
 from ._graph import model_graph, nodes_by_op
+from ._provenance import provenance
 from ._schema import layer_array
 from ._validate import check_sizes
 from .cube import activations
@@ -101,13 +103,22 @@ def _output_endpoint(model: Any, output: Any) -> tuple[Any, str]:
     return descriptors[index], names[index]
 
 
-def _scores(outputs: np.ndarray, y: np.ndarray, from_logits: bool | None) -> dict[str, Any]:
-    """Accuracy and mean cross-entropy per transformation from outputs (N, T, C)."""
-    outputs = np.asarray(outputs, dtype=np.float64)
+def _scores(outputs: Any, y: np.ndarray, from_logits: bool | None) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy per transformation from outputs (N, T, C).
+
+    ``outputs`` in memory gives numbers; a dask array gives dask arrays (lazy), which needs
+    ``from_logits`` decided (True or False), since deciding it reads every output."""
+    lazy = isinstance(outputs, da.Array)
+    if lazy:
+        outputs = outputs.astype(np.float64)
+    else:
+        outputs = np.asarray(outputs, dtype=np.float64)
     n_classes = outputs.shape[2]
     if y.max(initial=0) >= n_classes or y.min(initial=0) < 0:
         raise ValueError(f"y has classes outside 0..{n_classes - 1} (the model's outputs)")
     if from_logits is None:  # probabilities: in [0, 1] with rows summing to 1
+        if lazy:
+            raise AssertionError("from_logits must be decided for lazy outputs")
         sums = outputs.sum(axis=2)
         from_logits = not (
             (outputs >= 0).all() and (outputs <= 1).all() and np.allclose(sums, 1, atol=1e-3)
@@ -117,7 +128,11 @@ def _scores(outputs: np.ndarray, y: np.ndarray, from_logits: bool | None) -> dic
         log_p = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
     else:
         log_p = np.log(np.clip(outputs, 1e-7, 1.0))
-    picked = np.take_along_axis(log_p, y[:, None, None], axis=2)[:, :, 0]  # (N, T)
+    if lazy:  # the true class's log p: one value and zeros summed, exactly that value
+        hit = y[:, None, None] == np.arange(n_classes)[None, None, :]
+        picked = da.where(hit, log_p, 0.0).sum(axis=2)
+    else:
+        picked = np.take_along_axis(log_p, y[:, None, None], axis=2)[:, :, 0]  # (N, T)
     correct = outputs.argmax(axis=2) == y[:, None]
     return {
         "accuracy": correct.mean(axis=0),
@@ -135,16 +150,24 @@ def evaluate(
     batch_size: int = 256,
     from_logits: bool | None = None,
     output: Any = None,
+    progress: bool | None = None,
     safe_mode: bool = True,
 ) -> xr.Dataset:
     """Accuracy and loss of a classifier under each transformation.
+
+    With o_ij the model's output for transformation g_j of sample x_i and y_i its class, over
+    the N samples: accuracy_j = (1/N) Σ_i [argmax_c o_ijc = y_i] and
+    loss_j = −(1/N) Σ_i log p_ij(y_i), with p = softmax(o) for logits and p = clip(o, 1e-7, 1)
+    for probabilities: the cross-entropy of the true class (Goodfellow, Bengio & Courville
+    2016, *Deep Learning*, ch. 6.2.2).
 
     Parameters
     ----------
     model : keras.Model or path
         A classifier whose output (``output`` of several) is class logits or probabilities.
     x : array-like
-        Untransformed samples (as for ``tmx.activations``).
+        Untransformed samples (as for ``tmx.activations``): numpy, an xr.DataArray, a dask
+        array or a zarr array.
     y : array-like
         Integer classes (N,) or one-hot rows (N, C).
     transforms : TransformationSet, optional
@@ -157,19 +180,38 @@ def evaluate(
         Which of the model's outputs (``model.outputs``) is scored: an index or a name (the
         output layer's name, or its ``model.output_names`` entry). Required when the model has
         several outputs; the only output otherwise.
+    progress : bool or None, default None
+        A bar over the forward passes (blocks of samples × transformations done out of the
+        total), shown when they run: here, or at ``.compute()`` for a lazy result. None: when
+        run interactively (a terminal, not under pytest or CI).
 
     Returns
     -------
     xr.Dataset
         Over ``transformation`` (with the set's parameter coordinates): ``accuracy`` (fraction
         of samples whose largest output is the true class) and ``loss`` (mean cross-entropy
-        −log p_y, probabilities clipped at 1e-7); ``attrs["output"]`` names the scored output.
+        −log p_y, probabilities clipped at 1e-7); ``attrs["output"]`` names the scored output
+        and ``attrs["from_logits"]`` how the outputs were read (1: logits, 0: probabilities);
+        ``attrs`` also record ``function`` = "evaluate", ``n_samples``, ``model_name``,
+        ``transforms_description`` and ``tmx_version``.
 
     Raises
     ------
     ValueError
         For a model with several outputs and ``output=None`` (the message lists them), an
-        unknown output, or labels that do not fit the output.
+        unknown output, labels that do not fit the output, or a ``progress`` that is not
+        True, False or None.
+
+    Notes
+    -----
+    Lazy in, lazy out where it can be: for a lazy ``x`` (a dask or zarr array, or a
+    DataArray holding one) and ``from_logits`` given, ``accuracy`` and ``loss`` are dask
+    arrays, and the forward passes run when they are computed (``ds.compute()`` runs them
+    once for both; computing ``accuracy`` and then ``loss`` separately runs them twice). It
+    computes here, once, when ``x`` is in memory (numpy), and when ``from_logits`` is None,
+    since telling probabilities from logits reads every output (pass ``from_logits`` to keep
+    a lazy ``x`` lazy). The numbers are the same either way (up to the order of the float64
+    sums over samples). What it does is logged to the ``"tmx"`` logger (INFO).
 
     Examples
     --------
@@ -186,21 +228,49 @@ def evaluate(
     >>> logits = model.predict(x, verbose=0)      # rotation(0) is the identity
     >>> bool(np.isclose(ev.accuracy[0], np.mean(logits.argmax(axis=1) == y)))
     True
+    >>> import dask.array as da                   # lazy x, from_logits given: lazy result
+    >>> lazy = tmx.evaluate(model, da.from_array(x, chunks=3), y,
+    ...                     tmx.transforms.rotation([0, 90]), from_logits=True)
+    >>> type(lazy.accuracy.data).__name__, bool(np.allclose(lazy.accuracy, ev.accuracy))
+    ('Array', True)
     """
+    show = _progress.resolve(progress)
+    if from_logits is not None and not isinstance(from_logits, bool | np.bool_):
+        raise ValueError(f"from_logits must be True, False or None; got {from_logits!r}")
     model = _inspect.load_model(model, safe_mode=safe_mode)
     desc, _ = _output_endpoint(model, output)
     cube = activations(
-        model, x, transforms, layers=[desc], batch_size=batch_size, safe_mode=safe_mode
+        model,
+        x,
+        transforms,
+        layers=[desc],
+        batch_size=batch_size,
+        progress=show,
+        safe_mode=safe_mode,
     )
     y = _labels(y, cube.sizes["sample"])
+    lazy = _is_lazy(x) and from_logits is not None
+    if lazy:
+        plan = "lazy: the forward passes run when the result is computed"
+    elif _is_lazy(x):
+        plan = "computed now: from_logits=None reads every output to decide"
+    else:
+        plan = "computed now (x in memory)"
     log.info(
-        "evaluate: output %r over %d sample(s) x %d transformation(s)",
+        "evaluate: output %r over %d sample(s) x %d transformation(s); %s",
         str(cube.layer.values[0]) if cube.sizes["unit"] else "",
         cube.sizes["sample"],
         cube.sizes["transformation"],
+        plan,
     )
-    scores = _scores(cube.values, y, from_logits)
+    scores = _scores(cube.data if lazy else cube.values, y, from_logits)
     return _score_dataset(cube, scores)
+
+
+def _is_lazy(x: Any) -> bool:
+    """Whether ``x`` is read lazily (a dask or zarr array, or a DataArray holding one)."""
+    data = x.data if isinstance(x, xr.DataArray) else x
+    return isinstance(data, da.Array) or type(data).__module__.startswith("zarr")
 
 
 def _score_dataset(cube: xr.DataArray, scores: dict[str, Any]) -> xr.Dataset:
@@ -212,13 +282,15 @@ def _score_dataset(cube: xr.DataArray, scores: dict[str, Any]) -> xr.Dataset:
         },
         coords=coords,
     )
-    ds.attrs = {
-        "n_samples": int(cube.sizes["sample"]),
-        "output": str(cube.layer.values[0]) if cube.sizes["unit"] else "",
-        "from_logits": scores["from_logits"],
-        "model_name": cube.attrs.get("model_name", ""),
-        "transforms_description": cube.attrs.get("transforms_description", ""),
-    }
+    ds.attrs = provenance(
+        "function",
+        "evaluate",
+        n_samples=int(cube.sizes["sample"]),
+        output=str(cube.layer.values[0]) if cube.sizes["unit"] else "",
+        from_logits=scores["from_logits"],
+        model_name=cube.attrs.get("model_name", ""),
+        transforms_description=cube.attrs.get("transforms_description", ""),
+    )
     return ds
 
 
@@ -280,7 +352,10 @@ def analyze(
         mean over the group's transformations); with "ratio_of_means" also ``unit_mean``
         (group, layer; the mean of the unit NVs, which moves with N) and ``inactive`` (group,
         layer; never-active units, whose NV is only the zero-division policy's value).
-        Calling it twice gives the same result.
+        Calling it twice gives the same result. ``attrs``: ``measure`` (its name),
+        ``reduce``, ``n_samples``, ``model_name``, ``output``, ``from_logits`` and
+        ``option_<name>`` for each of the measure's options, in the one attr encoding (bools
+        as 0/1, None as ``"None"``), and ``tmx_version``.
 
     Examples
     --------
@@ -380,14 +455,16 @@ def analyze(
         }
         result["inactive"].attrs = {"long_name": "never-active units (TV = SV = 0)"}
     result["measure"].attrs = {"long_name": long_name}
-    result.attrs = {
-        "measure": getattr(measure, "__name__", "measure"),
-        "reduce": reduce,
-        "n_samples": int(np.shape(x)[0]),
-        "model_name": str(model.name),
-        "output": out_name,
-        **{f"option_{k}": ("none" if val is None else val) for k, val in options.items()},
-    }
+    result.attrs = provenance(
+        "measure",
+        getattr(measure, "__name__", "measure"),
+        reduce=reduce,
+        n_samples=int(np.shape(x)[0]),
+        model_name=str(model.name),
+        output=out_name,
+        from_logits=from_logits,
+        **{f"option_{k}": val for k, val in options.items()},
+    )
     return result
 
 

@@ -648,10 +648,24 @@ def run(
 
     Examples
     --------
+    A tiny classifier and six images, in a temporary folder (``page=False``: the cube store
+    only; the command line ``tmx run model.keras x.npy --transforms "rotation(0:360:90)"
+    --labels y.npy --out out`` also writes the page, as :func:`report` does):
+
+    >>> import tempfile, keras, numpy as np, tmx
     >>> from tmx import cli
-    >>> paths = cli.run("model.keras", "x.npy", "rotation(0:360:90)", out="out")  # doctest: +SKIP
-    >>> sorted(paths)[:3]  # doctest: +SKIP
-    ['accuracy.csv', 'accuracy.parquet', 'accuracy.png']
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential(
+    ...     [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"),
+    ...      keras.layers.GlobalAveragePooling2D(name="pool"), keras.layers.Dense(3, name="dense")]
+    ... )
+    >>> x = np.random.default_rng(0).random((6, 8, 8, 1)).astype("float32")
+    >>> y = np.array([0, 1, 2, 0, 1, 2])
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths = cli.run(model, x, "rotation(0:360:90)", labels=y, out=out, page=False)
+    ...     cube = tmx.open(paths["cube.zarr"])
+    ...     sorted(paths), dict(cube.sizes), len(cube.attrs["tmx_run"]["accuracy"]["accuracy"])
+    (['cube.zarr'], {'sample': 6, 'transformation': 4, 'unit': 77}, 4)
     """
     import tmx
 
@@ -685,7 +699,15 @@ def run(
     accuracy = None
     if y is not None:
         log.info("accuracy under each transformation (a forward pass of the model's output)")
-        scores = tmx.evaluate(net, x, y, tset, batch_size=batch_size or 256, safe_mode=safe_mode)
+        scores = tmx.evaluate(
+            net,
+            x,
+            y,
+            tset,
+            batch_size=batch_size or 256,
+            progress=progress,
+            safe_mode=safe_mode,
+        )
         accuracy = {
             "accuracy": _plain(scores["accuracy"].values),
             "loss": _plain(scores["loss"].values),
@@ -889,10 +911,18 @@ def report(
 
     Examples
     --------
+    The page of a cube store (here one written by ``tmx.save``, without the labels and
+    provenance that ``tmx run`` records), in a temporary folder:
+
+    >>> import tempfile, numpy as np, tmx
     >>> from tmx import cli
-    >>> paths = cli.report("out/cube.zarr")  # doctest: +SKIP
-    >>> paths["report.html"]  # doctest: +SKIP
-    PosixPath('out/report.html')
+    >>> rng = np.random.default_rng(0)
+    >>> cube = tmx.from_array({"dense": rng.random((6, 4, 3), np.float32)},
+    ...                       transformation=tmx.transforms.rotation([0, 90, 180, 270]))
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths = cli.report(tmx.save(cube, f"{out}/cube.zarr"), report_layers=[])
+    ...     sorted(paths)[:4], "Invariance" in paths["report.html"].read_text()
+    (['layers.csv', 'layers.parquet', 'nv_per_layer.png', 'nv_units.png'], True)
     """
     import dask
     import matplotlib

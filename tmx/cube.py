@@ -18,7 +18,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -26,16 +25,20 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import dask.array as da
+import keras
 import numpy as np
+import tensorflow as tf
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import format_bytes
 
 from . import _batching, _progress
 from . import _validate as v
+from . import inspect as _inspect
 from ._memo import memo, per_object
 from ._schema import UNIT_COORDS, unit_coords
 from ._version import __version__
@@ -162,8 +165,6 @@ class ForwardRunner:
 
     def _load(self) -> Any:
         if self._model is None:
-            import keras
-
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "model.keras")
                 with open(path, "wb") as fh:
@@ -205,7 +206,6 @@ class ForwardRunner:
             return fn
 
     def _compile(self, indices: tuple[int, ...], sample_shape: tuple[int, ...], rows: int):
-        import tensorflow as tf
 
         model = self._load()  # the caller holds the lock
         tset = self.transforms
@@ -282,8 +282,6 @@ _live_functions = per_object()
 
 
 def _exposed(model: Any, descriptors: list[Any], names: list[str]) -> Any:
-    from . import inspect as _inspect
-
     return memo(_exposed_models, model, tuple(names), lambda: _inspect.expose(model, descriptors))
 
 
@@ -542,7 +540,6 @@ _transient_bytes_cache = per_object()
 def _transient_bytes(model: Any) -> int:
     """Bytes per image of the model's largest top-level layer output (float32): what a forward
     pass holds in flight besides the recorded outputs."""
-    from . import inspect as _inspect
 
     def compute() -> int:
         try:
@@ -576,7 +573,6 @@ def _check_transforms(
     """Apply each transformation to one blank sample of ``x``'s shape: a transformation that
     cannot take it (``rot90`` of a non-square image) or changes its shape fails here, when the
     cube is built, not inside a forward pass."""
-    import tensorflow as tf
 
     blank = tf.zeros((1, *shape), tf.as_dtype(dtype))
     index = tf.zeros((1,), tf.int64)
@@ -702,12 +698,47 @@ def activations(
     >>> cube.transform.values.tolist()
     ['rotation(0)', 'rotation(90)', 'rotation(180)', 'rotation(270)']
     """
-    import keras
-    import tensorflow as tf
-
-    from . import inspect as _inspect
-
     model = _inspect.load_model(model, safe_mode=safe_mode)
+    options = _check_options(transforms, batch_size, chunks, memory, progress, check_finite)
+    inputs = _check_inputs(model, x, options.transforms, labels)
+    units = _check_layers(model, layers)
+    plan = _plan(model, inputs, options, units)
+    runner = ForwardRunner(
+        units.exposed,
+        options.transforms,
+        plan.batch_size,
+        dtype=inputs.dtype,
+        safe_mode=safe_mode,
+        progress=options.progress,
+        total_blocks=plan.n_blocks,
+        check_finite=options.check_finite,
+    )
+    data = _graph(runner, plan, options.transforms, units)
+    return _wrap(model, data, inputs, options.transforms, units, plan.batch_size)
+
+
+# -- activations' steps: check, plan, build the graph, wrap --------------------------------------
+@dataclass(frozen=True)
+class _Options:
+    """``activations``' options, checked."""
+
+    transforms: TransformationSet
+    batch_size: int | None
+    chunks: dict[str, int]
+    memory: int  # bytes
+    progress: bool
+    check_finite: bool
+
+
+def _check_options(
+    transforms: Any,
+    batch_size: Any,
+    chunks: Any,
+    memory: Any,
+    progress: Any,
+    check_finite: Any,
+) -> _Options:
+    """The options, checked in the order ``activations`` names them in its errors."""
     if batch_size is not None:
         batch_size = v.positive_int(batch_size, "batch_size")
     budget = _batching.parse_memory(memory, "memory")
@@ -720,8 +751,28 @@ def activations(
             f"transforms must be a TransformationSet (tmx.transforms) or None; got "
             f"{type(transforms).__name__}"
         )
-    if not isinstance(check_finite, bool | np.bool_):
-        raise ValueError(f"check_finite must be True or False; got {check_finite!r}")
+    check_finite = v.flag(check_finite, "check_finite")
+    return _Options(transforms, batch_size, chunks, budget, show, check_finite)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """``x`` as a dask array, with what came with it."""
+
+    data: da.Array  # (N, *sample shape), one chunk until planned
+    sample: np.ndarray | None  # x's sample coordinate
+    labels: np.ndarray | None  # the labels given, or x's label coordinate
+    values: np.ndarray | None  # x's values when it is in memory (for input_sha256)
+    dtype: np.dtype  # what the forward pass feeds the model
+
+    @property
+    def n(self) -> int:
+        return int(self.data.shape[0])
+
+
+def _check_inputs(model: Any, x: Any, transforms: TransformationSet, labels: Any) -> _Inputs:
+    """``x`` (and ``labels``) checked against the model's input shape and the
+    transformations, each of which is tried on one blank sample."""
     xd, sample_coord, label_coord, x_values = _as_dask_input(x)
     n = int(xd.shape[0])
     expected = _model_input_shape(model)
@@ -733,6 +784,32 @@ def activations(
     dtype = np.dtype(np.float32) if dtype.kind == "f" else dtype
     if transforms != identity():
         _check_transforms(transforms, tuple(int(d) for d in xd.shape[1:]), dtype)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have one entry per sample ({n}); got {labels.shape}")
+    else:
+        labels = label_coord
+    return _Inputs(xd, sample_coord, labels, x_values, dtype)
+
+
+@dataclass(frozen=True)
+class _Units:
+    """The recorded layers: their endpoint names, the unit coordinates, the exposed model."""
+
+    descriptors: list[Any]
+    names: list[str]
+    coords: dict[str, np.ndarray]  # layer, channel, y, x along unit
+    exposed: Any
+
+    @property
+    def size(self) -> int:
+        return len(self.coords["layer"])
+
+
+def _check_layers(model: Any, layers: Any) -> _Units:
+    """The layers to record (every layer output by default), resolved on the model, each
+    with a unit shape its graph fixes; the model exposing their outputs."""
     descriptors = (
         _inspect.default_endpoints(model) if layers is None else _inspect.descriptor_list(layers)
     )
@@ -743,103 +820,160 @@ def activations(
     if len(set(names)) != len(names):
         raise ValueError(f"layers: the same endpoint is listed twice: {names}")
     shapes = [_static_shape(e.name, e.shape) for e in endpoints]
-    coords_u = unit_coords(names, shapes)
-    units = len(coords_u["layer"])
-    exposed = _exposed(model, descriptors, names)
+    coords = unit_coords(names, shapes)
+    return _Units(descriptors, names, coords, _exposed(model, descriptors, names))
 
-    t = len(transforms)
-    plan = _batching.plan_cube(
+
+@dataclass(frozen=True)
+class _Plan:
+    """The forward batch and the cube's chunks; ``x`` rechunked into the sample blocks."""
+
+    batch_size: int
+    x: da.Array
+    t_chunks: tuple[int, ...]  # transformations per block
+    u_chunks: tuple[int, ...]  # units per chunk
+
+    @property
+    def n_blocks(self) -> int:
+        """The forward passes: sample blocks × transformation blocks."""
+        return len(self.x.chunks[0]) * len(self.t_chunks)
+
+
+def _sizes(total: int, block: int) -> tuple[int, ...]:
+    """``total`` in blocks of ``block``, the last one shorter."""
+    return tuple(min(block, total - s) for s in range(0, total, block))
+
+
+def _plan(model: Any, inputs: _Inputs, options: _Options, units: _Units) -> _Plan:
+    """The forward batch and the chunks planned from the memory budget (a given
+    ``batch_size`` and ``chunks`` kept as they are)."""
+    n, t = inputs.n, len(options.transforms)
+    planned = _batching.plan_cube(
         n,
         t,
-        units,
+        units.size,
         transient_bytes=_transient_bytes(model),
-        memory=budget,
-        batch_size=batch_size,
-        chunks=chunks,
+        memory=options.memory,
+        batch_size=options.batch_size,
+        chunks=options.chunks,
     )
-    batch_size = plan.batch_size
-    s_block, t_block, u_block = plan.sample, plan.transformation, plan.unit
-    xd = xd.rechunk((s_block, *xd.shape[1:]))
-    n_blocks = len(xd.chunks[0]) * math.ceil(t / t_block)
+    xd = inputs.data.rechunk((planned.sample, *inputs.data.shape[1:]))
+    t_chunks, u_chunks = _sizes(t, planned.transformation), _sizes(units.size, planned.unit)
+    plan = _Plan(planned.batch_size, xd, t_chunks, u_chunks)
     log.info(
         "activations: %d sample(s) x %d transformation(s) x %d unit(s) from %d layer(s); "
         "batch %d images, chunks (sample %d, transformation %d, unit %d), memory budget %s; "
         "%d forward block(s)",
         n,
         t,
-        units,
-        len(names),
-        batch_size,
-        s_block,
-        t_block,
-        u_block,
-        format_bytes(budget),
-        n_blocks,
+        units.size,
+        len(units.names),
+        plan.batch_size,
+        planned.sample,
+        planned.transformation,
+        planned.unit,
+        format_bytes(options.memory),
+        plan.n_blocks,
     )
-    runner = ForwardRunner(
-        exposed,
-        transforms,
-        batch_size,
-        dtype=dtype,
-        safe_mode=safe_mode,
-        progress=show,
-        total_blocks=n_blocks,
-        check_finite=bool(check_finite),
-    )
+    return plan
 
+
+def _starts(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive blocks of these sizes."""
+    stops = np.cumsum(sizes).tolist()
+    return [(stop - size, stop) for size, stop in zip(sizes, stops, strict=True)]
+
+
+def _graph(
+    runner: ForwardRunner, plan: _Plan, transforms: TransformationSet, units: _Units
+) -> da.Array:
+    """The cube as a dask array: the runner as one key; per sample block, the digest of its
+    input block (run only by ``tmx.save``) and one forward task per transformation block,
+    whose result every unit chunk of that block slices (one forward pass per block)."""
+    xd = plan.x
     token = hashlib.sha256(
-        f"{id(runner)}-{xd.name}-{transforms.to_json()}-{names}-{batch_size}".encode()
+        f"{id(runner)}-{xd.name}-{transforms.to_json()}-{units.names}-{plan.batch_size}".encode()
     ).hexdigest()[:16]
     runner_key = f"tmx-model-{token}"
-    forward_name = f"tmx-forward-{token}"
     name = f"tmx-activation-{token}"
-    sample_index = np.arange(n, dtype=np.int64)
-    s_chunks = xd.chunks[0]
-    t_chunks = tuple(min(t_block, t - s) for s in range(0, t, t_block))
-    u_chunks = tuple(min(u_block, units - s) for s in range(0, units, u_block))
-
     digest_name = f"tmx-input-digest-{token}"
-    digests = InputDigests(tuple((digest_name, i) for i in range(len(s_chunks))), tuple(s_chunks))
+    s_chunks = tuple(xd.chunks[0])
+    digests = InputDigests(tuple((digest_name, i) for i in range(len(s_chunks))), s_chunks)
     layer_dsk: dict[Any, Any] = {runner_key: runner}
-    s_start = 0
-    for i, s_len in enumerate(s_chunks):
-        idx = sample_index[s_start : s_start + s_len]
+    for i, (s_start, s_stop) in enumerate(_starts(s_chunks)):
         in_key = (xd.name, i, *([0] * (xd.ndim - 1)))
-        # the input block's digest: run only by tmx.save, which records it with the chunks
         layer_dsk[(digest_name, i)] = (_input_digest, digests, in_key, s_start)
-        for jb, t_start in enumerate(range(0, t, t_block)):
-            indices = tuple(range(t_start, min(t, t_start + t_block)))
-            fkey = (forward_name, i, jb)
-            layer_dsk[fkey] = (_run_block, runner_key, in_key, idx, indices)
-            for k, u_start in enumerate(range(0, units, u_block)):
-                u_stop = min(units, u_start + u_block)
-                if len(u_chunks) == 1:
-                    layer_dsk[(name, i, jb, k)] = fkey
-                else:
-                    layer_dsk[(name, i, jb, k)] = (_slice_units, fkey, u_start, u_stop)
-        s_start += s_len
-    graph = HighLevelGraph.from_collections(name, layer_dsk, dependencies=[xd])
-    data = da.Array(graph, name, chunks=(s_chunks, t_chunks, u_chunks), dtype=np.float32)
+        index = np.arange(s_start, s_stop, dtype=np.int64)
+        layer_dsk.update(_block_tasks(token, runner_key, in_key, i, index, plan))
+    deps: list[Any] = [xd]  # dask types da.Array short of its DaskCollection protocol
+    graph = HighLevelGraph.from_collections(name, layer_dsk, dependencies=deps)
+    chunks = (s_chunks, plan.t_chunks, plan.u_chunks)
+    data = da.Array(graph, name, chunks=chunks, dtype=np.float32)
     _input_digests[name] = digests
+    return data
 
+
+def _block_tasks(
+    token: str, runner_key: str, in_key: tuple, i: int, sample_index: np.ndarray, plan: _Plan
+) -> dict[Any, Any]:
+    """Sample block ``i``'s tasks: a forward pass per transformation block, and the cube's
+    chunks of that block (the forward result itself when units are one chunk, else slices)."""
+    forward_name, name = f"tmx-forward-{token}", f"tmx-activation-{token}"
+    tasks: dict[Any, Any] = {}
+    for jb, (t_start, t_stop) in enumerate(_starts(plan.t_chunks)):
+        fkey = (forward_name, i, jb)
+        tasks[fkey] = (_run_block, runner_key, in_key, sample_index, tuple(range(t_start, t_stop)))
+        for k, (u_start, u_stop) in enumerate(_starts(plan.u_chunks)):
+            one = len(plan.u_chunks) == 1
+            tasks[(name, i, jb, k)] = fkey if one else (_slice_units, fkey, u_start, u_stop)
+    return tasks
+
+
+def _wrap(
+    model: Any,
+    data: da.Array,
+    inputs: _Inputs,
+    transforms: TransformationSet,
+    units: _Units,
+    batch_size: int,
+) -> xr.DataArray:
+    """The labeled cube: sample (and label), the transformations' parameters, the unit
+    coordinates, and the provenance attrs."""
+    n, t = inputs.n, len(transforms)
+    sample = inputs.sample if inputs.sample is not None else np.arange(n)
     coords: dict[Hashable, Any] = {
-        "sample": ("sample", sample_coord if sample_coord is not None else np.arange(n)),
+        "sample": ("sample", sample),
         "transformation": ("transformation", np.arange(t)),
-        "unit": ("unit", np.arange(units)),
+        "unit": ("unit", np.arange(units.size)),
     }
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have one entry per sample ({n}); got {labels.shape}")
-        coords["label"] = ("sample", labels)
-    elif label_coord is not None:
-        coords["label"] = ("sample", label_coord)
+    if inputs.labels is not None:
+        coords["label"] = ("sample", inputs.labels)
     params = transforms.parameters
     for cname in params.coords:
         if cname != "transformation":
             coords[cname] = xr.Variable("transformation", params[cname].values, params[cname].attrs)
     for cname in UNIT_COORDS:
-        coords[cname] = ("unit", coords_u[cname])
+        coords[cname] = ("unit", units.coords[cname])
+    return xr.DataArray(
+        data,
+        dims=("sample", "transformation", "unit"),
+        coords=coords,
+        name="activation",
+        attrs=_provenance(model, inputs, transforms, units, batch_size),
+    )
+
+
+def _provenance(
+    model: Any,
+    inputs: _Inputs,
+    transforms: TransformationSet,
+    units: _Units,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The cube's attrs: versions, the model's name and fingerprints, the transformations,
+    layers, input shape and batch size, when it was built, and the inputs' sha256 when they
+    are in memory."""
+
     attrs = {
         "tmx_version": __version__,
         "tensorflow_version": tf.__version__,
@@ -849,20 +983,14 @@ def activations(
         "model_config_sha256": _config_sha256(model),
         "transforms": transforms.to_json(),
         "transforms_description": transforms.description,
-        "layers": list(names),
-        "input_shape": [int(s) for s in xd.shape[1:]],
+        "layers": list(units.names),
+        "input_shape": [int(s) for s in inputs.data.shape[1:]],
         "batch_size": batch_size,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    if x_values is not None:
-        attrs["input_sha256"] = _array_sha256(x_values)
-    return xr.DataArray(
-        data,
-        dims=("sample", "transformation", "unit"),
-        coords=coords,
-        name="activation",
-        attrs=attrs,
-    )
+    if inputs.values is not None:
+        attrs["input_sha256"] = _array_sha256(inputs.values)
+    return attrs
 
 
 def forward_runner(cube: xr.DataArray) -> ForwardRunner:

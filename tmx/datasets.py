@@ -8,6 +8,7 @@ labels 0..9.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,8 +16,9 @@ import numpy as np
 import xarray as xr
 
 from . import _validate as v
+from ._provenance import provenance
 
-__all__ = ["Digits", "digits", "resize_bilinear"]
+__all__ = ["Digits", "digits", "resize_align_corners", "resize_bilinear"]
 
 _N_CLASSES = 10
 
@@ -85,7 +87,9 @@ class Digits:
         xr.DataArray
             ``digits``, float32, dims ``(sample, y, x, channel)`` with integer coordinates on
             every dim, a ``label`` coordinate (int64) on ``sample`` (picked up by
-            ``tmx.activations``), and the data set's provenance in ``attrs``.
+            ``tmx.activations``), and the data set's provenance in ``attrs``: ``source``,
+            ``split``, ``size``, ``seed``, ``test_size``, ``normalize`` (0/1), ``mean``,
+            ``std`` and ``tmx_version``.
 
         Examples
         --------
@@ -107,21 +111,25 @@ class Digits:
                 "label": ("sample", y),
             },
             name="digits",
-            attrs={
-                "source": "sklearn.datasets.load_digits",
-                "split": split,
-                "size": self.size,
-                "seed": self.seed,
-                "test_size": self.test_size,
-                "normalize": int(self.normalize),
-                "mean": self.mean,
-                "std": self.std,
-            },
+            attrs=provenance(
+                "source",
+                "sklearn.datasets.load_digits",
+                split=split,
+                size=self.size,
+                seed=self.seed,
+                test_size=self.test_size,
+                normalize=self.normalize,
+                mean=self.mean,
+                std=self.std,
+            ),
         )
 
 
-def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize square images ``(n, h, h)`` to ``(n, size, size)`` by bilinear interpolation.
+def resize_align_corners(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize square images ``(n, h, h)`` to ``(n, size, size)``, bilinear with corners aligned.
+
+    Formerly ``resize_bilinear`` (a deprecated alias now), renamed apart from
+    ``tmx.plot.overlay.resize_half_pixel``, which resizes heat maps on half-pixel centres.
 
     This is ``scipy.ndimage.zoom(images, (1, size / h, size / h), order=1, mode="nearest",
     grid_mode=False)``: corner-aligned linear interpolation along each image axis, so output
@@ -143,8 +151,8 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from tmx.datasets import resize_bilinear
-    >>> resize_bilinear(np.array([[[0.0, 1.0], [2.0, 3.0]]]), 3)[0].tolist()   # corners kept
+    >>> from tmx.datasets import resize_align_corners
+    >>> resize_align_corners(np.array([[[0.0, 1.0], [2.0, 3.0]]]), 3)[0].tolist()   # corners kept
     [[0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [2.0, 2.5, 3.0]]
     """
     from scipy import ndimage
@@ -163,6 +171,31 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     if out.shape[1:] != (size, size):  # pragma: no cover - zoom rounds size/h*h to size
         raise RuntimeError(f"resize produced {out.shape[1:]}, expected {(size, size)}")
     return out
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """Deprecated: ``resize_align_corners`` (same arguments, same result).
+
+    Renamed apart from ``tmx.plot.overlay.resize_half_pixel`` (half-pixel centres, for heat
+    maps); warns a ``DeprecationWarning`` and will be removed.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np
+    >>> from tmx.datasets import resize_bilinear
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     out = resize_bilinear(np.array([[[0.0, 1.0], [2.0, 3.0]]]), 3)
+    >>> out[0, 0].tolist(), caught[0].category.__name__
+    ([0.0, 0.5, 1.0], 'DeprecationWarning')
+    """
+    warnings.warn(
+        "tmx.datasets.resize_bilinear is deprecated and will be removed; use "
+        "tmx.datasets.resize_align_corners instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return resize_align_corners(images, size)
 
 
 def digits(
@@ -196,7 +229,7 @@ def digits(
 
     1. ``sklearn.datasets.load_digits()``; the 8×8 images (values 0..16) are divided by 16 to
        lie in [0, 1].
-    2. Resized to ``size × size`` with ``resize_bilinear`` (``scipy.ndimage.zoom`` with
+    2. Resized to ``size × size`` with ``resize_align_corners`` (``scipy.ndimage.zoom`` with
        ``order=1``, corner-aligned bilinear interpolation; values stay in [0, 1]).
     3. Split with ``sklearn.model_selection.train_test_split(..., test_size=test_size,
        stratify=labels, random_state=seed)``, so every class has the same proportion (±1
@@ -219,26 +252,14 @@ def digits(
     if isinstance(size, bool | np.bool_) or not isinstance(size, numbers.Integral) or size < 8:
         raise ValueError(f"size must be an integer of at least 8; got {v._describe(size)}")
     size = int(size)
-    if (
-        isinstance(test_size, bool | np.bool_)
-        or not isinstance(test_size, numbers.Real)
-        or not 0.0 < float(test_size) < 1.0
-    ):
-        raise ValueError(
-            f"test_size must be a number strictly between 0 and 1; got {v._describe(test_size)}"
-        )
-    test_size = float(test_size)
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {v._describe(seed)}")
-    seed = int(seed)
-    if not isinstance(normalize, bool | np.bool_):
-        raise ValueError(f"normalize must be a bool; got {v._describe(normalize)}")
-    normalize = bool(normalize)
+    test_size = v.fraction(test_size, "test_size")
+    seed = v.seed(seed)
+    normalize = v.flag(normalize, "normalize")
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64) / 16.0
     labels = np.asarray(bunch.target, dtype=np.int64)
-    images = resize_bilinear(images, size)
+    images = resize_align_corners(images, size)
 
     idx_train, idx_test = train_test_split(
         np.arange(labels.shape[0]), test_size=test_size, stratify=labels, random_state=seed

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._provenance import provenance
+
 log = logging.getLogger("tmx")
 
 
@@ -228,7 +230,7 @@ def layer_jackknife(
     then every quantile interval of the replicates, percentile, BC or BCa, excludes it).
 
     Returns a Dataset over ``layer``: ``estimate`` (θ̂), ``low``, ``high``, ``se``; attrs
-    ``method`` = "jackknife-plain", ``groups``, ``ci``.
+    ``method`` = "jackknife-plain", ``groups``, ``ci``, ``tmx_version``.
     """
     from scipy import stats
 
@@ -264,7 +266,7 @@ def layer_jackknife(
         },
         coords=coords,
     )
-    out.attrs = {"method": "jackknife-plain", "groups": g, "ci": ci}
+    out.attrs = provenance("method", "jackknife-plain", groups=g, ci=ci)
     return out
 
 

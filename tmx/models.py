@@ -81,7 +81,7 @@ def small_cnn(
             f"got {tuple(input_shape)}"
         )
     n_classes = v.positive_int(n_classes, "n_classes")
-    seed = _seed(seed)
+    seed = v.seed(seed)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string; got {v._describe(name)}")
     policy = _dtype_policy(dtype)
@@ -172,7 +172,7 @@ def cache_path(
     >>> path.name  # doctest: +ELLIPSIS
     'small_cnn-v...-s1-e2-16px.keras'
     """
-    seed = _seed(seed)
+    seed = v.seed(seed)
     epochs = v.positive_int(epochs, "epochs")
     size = _size(size)
     directory = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
@@ -259,9 +259,8 @@ def trained_small_cnn(
     """
     policy = _dtype_policy(dtype)
     path = cache_path(seed=seed, epochs=epochs, size=size, cache_dir=cache_dir, dtype=policy)
-    seed, epochs, size = _seed(seed), int(epochs), int(size)
-    if not isinstance(retrain, bool | np.bool_):
-        raise ValueError(f"retrain must be a bool; got {v._describe(retrain)}")
+    seed, epochs, size = v.seed(seed), int(epochs), int(size)
+    retrain = v.flag(retrain, "retrain")
     if not retrain and path.exists():
         try:
             model = keras.models.load_model(path, safe_mode=True)
@@ -297,12 +296,6 @@ def _dtype_policy(dtype: object) -> keras.DTypePolicy:
             f"dtype must be None, a float dtype name such as 'float64' or a Keras dtype "
             f"policy; got {v._describe(dtype)}"
         ) from err
-
-
-def _seed(seed: object) -> int:
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {v._describe(seed)}")
-    return int(seed)
 
 
 def _size(size: object) -> int:

@@ -110,7 +110,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, NoReturn, cast
 
 import dask
 import dask.array as da
@@ -131,6 +131,8 @@ from zarr.core.buffer.cpu import Buffer as _CpuBuffer
 from zarr.core.sync import sync as _zarr_sync
 
 from . import _progress
+from ._validate import _describe
+from ._validate import flag as _flag
 from ._version import __version__
 
 __all__ = [
@@ -247,17 +249,6 @@ _COMPRESSORS: dict[str | None, Callable[[], list[Any] | None]] = {
 
 # --------------------------------------------------------------------------------------------
 # small helpers
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False; got {_describe(value)}")
-    return bool(value)
 
 
 def _check_member_name(name: Any, what: str) -> str:
@@ -2594,10 +2585,10 @@ def _save(
 ) -> str:
     """``save``; ``checksums=False`` writes a format-1 store (no checksums), as tmx did
     before them (for ``benchmarks/store.py``'s baseline and the tests of format 1)."""
-    resume = _check_flag(resume, "resume")
-    overwrite = _check_flag(overwrite, "overwrite")
-    append = _check_flag(append, "append")
-    break_lock = _check_flag(break_lock, "break_lock")
+    resume = _flag(resume, "resume")
+    overwrite = _flag(overwrite, "overwrite")
+    append = _flag(append, "append")
+    break_lock = _flag(break_lock, "break_lock")
     progress = _progress.resolve(progress)
     if compression not in _COMPRESSORS:
         raise ValueError(
@@ -3135,71 +3126,96 @@ def _exists(loc: _Loc) -> bool:
 
 
 def _load(loc: _Loc, attrs: dict[str, Any] | None = None) -> _Loaded:
-    """Every check of ``open`` that reads metadata and coordinates, no data chunk."""
-    path = loc
+    """Every check of ``open`` that reads metadata and coordinates, no data chunk: the group's
+    attrs, the arrays' layout, then the coordinates' values."""
     if attrs is None:
         if not _exists(loc):
             raise FileNotFoundError(f"store {loc} does not exist")
         attrs = _group_attrs(loc, strict=True)
+    version, manifest = _check_attrs(loc, attrs)
+    assert attrs is not None  # _check_attrs refuses a store without group attrs
+    meta = _check_layout(loc, manifest, version)
+    coords = _read_coords(loc, manifest)
+    return _Loaded(attrs, manifest, version, meta, coords)
+
+
+def _check_attrs(loc: _Loc, attrs: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    """Phase 1, the group's attrs: a tmx cube of a version this tmx reads, complete, with a
+    valid manifest matching its fingerprint; (the format version, the manifest)."""
     if attrs is None:
-        raise ValueError(f"store {path} is not a tmx cube (not a Zarr format 3 group)")
+        raise ValueError(f"store {loc} is not a tmx cube (not a Zarr format 3 group)")
     if attrs.get("tmx_format") != FORMAT:
         raise ValueError(
-            f"store {path} is not a tmx cube (its attribute tmx_format is "
+            f"store {loc} is not a tmx cube (its attribute tmx_format is "
             f"{_describe(attrs.get('tmx_format'))}, expected {FORMAT!r})"
         )
     version = attrs.get("tmx_format_version")
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ValueError(
-            f"store {path} has tmx_format_version {_describe(version)}; this version of tmx "
+            f"store {loc} has tmx_format_version {_describe(version)}; this version of tmx "
             f"reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
     if attrs.get("tmx_complete") is not True:
-        lock = _lock_for(loc)
-        holder, raw = _parse_lock(lock.read())
-        busy = (
-            f" ({lock.label} says a save by {_describe_holder(holder)} holds it: is it still "
-            "running?)"
-            if raw is not None
-            else ""
-        )
-        if attrs.get("tmx_append") is not None:
-            raise ValueError(
-                f"store {path} is incomplete: an append to it was interrupted{busy}. Call "
-                "tmx.save(cube, store, append=True) with the cube being appended to finish it"
-            )
-        raise ValueError(
-            f"store {path} is incomplete: its save was interrupted{busy}. Call "
-            "tmx.save(cube, store, resume=True) with the same cube to finish it"
-        )
-    manifest = _validate_manifest(attrs.get("tmx_manifest"), path)
+        _refuse_incomplete(loc, attrs)
+    manifest = _validate_manifest(attrs.get("tmx_manifest"), loc)
     if attrs.get("tmx_fingerprint") != _fingerprint(manifest):
-        raise ValueError(f"store {path}: tmx_manifest does not match tmx_fingerprint")
+        raise ValueError(f"store {loc}: tmx_manifest does not match tmx_fingerprint")
+    return version, manifest
 
-    meta = _check_array_meta(path, DATA_NAME)
+
+def _refuse_incomplete(loc: _Loc, attrs: Mapping[str, Any]) -> NoReturn:
+    """Raise for a store whose save or append was interrupted, naming the lock's holder."""
+    lock = _lock_for(loc)
+    holder, raw = _parse_lock(lock.read())
+    busy = (
+        f" ({lock.label} says a save by {_describe_holder(holder)} holds it: is it still running?)"
+        if raw is not None
+        else ""
+    )
+    if attrs.get("tmx_append") is not None:
+        raise ValueError(
+            f"store {loc} is incomplete: an append to it was interrupted{busy}. Call "
+            "tmx.save(cube, store, append=True) with the cube being appended to finish it"
+        )
+    raise ValueError(
+        f"store {loc} is incomplete: its save was interrupted{busy}. Call "
+        "tmx.save(cube, store, resume=True) with the same cube to finish it"
+    )
+
+
+def _check_layout(loc: _Loc, manifest: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """Phase 2, the arrays' metadata (no values): the activation array's float dtype, dims,
+    chunk grid and codecs as ``save`` writes them, the digests' (format 2), every coordinate
+    along its dims; the activation array's metadata."""
+    meta = _check_array_meta(loc, DATA_NAME)
     dtype = meta.get("data_type")
     if dtype not in _FLOAT_DATA_TYPES:
-        raise ValueError(f"store {path}: array {DATA_NAME!r} must have a float dtype; got {dtype}")
+        raise ValueError(f"store {loc}: array {DATA_NAME!r} must have a float dtype; got {dtype}")
     if tuple(meta.get("dimension_names") or ()) != DIMS:
         raise ValueError(
-            f"store {path}: array {DATA_NAME!r} must have dims exactly {DIMS}; "
+            f"store {loc}: array {DATA_NAME!r} must have dims exactly {DIMS}; "
             f"got {meta.get('dimension_names')!r}"
         )
-    _check_data_meta(path, meta, manifest, version)
+    _check_data_meta(loc, meta, manifest, version)
     if version >= 2:
-        _check_digest_meta(path, manifest)
+        _check_digest_meta(loc, manifest)
     for c in manifest["coords"]:
-        cmeta = _check_array_meta(path, c["name"])
+        cmeta = _check_array_meta(loc, c["name"])
         if tuple(cmeta.get("dimension_names") or ()) != tuple(c["dims"]):
             raise ValueError(
-                f"store {path}: coordinate {c['name']!r} has dims "
+                f"store {loc}: coordinate {c['name']!r} has dims "
                 f"{cmeta.get('dimension_names')!r}; expected {tuple(c['dims'])}"
             )
+    return meta
 
+
+def _read_coords(loc: _Loc, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase 3, the coordinates' values: each of the manifest's shape, matching the sha256
+    recorded at save time; {name: (dims, values, attrs)}."""
     try:
         group = _open_group(loc, "r")
     except Exception as err:
-        raise ValueError(f"store {path} cannot be read as Zarr: {err}") from err
+        raise ValueError(f"store {loc} cannot be read as Zarr: {err}") from err
     sizes = dict(zip(DIMS, manifest["shape"], strict=True))
     coords = {}
     for c in manifest["coords"]:
@@ -3209,7 +3225,7 @@ def _load(loc: _Loc, attrs: dict[str, Any] | None = None) -> _Loaded:
             expected = tuple(sizes[d] for d in c["dims"])
             if not isinstance(carr, zarr.Array) or carr.shape != expected:
                 raise ValueError(
-                    f"store {path}: coordinate {name!r} has shape "
+                    f"store {loc}: coordinate {name!r} has shape "
                     f"{getattr(carr, 'shape', None)}; expected {expected}"
                 )
             stored = carr[...] if carr.size else np.zeros(carr.shape, dtype=carr.dtype)
@@ -3217,15 +3233,22 @@ def _load(loc: _Loc, attrs: dict[str, Any] | None = None) -> _Loaded:
             raise
         except Exception as err:
             raise ValueError(
-                f"store {path}: coordinate {name!r} cannot be read ({type(err).__name__}: {err})"
+                f"store {loc}: coordinate {name!r} cannot be read ({type(err).__name__}: {err})"
             ) from err
         values = _restore_values(stored, c["dtype"], name)
         if _hash_values(values) != c["sha256"]:
             raise ValueError(
-                f"store {path}: the values of coordinate {name!r} do not match their sha256"
+                f"store {loc}: the values of coordinate {name!r} do not match their sha256"
             )
         coords[name] = (tuple(c["dims"]), values, _decode_attr(c["attrs"]))
-    return _Loaded(attrs, manifest, version, meta, coords)
+    return coords
+
+
+def _check_integrity(loc: _Loc, loaded: _Loaded) -> dict[tuple[int, ...], bytes] | None:
+    """Phase 4 (format 2), the data chunks: each chunk's file and checksum record present,
+    the records intact; each chunk's record's CRC-32C, checked when the chunk is read (None
+    for format 1: no checksums)."""
+    return _expected_records(loc, loaded.manifest) if loaded.version >= 2 else None
 
 
 def _expected_records(loc: _Loc, manifest: Mapping[str, Any]) -> dict[tuple[int, ...], bytes]:
@@ -3327,23 +3350,38 @@ def open(store: Any, *, chunks: Any = "auto-from-store") -> xr.DataArray:
     if not _exists(loc):
         raise FileNotFoundError(f"store {loc} does not exist")
     attrs = _group_attrs(loc, strict=True)
-    if attrs is None or "tmx_format" not in attrs:
+    if attrs is None or "tmx_format" not in attrs:  # a cube written by xarray's to_zarr
         return _open_plain(loc, chunks)
-    loaded = _load(loc, attrs)
-    manifest = loaded.manifest
-    shape, store_chunks = tuple(manifest["shape"]), tuple(manifest["chunks"])
-    expected = _expected_records(loc, manifest) if loaded.version >= 2 else None
-    dtype = np.dtype(manifest["dtype"])
+    loaded = _load(loc, attrs)  # phases 1-3: attrs, layout, coordinates
+    expected = _check_integrity(loc, loaded)  # phase 4: the chunks and their records
+    return _wrap(loc, loaded, expected, chunks)
 
+
+def _dask_chunks(chunks: Any, store_chunks: tuple[int, ...]) -> Any:
+    """``open``'s ``chunks`` as dask chunks: the store's, a dict over dims (the others keep
+    the store's), or anything ``dask.array`` normalises."""
     if isinstance(chunks, str) and chunks == "auto-from-store":
-        dask_chunks: Any = store_chunks
-    elif isinstance(chunks, Mapping):
+        return store_chunks
+    if isinstance(chunks, Mapping):
         bad = [k for k in chunks if k not in DIMS]
         if bad:
             raise ValueError(f"chunks keys must be among {DIMS}; got {bad}")
-        dask_chunks = tuple(chunks.get(d, c) for d, c in zip(DIMS, store_chunks, strict=True))
-    else:
-        dask_chunks = chunks
+        return tuple(chunks.get(d, c) for d, c in zip(DIMS, store_chunks, strict=True))
+    return chunks
+
+
+def _wrap(
+    loc: _Loc,
+    loaded: _Loaded,
+    expected: Mapping[tuple[int, ...], bytes] | None,
+    chunks: Any,
+) -> xr.DataArray:
+    """The lazy cube of a checked store: one task per Zarr chunk reading (and checking) it,
+    rechunked to ``chunks``, with the coordinates, name and attrs it was saved with."""
+    manifest = loaded.manifest
+    shape, store_chunks = tuple(manifest["shape"]), tuple(manifest["chunks"])
+    dtype = np.dtype(manifest["dtype"])
+    dask_chunks = _dask_chunks(chunks, store_chunks)
     # The group's metadata (its fingerprint, and its modification time or its records) make
     # a store rewritten in place get new dask keys.
     records_digest = (

@@ -17,6 +17,8 @@ import xarray as xr
 from .. import _progress
 from .. import _validate as v
 from .._batching import pad_rows
+from .._provenance import provenance
+from .._version import __version__
 from ..inspect import default_endpoints, logits_layer, resolve
 from ._core import (
     _as_inputs,
@@ -109,22 +111,26 @@ def _maps(
 
 
 def _result(maps: np.ndarray, coords: dict, method: str, layer: str, qoi: str, **extra):
-    attrs = {"method": method, "cut": layer, "qoi": qoi, **extra}
+    attrs = provenance("method", method, cut=layer, qoi=qoi, **extra)
     return xr.DataArray(
         maps, dims=("sample", "y", "x", "channel"), coords=coords, name="attribution", attrs=attrs
     )
 
 
-def _gradients(model, values, qoi, layer, batch_size):
-    """Activations A (N, H, W, C) at the layer and ∂Q/∂A at A (float64)."""
+def _gradients(model, values, qoi, layer, batch_size, progress: bool = False):
+    """Activations A (N, H, W, C) at the layer and ∂Q/∂A at A (float64); ``progress``: a bar
+    over the compiled gradient calls (batches of ``batch_size`` samples)."""
     head, tail = _rewired(model, layer, None)
     acts = _head_values(head, values, batch_size)
     grad, _ = _tail_functions(tail, qoi, values.shape[1:], acts.shape[1:], batch_size)
     out = np.empty(acts.shape, np.float64)
-    for a, b in _batches(values.shape[0], batch_size):
-        params = _row_params(qoi, np.arange(a, b), batch_size)
-        g = grad(pad_rows(values[a:b], batch_size), pad_rows(acts[a:b], batch_size), params)
-        out[a:b] = np.asarray(g, np.float64)[: b - a]
+    n = values.shape[0]
+    with _progress.steps(-(-n // batch_size), progress, "batch") as bar:
+        for a, b in _batches(n, batch_size):
+            params = _row_params(qoi, np.arange(a, b), batch_size)
+            g = grad(pad_rows(values[a:b], batch_size), pad_rows(acts[a:b], batch_size), params)
+            out[a:b] = np.asarray(g, np.float64)[: b - a]
+            bar.advance()
     return acts.astype(np.float64), out
 
 
@@ -147,11 +153,14 @@ def grad_cam(
     layer: Any = None,
     relu: bool = True,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Grad-CAM (Selvaraju et al. 2017): L = ReLU(Σ_k α_k A_k), α_k = mean_{y,x} ∂Q/∂A_k.
 
     ``target``: an int class, one per sample, or ``None`` for the predicted class; ``layer``:
     a layer with spatial axes (default: the last one); ``relu=False`` keeps negative evidence.
+    ``progress``: a bar over the compiled gradient calls, one per ``batch_size`` samples
+    (None: when run interactively).
 
     Examples
     --------
@@ -165,19 +174,25 @@ def grad_cam(
     >>> bool((maps >= 0).all())                                    # the ReLU of the map
     True
     """
-    if not isinstance(relu, bool):
-        raise ValueError(f"relu must be True or False; got {relu!r}")
+    relu = v.flag(relu, "relu")
+    show = _progress.resolve(progress)
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     layer, name = _spatial_layer(model, layer, "grad_cam")
     qoi = _target(model, values, target, batch_size)
-    acts, grads = _gradients(model, values, qoi, layer, batch_size)
+    acts, grads = _gradients(model, values, qoi, layer, batch_size, show)
     maps = _maps(values, grads.mean(axis=(1, 2)), acts, relu)
-    return _result(maps, coords, "grad_cam", name, qoi.description, relu=int(relu))
+    return _result(maps, coords, "grad_cam", name, qoi.description, relu=relu)
 
 
 def grad_cam_pp(
-    model: Any, x: Any, target: Any = None, *, layer: Any = None, batch_size: int = 64
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    layer: Any = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Grad-CAM++ (Chattopadhyay et al. 2018), the paper's closed form with spatial sums.
 
@@ -187,6 +202,8 @@ def grad_cam_pp(
     logits cannot overflow); L = ReLU(Σ_k w_k A_k). Where the denominator is 0, α = 0.
     Differences with peers: the sum Σ_ab A_ab^k runs over the whole map of channel k (some
     implementations use a single position or the mean), and no ``exp`` is taken.
+    ``progress``: a bar over the compiled gradient calls, one per ``batch_size`` samples
+    (None: when run interactively).
 
     Examples
     --------
@@ -198,11 +215,12 @@ def grad_cam_pp(
     >>> maps.shape, maps.attrs["method"]
     ((2, 4, 4, 1), 'grad_cam_pp')
     """
+    show = _progress.resolve(progress)
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     layer, name = _spatial_layer(model, layer, "grad_cam_pp")
     qoi = _target(model, values, target, batch_size)
-    acts, g = _gradients(model, values, qoi, layer, batch_size)
+    acts, g = _gradients(model, values, qoi, layer, batch_size, show)
     g2, g3 = g**2, g**3
     den = 2.0 * g2 + acts.sum(axis=(1, 2), keepdims=True) * g3
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -349,5 +367,9 @@ def upsample(attr: xr.DataArray, size: Any, method: Resize = "bilinear") -> xr.D
         dims=attr.dims,
         coords=coords,
         name=attr.name,
-        attrs={**attr.attrs, "upsampled": f"{size[0]}x{size[1]} {method}"},
+        attrs={
+            **attr.attrs,
+            "upsampled": f"{size[0]}x{size[1]} {method}",
+            "tmx_version": attr.attrs.get("tmx_version", __version__),
+        },
     )

@@ -14,6 +14,8 @@ for deep convolutional networks. IEEE International Test Conference.
 Sundararajan, M., Taly, A., Yan, Q. (2017). Axiomatic attribution for deep networks. ICML.
 Smilkov, D., Thorat, N., Kim, B., Viégas, F., Wattenberg, M. (2017). SmoothGrad: removing noise
 by adding noise. arXiv:1706.03825.
+Adebayo, J., Gilmer, J., Goodfellow, I., Kim, B. (2018). Local explanation methods for deep
+neural networks lack sensitivity to parameter values. ICLR workshop.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ import xarray as xr
 from .. import _batching, _progress
 from .. import _validate as v
 from .._batching import pad_rows
+from .._deprecation import UNSET, renamed
 from .._memo import memo, per_object
+from .._provenance import provenance
 from .._schema import unit_coords
-from .._version import __version__
 from ..inspect import expose, resolve, rewire
-from ._doi import RULES, Rule, check_noise, check_seed, gaussian_noise, quadrature
+from ._doi import RULES, Rule, check_noise, gaussian_doi_draws, quadrature
 
 Doi = Literal["point", "linear", "gaussian"]
 DOIS = get_args(Doi)  # checked at the call
+Gradients = Literal["mean", "square", "variance"]
+GRADIENTS = get_args(Gradients)  # checked at the call
 # DoI rows (sample × point) handed to one looped compiled call at most: the loop inside runs
 # batch_size rows at a time; this bounds the chunk of inputs and moments that cross over
 _LOOP_ROWS = 8192
@@ -429,7 +434,7 @@ def gradient_moments(
             elif doi == "gaussian":
                 assert weights is not None  # set for this DoI above
                 uniq = np.unique(s_idx)
-                eps = gaussian_noise(shape, uniq, samples, noise, seed)
+                eps = gaussian_doi_draws(shape, uniq, samples, noise, seed)
                 where = np.searchsorted(uniq, s_idx)
                 z, w = x[s_idx] + eps[where, k_idx], weights[k_idx]
             else:
@@ -647,7 +652,7 @@ def _moments_in_graph(
             elif doi == "point":
                 pts = [tf.constant(pad_rows(x[a:b], group))]
             else:  # gaussian: the same seeded noise per sample as the streamed path
-                eps = gaussian_noise(shape, np.arange(a, b), samples, noise, seed)
+                eps = gaussian_doi_draws(shape, np.arange(a, b), samples, noise, seed)
                 z = (x[a:b, None] + eps).reshape(-1, *shape)
                 pts = [tf.constant(pad_rows(np.ascontiguousarray(z, np.float32), group * k))]
             out = moments(*pts, params)
@@ -807,7 +812,8 @@ def attribute(
     batch_size: int = 64,
     return_delta: Literal[False] = False,
     progress: bool | None = None,
-    _gradients: Literal["mean", "square", "variance"] = "mean",
+    gradients: Gradients = "mean",
+    _gradients: Any = UNSET,
 ) -> xr.DataArray: ...
 
 
@@ -831,7 +837,8 @@ def attribute(
     batch_size: int = 64,
     return_delta: Literal[True],
     progress: bool | None = None,
-    _gradients: Literal["mean", "square", "variance"] = "mean",
+    gradients: Gradients = "mean",
+    _gradients: Any = UNSET,
 ) -> xr.Dataset: ...
 
 
@@ -855,7 +862,8 @@ def attribute(
     batch_size: int = 64,
     return_delta: bool = False,
     progress: bool | None = None,
-    _gradients: Literal["mean", "square", "variance"] = "mean",
+    gradients: Gradients = "mean",
+    _gradients: Any = UNSET,
 ) -> xr.DataArray | xr.Dataset: ...
 
 
@@ -878,7 +886,8 @@ def attribute(
     batch_size: int = 64,
     return_delta: bool = False,
     progress: bool | None = None,
-    _gradients: Literal["mean", "square", "variance"] = "mean",
+    gradients: Gradients = "mean",
+    _gradients: Any = UNSET,
 ) -> xr.DataArray | xr.Dataset:
     """Internal influence: E_{z∼DoI}[∂Q/∂h (z)] ⊙ m(h(x)), one attribution per cut value.
 
@@ -939,14 +948,23 @@ def attribute(
     progress : bool or None, default None
         A progress bar over the compiled gradient calls; None: when run interactively (a
         terminal, not under pytest or CI).
+    gradients : {"mean", "square", "variance"}, default "mean"
+        Which moment of the gradients g_k = ∂Q/∂h (z_k) over the DoI's points (weights w_k
+        summing to 1) is multiplied by m: ``"mean"`` Σ_k w_k g_k (the formula above);
+        ``"square"`` Σ_k w_k g_k² (SmoothGrad², Smilkov et al. 2017); ``"variance"``
+        Σ_k w_k g_k² − (Σ_k w_k g_k)², clipped at 0 (VarGrad, Adebayo et al. 2018). With
+        ``doi="gaussian"`` and ``multiply_activation=False`` these are ``smoothgrad``'s kinds.
+        ``_gradients=`` is its deprecated former name (a ``DeprecationWarning``).
 
     Returns
     -------
     xr.DataArray or xr.Dataset
         ``attribution``, float64, dims ``(sample, y, x, channel)`` when the cut holds images
         or feature maps (rank 3 per sample), otherwise ``(sample, unit)`` over the flattened
-        features; ``attrs`` record cut, qoi, doi, steps, rule, multiply_activation, noise,
-        samples, seed, baseline and tmx_version. With ``return_delta``, a Dataset with
+        features; ``attrs`` record ``method`` = "attribute" (the named methods, such as
+        ``saliency``, write their own name), cut, qoi, doi, steps, rule,
+        multiply_activation (0/1), noise, samples, seed, baseline, gradients and tmx_version.
+        With ``return_delta``, a Dataset with
         ``attribution`` and ``delta`` (sample) ((sample, cut) for several cuts).
 
     Examples
@@ -961,6 +979,10 @@ def attribute(
     >>> both = A.attribute(model, x, cut=["conv1", "dense"], qoi=3)
     >>> both.attrs["layers"]
     ['conv1', 'dense']
+    >>> vg = A.attribute(model, x, qoi=3, doi="gaussian", samples=4, multiply_activation=False,
+    ...                  gradients="variance")                    # VarGrad
+    >>> vg.shape, bool((vg >= 0).all())
+    ((2, 8, 8, 1), True)
 
     Raises
     ------
@@ -970,6 +992,36 @@ def attribute(
         For bad arguments (the message names the argument).
     """
     _require_eager()
+    gradients = renamed("attribute", "_gradients", "gradients", _gradients, gradients, "mean")
+    cuts, options = _check_arguments(
+        cut, doi_cut, doi, multiply_activation, steps, rule, noise, samples, seed, batch_size,
+        gradients, return_delta, progress,
+    )  # fmt: skip
+    job = _make_job(
+        model, x, qoi, qoi_cut, doi, doi_cut, multiply_activation, baseline, gradients, options
+    )
+    results = _attribute_cuts(job, [cut] if cuts is None else cuts, return_delta)
+    return _wrap(job, results, several=cuts is not None, return_delta=return_delta)
+
+
+# -- attribute's steps: check, plan one cut, compute it, wrap ------------------------------------
+def _check_arguments(
+    cut: Any,
+    doi_cut: Any,
+    doi: Any,
+    multiply_activation: Any,
+    steps: Any,
+    rule: Any,
+    noise: Any,
+    samples: Any,
+    seed: Any,
+    batch_size: Any,
+    gradients: Any,
+    return_delta: bool,
+    progress: Any,
+) -> tuple[list[Any] | None, dict[str, Any]]:
+    """``attribute``'s argument checks, in order: (the list of several cuts or None, the
+    options of ``gradient_moments``)."""
     show = _progress.resolve(progress)
     cuts = list(cut) if isinstance(cut, list) else None
     if cuts is not None and not cuts:
@@ -984,8 +1036,7 @@ def attribute(
             f"doi_cut={doi_cut!r}: {where}, so the DoI can only apply at the cut or the "
             "input (doi_cut=None or 'input')"
         )
-    if not isinstance(multiply_activation, bool):
-        raise ValueError(f"multiply_activation must be True or False; got {multiply_activation!r}")
+    v.flag(multiply_activation, "multiply_activation")
     if not callable(doi):
         v.choice(doi, "doi", DOIS)
     steps = v.positive_int(steps, "steps")
@@ -993,15 +1044,10 @@ def attribute(
     samples = v.positive_int(samples, "samples")
     batch_size = v.positive_int(batch_size, "batch_size")
     noise = check_noise(noise)
-    seed = check_seed(seed)
+    seed = v.seed(seed)
+    v.choice(gradients, "gradients", GRADIENTS)
     if return_delta and doi != "linear":
         raise ValueError('return_delta needs doi="linear" (the completeness of a path integral)')
-    input_base = _input_baseline(baseline)
-    values, coords = _as_inputs(x)
-    n = values.shape[0]
-    q_model = _qoi_model(model, qoi_cut)
-    q = _parse_qoi(qoi, n, lambda: _predict(q_model, values, batch_size))
-    _check_classes(q, q_model, values)
     options = {
         "steps": steps,
         "rule": rule,
@@ -1009,75 +1055,10 @@ def attribute(
         "samples": samples,
         "seed": int(seed),
         "batch_size": batch_size,
-        "squares": _gradients != "mean",
+        "squares": gradients != "mean",
         "progress": show,
     }
-    attrs = {
-        "qoi": q.description,
-        "qoi_cut": "output" if qoi_cut is None else repr(qoi_cut),
-        "doi": doi if isinstance(doi, str) else "custom",
-        "steps": steps,
-        "rule": rule,
-        "multiply_activation": int(multiply_activation),
-        "noise": noise,
-        "samples": samples,
-        "seed": int(seed),
-        "baseline": _baseline_name(baseline, input_base),
-        "tmx_version": __version__,
-    }
-    job = _Job(
-        model, values, q, q_model, qoi_cut, doi, doi_cut, multiply_activation, _gradients, options
-    )
-    if cuts is None:
-        data, delta, cut_name, doi_name = _attribute_one(
-            job, cut, baseline, input_base, return_delta
-        )
-        attrs = {"cut": cut_name, **attrs, "doi_cut": doi_name}
-        dims: tuple[str, ...]
-        if data.ndim == 4:
-            dims = ("sample", "y", "x", "channel")
-        else:
-            dims = ("sample", "unit")
-            data = data.reshape(n, -1)
-        out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
-        if not return_delta:
-            return out
-        delta_da = xr.DataArray(delta, dims=("sample",), coords=coords, name="delta")
-        return xr.Dataset({"attribution": out, "delta": delta_da}, attrs=attrs)
-    # several cuts: one (sample, unit) array in the activation cube's unit layout
-
-    parts, shapes, names, doi_names = [], [], [], []
-    deltas: list[np.ndarray | None] = []
-    for one in cuts:
-        data, delta, cut_name, doi_name = _attribute_one(
-            job, one, baseline, input_base, return_delta
-        )
-        if cut_name in names:
-            raise ValueError(f"cut: {cut_name!r} is given twice")
-        parts.append(data.reshape(n, -1))
-        shapes.append(data.shape[1:])
-        names.append(cut_name)
-        deltas.append(delta)
-        doi_names.append(doi_name)
-    units = unit_coords(names, shapes)
-    total = sum(p.shape[1] for p in parts)
-    attrs = {"cut": names, **attrs, "doi_cut": doi_names, "layers": names}
-    out = xr.DataArray(
-        np.concatenate(parts, axis=1),
-        dims=("sample", "unit"),
-        coords={**coords, "unit": np.arange(total), **{k: ("unit", c) for k, c in units.items()}},
-        name="attribution",
-        attrs=attrs,
-    )
-    if not return_delta:
-        return out
-    delta_da = xr.DataArray(
-        np.stack([d for d in deltas if d is not None], axis=1),  # return_delta: all given
-        dims=("sample", "cut"),
-        coords={**coords, "cut": names},
-        name="delta",
-    )
-    return xr.Dataset({"attribution": out, "delta": delta_da}, attrs=attrs)
+    return cuts, options
 
 
 def _input_baseline(baseline: Any) -> Any:
@@ -1112,6 +1093,7 @@ class _Job:
 
     model: Any
     values: np.ndarray
+    coords: dict[str, Any]  # the sample coordinates of x
     q: _Qoi
     q_model: Any
     qoi_cut: Any
@@ -1119,100 +1101,215 @@ class _Job:
     doi_cut: Any
     multiply: bool
     gradients: str  # "mean", "square" or "variance" of the gradients over the DoI
+    baseline: Any  # the linear DoI's start in the DoI's space (None: zeros), unless from_input
+    from_input: bool  # baseline="input" or ("input", b): the DoI starts at an input's values
+    zero_input: bool  # that input is zeros (baseline="input")
+    b_input: np.ndarray | None  # that input, x's shape (linear DoI only)
     options: dict
+    attrs: dict
 
 
-def _attribute_one(
-    job: _Job, cut: Any, baseline: Any, input_base: Any, return_delta: bool
-) -> tuple[np.ndarray, np.ndarray | None, str, str]:
-    """(attribution (N, *cut shape) float64, delta (N,) or None, cut name, DoI place) of one
-    cut."""
-    model, values, q, doi = job.model, job.values, job.q, job.doi
-    n, batch_size = values.shape[0], job.options["batch_size"]
-    if input_base is not False and doi == "linear":  # the baseline given at the model input
-        b_input = _baseline(input_base, values)
-    if cut is None:  # attributions at the model input: the DoI lives there too
-        space = values
-        base = None
-        if doi == "linear":
-            if input_base is not False:
-                base = None if input_base is None else b_input
-            elif baseline is not None:
-                base = _baseline(baseline, values)
-        mean, square = gradient_moments(job.q_model, values, q, doi, baseline=base, **job.options)
-        activation = values
-        base_activation = base
-        cut_name = "input"
-        doi_name = "cut" if job.doi_cut is None else "input"
-    else:
-        head, tail = _rewired(model, cut, job.qoi_cut)
+def _make_job(
+    model: Any,
+    x: Any,
+    qoi: Any,
+    qoi_cut: Any,
+    doi: Any,
+    doi_cut: Any,
+    multiply: bool,
+    baseline: Any,
+    gradients: str,
+    options: dict[str, Any],
+) -> _Job:
+    """The inputs, the QoI (parsed, its classes checked), the baseline and the attrs that
+    every cut of one call shares."""
+    input_base = _input_baseline(baseline)
+    values, coords = _as_inputs(x)
+    batch_size = options["batch_size"]
+    q_model = _qoi_model(model, qoi_cut)
+    q = _parse_qoi(qoi, values.shape[0], lambda: _predict(q_model, values, batch_size))
+    _check_classes(q, q_model, values)
+    from_input = input_base is not False
+    b_input = _baseline(input_base, values) if from_input and doi == "linear" else None
+    attrs = provenance(
+        "method",
+        "attribute",
+        qoi=q.description,
+        qoi_cut="output" if qoi_cut is None else repr(qoi_cut),
+        doi=doi if isinstance(doi, str) else "custom",
+        steps=options["steps"],
+        rule=options["rule"],
+        multiply_activation=multiply,
+        noise=options["noise"],
+        samples=options["samples"],
+        seed=options["seed"],
+        baseline=_baseline_name(baseline, input_base),
+        gradients=gradients,
+    )
+    return _Job(
+        model, values, coords, q, q_model, qoi_cut, doi, doi_cut, multiply, gradients, baseline,
+        from_input, from_input and input_base is None, b_input, options, attrs,
+    )  # fmt: skip
 
-        cut_name = resolve(model, [cut])[0].name
-        h = _head_values(head, values, batch_size)
-        doi_name, to_cut = _doi_space(model, cut, cut_name, job.doi_cut, head, batch_size)
+
+@dataclass(frozen=True)
+class _Place:
+    """Where one cut's attributions and its DoI live."""
+
+    cut_name: str  # "input", or the cut's endpoint name
+    doi_name: str  # "cut", "input" or the DoI layer's endpoint name (as recorded in attrs)
+    activation: np.ndarray  # h(x): the values at the cut, (N, *cut shape)
+    space: np.ndarray  # the values where the DoI lives, (N, *DoI shape)
+    space_head: Any  # the model from x to the DoI's space; None: the DoI lives at the input
+    to_cut: Callable[[np.ndarray, np.ndarray], np.ndarray] | None  # DoI points → cut values
+    grad: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None  # None: ∂Q/∂x of q_model
+
+
+def _input_place(job: _Job) -> _Place:
+    """Attributions at the model input: the DoI lives there too."""
+    doi_name = "cut" if job.doi_cut is None else "input"
+    return _Place("input", doi_name, job.values, job.values, None, None, None)
+
+
+def _cut_place(job: _Job, cut: Any) -> _Place:
+    """Attributions at a layer: its activations, where the DoI lives (the cut, the input or an
+    upstream layer) and the gradient at the cut of the rewired model's tail."""
+    model, values, batch_size = job.model, job.values, job.options["batch_size"]
+    head, tail = _rewired(model, cut, job.qoi_cut)
+    cut_name = resolve(model, [cut])[0].name
+    h = _head_values(head, values, batch_size)
+    doi_name, to_cut = _doi_space(model, cut, cut_name, job.doi_cut, head, batch_size)
+    if doi_name in ("cut", "input"):
         at_input = doi_name == "input"
-        if doi_name in ("cut", "input"):
-            space = values if at_input else h
-            space_head = None if at_input else head
-        else:
-            space_head = _rewired(model, job.doi_cut, cut)[0]
-            space = _head_values(space_head, values, batch_size)
-        base = None
-        if doi == "linear":
-            if input_base is False:
-                base = _baseline(baseline, space)
-            elif space_head is None:
-                base = b_input
-            else:  # h_D(b): the baseline input's activations where the DoI lives
-                base = _head_values(space_head, np.ascontiguousarray(b_input), batch_size)
-
-        def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
-            z = np.ascontiguousarray(z, np.float32)
-            if to_cut is None:
-                x_rows, z_rows = values[s_idx], z
-            else:  # the DoI moves the input or a layer; the gradient is taken at the cut
-                x_rows = z if at_input else values[s_idx]
-                z_rows = to_cut(values[s_idx], z)
-            params = _row_params(q, s_idx, rows)
-            g_fn = _tail_functions(tail, q, values.shape[1:], h.shape[1:], rows)[0]
-            g = g_fn(pad_rows(x_rows, rows), pad_rows(z_rows, rows), params)
-            return np.asarray(g, np.float64)[: s_idx.size]
-
-        mean, square = gradient_moments(
-            None, space, q, doi, baseline=base, grad=grad, attr_shape=h.shape[1:], **job.options
-        )
-        activation = h
-        base_activation = None
-        if doi == "linear":
-            base_activation = (
-                base if to_cut is None else to_cut(values, np.ascontiguousarray(base, np.float32))
-            )
-    which = job.gradients
-    if which == "mean":
-        attr = mean
+        space, space_head = (values, None) if at_input else (h, head)
     else:
-        assert square is not None  # the options ask for the squares unless only the mean
-        if which == "square":
-            attr = square
-        else:  # variance of the gradients over the DoI's points (weights summing to 1)
-            attr = np.maximum(square - mean**2, 0.0)
+        space_head = _rewired(model, job.doi_cut, cut)[0]
+        space = _head_values(space_head, values, batch_size)
+    grad = _cut_gradient(job, tail, h.shape[1:], to_cut, at_input=doi_name == "input")
+    return _Place(cut_name, doi_name, h, space, space_head, to_cut, grad)
+
+
+def _cut_gradient(
+    job: _Job,
+    tail: Any,
+    cut_shape: tuple[int, ...],
+    to_cut: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    at_input: bool,
+) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """``grad(sample indices, DoI points, rows)`` of ``gradient_moments``: ∂Q/∂h at the cut's
+    values of each point (``to_cut`` maps the points there when the DoI lives elsewhere)."""
+    values, q = job.values, job.q
+
+    def grad(s_idx: np.ndarray, z: np.ndarray, rows: int) -> np.ndarray:
+        z = np.ascontiguousarray(z, np.float32)
+        if to_cut is None:
+            x_rows, z_rows = values[s_idx], z
+        else:  # the DoI moves the input or a layer; the gradient is taken at the cut
+            x_rows = z if at_input else values[s_idx]
+            z_rows = to_cut(values[s_idx], z)
+        params = _row_params(q, s_idx, rows)
+        g_fn = _tail_functions(tail, q, values.shape[1:], cut_shape, rows)[0]
+        g = g_fn(pad_rows(x_rows, rows), pad_rows(z_rows, rows), params)
+        return np.asarray(g, np.float64)[: s_idx.size]
+
+    return grad
+
+
+def _doi_baseline(job: _Job, place: _Place, at_model_input: bool) -> np.ndarray | None:
+    """The linear DoI's start where the DoI lives; None for the other DoIs, and for zeros in
+    the model input's own attributions (their points are then α x, the same numbers)."""
+    if job.doi != "linear":
+        return None
+    if not job.from_input:  # given in the DoI's space, or the default zeros
+        if job.baseline is None and at_model_input:
+            return None
+        return _baseline(job.baseline, place.space)
+    assert job.b_input is not None  # set for a linear DoI from an input baseline
+    if place.space_head is None:  # the DoI lives at the model input: the input baseline
+        return None if at_model_input and job.zero_input else job.b_input
+    # h_D(b): the baseline input's activations where the DoI lives
+    batch_size = job.options["batch_size"]
+    return _head_values(place.space_head, np.ascontiguousarray(job.b_input), batch_size)
+
+
+@dataclass(frozen=True)
+class _Result:
+    """One cut's attribution (N, *cut shape) float64, completeness delta (N,) or None, and
+    names."""
+
+    attr: np.ndarray
+    delta: np.ndarray | None
+    cut_name: str
+    doi_name: str
+
+
+def _attribute_cuts(job: _Job, cuts: list[Any], return_delta: bool) -> list[_Result]:
+    """Each cut computed as if alone (a cut given twice is an error)."""
+    results: list[_Result] = []
+    for cut in cuts:
+        result = _attribute_one(job, cut, return_delta)
+        if any(r.cut_name == result.cut_name for r in results):
+            raise ValueError(f"cut: {result.cut_name!r} is given twice")
+        results.append(result)
+    return results
+
+
+def _attribute_one(job: _Job, cut: Any, return_delta: bool) -> _Result:
+    """One cut: (Σ_k w_k ∂Q/∂h (z_k)) ⊙ m, or the square or variance of the gradients."""
+    place = _input_place(job) if cut is None else _cut_place(job, cut)
+    base = _doi_baseline(job, place, at_model_input=cut is None)
+    mean, square = gradient_moments(
+        job.q_model if place.grad is None else None,
+        place.space,
+        job.q,
+        job.doi,
+        baseline=base,
+        grad=place.grad,
+        attr_shape=None if place.grad is None else place.activation.shape[1:],
+        **job.options,
+    )
+    attr = _combine(job.gradients, mean, square)
     if job.multiply:
-        if doi == "linear" and base_activation is not None:
-            attr *= activation - base_activation
+        if base is not None:  # the linear DoI: × (h(x) − h(b))
+            to_cut = place.to_cut
+            b_cut = (
+                base
+                if to_cut is None
+                else to_cut(job.values, np.ascontiguousarray(base, np.float32))
+            )
+            attr *= place.activation - b_cut
         else:  # point, gaussian, or a linear DoI from a zero baseline: × h(x)
-            attr *= activation
-    if not return_delta:
-        return attr, None, cut_name, doi_name
+            attr *= place.activation
+    delta = _delta(job, cut, place, attr, base) if return_delta else None
+    return _Result(attr, delta, place.cut_name, place.doi_name)
+
+
+def _combine(which: str, mean: np.ndarray, square: np.ndarray | None) -> np.ndarray:
+    """The gradients' mean Σ_k w_k g_k, square Σ_k w_k g_k², or variance (the two combined,
+    the weights summing to 1; clipped at 0 against rounding)."""
+    if which == "mean":
+        return mean
+    assert square is not None  # the options ask for the squares unless only the mean
+    if which == "square":
+        return square
+    return np.maximum(square - mean**2, 0.0)
+
+
+def _delta(
+    job: _Job, cut: Any, place: _Place, attr: np.ndarray, base: np.ndarray | None
+) -> np.ndarray:
+    """Σ attribution − (Q(x) − Q(b)) per sample: the completeness error of the linear DoI, Q
+    with the DoI's place set to its values at x and at the baseline (other branches at x)."""
+    values, q, batch_size = job.values, job.q, job.options["batch_size"]
+    n, space = values.shape[0], place.space
     if base is None:
         base = np.zeros_like(space)
-    if cut is None or doi_name == "input":
+    if place.space_head is None:  # the DoI at the model input
         q_x = _qoi_values(job.q_model, q, values, batch_size)
         q_b = _qoi_values(job.q_model, q, np.ascontiguousarray(base), batch_size)
-    else:  # Q with the DoI's layer set to h_D(x) and to the baseline, the other branches at x
-        if doi_name == "cut":
-            tail_d = _rewired(model, cut, job.qoi_cut)[1]
-        else:
-            tail_d = _rewired(model, job.doi_cut, job.qoi_cut)[1]
+    else:
+        where = cut if place.doi_name == "cut" else job.doi_cut
+        tail_d = _rewired(job.model, where, job.qoi_cut)[1]
         value_d = _tail_functions(tail_d, q, values.shape[1:], space.shape[1:], batch_size)[1]
         q_x = np.empty(n)
         q_b = np.empty(n)
@@ -1223,4 +1320,44 @@ def _attribute_one(
             bb = pad_rows(np.ascontiguousarray(base[a:b], np.float32), batch_size)
             q_b[a:b] = np.asarray(value_d(xb, bb, params))[: b - a]
     total = attr.reshape(n, -1).sum(axis=1)
-    return attr, total - (q_x - q_b), cut_name, doi_name
+    return total - (q_x - q_b)
+
+
+def _wrap(
+    job: _Job, results: list[_Result], *, several: bool, return_delta: bool
+) -> xr.DataArray | xr.Dataset:
+    """The labeled result: one cut's attribution with its own dims, or several cuts' in one
+    ``(sample, unit)`` array in the activation cube's unit layout; with the deltas."""
+    n, coords = job.values.shape[0], job.coords
+    names = [r.cut_name for r in results]
+    doi_names = [r.doi_name for r in results]
+    dims: tuple[str, ...]
+    if several:
+        attrs = {"cut": names, **job.attrs, "doi_cut": doi_names, "layers": names}
+        parts = [r.attr.reshape(n, -1) for r in results]
+        units = unit_coords(names, [r.attr.shape[1:] for r in results])
+        total = sum(p.shape[1] for p in parts)
+        data, dims = np.concatenate(parts, axis=1), ("sample", "unit")
+        unit = {"unit": np.arange(total), **{k: ("unit", c) for k, c in units.items()}}
+        out_coords = {**coords, **unit}
+    else:
+        attrs = {"cut": names[0], **job.attrs, "doi_cut": doi_names[0]}
+        data, out_coords = results[0].attr, coords
+        if data.ndim == 4:
+            dims = ("sample", "y", "x", "channel")
+        else:
+            dims, data = ("sample", "unit"), data.reshape(n, -1)
+    out = xr.DataArray(data, dims=dims, coords=out_coords, name="attribution", attrs=attrs)
+    if not return_delta:
+        return out
+    deltas = [r.delta for r in results if r.delta is not None]  # return_delta: all given
+    if several:
+        delta = xr.DataArray(
+            np.stack(deltas, axis=1),
+            dims=("sample", "cut"),
+            coords={**coords, "cut": names},
+            name="delta",
+        )
+    else:
+        delta = xr.DataArray(deltas[0], dims=("sample",), coords=coords, name="delta")
+    return xr.Dataset({"attribution": out, "delta": delta}, attrs=attrs)

@@ -78,13 +78,6 @@ def quadrature(steps: int, rule: Rule = "gausslegendre") -> tuple[np.ndarray, np
     return (k + offset) / steps, np.full(steps, 1.0 / steps)
 
 
-def check_seed(seed: Any) -> int:
-    """A seed of the per-sample draws: an int ≥ 0."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-    return int(seed)
-
-
 def check_noise(noise: Any) -> float:
     """The standard deviation of a noise distribution of interest: a finite float ≥ 0."""
     noise = v.finite_real(noise, "noise")
@@ -118,8 +111,12 @@ def draws(
     return out
 
 
-def gaussian_noise(
+def gaussian_doi_draws(
     shape: tuple[int, ...], positions: np.ndarray, samples: int, noise: float, seed: int
 ) -> np.ndarray:
-    """The gaussian DoI's ``(len(positions), samples, *shape)`` draws of N(0, noise²)."""
+    """The gaussian distribution of interest's ``(len(positions), samples, *shape)`` draws
+    ε ~ N(0, noise²), around which ``doi="gaussian"`` averages gradients (z = x + ε).
+
+    Not ``tmx.transforms.gaussian_noise`` (a transformation set adding noise to inputs).
+    """
     return draws("normal", shape, positions, samples, noise, seed)

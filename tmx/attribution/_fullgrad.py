@@ -16,6 +16,7 @@ a linear copy of that layer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
@@ -24,6 +25,7 @@ import tensorflow as tf
 import xarray as xr
 from keras import tree
 
+from .. import _progress
 from .. import _validate as v
 from .._batching import pad_rows
 from .._graph import (
@@ -36,9 +38,12 @@ from .._graph import (
     model_graph,
     run_graph,
 )
+from .._provenance import provenance
 from ..inspect import load_model
 from ._cam import _target
 from ._core import _as_inputs, _batches, _param_spec, _qoi_tensor, _row_params
+
+log = logging.getLogger("tmx")
 
 
 def _linear_twin(op: Any, args: tuple) -> Any:
@@ -161,6 +166,7 @@ def full_grad(
     fold: bool = True,
     return_delta: bool = False,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """FullGrad saliency (Srinivas & Fleuret 2019) at the input's resolution.
 
@@ -193,13 +199,17 @@ def full_grad(
         maps and piecewise-linear activations; not 0 for smooth activations or pooling
         other than max/average).
     batch_size : int, default 64
+    progress : bool or None, default None
+        A progress bar over the compiled gradient calls, one per ``batch_size`` samples; None:
+        when run interactively (a terminal, not under pytest or CI). The numbers are the same
+        with or without it.
 
     Returns
     -------
     xr.DataArray or xr.Dataset
         ``attribution`` (sample, y, x, channel=1), float64; with ``return_delta`` a Dataset
-        with ``delta`` (sample) too. attrs: method, qoi, bias_sites (layer names), fold,
-        normalize.
+        with ``delta`` (sample) too. attrs: method, qoi, bias_sites (layer names), fold and
+        normalize (0/1), tmx_version.
 
     References
     ----------
@@ -219,9 +229,10 @@ def full_grad(
     True
     """
 
-    for flag, name in ((normalize, "normalize"), (fold, "fold"), (return_delta, "return_delta")):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be True or False; got {flag!r}")
+    show = _progress.resolve(progress)
+    normalize = v.flag(normalize, "normalize")
+    fold = v.flag(fold, "fold")
+    return_delta = v.flag(return_delta, "return_delta")
     batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     if values.ndim != 4:
@@ -234,30 +245,43 @@ def full_grad(
     gradients = _compile(wired, qoi, values.shape[1:], shapes, batch_size)
 
     n, height, width, _ = values.shape
+    calls = -(-n // batch_size)
+    log.info(
+        "full_grad: %d image(s) of %d x %d, %d bias site(s), %d gradient call(s) of %d rows",
+        n,
+        height,
+        width,
+        len(sites),
+        calls,
+        batch_size,
+    )
     saliency = np.zeros((n, height, width, 1))
     delta = np.zeros(n)
     post = _postprocess if normalize else np.abs
-    for a, b in _batches(n, batch_size):
-        params = _row_params(qoi, np.arange(a, b), batch_size)
-        grads, q = gradients(tf.constant(pad_rows(values[a:b], batch_size)), params)
-        rows = b - a
-        gx = np.asarray(grads[0], np.float64)[:rows]
-        term = gx * values[a:b].astype(np.float64)
-        saliency[a:b] += post(term).sum(axis=-1, keepdims=True)
-        delta[a:b] += term.reshape(rows, -1).sum(axis=1) - np.asarray(q, np.float64)[:rows]
-        for site, g in zip(sites, grads[1:], strict=True):
-            bterm = np.asarray(g, np.float64)[:rows] * site["bias"]
-            delta[a:b] += bterm.reshape(rows, -1).sum(axis=1)
-            if len(site["shape"]) == 3:
-                summed = post(bterm).sum(axis=-1, keepdims=True)
-                saliency[a:b] += tf.image.resize(summed, (height, width)).numpy()
-    attrs = {
-        "method": "full_grad",
-        "qoi": qoi.description,
-        "bias_sites": [s["site"] + (f"#{s['call']}" if s["call"] else "") for s in sites],
-        "fold": int(fold),
-        "normalize": int(normalize),
-    }
+    with _progress.steps(calls, show, "batch") as bar:
+        for a, b in _batches(n, batch_size):
+            params = _row_params(qoi, np.arange(a, b), batch_size)
+            grads, q = gradients(tf.constant(pad_rows(values[a:b], batch_size)), params)
+            rows = b - a
+            gx = np.asarray(grads[0], np.float64)[:rows]
+            term = gx * values[a:b].astype(np.float64)
+            saliency[a:b] += post(term).sum(axis=-1, keepdims=True)
+            delta[a:b] += term.reshape(rows, -1).sum(axis=1) - np.asarray(q, np.float64)[:rows]
+            for site, g in zip(sites, grads[1:], strict=True):
+                bterm = np.asarray(g, np.float64)[:rows] * site["bias"]
+                delta[a:b] += bterm.reshape(rows, -1).sum(axis=1)
+                if len(site["shape"]) == 3:
+                    summed = post(bterm).sum(axis=-1, keepdims=True)
+                    saliency[a:b] += tf.image.resize(summed, (height, width)).numpy()
+            bar.advance()
+    attrs = provenance(
+        "method",
+        "full_grad",
+        qoi=qoi.description,
+        bias_sites=[s["site"] + (f"#{s['call']}" if s["call"] else "") for s in sites],
+        fold=fold,
+        normalize=normalize,
+    )
     out = xr.DataArray(
         saliency,
         dims=("sample", "y", "x", "channel"),

@@ -18,10 +18,11 @@ import tensorflow as tf
 import xarray as xr
 from keras import tree
 
+from .. import _progress
 from .. import _validate as v
 from .._graph import call_sites, fresh_input, model_graph, run_graph
 from .._memo import memo, per_object
-from .._version import __version__
+from .._provenance import provenance
 from ._cam import RESIZES, Resize, _require_graph, _target, grad_cam
 from ._core import _as_inputs, _require_eager, attribute
 
@@ -137,7 +138,9 @@ def guided_backprop(
     target : int, ints or None
         The class explained (None: the predicted class).
     batch_size : int, default 64
-    progress : bool or None
+    progress : bool or None, default None
+        A bar over the compiled gradient calls on the rewired model, one per ``batch_size``
+        samples. None: when run interactively (a terminal, not under pytest or CI).
 
     Returns
     -------
@@ -174,8 +177,7 @@ def guided_backprop(
         batch_size=batch_size,
         progress=progress,
     )
-    attrs = {"method": "guided_backprop", "qoi": q.description, "relus": names}
-    attrs["tmx_version"] = __version__
+    attrs = provenance("method", "guided_backprop", qoi=q.description, relus=names)
     return xr.DataArray(out.values, dims=out.dims, coords=coords, name="attribution", attrs=attrs)
 
 
@@ -187,6 +189,7 @@ def guided_grad_cam(
     layer: Any = None,
     interpolation: Resize = "bilinear",
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation ⊙ the Grad-CAM map
     upsampled to the input.
@@ -213,6 +216,11 @@ def guided_grad_cam(
         A layer with spatial axes (default: the last one), as in :func:`grad_cam`.
     interpolation : {"bilinear", "nearest", "bicubic", "area"}
     batch_size : int, default 64
+    progress : bool or None, default None
+        Two bars, one after the other, each over compiled gradient calls of ``batch_size``
+        samples: :func:`grad_cam`'s (the gradients at ``layer``), then
+        :func:`guided_backprop`'s (the guided gradients at the input). None: when run
+        interactively (a terminal, not under pytest or CI).
 
     Returns
     -------
@@ -238,23 +246,26 @@ def guided_grad_cam(
     _require_eager()
     batch_size = v.positive_int(batch_size, "batch_size")
     v.choice(interpolation, "interpolation", RESIZES)
+    show = _progress.resolve(progress)
     values, coords = _as_inputs(x)
     if values.ndim != 4:
         raise ValueError(f"guided_grad_cam needs images (N, H, W, C); got shape {values.shape}")
     q = _target(model, values, target, batch_size)
     classes = q.params if q.kind == "class" else target
-    cam = grad_cam(model, values, classes, layer=layer, relu=True, batch_size=batch_size)
-    guided = guided_backprop(model, values, classes, batch_size=batch_size)
+    cam = grad_cam(
+        model, values, classes, layer=layer, relu=True, batch_size=batch_size, progress=show
+    )
+    guided = guided_backprop(model, values, classes, batch_size=batch_size, progress=show)
     up = tf.image.resize(cam.values, values.shape[1:3], method=interpolation).numpy()
     data = guided.values * up.astype(np.float64)
-    attrs = {
-        "method": "guided_grad_cam",
-        "cut": cam.attrs["cut"],
-        "qoi": q.description,
-        "interpolation": interpolation,
-        "relus": guided.attrs["relus"],
-        "tmx_version": __version__,
-    }
+    attrs = provenance(
+        "method",
+        "guided_grad_cam",
+        cut=cam.attrs["cut"],
+        qoi=q.description,
+        interpolation=interpolation,
+        relus=guided.attrs["relus"],
+    )
     return xr.DataArray(
         data, dims=("sample", "y", "x", "channel"), coords=coords, name="attribution", attrs=attrs
     )

@@ -29,8 +29,8 @@ from .. import _batching, _progress
 from .. import _validate as v
 from .._batching import pad_rows
 from .._memo import memo
+from .._provenance import provenance
 from .._schema import unit_coords
-from .._version import __version__
 from ..inspect import resolve
 from ._cam import _require_graph, _target
 from ._core import (
@@ -48,7 +48,7 @@ from ._core import (
     _row_params,
     _single_output,
 )
-from ._doi import RULES, Rule, check_noise, check_seed, draws, quadrature
+from ._doi import RULES, Rule, check_noise, draws, quadrature
 
 NoiseKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 Derivative = Literal["jvp", "difference"]
@@ -77,6 +77,7 @@ def noise_tunnel(
     seed: int = 0,
     absolute: bool | None = None,
     batch_size: int = 64,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> xr.DataArray:
     """A noise tunnel around any attribution method: Φ aggregated over noisy copies of x.
@@ -114,6 +115,12 @@ def noise_tunnel(
         (``saliency``); for any other method True takes |Φ(x̃_s)| before aggregating.
     batch_size : int, default 64
         Passed to the method.
+    progress : bool or None, default None
+        Passed to a method that takes ``progress`` (``saliency``, ``integrated_gradients``,
+        ``gradient_shap``, ...): its bar over its compiled calls on the noisy copies, one bar
+        per call of the method (at most 1024 noisy rows a call, so one bar for
+        N · ``samples`` ≤ 1024). For a method without it, a bar over the samples, advanced
+        after each call. None: when run interactively (a terminal, not under pytest or CI).
     **kwargs
         Other arguments of the method. A ``baseline`` with one row per sample (N, …) is
         repeated for the sample's noisy copies.
@@ -123,7 +130,8 @@ def noise_tunnel(
     xr.DataArray
         The method's dims and float64 values; the sample coordinates of x; attrs: the
         method's attrs, ``method`` = ``"noise_tunnel"``, ``inner_method``, ``kind``,
-        ``samples``, ``noise``, ``seed``, ``absolute`` and ``tmx_version``.
+        ``samples``, ``noise``, ``seed``, ``absolute`` (1, 0, or ``"None"`` for the method's
+        own convention) and ``tmx_version``.
 
     Notes
     -----
@@ -152,10 +160,11 @@ def noise_tunnel(
     v.choice(kind, "kind", NOISE_KINDS)
     samples = v.positive_int(samples, "samples")
     noise = check_noise(noise)
-    seed = check_seed(seed)
+    seed = v.seed(seed)
     batch_size = v.positive_int(batch_size, "batch_size")
-    if absolute is not None and not isinstance(absolute, bool):
-        raise ValueError(f"absolute must be None, True or False; got {absolute!r}")
+    show = _progress.resolve(progress)
+    if absolute is not None:
+        absolute = v.flag(absolute, "absolute")
     values, coords = _as_inputs(x)
     n, shape = values.shape[0], values.shape[1:]
     name = getattr(method, "__name__", None) or getattr(
@@ -187,44 +196,53 @@ def noise_tunnel(
             kwargs["baseline"] = b
     elif base is not None:
         kwargs["baseline"] = base
+    passes = "progress" in accepts  # the method's own bar, over its calls
     group = max(1, _ROWS_PER_CALL // samples)
     first_sum = first_sq = None
     out_attrs: dict = {}
-    for a, b in _batches(n, group):
-        eps = draws("normal", shape, np.arange(a, b), samples, noise, seed)
-        rows = (values[a:b, None] + eps).reshape(-1, *shape)
-        call = dict(kwargs)
-        if per_sample_base is not None:
-            call["baseline"] = np.repeat(per_sample_base[a:b], samples, axis=0)
-        t = target if targets is None else np.repeat(targets[a:b], samples)
-        out = method(model, rows, t, batch_size=batch_size, **call)
-        if isinstance(out, xr.Dataset):
-            out = out["attribution"]
-        if not out_attrs:
-            out_attrs = dict(out.attrs)
-            dims = out.dims
-            attr_shape = out.shape[1:]
-        phi = np.asarray(out.values, np.float64).reshape(b - a, samples, *attr_shape)
-        if take_abs:
-            phi = np.abs(phi)
-        mean = phi.mean(axis=1)
-        if first_sum is None:
-            first_sum = np.empty((n, *attr_shape))
-            first_sq = np.empty((n, *attr_shape)) if kind != "smoothgrad" else None
-        first_sum[a:b] = mean
-        if first_sq is not None:  # smoothgrad_sq or vargrad
-            first_sq[a:b] = (phi**2).mean(axis=1) if kind == "smoothgrad_sq" else phi.var(axis=1)
+    with _progress.steps(n, show and not passes, "sample") as bar:
+        for a, b in _batches(n, group):
+            eps = draws("normal", shape, np.arange(a, b), samples, noise, seed)
+            rows = (values[a:b, None] + eps).reshape(-1, *shape)
+            call = dict(kwargs)
+            if passes:
+                call["progress"] = show
+            if per_sample_base is not None:
+                call["baseline"] = np.repeat(per_sample_base[a:b], samples, axis=0)
+            t = target if targets is None else np.repeat(targets[a:b], samples)
+            out = method(model, rows, t, batch_size=batch_size, **call)
+            if isinstance(out, xr.Dataset):
+                out = out["attribution"]
+            if not out_attrs:
+                out_attrs = dict(out.attrs)
+                dims = out.dims
+                attr_shape = out.shape[1:]
+            phi = np.asarray(out.values, np.float64).reshape(b - a, samples, *attr_shape)
+            if take_abs:
+                phi = np.abs(phi)
+            mean = phi.mean(axis=1)
+            if first_sum is None:
+                first_sum = np.empty((n, *attr_shape))
+                first_sq = np.empty((n, *attr_shape)) if kind != "smoothgrad" else None
+            first_sum[a:b] = mean
+            if first_sq is not None:  # smoothgrad_sq or vargrad
+                first_sq[a:b] = (
+                    (phi**2).mean(axis=1) if kind == "smoothgrad_sq" else phi.var(axis=1)
+                )
+            bar.advance(b - a)
     data = first_sum if kind == "smoothgrad" else first_sq
     attrs = {
         **out_attrs,
-        "method": "noise_tunnel",
-        "inner_method": str(out_attrs.get("method", name)),
-        "kind": kind,
-        "samples": samples,
-        "noise": noise,
-        "seed": seed,
-        "absolute": "method's default" if absolute is None else int(absolute),
-        "tmx_version": __version__,
+        **provenance(
+            "method",
+            "noise_tunnel",
+            inner_method=str(out_attrs.get("method", name)),
+            kind=kind,
+            samples=samples,
+            noise=noise,
+            seed=seed,
+            absolute=absolute,
+        ),
     }
     return xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
 
@@ -340,10 +358,9 @@ def gradient_shap(
     _single_output(model, "gradient_shap")
     samples = v.positive_int(samples, "samples")
     noise = check_noise(noise)
-    seed = check_seed(seed)
+    seed = v.seed(seed)
     batch_size = v.positive_int(batch_size, "batch_size")
-    if not isinstance(return_delta, bool):
-        raise ValueError(f"return_delta must be True or False; got {return_delta!r}")
+    return_delta = v.flag(return_delta, "return_delta")
     show = _progress.resolve(progress)
     values, coords = _as_inputs(x)
     n, shape = values.shape[0], tuple(values.shape[1:])
@@ -380,15 +397,15 @@ def gradient_shap(
             bar.advance()
     out /= samples
     dims, data = _dims(out)
-    attrs = {
-        "method": "gradient_shap",
-        "qoi": q.description,
-        "samples": samples,
-        "noise": noise,
-        "seed": seed,
-        "baselines": int(refs.shape[0]),
-        "tmx_version": __version__,
-    }
+    attrs = provenance(
+        "method",
+        "gradient_shap",
+        qoi=q.description,
+        samples=samples,
+        noise=noise,
+        seed=seed,
+        baselines=int(refs.shape[0]),
+    )
     result = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)
     if not return_delta:
         return result
@@ -613,8 +630,7 @@ def layer_conductance(
     v.choice(rule, "rule", RULES)
     v.choice(derivative, "derivative", DERIVATIVES)
     batch_size = v.positive_int(batch_size, "batch_size")
-    if not isinstance(return_delta, bool):
-        raise ValueError(f"return_delta must be True or False; got {return_delta!r}")
+    return_delta = v.flag(return_delta, "return_delta")
     show = _progress.resolve(progress)
     values, coords = _as_inputs(x)
     n = values.shape[0]
@@ -627,16 +643,16 @@ def layer_conductance(
         _conductance_one(model, values, base, q, one, steps, rule, derivative, batch_size, show)
         for one in layers
     ]
-    attrs = {
-        "method": "layer_conductance",
-        "cut": results[0][1] if len(results) == 1 else [r[1] for r in results],
-        "qoi": q.description,
-        "steps": steps,
-        "rule": rule,
-        "derivative": derivative,
-        "baseline": "zeros" if baseline is None else "given",
-        "tmx_version": __version__,
-    }
+    attrs = provenance(
+        "method",
+        "layer_conductance",
+        cut=results[0][1] if len(results) == 1 else [r[1] for r in results],
+        qoi=q.description,
+        steps=steps,
+        rule=rule,
+        derivative=derivative,
+        baseline="zeros" if baseline is None else "given",
+    )
     if len(results) == 1:
         dims, data = _dims(results[0][0])
         out = xr.DataArray(data, dims=dims, coords=coords, name="attribution", attrs=attrs)

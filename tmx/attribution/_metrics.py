@@ -3,6 +3,9 @@ insertion curves (Xplique's / RISE's). All seeded per sample position and batche
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,9 +13,14 @@ import numpy as np
 import tensorflow as tf
 import xarray as xr
 
+from .. import _progress
 from .. import _validate as v
-from ._core import _as_inputs, _baseline, _parse_qoi, _predict, _qoi_values
-from ._doi import check_seed, draws
+from .._provenance import provenance
+from ._core import _as_inputs, _baseline, _batches, _parse_qoi, _predict, _qoi_values
+from ._doi import draws
+from ._methods import _ROWS_PER_CALL
+
+log = logging.getLogger("tmx")
 
 
 def _attr_values(attr: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,6 +37,34 @@ def _qoi(model: Any, values: np.ndarray, target: Any, batch_size: int):
         values.shape[0],
         lambda: _predict(model, values, batch_size),
     )
+
+
+def _qoi_steps(model: Any, q: Any, z: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
+    """Q at every row of ``z`` (``_qoi_values``), one compiled call of ``batch_size`` rows at a
+    time and one ``bar`` step per call: the calls ``_qoi_values`` makes, so the same numbers."""
+    out = np.empty(z.shape[0], np.float64)
+    for a, b in _batches(z.shape[0], batch_size):
+        part = q if q.params is None else dataclasses.replace(q, params=q.params[a:b])
+        out[a:b] = _qoi_values(model, part, z[a:b], batch_size)
+        bar.advance()
+    return out
+
+
+def _quiet(method: Callable[..., Any]) -> dict[str, Any]:
+    """``{"progress": False}`` for a method that takes ``progress`` (no bars inside a metric's
+    own), else ``{}``."""
+    try:
+        accepts = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # pragma: no cover - callables without a signature
+        return {}
+    return {"progress": False} if "progress" in accepts else {}
+
+
+def _attribution(out: Any) -> np.ndarray:
+    """A method's attribution values (a Dataset's ``attribution``), float64."""
+    if isinstance(out, xr.Dataset):
+        out = out["attribution"]
+    return np.asarray(out.values if isinstance(out, xr.DataArray) else out, np.float64)
 
 
 def _per_sample(values: np.ndarray, coords: dict, name: str, attrs: dict) -> xr.DataArray:
@@ -49,6 +85,7 @@ def infidelity(
     batch_size: int = 64,
     perturbation: Callable[..., Any] | None = None,
     baseline: Any = None,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Infidelity (Yeh et al. 2019; Captum's definition) per sample.
 
@@ -65,6 +102,10 @@ def infidelity(
     ``(I, x̃)`` (both (S, …)). The default draws come from
     ``tmx.attribution._doi.draws`` (seed, position).
 
+    ``progress``: a bar over the model's compiled calls, one per ``batch_size`` rows: the N
+    inputs, then the N × ``samples`` perturbed inputs (None: when run interactively; the
+    numbers are the same with or without it).
+
     Examples
     --------
     >>> import numpy as np, tmx
@@ -78,17 +119,28 @@ def infidelity(
     >>> A.infidelity(model, x, phi, 3, perturbation=half, samples=8).dims
     ('sample',)
     """
+    show = _progress.resolve(progress)
+    batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     n, shape = values.shape[0], values.shape[1:]
     phi = _attr_values(attr, values.shape)
     samples = v.positive_int(samples, "samples")
     noise = v.finite_real(noise, "noise")
-    seed = check_seed(seed)
+    seed = v.seed(seed)
+    normalize = v.flag(normalize, "normalize")
     if perturbation is not None and not callable(perturbation):
         raise ValueError(
             f"perturbation must be a callable (rows, rng) -> (I, x̃); got {perturbation!r}"
         )
     base = None if baseline is None else _baseline(baseline, values)
+    log.info(
+        "infidelity: %d sample(s) x %d perturbation(s) (%s), %d forward rows in batches of %d",
+        n,
+        samples,
+        "custom" if perturbation is not None else ("normal" if base is None else "noisy baseline"),
+        n * (samples + 1),
+        batch_size,
+    )
     q = _qoi(model, values, target, batch_size)
     if perturbation is None:
         eps = draws("normal", shape, np.arange(n), samples, noise, seed)
@@ -122,10 +174,12 @@ def infidelity(
                         f"{(samples, *shape)} (one row per repeated sample)"
                     )
                 out[i] = arr
-    f_x = _qoi_values(model, q, values, batch_size)
     rows = np.ascontiguousarray(moved, np.float32).reshape(n * samples, *shape)
     q_rows = type(q)(q.kind, None if q.params is None else np.repeat(q.params, samples, 0), q.fn)
-    f_p = _qoi_values(model, q_rows, rows, batch_size).reshape(n, samples)
+    calls = -(-n // batch_size) + -(-(n * samples) // batch_size)
+    with _progress.steps(calls, show, "batch") as bar:
+        f_x = _qoi_steps(model, q, values, batch_size, bar)
+        f_p = _qoi_steps(model, q_rows, rows, batch_size, bar).reshape(n, samples)
     dot = (pert.astype(np.float64).reshape(n, samples, -1) * phi.reshape(n, 1, -1)).sum(-1)
     diff = f_x[:, None] - f_p
     if normalize:
@@ -133,12 +187,18 @@ def infidelity(
         beta = np.where(denom > 0, (dot * diff).mean(axis=1, keepdims=True) / denom, 1.0)
         dot = dot * beta
     out = ((dot - diff) ** 2).mean(axis=1)
-    attrs = {"metric": "infidelity", "noise": noise, "samples": samples, "seed": seed}
-    attrs["normalize"] = int(normalize)
-    attrs["perturbation"] = (
-        getattr(perturbation, "__name__", "custom")
-        if perturbation is not None
-        else ("normal" if base is None else "noisy baseline")
+    attrs = provenance(
+        "metric",
+        "infidelity",
+        noise=noise,
+        samples=samples,
+        seed=seed,
+        normalize=normalize,
+        perturbation=(
+            getattr(perturbation, "__name__", "custom")
+            if perturbation is not None
+            else ("normal" if base is None else "noisy baseline")
+        ),
     )
     return _per_sample(out, coords, "infidelity", attrs)
 
@@ -155,6 +215,7 @@ def sensitivity_max(
     seed: int = 0,
     batch_size: int = 64,
     perturbation: Callable[..., Any] | None = None,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> xr.DataArray:
     """Max-sensitivity (Yeh et al. 2019; Captum's definition) per sample.
@@ -169,6 +230,11 @@ def sensitivity_max(
     ``**kwargs`` go to ``method``; a ``baseline`` with one row per sample (N, …) is repeated
     for the sample's perturbed copies.
 
+    ``method`` explains the N inputs, then the N × ``samples`` perturbed inputs in calls of
+    about 1024 rows (a whole number of ``batch_size`` batches); ``progress``: a bar over the
+    rows explained (None: when run interactively), the method's own bar off; the numbers are
+    the same with or without it.
+
     Examples
     --------
     >>> import numpy as np, tmx
@@ -182,11 +248,16 @@ def sensitivity_max(
     >>> A.sensitivity_max(A.saliency, model, x, 3, perturbation=sphere, samples=4).dims
     ('sample',)
     """
+    show = _progress.resolve(progress)
+    if not callable(method):
+        raise ValueError(f"method must be an attribution function; got {method!r}")
+    batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     n, shape = values.shape[0], values.shape[1:]
     samples = v.positive_int(samples, "samples")
     radius = v.finite_real(radius, "radius")
-    seed = check_seed(seed)
+    seed = v.seed(seed)
+    relative = v.flag(relative, "relative")
     q = _qoi(model, values, target, batch_size)
     targets = q.params if q.kind == "class" else None
     if targets is None:
@@ -195,10 +266,15 @@ def sensitivity_max(
         raise ValueError(
             f"perturbation must be a callable (rows, radius, rng) -> rows; got {perturbation!r}"
         )
-    explained = method(model, values, targets, batch_size=batch_size, **kwargs)
-    if isinstance(explained, xr.Dataset):
-        explained = explained["attribution"]
-    base = np.asarray(explained.values).reshape(n, -1).astype(np.float64)
+    name = getattr(method, "__name__", "method")
+    log.info(
+        "sensitivity_max: %s on %d sample(s) and %d perturbed copies each (radius %g)",
+        name,
+        n,
+        samples,
+        radius,
+    )
+    quiet = _quiet(method)
     if perturbation is None:
         pert = draws("uniform", shape, np.arange(n), samples, radius, seed)
         rows = (values[:, None] + pert).reshape(n * samples, *shape)
@@ -216,25 +292,43 @@ def sensitivity_max(
                 )
             rows[i * samples : (i + 1) * samples] = got
     b = kwargs.get("baseline")
+    per_row = None  # a baseline per sample, repeated for its perturbed copies
     if b is not None and not isinstance(b, str | tuple):
         b = np.asarray(b.values if isinstance(b, xr.DataArray) else b)
         if b.ndim == values.ndim and b.shape[0] == n and n > 1:
-            kwargs = {**kwargs, "baseline": np.repeat(b, samples, axis=0)}
-    moved = method(model, rows, np.repeat(targets, samples), batch_size=batch_size, **kwargs)
-    if isinstance(moved, xr.Dataset):
-        moved = moved["attribution"]
-    moved = np.asarray(moved.values, np.float64).reshape(n, samples, -1)
+            per_row = np.repeat(b, samples, axis=0)
+    row_targets = np.repeat(targets, samples)
+    # the perturbed rows in calls of a whole number of batches (~_ROWS_PER_CALL rows: bounded
+    # memory, a bar that moves); always the same calls, shown or not
+    chunk = max(1, _ROWS_PER_CALL // batch_size) * batch_size
+    with _progress.steps(n * (samples + 1), show, "row") as bar:
+        explained = method(model, values, targets, batch_size=batch_size, **kwargs, **quiet)
+        base = _attribution(explained).reshape(n, -1)
+        bar.advance(n)
+        moved = np.empty((n * samples, base.shape[1]), np.float64)
+        for a, z in _batches(n * samples, chunk):
+            call = kwargs if per_row is None else {**kwargs, "baseline": per_row[a:z]}
+            got = method(model, rows[a:z], row_targets[a:z], batch_size=batch_size, **call, **quiet)
+            moved[a:z] = _attribution(got).reshape(z - a, -1)
+            bar.advance(z - a)
+    moved = moved.reshape(n, samples, -1)
     dist = np.linalg.norm(moved - base[:, None], axis=-1).max(axis=1)
     if relative:
         norm = np.linalg.norm(base, axis=-1)
         dist = np.where(
             norm > 0, dist / np.where(norm > 0, norm, 1.0), np.where(dist > 0, np.inf, 0.0)
         )
-    attrs = {"metric": "sensitivity_max", "radius": radius, "samples": samples, "seed": seed}
-    attrs["perturbation"] = (
-        "uniform" if perturbation is None else getattr(perturbation, "__name__", "custom")
+    attrs = provenance(
+        "metric",
+        "sensitivity_max",
+        radius=radius,
+        samples=samples,
+        seed=seed,
+        perturbation=(
+            "uniform" if perturbation is None else getattr(perturbation, "__name__", "custom")
+        ),
+        relative=relative,
     )
-    attrs["relative"] = int(relative)
     return _per_sample(dist, coords, "sensitivity_max", attrs)
 
 
@@ -248,8 +342,10 @@ def _curve(
     steps: int,
     baseline: float,
     batch_size: int,
+    progress: Any,
 ) -> xr.Dataset:
-
+    show = _progress.resolve(progress)
+    batch_size = v.positive_int(batch_size, "batch_size")
     values, coords = _as_inputs(x)
     n = values.shape[0]
     if values.ndim != 4:
@@ -260,25 +356,35 @@ def _curve(
     order = np.argsort(-importance, axis=1, kind="stable")  # most important first
     steps = v.positive_int(steps, "steps")
     baseline = v.finite_real(baseline, "baseline")
+    name = "insertion" if insertion else "deletion"
+    log.info(
+        "%s: %d image(s) of %d x %d pixels, %d forward passes (fractions 0 to 1)",
+        name,
+        n,
+        h,
+        w,
+        steps + 1,
+    )
     q = _qoi(model, values, target, batch_size)
+    if q.kind != "class":
+        raise ValueError("deletion/insertion need a class target (int, one per sample, None)")
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.round(fractions * h * w).astype(int)
     scores = np.empty((n, steps + 1))
-    for s, k in enumerate(counts):
-        mask = np.zeros((n, h * w), bool)
-        np.put_along_axis(mask, order[:, :k], True, axis=1)
-        mask = mask.reshape(n, h, w, 1)
-        if insertion:
-            z = np.where(mask, values, baseline)
-        else:
-            z = np.where(mask, baseline, values)
-        y = _predict(model, z.astype(np.float32), batch_size)
-        p = tf.nn.softmax(tf.constant(y, tf.float64), axis=-1).numpy() if y.ndim == 2 else y
-        if q.kind != "class":
-            raise ValueError("deletion/insertion need a class target (int, one per sample, None)")
-        scores[:, s] = p[np.arange(n), q.params]
+    with _progress.steps(steps + 1, show, "fraction") as bar:
+        for s, k in enumerate(counts):
+            mask = np.zeros((n, h * w), bool)
+            np.put_along_axis(mask, order[:, :k], True, axis=1)
+            mask = mask.reshape(n, h, w, 1)
+            if insertion:
+                z = np.where(mask, values, baseline)
+            else:
+                z = np.where(mask, baseline, values)
+            y = _predict(model, z.astype(np.float32), batch_size)
+            p = tf.nn.softmax(tf.constant(y, tf.float64), axis=-1).numpy() if y.ndim == 2 else y
+            scores[:, s] = p[np.arange(n), q.params]
+            bar.advance()
     auc = np.trapezoid(scores, fractions, axis=1)
-    name = "insertion" if insertion else "deletion"
     sample = {k: c for k, c in coords.items()}
     return xr.Dataset(
         {
@@ -286,7 +392,7 @@ def _curve(
             "auc": (("sample",), auc),
         },
         coords={**sample, "fraction": fractions},
-        attrs={"metric": name, "steps": steps, "baseline": baseline, "score": "softmax"},
+        attrs=provenance("metric", name, steps=steps, baseline=baseline, score="softmax"),
     )
 
 
@@ -299,10 +405,13 @@ def deletion(
     steps: int = 10,
     baseline: float = 0.0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Deletion curve (Petsiuk et al. 2018; Xplique): the target's softmax probability as the
     most important pixels (attribution averaged over channels, largest first) are set to
     ``baseline``, at fractions 0, 1/steps, …, 1; ``auc`` by the trapezoid rule. Lower is better.
+    ``progress``: a bar over the ``steps + 1`` forward passes, one per fraction (None: when run
+    interactively; the numbers are the same with or without it).
 
     Examples
     --------
@@ -324,6 +433,7 @@ def deletion(
         steps=steps,
         baseline=baseline,
         batch_size=batch_size,
+        progress=progress,
     )
 
 
@@ -336,9 +446,12 @@ def insertion(
     steps: int = 10,
     baseline: float = 0.0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Insertion curve: pixels inserted into a ``baseline`` image, most important first; the
     target's softmax probability at fractions 0 … 1 and its ``auc``. Higher is better.
+    ``progress``: a bar over the ``steps + 1`` forward passes, one per fraction (None: when run
+    interactively; the numbers are the same with or without it).
 
     Examples
     --------
@@ -360,4 +473,5 @@ def insertion(
         steps=steps,
         baseline=baseline,
         batch_size=batch_size,
+        progress=progress,
     )

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 import xarray as xr
 
 from .. import _validate as v
+from .._provenance import provenance
 from ._core import _require_eager, _single_output, attribute
 from ._doi import Rule
 
@@ -30,8 +31,12 @@ def _check_call(model: Any, method: str, target: Any, cut: Any = None) -> None:
     _single_output(model, method, alternative)
 
 
-def _named(out: xr.DataArray, method: str, **extra: Any) -> xr.DataArray:
-    out.attrs = {**out.attrs, "method": method, **extra}
+def _named(out: Any, method: str, **extra: Any) -> Any:
+    """``attribute``'s result renamed as ``method``: its attrs, ``method`` and ``extra`` in
+    the one attr encoding (a Dataset's ``attribution`` gets the same attrs)."""
+    out.attrs = {**out.attrs, **provenance("method", method, **extra)}
+    if isinstance(out, xr.Dataset):
+        out["attribution"].attrs = dict(out.attrs)
     return out
 
 
@@ -60,8 +65,7 @@ def saliency(
     (('sample', 'y', 'x', 'channel'), (2, 8, 8, 1), 'saliency', True)
     """
     _check_call(model, "saliency", target)
-    if not isinstance(absolute, bool):
-        raise ValueError(f"absolute must be True or False; got {absolute!r}")
+    absolute = v.flag(absolute, "absolute")
     out = attribute(
         model,
         x,
@@ -73,7 +77,7 @@ def saliency(
     )
     if absolute:
         out = abs(out)
-    return _named(out, "saliency", absolute=int(absolute))
+    return _named(out, "saliency", absolute=absolute)
 
 
 def input_x_gradient(
@@ -150,10 +154,7 @@ def integrated_gradients(
         return_delta=return_delta,
         progress=progress,
     )
-    out.attrs = {**out.attrs, "method": "integrated_gradients"}
-    if isinstance(out, xr.Dataset):
-        out["attribution"].attrs = dict(out.attrs)
-    return out
+    return _named(out, "integrated_gradients")
 
 
 def smoothgrad(
@@ -207,6 +208,6 @@ def smoothgrad(
         multiply_activation=False,
         batch_size=batch_size,
         progress=progress,
-        _gradients=which,
+        gradients=which,
     )
     return _named(out, kind)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from .. import _progress
+from .._provenance import provenance
 from ..transforms import TransformationSet, apply
 from ._core import _as_inputs, _predict, attribute
 
@@ -20,6 +23,7 @@ def over_transforms(
     *,
     target: Any = None,
     batch_size: int = 64,
+    progress: bool | None = None,
     **kwargs: Any,
 ) -> xr.DataArray:
     """The attribution cube ``(sample, transformation, unit)`` of ``method`` over a set.
@@ -29,7 +33,9 @@ def over_transforms(
     target defaults to the class predicted on the *untransformed* x, so that every
     transformation explains the same class. Units are the attribution's values in
     (y, x, channel) order with the unit coordinates of an activation cube (``layer`` =
-    ``"attribution"``), and the cube's attrs record the set and the input shape, so
+    ``"attribution"``), and the cube's attrs (the method's own, then ``transforms``,
+    ``transforms_description``, ``input_shape``, ``layers`` and ``tmx_version``) record the
+    set and the input shape, so
     ``tmx.invert`` maps each explanation back and any measure applies: e.g.
     ``tmx.transformation_variance(tmx.invert(cube))`` is the explanation's same-equivariance
     (0 when explanations follow their input's transformation exactly).
@@ -47,6 +53,10 @@ def over_transforms(
         Classes to explain (default: predicted on the untransformed inputs).
     batch_size : int
         Passed to the method.
+    progress : bool or None, default None
+        A bar over the transformations (one step per transformation explained, the method
+        run on all N transformed samples); the method itself runs without a bar of its own.
+        None: when run interactively (a terminal, not under pytest or CI).
     **kwargs
         Other arguments of the method.
 
@@ -66,6 +76,12 @@ def over_transforms(
         raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")
     if not callable(method):
         raise ValueError(f"method must be an attribution function; got {method!r}")
+    show = _progress.resolve(progress)
+    quiet: dict[str, Any]
+    try:
+        quiet = {"progress": False} if "progress" in inspect.signature(method).parameters else {}
+    except (TypeError, ValueError):  # pragma: no cover - callables without a signature
+        quiet = {}
     values, coords = _as_inputs(x)
     n = values.shape[0]
     if target is None:
@@ -74,16 +90,18 @@ def over_transforms(
     index = np.arange(n)
     slices = []
     first = None
-    for j in range(len(transforms)):
-        xj = np.asarray(apply(transforms, values, j, sample_index=index), np.float32)
-        if method is attribute:
-            out = attribute(model, xj, qoi=target, batch_size=batch_size, **kwargs)
-        else:
-            out = method(model, xj, target, batch_size=batch_size, **kwargs)
-        if isinstance(out, xr.Dataset):
-            out = out["attribution"]
-        first = out if first is None else first
-        slices.append(np.asarray(out.values, np.float64).reshape(n, -1))
+    with _progress.steps(len(transforms), show, "transformation") as bar:
+        for j in range(len(transforms)):
+            xj = np.asarray(apply(transforms, values, j, sample_index=index), np.float32)
+            if method is attribute:
+                out = attribute(model, xj, qoi=target, batch_size=batch_size, **kwargs, **quiet)
+            else:
+                out = method(model, xj, target, batch_size=batch_size, **kwargs, **quiet)
+            if isinstance(out, xr.Dataset):
+                out = out["attribution"]
+            first = out if first is None else first
+            slices.append(np.asarray(out.values, np.float64).reshape(n, -1))
+            bar.advance()
     assert first is not None  # a TransformationSet is never empty
     data = np.stack(slices, axis=1)
     units = data.shape[2]
@@ -112,11 +130,14 @@ def over_transforms(
             )
     attrs = {
         **first.attrs,
-        "method": str(first.attrs.get("method", getattr(method, "__name__", "method"))),
-        "transforms": transforms.to_json(),
-        "transforms_description": transforms.description,
-        "input_shape": [int(s) for s in values.shape[1:]],
-        "layers": ["attribution"],
+        **provenance(
+            "method",
+            str(first.attrs.get("method", getattr(method, "__name__", "method"))),
+            transforms=transforms.to_json(),
+            transforms_description=transforms.description,
+            input_shape=[int(s) for s in values.shape[1:]],
+            layers=["attribution"],
+        ),
     }
     return xr.DataArray(
         data,

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from tmx._validate import choice, finite_real, positive_int
+from tmx._validate import seed as check_seed
 from tmx.flows._masks import PERMUTATION_KINDS, _shape
 from tmx.flows._masks import mask as _mask
 from tmx.flows._masks import permutation as _permutation
@@ -233,9 +234,7 @@ def flow(
         actnorm = choice(actnorm, "actnorm", ("data", "identity"))
     if preset is not None:
         preset = choice(preset, "preset", ("gyoza",))
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     layout = (d,) if shape is None else _shape(shape, "shape")
     if int(np.prod(layout)) != d:
         raise ValueError(f"shape must have prod(shape) == units ({d}); got {layout}")

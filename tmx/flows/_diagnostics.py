@@ -10,7 +10,7 @@ Interpretation Network for Explaining Latent Representations", CVPR, arXiv:2004.
 
 from __future__ import annotations
 
-import numbers
+import logging
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -21,10 +21,11 @@ import numpy as np
 import tensorflow as tf
 import xarray as xr
 
+from .. import _progress
 from .. import _validate as v
 from .._memo import memo, per_object
+from .._provenance import provenance
 from .._validate import str_array
-from .._version import __version__
 from ._latent import _check_flow, _units
 
 __all__ = ["check", "disentanglement"]
@@ -32,6 +33,7 @@ __all__ = ["check", "disentanglement"]
 _REFERENCE = "Esser, Rombach & Ommer (2020), arXiv:2004.13166"
 _JACOBIAN_ELEMENTS = 2**24  # Jacobian entries per call (64 MiB in float32)
 _COMPILED = per_object()
+log = logging.getLogger("tmx")
 
 
 # -- check -----------------------------------------------------------------------------------------
@@ -62,8 +64,9 @@ def _compiled(flow: Any, d: int, jacobian: bool) -> Any:
     return memo(_COMPILED, flow, ("check", d, jacobian, str(dtype)), build)
 
 
-def _rows(x: Any, d: int) -> tuple[np.ndarray, str, dict[str, Any]]:
-    """x as a [batch, D] numpy array, its row dim and the coordinates along it."""
+def _rows(x: Any, d: int, show: bool = False) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """x as a [batch, D] numpy array, its row dim and the coordinates along it (a dask array
+    computed, under dask's bar when ``show``)."""
     if isinstance(x, xr.DataArray):
         if "unit" not in x.dims or x.ndim != 2:
             raise ValueError(
@@ -77,7 +80,8 @@ def _rows(x: Any, d: int) -> tuple[np.ndarray, str, dict[str, Any]]:
     else:
         data, row, coords = x, "sample", {}
     if isinstance(data, da.Array):
-        data = data.compute()
+        with _progress.dask_bar(show):
+            data = data.compute()
     arr = np.asarray(data)
     if arr.ndim != 2:
         raise ValueError(f"x must be a [batch, units] array; got shape {arr.shape}")
@@ -92,7 +96,14 @@ def _rows(x: Any, d: int) -> tuple[np.ndarray, str, dict[str, Any]]:
     return arr, row, coords
 
 
-def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) -> xr.Dataset:
+def check(
+    flow: Any,
+    x: Any,
+    *,
+    batch_size: int = 256,
+    max_units: int = 2048,
+    progress: bool | None = None,
+) -> xr.Dataset:
     r"""Check a flow sample by sample: inverse, log-determinant, finiteness.
 
     With :math:`y = T(x)`, :math:`j = \mathrm{logdet}_T(x)` as reported by the flow,
@@ -112,7 +123,7 @@ def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) ->
 
     **Large D.** The Jacobian is ``D × D`` per sample and costs ``D`` backward passes, so it
     is only computed when ``D ≤ max_units``; above, ``logdet_error`` is NaN (a
-    ``UserWarning`` says so, and ``attrs["logdet_checked"]`` is False) while ``invert_error``,
+    ``UserWarning`` says so, and ``attrs["logdet_checked"]`` is 0) while ``invert_error``,
     ``logdet_inverse_error`` and ``finite`` are still computed.  Raise ``max_units`` to force
     the Jacobian (memory: about ``D² × 4`` bytes per sample; the rows are sent in sub-batches
     of at most 2^24 Jacobian entries), or check a flow of the same architecture on fewer units.
@@ -129,14 +140,20 @@ def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) ->
         Rows per call of the flow (and the most per Jacobian call).
     max_units : int
         The largest ``D`` for which the Jacobian is computed.
+    progress : bool or None, default None
+        A progress bar over the flow's calls (T, T⁻¹ and the Jacobian of one sub-batch each;
+        a dask-backed ``x`` is first computed under dask's ``ProgressBar``).  None: when run
+        interactively (a terminal, not under pytest or CI).  The numbers are the same with
+        or without it.
 
     Returns
     -------
     xarray.Dataset
         Over ``sample`` (or ``x``'s row dim, with its coordinates): ``invert_error``,
         ``logdet_error``, ``logdet_inverse_error`` (float64), ``logdet`` (the flow's j,
-        float64) and ``finite`` (bool: y, j, x' and j' all finite).  attrs: ``formula``,
-        ``D``, ``max_units``, ``logdet_checked``, ``reference``.
+        float64) and ``finite`` (bool: y, j, x' and j' all finite).  attrs: ``function``
+        ("flows.check"), ``formula``, ``D``, ``max_units``, ``logdet_checked`` (0/1),
+        ``flow``, ``reference``, ``tmx_version``.
 
     Examples
     --------
@@ -154,8 +171,9 @@ def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) ->
     flow = _check_flow(flow)
     batch_size = v.positive_int(batch_size, "batch_size")
     max_units = v.positive_int(max_units, "max_units")
+    show = _progress.resolve(progress)
     d = _units(flow)
-    arr, row, coords = _rows(x, d)
+    arr, row, coords = _rows(x, d, show)
     arr = arr.astype(np.dtype(flow.compute_dtype), copy=False)
     n = arr.shape[0]
     jacobian = d <= max_units
@@ -168,44 +186,55 @@ def check(flow: Any, x: Any, *, batch_size: int = 256, max_units: int = 2048) ->
             stacklevel=2,
         )
     step = max(1, min(batch_size, _JACOBIAN_ELEMENTS // (d * d))) if jacobian else batch_size
+    log.info(
+        "check: %d row(s) of %d unit(s), %d call(s) of %d rows (%s)",
+        n,
+        d,
+        -(-n // step),
+        step,
+        "with the Jacobian" if jacobian else f"no Jacobian: D > max_units = {max_units}",
+    )
     run = _compiled(flow, d, jacobian)
     invert = np.empty(n)
     logdet_error = np.full(n, np.nan)
     inverse_error = np.empty(n)
     logdet = np.empty(n)
     finite = np.empty(n, dtype=bool)
-    for start in range(0, n, step):
-        xb = arr[start : start + step]
-        out = [t.numpy() for t in run(xb)]
-        y, j, back, j_inv = (np.asarray(o, dtype=np.float64) for o in out[:4])
-        sl = slice(start, start + xb.shape[0])
-        invert[sl] = np.max(np.abs(back - xb.astype(np.float64)), axis=1)
-        inverse_error[sl] = np.abs(j + j_inv)
-        logdet[sl] = j
-        finite[sl] = (
-            np.all(np.isfinite(y), axis=1)
-            & np.isfinite(j)
-            & np.all(np.isfinite(back), axis=1)
-            & np.isfinite(j_inv)
-        )
-        if jacobian:
-            sign, logabs = np.linalg.slogdet(np.asarray(out[4], dtype=np.float64))
-            logabs = np.where(sign == 0, -np.inf, logabs)
-            logdet_error[sl] = np.abs(j - logabs)
-    attrs = {
-        "formula": (
+    with _progress.steps(-(-n // step), show, "batch") as bar:
+        for start in range(0, n, step):
+            xb = arr[start : start + step]
+            out = [t.numpy() for t in run(xb)]
+            y, j, back, j_inv = (np.asarray(o, dtype=np.float64) for o in out[:4])
+            sl = slice(start, start + xb.shape[0])
+            invert[sl] = np.max(np.abs(back - xb.astype(np.float64)), axis=1)
+            inverse_error[sl] = np.abs(j + j_inv)
+            logdet[sl] = j
+            finite[sl] = (
+                np.all(np.isfinite(y), axis=1)
+                & np.isfinite(j)
+                & np.all(np.isfinite(back), axis=1)
+                & np.isfinite(j_inv)
+            )
+            if jacobian:
+                sign, logabs = np.linalg.slogdet(np.asarray(out[4], dtype=np.float64))
+                logabs = np.where(sign == 0, -np.inf, logabs)
+                logdet_error[sl] = np.abs(j - logabs)
+            bar.advance()
+    attrs = provenance(
+        "function",
+        "flows.check",
+        formula=(
             "invert_error = max_d |T^-1(T(x))_d - x_d|; logdet_error = |logdet_T(x) - "
             "log|det dT/dx||, the Jacobian by tf.GradientTape.batch_jacobian (float32), slogdet "
             "in float64; logdet_inverse_error = |logdet_T(x) + logdet_T^-1(T(x))|; finite = "
             "T(x), its logdet, T^-1(T(x)) and its logdet all finite"
         ),
-        "D": int(d),
-        "max_units": int(max_units),
-        "logdet_checked": bool(jacobian),
-        "flow": str(flow.name),
-        "reference": _REFERENCE,
-        "tmx_version": __version__,
-    }
+        D=int(d),
+        max_units=int(max_units),
+        logdet_checked=bool(jacobian),
+        flow=str(flow.name),
+        reference=_REFERENCE,
+    )
     dims = (row,)
     return xr.Dataset(
         {
@@ -414,9 +443,10 @@ def disentanglement(
     xarray.DataArray
         ``r2`` over (factor, target), float64; NaN for factor blocks of size 0 and for
         targets constant on the test rows.  Coordinates ``dimensions`` (block sizes, on
-        factor), ``n_train`` and ``n_test`` (rows used, on target).  attrs: ``test_size``,
-        ``seed``, ``n_train``, ``n_test`` (rows of the split), ``split`` (``"sample"`` or
-        ``"row"``), ``method``, ``formula``, ``reference``.
+        factor), ``n_train`` and ``n_test`` (rows used, on target).  attrs: ``function``
+        ("flows.disentanglement"), ``test_size``, ``seed``, ``n_train``, ``n_test`` (rows of
+        the split), ``split`` (``"sample"`` or ``"row"``), ``method``, ``formula``,
+        ``reference``, ``tmx_version``.
 
     Examples
     --------
@@ -437,14 +467,8 @@ def disentanglement(
     """
     z, factors, per_dim = _check_z(z)
     targets = _as_targets(targets, z)
-    if (
-        isinstance(test_size, bool | np.bool_)
-        or not isinstance(test_size, numbers.Real)
-        or not 0.0 < float(test_size) < 1.0
-    ):
-        raise ValueError(f"test_size must be a number in (0, 1); got {test_size!r}")
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    test_size = v.fraction(test_size, "test_size")
+    seed = v.seed(seed)
 
     row_dims = [str(dim) for dim in z.dims if dim != "latent"]
     template = xr.zeros_like(z.isel(latent=0, drop=True), dtype=np.float64).reset_coords(drop=True)
@@ -476,23 +500,24 @@ def disentanglement(
             r2[i, k] = _r2(x[tr][:, cols], y[tr], x[te][:, cols], y[te])
 
     sizes = np.asarray([int(np.sum(per_dim == f)) for f in factors], dtype=np.int64)
-    attrs = {
-        "test_size": float(test_size),
-        "seed": int(seed),
-        "n_train": int(np.sum(~test)),
-        "n_test": int(np.sum(test)),
-        "split": unit,
-        "method": (
+    attrs = provenance(
+        "function",
+        "flows.disentanglement",
+        test_size=float(test_size),
+        seed=int(seed),
+        n_train=int(np.sum(~test)),
+        n_test=int(np.sum(test)),
+        split=unit,
+        method=(
             "ordinary least squares with intercept (numpy lstsq) from each factor block to "
             f"each target on the train rows; R² on held-out rows (split by {unit})"
         ),
-        "formula": (
+        formula=(
             "R2 = 1 - sum_test sum_c (t - t_hat)^2 / sum_test sum_c (t - mean_test t)^2 "
             "(variance-weighted over columns)"
         ),
-        "reference": _REFERENCE,
-        "tmx_version": __version__,
-    }
+        reference=_REFERENCE,
+    )
     return xr.DataArray(
         r2,
         dims=("factor", "target"),

@@ -30,8 +30,8 @@ from .. import _validate as v
 from .._batching import parse_memory
 from .._progress import Steps
 from .._progress import resolve as resolve_progress
+from .._provenance import provenance
 from .._schema import UNIT_COORDS
-from .._version import __version__
 from . import _build
 from ._loss import check_pairs, factor_dimensions, factor_loss
 from .layers import Standardize, dead_or_constant
@@ -89,13 +89,6 @@ def _check_dimensions(dimensions: Any, factors: list[str], units: int, pairs: An
             f"got {dims} (sum {sum(dims)})"
         )
     return dims
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    value = v.finite_real(value, name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1); got {value}")
-    return value
 
 
 def _unit_coords(pairs: xr.Dataset) -> dict[str, list[Any]]:
@@ -506,10 +499,9 @@ def _check_options(
     learning_rate = v.finite_real(learning_rate, "learning_rate")
     if learning_rate < 0:
         raise ValueError(f"learning_rate must be >= 0; got {learning_rate}")
-    validation = _check_fraction(validation, "validation")
+    validation = v.fraction(validation, "validation", low_open=False)
     semantics = v.choice(semantics, "semantics", ("gyoza", "iin"))
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    seed = v.seed(seed)
     progress = resolve_progress(progress)
     if patience is not None:
         patience = v.positive_int(patience, "patience")
@@ -517,8 +509,7 @@ def _check_options(
     jitter = v.finite_real(jitter, "jitter")
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0; got {jitter}")
-    if not isinstance(jit, bool):
-        raise ValueError(f"jit must be True or False; got {jit!r}")
+    jit = v.flag(jit, "jit")
     return _Options(
         epochs=epochs,
         batch_size=batch_size,
@@ -870,27 +861,28 @@ def _history(
             "seconds": ("epoch", np.asarray(run.seconds)),
         },
         coords={"epoch": np.arange(1, len(run.loss) + 1)},
-        attrs={
-            "semantics": opts.semantics,
-            "batch_size": split.batch,
-            "learning_rate": opts.learning_rate,
-            "validation": opts.validation,
-            "seed": opts.seed,
-            "n_train": len(split.train),
-            "n_val": len(split.held),
-            "factors": list(factors),
-            "dimensions": list(dims),
-            "best_epoch": run.best_epoch,
-            "stopped_early": int(run.stopped),
-            "source": source,
-            "jitter": opts.jitter,
-            "noise_std": noise.std,
-            "standardized": int(noise.standardize is not None),
-            "dtype": str(np.dtype(dtype)),
-            "jit": int(opts.jit),
-            "reference": "Esser, Rombach & Ommer (2020), arXiv:2004.13166",
-            "tmx_version": __version__,
-        },
+        attrs=provenance(
+            "function",
+            "flows.fit",
+            semantics=opts.semantics,
+            batch_size=split.batch,
+            learning_rate=opts.learning_rate,
+            validation=opts.validation,
+            seed=opts.seed,
+            n_train=len(split.train),
+            n_val=len(split.held),
+            factors=list(factors),
+            dimensions=list(dims),
+            best_epoch=run.best_epoch,
+            stopped_early=run.stopped,
+            source=source,
+            jitter=opts.jitter,
+            noise_std=noise.std,
+            standardized=noise.standardize is not None,
+            dtype=str(np.dtype(dtype)),
+            jit=opts.jit,
+            reference="Esser, Rombach & Ommer (2020), arXiv:2004.13166",
+        ),
     )
     out["loss"].attrs["description"] = "mean of the epoch's batch losses (mean pair loss)"
     out["val_loss"].attrs["description"] = "mean pair loss of the held-out pairs"

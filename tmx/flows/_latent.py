@@ -14,6 +14,8 @@ Every function here is a pure function over labeled arrays: the flow is only cal
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import threading
 import uuid
@@ -30,11 +32,11 @@ import xarray as xr
 from .. import _batching
 from .. import _validate as v
 from .._memo import memo, per_object
+from .._progress import Steps, dask_bar, steps
 from .._progress import resolve as resolve_progress
-from .._progress import steps
+from .._provenance import provenance
 from .._schema import unit_coords
 from .._validate import str_array
-from .._version import __version__
 from .layers import (
     ActNorm,
     AdditiveCoupling,
@@ -51,6 +53,7 @@ _REFERENCE = "Esser, Rombach & Ommer (2020), arXiv:2004.13166"
 # eager and compiled forward/inverse paths of live flows, and rewired models of live models (weakly)
 _COMPILED = per_object()
 _REWIRED = per_object()
+log = logging.getLogger("tmx")
 
 
 # -- the flow and its metadata -------------------------------------------------------------------
@@ -132,14 +135,19 @@ def _factor_per_dim(names: Sequence[str], dims: Sequence[int]) -> np.ndarray:
     return np.repeat(np.asarray(list(names), dtype=str), list(dims))
 
 
-def _flow_attrs(flow: Flow, names: Sequence[str], dims: Sequence[int]) -> dict[str, Any]:
-    return {
-        "flow": str(flow.name),
-        "factors": [str(n) for n in names],
-        "dimensions": [int(n) for n in dims],
-        "reference": _REFERENCE,
-        "tmx_version": __version__,
-    }
+def _flow_attrs(
+    function: str, flow: Flow, names: Sequence[str], dims: Sequence[int]
+) -> dict[str, Any]:
+    """Provenance of a latent result: ``function`` ("flows.transform"...), the flow, its
+    factors and their dimensions, the reference and the tmx version."""
+    return provenance(
+        "function",
+        function,
+        flow=str(flow.name),
+        factors=[str(n) for n in names],
+        dimensions=[int(n) for n in dims],
+        reference=_REFERENCE,
+    )
 
 
 # -- the flow's values, without its log-determinants ---------------------------------------------
@@ -340,11 +348,11 @@ def _apply_rows(
     direction: str,
     batch_size: int,
     compiled: bool,
-    progress: bool = False,
+    progress: bool | Steps = False,
 ) -> np.ndarray:
     """Apply T or T⁻¹ to the rows of ``block`` (..., D), ``batch_size`` rows per call: eagerly,
     or (``compiled``) through the XLA-compiled function of the call shape (the last call padded);
-    ``progress``: a bar over the calls."""
+    ``progress``: a bar over the calls, or a caller's bar (``Steps``) advanced once per call."""
     d = block.shape[-1]
     dtype = np.dtype(flow.compute_dtype)
     rows = np.ascontiguousarray(block, dtype=dtype).reshape(-1, d)
@@ -356,7 +364,7 @@ def _apply_rows(
         path = _path(flow, direction, d, call)
         fn = path.function() if compiled else None
         values = None if compiled else path.bind()  # the weights, read once for the block
-        with steps(-(-n // call), progress, unit="batch") as bar:
+        with _bar(-(-n // call), progress) as bar:
             for start in range(0, n, call):
                 chunk = rows[start : start + call]
                 k = chunk.shape[0]
@@ -369,6 +377,27 @@ def _apply_rows(
     return out.reshape(block.shape)
 
 
+def _bar(total: int, progress: bool | Steps) -> contextlib.AbstractContextManager[Steps]:
+    """A bar over ``total`` calls (``progress`` a bool), or a caller's shared bar."""
+    if isinstance(progress, Steps):
+        return contextlib.nullcontext(progress)
+    return steps(total, progress, unit="batch")
+
+
+def _calls(rows: int, batch_size: int) -> int:
+    """The calls ``_apply_rows`` makes for ``rows`` rows."""
+    return -(-rows // _batching.call_rows(rows, batch_size)) if rows else 0
+
+
+def _rows_of(arr: xr.DataArray, core: str) -> int:
+    """Rows of a labeled array along everything but ``core``."""
+    return arr.size // max(arr.sizes[core], 1)
+
+
+def _lazy(arr: xr.DataArray) -> bool:
+    return isinstance(arr.data, da.Array)
+
+
 class _RowMap:
     """``block ↦ T(block)`` (or ``T⁻¹``) for dask, with a cheap token.
 
@@ -377,7 +406,12 @@ class _RowMap:
     """
 
     def __init__(
-        self, flow: Flow, direction: str, batch_size: int, compiled: bool, progress: bool = False
+        self,
+        flow: Flow,
+        direction: str,
+        batch_size: int,
+        compiled: bool,
+        progress: bool | Steps = False,
     ) -> None:
         self.flow = flow
         self.direction = direction
@@ -407,10 +441,10 @@ def _map_last(
     core: str,
     new: str,
     batch_size: int,
-    progress: bool = False,
+    progress: bool | Steps = False,
 ) -> xr.DataArray:
     """T or T⁻¹ along dim ``core`` (renamed ``new``), lazily for dask-backed arrays; a bar
-    over the calls (``progress``) only when computed here (numpy-backed)."""
+    over the calls (``progress``, or a caller's bar) only when computed here (numpy-backed)."""
     d = arr.sizes[core]
     lazy = isinstance(arr.data, da.Array)
     if lazy and arr.chunks is not None and len(arr.chunks[arr.get_axis_num(core)]) > 1:
@@ -418,7 +452,7 @@ def _map_last(
     rows = arr.size // max(d, 1)
     compiled = rows * _work(flow, d) >= _COMPILE_WORK  # the whole job's size decides
     out = xr.apply_ufunc(
-        _RowMap(flow, direction, batch_size, compiled, progress and not lazy),
+        _RowMap(flow, direction, batch_size, compiled, False if lazy else progress),
         arr,
         input_core_dims=[[core]],
         output_core_dims=[[new]],
@@ -574,7 +608,7 @@ def transform(
 
 
 def _transform(
-    flow: Flow, responses: Any, name: str, batch_size: int, progress: bool = False
+    flow: Flow, responses: Any, name: str, batch_size: int, progress: bool | Steps = False
 ) -> xr.DataArray:
     d = _units(flow)
     arr = _as_labeled(responses, name, "unit")
@@ -584,7 +618,7 @@ def _transform(
     out = out.assign_coords(latent=np.arange(d), factor=("latent", _factor_per_dim(names, dims)))
     out.name = "latent"
     out.attrs = {"description": "latent code T(z) of an interpretation flow"}
-    out.attrs.update(_flow_attrs(flow, names, dims))
+    out.attrs.update(_flow_attrs("flows.transform", flow, names, dims))
     return out
 
 
@@ -631,7 +665,10 @@ def inverse(
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
-    progress = resolve_progress(progress)
+    return _inverse(flow, z, batch_size, resolve_progress(progress))
+
+
+def _inverse(flow: Flow, z: Any, batch_size: int, progress: bool | Steps = False) -> xr.DataArray:
     d = _units(flow)
     arr = _as_labeled(z, "z", "latent")
     if arr.sizes["latent"] != d:
@@ -652,7 +689,7 @@ def inverse(
     out = out.assign_coords(_unit_coords(flow, d))
     out.name = "activation"
     out.attrs = {"description": "units T⁻¹(z̃) decoded by an interpretation flow"}
-    out.attrs.update(_flow_attrs(flow, names, dims))
+    out.attrs.update(_flow_attrs("flows.inverse", flow, names, dims))
     return out
 
 
@@ -676,10 +713,8 @@ def _factor_mask(z: xr.DataArray, factor: Any) -> tuple[list[str], np.ndarray]:
     return names, np.isin(per_dim, names)
 
 
-def _pair(
-    flow: Flow, a: Any, b: Any, batch_size: int
-) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
-    """(a labeled, T(a), T(b) with T(a)'s dims and coordinates)."""
+def _labeled_pair(a: Any, b: Any) -> tuple[xr.DataArray, xr.DataArray]:
+    """a and b labeled, b in a's dim order."""
     a_arr = _as_labeled(a, "a", "unit")
     b_arr = _as_labeled(b, "b", "unit")
     if set(b_arr.dims) != set(a_arr.dims):
@@ -687,15 +722,34 @@ def _pair(
     b_arr = b_arr.transpose(*a_arr.dims)
     if b_arr.shape != a_arr.shape:
         raise ValueError(f"b must have the shape of a {a_arr.shape}; got {b_arr.shape}")
-    za = _transform(flow, a_arr, "a", batch_size)
-    zb = _transform(flow, b_arr, "b", batch_size)
+    return a_arr, b_arr
+
+
+def _pair(
+    flow: Flow, a_arr: xr.DataArray, b_arr: xr.DataArray, batch_size: int, bar: Steps
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """(T(a), T(b) with T(a)'s dims and coordinates), the calls on ``bar``."""
+    za = _transform(flow, a_arr, "a", batch_size, bar)
+    zb = _transform(flow, b_arr, "b", batch_size, bar)
     # b's values on a's labels (no alignment: b's rows pair with a's rows by position)
     zb = za.copy(data=zb.transpose(*za.dims).data)
-    return a_arr, za, zb
+    return za, zb
+
+
+def _pair_calls(a_arr: xr.DataArray, b_arr: xr.DataArray, batch_size: int) -> int:
+    """The flow calls of T(a) and T(b) that run here (numpy-backed inputs)."""
+    rows = _calls(_rows_of(a_arr, "unit"), batch_size)
+    return (0 if _lazy(a_arr) else rows) + (0 if _lazy(b_arr) else rows)
 
 
 def swap(
-    flow: Flow, a: Any, b: Any, *, factor: str | Sequence[str], batch_size: int = 4096
+    flow: Flow,
+    a: Any,
+    b: Any,
+    *,
+    factor: str | Sequence[str],
+    batch_size: int = 4096,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     r"""Replace factor blocks of ``a``'s latent code by ``b``'s and decode: a counterfactual.
 
@@ -720,6 +774,12 @@ def swap(
         valid ones (``transform(flow, a).attrs["factors"]``).
     batch_size : int
         Rows per call of the flow.
+    progress : bool or None, default None
+        One progress bar over the flow's calls that run here: T(a), T(b) and T⁻¹ of the
+        edited code, ``batch_size`` rows each (numpy-backed inputs; a dask-backed one gives a
+        lazy result, computed later under dask's ``ProgressBar`` for a bar).  None: when run
+        interactively (a terminal, not under pytest or CI).  The numbers are the same with or
+        without it.
 
     Returns
     -------
@@ -743,11 +803,25 @@ def swap(
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
-    _, za, zb = _pair(flow, a, b, batch_size)
-    names, mask = _factor_mask(za, factor)
-    keep = xr.DataArray(mask, dims=("latent",))
-    z = za.copy(data=xr.where(keep, zb, za).transpose(*za.dims).data)
-    out = inverse(flow, z, batch_size=batch_size, progress=False)
+    show = resolve_progress(progress)
+    a_arr, b_arr = _labeled_pair(a, b)
+    rows = _rows_of(a_arr, "unit")
+    lazy = _lazy(a_arr) or _lazy(b_arr)
+    log.info(
+        "swap: factor %r of %d row(s) of %d unit(s)%s",
+        factor,
+        rows,
+        a_arr.sizes["unit"],
+        " (lazy)" if lazy else "",
+    )
+    total = _pair_calls(a_arr, b_arr, batch_size) + (0 if lazy else _calls(rows, batch_size))
+    with steps(total, show, unit="batch") as bar:
+        za, zb = _pair(flow, a_arr, b_arr, batch_size, bar)
+        names, mask = _factor_mask(za, factor)
+        keep = xr.DataArray(mask, dims=("latent",))
+        z = za.copy(data=xr.where(keep, zb, za).transpose(*za.dims).data)
+        out = _inverse(flow, z, batch_size, bar)
+    out.attrs["function"] = "flows.swap"
     out.attrs["swapped"] = names
     out.attrs["formula"] = "T^-1(z~) with z~_F = T(b)_F for F in swapped, z~_G = T(a)_G otherwise"
     return out
@@ -863,7 +937,9 @@ def _model_inputs(x: Any, specs: Any, rows: int, row_shape: tuple[int, ...]) -> 
     return out
 
 
-def _predict(run: Any, xs: list[np.ndarray], z: np.ndarray, batch_size: int) -> np.ndarray:
+def _predict(
+    run: Any, xs: list[np.ndarray], z: np.ndarray, batch_size: int, bar: Steps
+) -> np.ndarray:
     parts = []
     for start in range(0, z.shape[0], batch_size):
         stop = start + batch_size
@@ -872,6 +948,7 @@ def _predict(run: Any, xs: list[np.ndarray], z: np.ndarray, batch_size: int) -> 
             raise ValueError("model: it has several outputs; interpolate needs a single output")
         y = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
         parts.append(y.reshape(y.shape[0], -1))
+        bar.advance()
     return np.concatenate(parts, axis=0)
 
 
@@ -885,6 +962,7 @@ def interpolate(
     model: Any = None,
     x: Any = None,
     batch_size: int = 256,
+    progress: bool | None = None,
 ) -> xr.DataArray | xr.Dataset:
     r"""Walk factor blocks of ``a``'s latent code towards ``b``'s, decoded at each step.
 
@@ -929,6 +1007,13 @@ def interpolate(
         (e.g. Sequential models).
     batch_size : int
         Rows per call of the flow and of the model.
+    progress : bool or None, default None
+        One progress bar over the calls that run here: the flow's T(a), T(b) and T⁻¹ of the
+        ``steps`` edited codes, then (with ``model``) the model's ``steps`` passes, all of
+        ``batch_size`` rows.  Dask-backed inputs give a lazy result without ``model``; with
+        ``model`` they are computed here, under dask's ``ProgressBar`` when ``progress``.
+        None: when run interactively (a terminal, not under pytest or CI).  The numbers are
+        the same with or without it.
 
     Returns
     -------
@@ -958,7 +1043,42 @@ def interpolate(
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
     steps = v.positive_int(steps, "steps")
-    a_arr, za, zb = _pair(flow, a, b, batch_size)
+    show = resolve_progress(progress)
+    a_arr, b_arr = _labeled_pair(a, b)
+    rows = _rows_of(a_arr, "unit")
+    lazy = _lazy(a_arr) or _lazy(b_arr)
+    log.info(
+        "interpolate: factor %r of %d row(s) of %d unit(s) in %d step(s)%s%s",
+        factor,
+        rows,
+        a_arr.sizes["unit"],
+        steps,
+        "" if model is None else ", then the model's tail",
+        " (lazy)" if lazy and model is None else "",
+    )
+    total = _pair_calls(a_arr, b_arr, batch_size)
+    total += 0 if lazy else _calls(steps * rows, batch_size)  # T⁻¹ of the steps' codes
+    if model is not None:
+        total += steps * -(-rows // batch_size)
+    with _bar(total, show) as bar:  # (``steps`` is the argument here, not the bar's maker)
+        return _interpolate(flow, a_arr, b_arr, factor, steps, model, x, batch_size, bar, show)
+
+
+def _interpolate(
+    flow: Flow,
+    a_arr: xr.DataArray,
+    b_arr: xr.DataArray,
+    factor: Any,
+    steps: int,
+    model: Any,
+    x: Any,
+    batch_size: int,
+    bar: Steps,
+    show: bool,
+) -> xr.DataArray | xr.Dataset:
+    """``interpolate``'s work, every call here on ``bar`` (a dask computation under dask's
+    bar when ``show``)."""
+    za, zb = _pair(flow, a_arr, b_arr, batch_size, bar)
     names, mask = _factor_mask(za, factor)
     alpha = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     al = xr.DataArray(alpha.astype(za.dtype), dims=("step",))
@@ -967,7 +1087,8 @@ def interpolate(
     z = xr.where(keep, mixed, za).transpose("step", *za.dims)
     z = z.assign_coords(step=np.arange(steps), alpha=("step", alpha))
     z.attrs = dict(za.attrs)
-    activation = inverse(flow, z, batch_size=batch_size, progress=False)
+    activation = _inverse(flow, z, batch_size, bar)
+    activation.attrs["function"] = "flows.interpolate"
     activation.attrs["interpolated"] = names
     activation.attrs["formula"] = (
         "T^-1(z~(alpha)), z~(alpha)_F = (1 - alpha) T(a)_F + alpha T(b)_F for F in "
@@ -987,12 +1108,13 @@ def interpolate(
     row_shape = tuple(a_arr.sizes[dim] for dim in row_dims)
     rows = int(np.prod(row_shape, dtype=np.int64))
     xs = _model_inputs(x, specs, rows, row_shape)
-    act = activation.transpose("step", *row_dims, "unit").compute()
+    with dask_bar(show and _lazy(activation)):
+        act = activation.transpose("step", *row_dims, "unit").compute()
     values = np.asarray(act.values)
     preds = []
     for s in range(steps):
         zs = values[s].reshape(rows, *shape)
-        preds.append(_predict(run, xs, zs, batch_size))
+        preds.append(_predict(run, xs, zs, batch_size, bar))
     pred = np.stack(preds).reshape(steps, *row_shape, -1)
     row_coords = {k: c for k, c in act.coords.items() if set(c.dims) <= {"step", *row_dims}}
     prediction = xr.DataArray(

@@ -17,8 +17,8 @@ import tensorflow as tf
 import xarray as xr
 
 from .. import _validate as v
+from .._provenance import provenance
 from .._validate import str_array
-from .._version import __version__
 
 __all__ = ["factor_dimensions", "factor_loss"]
 
@@ -289,7 +289,9 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
     -------
     xarray.DataArray
         int64 over ``factor`` (residual first), named ``dimensions``, summing to ``total``,
-        with the float64 ``score`` as a coordinate and ``attrs`` saying how it was computed.
+        with the float64 ``score`` as a coordinate and ``attrs`` saying how it was computed
+        (``function`` "flows.factor_dimensions", ``method``, ``formula``, ``total``,
+        ``n_pairs``, ``pairs_per_factor``, ``tmx_version``).
 
     Examples
     --------
@@ -358,20 +360,21 @@ def factor_dimensions(pairs: xr.Dataset, total: int | None = None) -> xr.DataArr
     dims = np.floor(weights * total).astype(np.int64)
     dims[0] = total - dims[1:].sum()
 
-    attrs = {
-        "method": "IIN estimate (Esser, Rombach & Ommer 2020)",
-        "formula": (
+    attrs = provenance(
+        "function",
+        "flows.factor_dimensions",
+        method="IIN estimate (Esser, Rombach & Ommer 2020)",
+        formula=(
             "score_F = sum_k mean_F((a_k - m_k)(b_k - m_k)) / sum_k Var_k, "
             "m_k = (mean_F a_k + mean_F b_k) / 2, Var_k = variance (ddof 0) of a_k and b_k "
             "of all pairs pooled; score_residual = 1; N_F = floor(softmax(score)_F * total), "
             "residual = the remainder; float64"
         ),
-        "reference": _REFERENCE,
-        "total": int(total),
-        "n_pairs": int(n_pairs),
-        "pairs_per_factor": [int(c) for c in counts],
-        "tmx_version": __version__,
-    }
+        reference=_REFERENCE,
+        total=int(total),
+        n_pairs=int(n_pairs),
+        pairs_per_factor=[int(c) for c in counts],
+    )
     return xr.DataArray(
         dims,
         dims=("factor",),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tmx._validate import choice
+from tmx._validate import seed as check_seed
 
 __all__ = ["inverse_permutation", "mask", "permutation"]
 
@@ -157,10 +158,7 @@ def permutation(kind: str, shape: int | tuple[int, ...], seed: int | None = None
     if kind == "reverse":
         return np.arange(d - 1, -1, -1, dtype=np.int64)
     if kind == "shuffle":
-        if seed is not None and (
-            isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral)
-        ):
-            raise ValueError(f"seed must be an int or None; got {seed!r}")
+        seed = check_seed(seed, allow_none=True)
         return np.random.default_rng(seed).permutation(d).astype(np.int64)
     rope = _rope(shape)
     pairs = (d // 2) * 2

@@ -7,7 +7,6 @@ Representations", CVPR, arXiv:2004.13166.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,14 +14,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import _progress
 from .. import _validate as v
+from .._provenance import cube_provenance, provenance
 from .._schema import check_structure, select_layer
-from .._version import __version__
 
 __all__ = ["pairs"]
 
 _REFERENCE = "Esser, Rombach & Ommer (2020), arXiv:2004.13166"
-_PROVENANCE = ("model_name", "model_weights_sha256", "transforms_description")
 
 RhoFunction = Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Any]
 
@@ -57,12 +56,6 @@ def _check_rho_number(rho: Any) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"rho must lie in [0, 1); got {rho!r}")
     return value
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    return int(seed)
 
 
 def _select_layer(cube: xr.DataArray, layer: Any) -> xr.DataArray:
@@ -211,6 +204,7 @@ def pairs(
     rho: float | RhoFunction = 0.975,
     mark: str = "drawn",
     seed: int = 0,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Pairs of responses that share known factors, drawn from a cube, to train a flow on.
 
@@ -265,6 +259,12 @@ def pairs(
     seed : int
         Seed of the ``numpy.random.Generator`` that draws the pairs: the same seed gives the
         same pairs.
+    progress : bool or None, default None
+        A bar over the factors in ``by``: one step per factor once its pairs are marked with
+        their ρ (a ``rho`` function's calls included). Reading the members' values is not in
+        it: from a dask-backed cube they are gathered lazily, and read when computed (e.g. by
+        ``flows.fit``, whose own bar counts epochs). None: when run interactively (a
+        terminal, not under pytest or CI).
 
     Returns
     -------
@@ -278,8 +278,10 @@ def pairs(
         values, so ``cube.sel(sample=..., transformation=...)`` finds the row), ``drawn`` (the
         factor the pair was drawn for), and ``<name>_a``/``<name>_b`` for every other
         coordinate along sample or transformation (``label_a``, ``angle_b``, ...). The unit
-        coordinates (``layer``, ``channel``, ``y``, ``x``) are carried over. ``attrs``: by, n,
-        rho (the number, or ``"callable"``), mark, seed, layer, pairs per factor, provenance.
+        coordinates (``layer``, ``channel``, ``y``, ``x``) are carried over. ``attrs``:
+        ``function`` = "flows.pairs", by, n, rho (the number, or ``"callable"``), mark, seed,
+        layer, pairs per factor, reference, the cube's provenance (``cube_model_name``...) and
+        ``tmx_version``.
 
     Examples
     --------
@@ -309,7 +311,8 @@ def pairs(
     else:
         rho_value = _check_rho_number(rho)
     mark = v.choice(mark, "mark", ("drawn", "shared"))
-    seed = _check_seed(seed)
+    seed = v.seed(seed)
+    show = _progress.resolve(progress)
     cube = _select_layer(cube, layer)
 
     sample_coords = _along(cube, "sample")
@@ -342,17 +345,17 @@ def pairs(
         values.update({c: np.asarray(cube[c].values)[t] for c in transformation_coords})
         side[end] = values
     rho_table = np.zeros((n, len(by) + 1), dtype=np.float64)
-    for j, factor in enumerate(by, start=1):
-        marked = drawn == factor
-        if mark == "shared":
-            marked = marked | _shares(factor, cube, codes, idx)
-        where = np.flatnonzero(marked)
-        if where.size == 0:
-            continue
-        if rho_value is not None:
-            rho_table[where, j] = rho_value
-        elif callable(rho):  # always, when rho_value is None
-            rho_table[where, j] = _rho_from_function(rho, factor, where, side)
+    with _progress.steps(len(by), show, "factor") as bar:
+        for j, factor in enumerate(by, start=1):
+            marked = drawn == factor
+            if mark == "shared":
+                marked = marked | _shares(factor, cube, codes, idx)
+            where = np.flatnonzero(marked)
+            if where.size and rho_value is not None:
+                rho_table[where, j] = rho_value
+            elif where.size and callable(rho):  # always, when rho_value is None
+                rho_table[where, j] = _rho_from_function(rho, factor, where, side)
+            bar.advance()
 
     # lazy point-wise gathers of the two members
     def gather(end: str) -> xr.Variable:
@@ -372,20 +375,19 @@ def pairs(
             pair_coords[f"{name}_{end}"] = ("pair", column)
     pair_coords["drawn"] = ("pair", drawn)
 
-    attrs: dict[str, Any] = {
-        "by": list(by),
-        "n": n,
-        "rho": rho_value if rho_value is not None else "callable",
-        "mark": mark,
-        "seed": seed,
-        "layer": "all" if layer is None else layer,
-        "pairs_per_factor": counts,
-        "reference": _REFERENCE,
-        "tmx_version": __version__,
-    }
-    for key in _PROVENANCE:
-        if key in cube.attrs:
-            attrs[f"cube_{key}"] = cube.attrs[key]
+    attrs = provenance(
+        "function",
+        "flows.pairs",
+        by=list(by),
+        n=n,
+        rho=rho_value if rho_value is not None else "callable",
+        mark=mark,
+        seed=seed,
+        layer="all" if layer is None else layer,
+        pairs_per_factor=counts,
+        reference=_REFERENCE,
+    )
+    attrs.update(cube_provenance(cube.attrs))
     out = xr.Dataset(
         {
             "a": gather("a"),

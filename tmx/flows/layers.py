@@ -31,7 +31,6 @@ arXiv:2004.13166.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +40,7 @@ import tensorflow as tf
 from keras import ops
 
 from tmx._validate import choice, finite_real, int_vector, positive_int
+from tmx._validate import seed as check_seed
 from tmx.flows._masks import _as_permutation
 
 __all__ = [
@@ -129,14 +129,6 @@ def _hidden(hidden: Any) -> tuple[int, ...]:
     if any(h < 1 for h in sizes):
         raise ValueError(f"hidden must contain only positive layer sizes; got {list(sizes)}")
     return sizes
-
-
-def _seed(seed: Any, name: str = "seed") -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"{name} must be a non-negative int or None; got {seed!r}")
-    return int(seed)
 
 
 def _child_seeds(seed: int | None, n: int) -> list[int | None]:
@@ -378,7 +370,7 @@ class _Coupling(_FlowLayer):
         super().__init__(**kwargs)
         self._mask = _as_mask(mask)
         self.hidden = _hidden(hidden)
-        self.seed = _seed(seed)
+        self.seed = check_seed(seed, allow_none=True)
         self._cond = np.flatnonzero(self._mask == 1).astype(np.int64)
         self._trans = np.flatnonzero(self._mask == 0).astype(np.int64)
         self._order = np.concatenate([self._cond, self._trans])  # conditioning half first
@@ -698,7 +690,7 @@ class Householder(_FlowLayer):
         super().__init__(**kwargs)
         self.reflections = positive_int(reflections, "reflections")
         self.initializer = None if initializer is None else keras.initializers.get(initializer)
-        self.seed = _seed(seed)
+        self.seed = check_seed(seed, allow_none=True)
 
     def build(self, input_shape: Any) -> None:
         d = _flat_units(input_shape, "Householder")

@@ -16,7 +16,7 @@ from .._graph import (
     model_graph,
     walk_layers,
 )
-from .._validate import _describe
+from .._validate import flag
 from .layers import load_model
 
 
@@ -78,8 +78,7 @@ def biases(model: Any, *, fold: bool = True, safe_mode: bool = True) -> dict[str
     ['bn', 'd']
     """
     model = load_model(model, safe_mode=safe_mode)
-    if not isinstance(fold, bool):
-        raise ValueError(f"fold must be True or False; got {_describe(fold)}")
+    fold = flag(fold, "fold")
     graph = model_graph(model)
     out: dict[str, np.ndarray] = {}
     if graph is not None:

@@ -21,7 +21,7 @@ from .._graph import (
     require_model,
     walk_layers,
 )
-from .._validate import _describe
+from .._validate import _describe, flag
 
 _POOLING_PREFIXES = ("GlobalAveragePooling", "GlobalMaxPooling")
 
@@ -62,8 +62,7 @@ def load_model(path_or_model: Any, *, safe_mode: bool = True) -> keras.Model:
     """
     if isinstance(path_or_model, keras.Model):
         return path_or_model
-    if not isinstance(safe_mode, bool):
-        raise ValueError(f"safe_mode must be True or False; got {_describe(safe_mode)}")
+    safe_mode = flag(safe_mode, "safe_mode")
     if not isinstance(path_or_model, str | os.PathLike):
         raise ValueError(
             "model must be a keras.Model or the path of a '.keras' file; "

@@ -15,6 +15,7 @@ from .._graph import (
     model_graph,
     walk_layers,
 )
+from .._provenance import provenance
 from .layers import load_model
 
 
@@ -64,6 +65,9 @@ def structure(model: Any, *, safe_mode: bool = True) -> xr.Dataset:
         layers); -1 when unknown (subclassed models).
     params : int
         ``layer.count_params()`` (-1 for an unbuilt layer).
+
+    The attrs hold ``function`` ("inspect.structure"), ``model`` (its name) and
+    ``tmx_version``.
 
     Parameters
     ----------
@@ -148,5 +152,5 @@ def structure(model: Any, *, safe_mode: bool = True) -> xr.Dataset:
     return xr.Dataset(
         variables,
         coords={"layer": np.asarray(data["layer"], dtype=str)},
-        attrs={"model": model.name},
+        attrs=provenance("function", "inspect.structure", model=model.name),
     )

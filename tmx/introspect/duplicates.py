@@ -22,8 +22,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
+from .. import _validate as v
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._provenance import provenance
 from .._schema import as_responses, layer_positions, select_layers
 from .._validate import str_array
 from ._common import load_block
@@ -305,10 +307,11 @@ def duplicates(
         distances to the centroid; padded with 0 / NaN beyond a layer's ``n_clusters``.
         ``n_clusters`` (layer) int64 and ``threshold`` (layer) float64, the distance threshold
         used. Coordinates: the sample coordinates of ``responses`` (``sample``, ``label``, …),
-        ``layer`` and ``cluster`` (``0 … max n_clusters − 1``). Attributes
-        ``threshold_method`` ("slope", "percentile" or "distance"), ``percentile`` (``"None"``
-        unless percentile), ``sensitivity``, ``k`` (as requested), ``index``, ``normalize``,
-        ``seed`` (``"None"`` when unset). ``duplicate_groups`` lists the members per cluster.
+        ``layer`` and ``cluster`` (``0 … max n_clusters − 1``). Attributes ``introspector``
+        ("duplicates"), ``threshold_method`` ("slope", "percentile" or "distance"),
+        ``percentile`` (``"None"`` unless percentile), ``sensitivity``, ``k`` (as requested),
+        ``index``, ``normalize`` (0/1), ``seed`` (``"None"`` when unset), ``tmx_version``.
+        ``duplicate_groups`` lists the members per cluster.
         **Computes**: nearest neighbours and connected components need the data, so the
         result is in memory whatever the responses' backend (dask-backed ones give the same
         numbers).
@@ -360,10 +363,9 @@ def duplicates(
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be an int >= 1; got {k!r}")
     k = int(k)
-    if index not in _INDEXES:
-        raise ValueError(f"index must be one of {_INDEXES}; got {index!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-        raise ValueError(f"seed must be an int or None; got {seed!r}")
+    v.choice(index, "index", _INDEXES)
+    seed = v.seed(seed, allow_none=True)
+    normalize = v.flag(normalize, "normalize")
     show = resolve_progress(progress)
 
     resp = as_responses(responses, transformation=transformation)
@@ -418,15 +420,17 @@ def duplicates(
             "layer": np.asarray(chosen, dtype=str),
             "cluster": np.arange(width, dtype=np.int64),
         },
-        attrs={
-            "threshold_method": method,
-            "percentile": value if method == "percentile" else "None",
-            "sensitivity": sensitivity,
-            "k": k,
-            "index": index,
-            "normalize": bool(normalize),
-            "seed": "None" if seed is None else int(seed),
-        },
+        attrs=provenance(
+            "introspector",
+            "duplicates",
+            threshold_method=method,
+            percentile=value if method == "percentile" else None,
+            sensitivity=sensitivity,
+            k=k,
+            index=index,
+            normalize=normalize,
+            seed=seed,
+        ),
     )
 
 

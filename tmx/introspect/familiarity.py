@@ -30,8 +30,10 @@ from scipy.linalg import solve_triangular
 from sklearn.mixture import GaussianMixture
 
 from .. import _deprecation
+from .. import _validate as v
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._provenance import provenance
 from .._schema import as_responses, layer_positions, select_layers, unit_index
 from .._validate import str_array
 from ._common import load_block, sample_slices
@@ -271,8 +273,9 @@ def familiarity(
         ``familiarity_own`` (sample, layer), the score under the model of the sample's own
         value (NaN where that value has no model).
         Sample coordinates of ``score`` (such as ``label``) are kept. Attributes
-        ``n_components``, ``covariance``, ``seed``, ``max_iter``, ``tol``, ``score_dtype``,
-        ``by`` (``seed`` / ``by`` stored as ``"None"`` when unset, for serialisability).
+        ``introspector`` ("familiarity"), ``n_components``, ``covariance``, ``seed``,
+        ``max_iter``, ``tol``, ``score_dtype``, ``by`` (``seed`` / ``by`` stored as ``"None"``
+        when unset, for serialisability) and ``tmx_version``.
 
     Raises
     ------
@@ -311,6 +314,7 @@ def familiarity(
         "familiarity", "components", "n_components", components, n_components, 5
     )
     n_components, max_iter = _check_arguments(n_components, covariance, max_iter, tol, score_dtype)
+    seed = v.seed(seed, allow_none=True)
     show = resolve_progress(progress)
     fit = as_responses(fit_on, transformation=transformation, name="fit_on")
     sco = fit if score is None else as_responses(score, transformation=transformation, name="score")
@@ -342,15 +346,17 @@ def familiarity(
             parts.append(scorer(models, sco, layer_positions(sco, layer), score_dtype))
             bar.advance()
     result = da.stack(parts, axis=1) if lazy else np.stack(parts, axis=1)
-    attrs = {
-        "n_components": n_components,
-        "covariance": covariance,
-        "seed": "None" if seed is None else int(seed),
-        "max_iter": max_iter,
-        "tol": float(tol),
-        "score_dtype": score_dtype,
-        "by": "None" if by is None else by,
-    }
+    attrs = provenance(
+        "introspector",
+        "familiarity",
+        n_components=n_components,
+        covariance=covariance,
+        seed=seed,
+        max_iter=max_iter,
+        tol=float(tol),
+        score_dtype=score_dtype,
+        by=by,
+    )
     return _wrap(sco, chosen, groups, by, result, attrs)
 
 
@@ -362,14 +368,12 @@ def _check_arguments(
     n_components = int(n_components)
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1; got {n_components}")
-    if covariance not in _COVARIANCES:
-        raise ValueError(f"covariance must be one of {_COVARIANCES}; got {covariance!r}")
+    v.choice(covariance, "covariance", _COVARIANCES)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1; got {max_iter!r}")
     if not (isinstance(tol, int | float | np.floating) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0; got {tol!r}")
-    if score_dtype not in _SCORE_DTYPES:
-        raise ValueError(f"score_dtype must be one of {_SCORE_DTYPES}; got {score_dtype!r}")
+    v.choice(score_dtype, "score_dtype", _SCORE_DTYPES)
     return n_components, int(max_iter)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from .. import _schema
+from .._provenance import provenance
 from .._schema import as_responses
 from ._common import sample_slices
 
@@ -140,7 +141,8 @@ def iua(
         appearance. The unit coordinates are kept on ``unit``, with the per-unit layer name
         renamed ``unit_layer`` (a coordinate cannot share its name with the ``layer``
         dimension). Sample coordinates of the responses (such as ``label``) are carried on
-        ``sample``. Attributes ``atol`` and ``n_samples``.
+        ``sample``. Attributes ``introspector`` ("iua"), ``atol``,
+        ``n_samples`` and ``tmx_version``.
 
         **Lazy** when the responses are dask-backed: every variable but ``n_units`` is a dask
         graph (reductions over the sample chunks), with the same numbers as numpy-backed
@@ -200,5 +202,5 @@ def iua(
             "n_units": ("layer", onehot.sum(axis=0).astype(np.int64)),
         },
         coords={**sample_coords, **unit_coords, "layer": np.asarray(layers, dtype=str)},
-        attrs={"atol": atol, "n_samples": int(n_samples)},
+        attrs=provenance("introspector", "iua", atol=atol, n_samples=int(n_samples)),
     )

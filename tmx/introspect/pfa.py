@@ -24,7 +24,9 @@ import xarray as xr
 
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._provenance import provenance
 from .._schema import as_responses, unit_index, units_by_layer
+from .._validate import choice, flag, fraction
 from ._common import sample_slices
 
 log = logging.getLogger("tmx")
@@ -195,6 +197,9 @@ def pfa(
         ``mean`` and ``variance`` (layer, channel); ``channel_id`` (layer, channel), the
         ``channel`` coordinate of conv channels or the unit index in a dense layer (-1 pads);
         ``n_units``, ``n_channels``, ``n_active``, ``shrinkage`` (layer) and ``n_samples``.
+        Attributes: ``introspector`` ("pfa"), ``pool``, ``epsilon``, ``gram``,
+        ``eigenvectors`` (0/1), ``dtype``, ``method`` (the method's description) and
+        ``tmx_version``.
         **Computes**: an eigendecomposition needs the whole covariance, so the result is in
         memory; dask-backed responses are read one sample chunk at a time (same numbers as
         numpy-backed ones chunked alike).
@@ -215,10 +220,8 @@ def pfa(
     >>> int(stats["n_active"].sel(layer="h"))
     2
     """
-    if pool not in _POOLS:
-        raise ValueError(f"pool must be one of {_POOLS}; got {pool!r}")
-    if not isinstance(eigenvectors, bool | np.bool_):
-        raise ValueError(f"eigenvectors must be True or False; got {eigenvectors!r}")
+    choice(pool, "pool", _POOLS)
+    eigenvectors = flag(eigenvectors, "eigenvectors")
     if gram not in ("input", "float64"):
         raise ValueError(f'gram must be "input" or "float64"; got {gram!r}')
     if not epsilon_inactive >= 0:
@@ -307,15 +310,17 @@ def pfa(
             "n_samples": n,
         },
         coords={"layer": names},
-        attrs={
-            "pool": pool,
-            "epsilon": float(epsilon_inactive),
-            "gram": gram,
-            "eigenvectors": int(bool(eigenvectors)),
-            "dtype": str(np.dtype(data.dtype)),
-            "method": "PFA (Suau, Zappella & Apostoloff 2020): channel covariance spectrum, "
+        attrs=provenance(
+            "introspector",
+            "pfa",
+            pool=pool,
+            epsilon=float(epsilon_inactive),
+            gram=gram,
+            eigenvectors=eigenvectors,
+            dtype=str(np.dtype(data.dtype)),
+            method="PFA (Suau, Zappella & Apostoloff 2020): channel covariance spectrum, "
             "streamed Chan merge in float64, ddof=1",
-        },
+        ),
     )
 
 
@@ -471,9 +476,10 @@ def pfa_recipe(
         ``recommended``, ``kl``, ``ratio``, ``kept_energy`` (fraction of Σλ in the top
         ``recommended`` eigenvalues) and ``kept_energy_abs``; ``keep`` (layer, channel), a mask
         over the layer's channels padded False; ``removal_order`` (layer, rank), channel indices
-        in removal order (the last ones are the most essential), padded -1. Attributes: the
-        options, and ``size_energy``, the shared energy fraction t of
-        ``size_rule="percentile"`` (NaN for the other rules).
+        in removal order (the last ones are the most essential), padded -1. Attributes:
+        ``introspector`` ("pfa_recipe"), the options (``size`` ``"None"`` when unset),
+        ``size_energy``, the shared energy fraction t of ``size_rule="percentile"`` (NaN for
+        the other rules), and ``tmx_version``.
 
     References
     ----------
@@ -489,17 +495,14 @@ def pfa_recipe(
     >>> recipe["recommended"].values, recipe["keep"].values
     (array([1]), array([[False,  True, False]]))
     """
-    if strategy not in _STRATEGIES:
-        raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")
+    choice(strategy, "strategy", _STRATEGIES)
     unit_strategy = "l1max" if unit_strategy is None else unit_strategy
-    if unit_strategy not in _UNIT_STRATEGIES:
-        raise ValueError(f"unit_strategy must be one of {_UNIT_STRATEGIES}; got {unit_strategy!r}")
-    if strategy == "energy" and not 0 < energy <= 1:
-        raise ValueError(f"energy must be in (0, 1]; got {energy!r}")
-    if strategy == "size" and (size is None or not 0 < size <= 1):
-        raise ValueError(f"size must be in (0, 1] for strategy='size'; got {size!r}")
-    if size_rule not in _SIZE_RULES:
-        raise ValueError(f"size_rule must be one of {_SIZE_RULES}; got {size_rule!r}")
+    choice(unit_strategy, "unit_strategy", _UNIT_STRATEGIES)
+    if strategy == "energy":
+        energy = fraction(energy, "energy", high_open=False)
+    if strategy == "size":
+        size = fraction(size, "size (strategy='size')", high_open=False)
+    choice(size_rule, "size_rule", _SIZE_RULES)
     if not 0 <= epsilon_energy < 0.5:
         raise ValueError(f"epsilon_energy must be in [0, 0.5); got {epsilon_energy!r}")
     if int(min_kept) < 0:
@@ -567,15 +570,17 @@ def pfa_recipe(
             "removal_order": (("layer", "rank"), order_all),
         },
         coords={"layer": stats["layer"].values},
-        attrs={
-            "strategy": strategy,
-            "unit_strategy": unit_strategy,
-            "energy": float(energy),
-            "min_kept": int(min_kept),
-            "size": float("nan") if size is None else float(size),
-            "size_rule": size_rule,
-            "size_energy": size_energy,
-        },
+        attrs=provenance(
+            "introspector",
+            "pfa_recipe",
+            strategy=strategy,
+            unit_strategy=unit_strategy,
+            energy=float(energy),
+            min_kept=int(min_kept),
+            size=None if size is None else float(size),
+            size_rule=size_rule,
+            size_energy=size_energy,
+        ),
     )
 
 

@@ -21,7 +21,7 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from types import ModuleType
 from typing import Any
 
@@ -34,8 +34,10 @@ from sklearn.decomposition import PCA, IncrementalPCA
 from sklearn.manifold import TSNE
 
 from .. import _deprecation
+from .. import _validate as v
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._provenance import attr_value, provenance
 from .._schema import as_responses, loaded_coords, select_layers, units_by_layer
 from ._common import load_block, sample_slices
 
@@ -43,7 +45,7 @@ __all__ = ["METHODS", "reduce"]
 
 log = logging.getLogger("tmx")
 
-_ATTRS = ("method", "n_components", "seed")
+_ATTRS = ("introspector", "method", "n_components", "seed", "tmx_version")
 _MIN_BATCH = 1024
 _LOAD_ONCE_BYTES = 512 * 2**20  # float64 bytes of all layers' blocks computed in one dask pass
 _TSNE_PERPLEXITY = 30.0
@@ -197,21 +199,6 @@ def _optional(method: str) -> ModuleType | None:
             f'method="{method}" needs the optional package {name}: '
             f'pip install "tmx-measures[{method}]"'
         ) from err
-
-
-def _attr(value: Any) -> Any:
-    """A netCDF/zarr-friendly attribute value: str, int or float; anything else as a string."""
-    if value is None:
-        return "None"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return float(value)
-    return str(value)
 
 
 def _blocks(data: Any, n: int, batch_size: int | None, dims: int) -> list[slice]:
@@ -390,10 +377,11 @@ def reduce(
         sample coordinates of the responses (``sample``, ``label``, ``source_sample``, ...),
         ``layer`` (str) and ``component`` (0 .. dims - 1); for ``"pca"`` and
         ``"incremental_pca"`` also ``explained_variance_ratio`` (layer, component).
-        Attributes ``method``, ``n_components``, ``seed`` (``"None"`` when unset) and every
-        option passed to the estimator, defaults included (ints, floats and strings as they
-        are, anything else as a string; an option named like one of the first three is stored as
-        ``<method>_<name>``, e.g. ``tsne_method``). ``"incremental_pca"`` records
+        Attributes ``introspector`` ("reduce"), ``method``, ``n_components``, ``seed``,
+        ``tmx_version`` and every option passed to the estimator, defaults included, in the
+        one attr encoding (numbers and strings as they are, booleans 0/1, None ``"None"``,
+        lists as lists, anything else as a string; an option named like one of these keys is
+        stored as ``<method>_<name>``, e.g. ``tsne_method``). ``"incremental_pca"`` records
         ``batch_size``: the rows per block, or ``"dask chunks"``.
 
     Raises
@@ -464,9 +452,7 @@ def _check_arguments(
     dims = int(n_components)
     if dims < 1:
         raise ValueError(f"n_components must be >= 1; got {dims}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
-        raise ValueError(f"seed must be None or an int; got {seed!r}")
-    seed = None if seed is None else int(seed)
+    seed = v.seed(seed, allow_none=True)
     if batch_size is not None:
         if not _REGISTRY[method].streamed:
             raise ValueError(
@@ -579,13 +565,9 @@ def _wrap(
     for k in ("layer", "component"):
         indexes[k] = xr.indexes.PandasIndex(variables[k].to_index(), k)
     coords = xr.Coordinates(variables, indexes=indexes)
-    attrs: dict[str, Any] = {
-        "method": method,
-        "n_components": dims,
-        "seed": "None" if seed is None else seed,
-    }
+    attrs = provenance("introspector", "reduce", method=method, n_components=dims, seed=seed)
     for key, value in record.items():
-        attrs[f"{method}_{key}" if key in _ATTRS else key] = _attr(value)
+        attrs[f"{method}_{key}" if key in _ATTRS else key] = attr_value(value)
     return xr.DataArray(
         out,
         dims=("sample", "layer", "component"),

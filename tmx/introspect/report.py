@@ -28,10 +28,11 @@ import numpy as np
 import xarray as xr
 
 from .. import _deprecation
+from .. import _validate as v
 from .._progress import resolve as resolve_progress
 from .._progress import steps
+from .._provenance import provenance
 from .._schema import as_responses, layer_positions, select_layers
-from .._version import __version__
 from .duplicates import duplicates
 from .familiarity import familiarity
 from .reduce import reduce
@@ -250,6 +251,7 @@ def report(
         "report", "components", "mixture_components", components, mixture_components, 5
     )
     _check_arguments(projection, precursor_components, split_min)
+    seed = v.seed(seed)
     progress = resolve_progress(progress)
     data = as_responses(responses, transformation=transformation)
     label_values = _labels_of(data, labels)
@@ -296,25 +298,25 @@ def report(
     out["duplicate_threshold"] = (("layer",), np.asarray(dup["threshold"].values, np.float64))
     out.attrs = {
         "title": "tmx data set report",
-        "n_samples": int(data.sizes["sample"]),
-        "precursor_components": (
-            "None" if precursor_components is None else int(precursor_components)
+        **provenance(
+            "introspector",
+            "report",
+            n_samples=int(data.sizes["sample"]),
+            precursor_components=precursor_components,
+            projection=projection,
+            mixture_components=int(mixture_components),
+            covariance=covariance,
+            split_min=int(split_min),
+            duplicates_threshold=str(duplicates_threshold),
+            seed=int(seed),
         ),
-        "projection": projection,
-        "mixture_components": int(mixture_components),
-        "covariance": covariance,
-        "split_min": int(split_min),
-        "duplicates_threshold": str(duplicates_threshold),
-        "seed": int(seed),
-        "tmx_version": __version__,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return out
 
 
 def _check_arguments(projection: Any, precursor_components: Any, split_min: Any) -> None:
-    if projection not in _PROJECTIONS:
-        raise ValueError(f"projection must be one of {_PROJECTIONS}; got {projection!r}")
+    v.choice(projection, "projection", _PROJECTIONS)
     if precursor_components is not None and (
         isinstance(precursor_components, bool)
         or not isinstance(precursor_components, int | np.integer)

@@ -36,9 +36,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .._provenance import cube_provenance, provenance
 from .._schema import layer_array, units_by_layer
 from .._validate import check_sizes
-from .._version import __version__
+from .._validate import choice as choice  # re-exported: the one ``choice``, in _validate
 
 DISPERSIONS = ("std", "var")
 ZERO_DIVS = ("tmeasures", "nan")
@@ -66,12 +67,6 @@ def check_ddof(ddof: Any, n: int, t: int, what: Sequence[str]) -> int:
     return int(ddof)
 
 
-def choice(value: Any, name: str, options: Sequence[Any]) -> Any:
-    if value not in options or isinstance(value, bool):
-        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}")
-    return value
-
-
 def is_lazy(obj: xr.DataArray | xr.Dataset) -> bool:
     if isinstance(obj, xr.Dataset):
         return any(isinstance(v.data, da.Array) for v in obj.data_vars.values())
@@ -85,18 +80,17 @@ def unit_coords_of(obj: xr.DataArray | xr.Dataset) -> dict[str, Any]:
 
 
 def base_attrs(cube: xr.DataArray, measure: str, **options: Any) -> dict[str, Any]:
-    """Provenance for a result: the measure, N, T, its options and the library version."""
-    attrs: dict[str, Any] = {
-        "measure": measure,
-        "n_samples": int(cube.sizes["sample"]),
-        "n_transformations": int(cube.sizes["transformation"]),
-    }
-    for key, value in options.items():
-        attrs[key] = "none" if value is None else value
-    attrs["tmx_version"] = __version__
-    for key in ("model_name", "model_weights_sha256", "transforms_description"):
-        if key in cube.attrs:
-            attrs[f"cube_{key}"] = cube.attrs[key]
+    """Provenance for a result: the measure, N, T, its options (in the one attr encoding of
+    ``tmx._provenance``: bools as 0/1, None as "None"), the library version and the cube's
+    model and transformations (``cube_model_name``...)."""
+    attrs = provenance(
+        "measure",
+        measure,
+        n_samples=int(cube.sizes["sample"]),
+        n_transformations=int(cube.sizes["transformation"]),
+        **options,
+    )
+    attrs.update(cube_provenance(cube.attrs))
     return attrs
 
 

@@ -39,8 +39,11 @@ import numpy as np
 import xarray as xr
 from scipy import special, stats
 
+from .. import _validate as v
+from .._progress import dask_bar
+from .._progress import resolve as resolve_progress
 from .._schema import check_cube
-from ._common import base_attrs, choice, is_lazy, moments, unit_result
+from ._common import base_attrs, choice, moments, unit_result
 
 __all__ = ["CORRECTIONS", "adjust_pvalues", "anova", "anova_invariance"]
 
@@ -213,18 +216,12 @@ def adjust_pvalues(p: Any, correction: str | None = "bonferroni") -> np.ndarray:
     return out
 
 
-def _check_alpha(alpha: Any) -> float:
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, int | float | np.integer | np.floating)
-        or not 0 < alpha < 1
-    ):
-        raise ValueError(f"alpha must be a number in (0, 1); got {alpha!r}")
-    return float(alpha)
-
-
 def anova_invariance(
-    cube: xr.DataArray, alpha: float = 0.01, correction: str | None = "bonferroni"
+    cube: xr.DataArray,
+    alpha: float = 0.01,
+    correction: str | None = "bonferroni",
+    *,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Which units does the transformation significantly affect? ANOVA per unit, corrected.
 
@@ -237,6 +234,10 @@ def anova_invariance(
         (``"fdr_bh"``) or per-unit level (``None``).
     correction : "bonferroni" | "holm" | "fdr_bh" | None
         The multiple-testing correction over the m tested units (see ``adjust_pvalues``).
+    progress : bool, optional
+        For a dask-backed cube, dask's progress bar over the one pass that computes F and p
+        (see Notes); a numpy-backed cube shows nothing (nothing is waited for). Default:
+        shown when run interactively, not under pytest or CI.
 
     Returns
     -------
@@ -257,10 +258,14 @@ def anova_invariance(
     (``f.ppf(alpha / m)``), which is below 1, so almost every unit "rejects"; here the critical
     value is the upper tail quantile, always above the F distribution's bulk.
 
-    The result is computed (numpy-backed) even for a lazy cube: m and the corrections need every
-    p-value at once (the corrections sort them; ``m`` and ``f_critical`` are attrs). For a lazy
-    cube that is not stored, this runs its forward passes once here; to share one pass with other
-    measures, compute ``anova(cube)`` together with them and correct with ``adjust_pvalues``.
+    Laziness: a numpy-backed cube gives a numpy-backed result; a dask-backed cube gives a
+    dask-backed result (in the cube's unit chunks) whose values this function has already
+    computed: ``m`` and ``f_critical`` are attrs and the corrections rank every p-value, so
+    they need all of them at once. Only F and p are computed (one pass over the cube,
+    ``progress=`` shows it; two floats per unit held); reading the result never runs the cube
+    again. For a lazy cube that is not stored, this runs its forward passes once here; to
+    share one pass with other measures, compute ``anova(cube)`` (lazy, nothing computed)
+    together with them and correct with ``adjust_pvalues``.
 
     Examples
     --------
@@ -276,15 +281,23 @@ def anova_invariance(
     >>> bool((res.f > res.attrs["f_critical"]).equals(res.reject))
     True
     """
-    alpha = _check_alpha(alpha)
+    alpha = v.fraction(alpha, "alpha")
     correction = choice(correction, "correction", CORRECTIONS)
+    show = resolve_progress(progress)
     result = _anova(cube, "anova_invariance")
-    if is_lazy(result):
-        (result,) = dask.compute(result)
-    p = result["p"].values
-    p_adj = adjust_pvalues(p, correction)
+    f, p = result["f"].data, result["p"].data
+    chunks = p.chunks if isinstance(p, da.Array) else None
+    if chunks is not None:
+        # m and f_critical (attrs) and the corrections need every p-value: F and p (two values
+        # per unit) are computed here, in one pass over the cube
+        with dask_bar(show):
+            f, p = dask.compute(f, p)
+    p = np.asarray(p)
     m = int(np.isfinite(p).sum())
+    p_adj = adjust_pvalues(p, correction)
     reject = np.isfinite(p_adj) & (p_adj <= alpha)
+    if chunks is not None:  # dask-backed, as the cube: the computed values in the cube's chunks
+        f, p, p_adj, reject = (da.from_array(x, chunks=chunks) for x in (f, p, p_adj, reject))
     dfn, dfd = result.attrs["dfn"], result.attrs["dfd"]
     attrs = base_attrs(cube, "anova_invariance", alpha=alpha, correction=correction)
     attrs.update(dfn=dfn, dfd=dfd, m=m)
@@ -297,7 +310,7 @@ def anova_invariance(
     ref = result["f"]
     return xr.Dataset(
         {
-            "f": unit_result(result["f"].values, ref, "f", {"long_name": "F statistic"}),
+            "f": unit_result(f, ref, "f", {"long_name": "F statistic"}),
             "p": unit_result(p, ref, "p", {"long_name": "p-value of F"}),
             "p_adjusted": unit_result(p_adj, ref, "p_adjusted", {"long_name": "adjusted p-value"}),
             "reject": unit_result(

@@ -46,6 +46,7 @@ from .._batching import parse_memory
 from .._progress import dask_bar, steps
 from .._progress import resolve as resolve_progress
 from .._schema import check_cube
+from .._validate import seed as check_seed
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
@@ -740,6 +741,16 @@ def bootstrap(
     float64, fixed by the cube's shape so that the numbers do not depend on the chunks) and one
     chunk of the cube; for a lazy cube each chunk's forward pass runs once. Other measures are
     recomputed per replicate.
+
+    The result is computed (numpy-backed) even for a lazy cube, and ``progress=`` shows that
+    work (the cube's blocks and passes; the replicates of the loop path; dask's bar over the
+    jackknife's one pass). It must be: an interval needs every replicate of its unit at once
+    (they are ranked, and the bias correction counts those below the estimate), and the
+    replicates' sums are one sequential fold over fixed blocks of samples, carrying the exact
+    zero-dispersion state from block to block in passes bounded by ``memory`` — the order that
+    makes the replicates the same bits for every chunking. A lazy result would also run the
+    cube's pass again for each of ``estimate``, ``low`` and ``high`` read separately. The result
+    is small (a few values per unit or per layer).
     """
     over = _check_over(over)
     cube = check_cube(
@@ -750,8 +761,7 @@ def bootstrap(
     )
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"n must be an integer >= 2; got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    seed = check_seed(seed)
     if not isinstance(ci, float | int) or not 0 < ci < 1:
         raise ValueError(f"ci must lie strictly between 0 and 1; got {ci!r}")
     if by_layer is not None:

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _validate as v
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._schema import check_cube
 from ._common import base_attrs
 from .bootstrap import bootstrap
@@ -53,6 +56,7 @@ def convergence(
     seed: int = 0,
     ci: float = 0.95,
     method: str | None = None,
+    progress: bool | None = None,
     **options: Any,
 ) -> xr.Dataset:
     """A measure's estimate and interval at nested subsamples of increasing size.
@@ -77,6 +81,9 @@ def convergence(
     seed : int, default 0
         Seed of the sample order (and of the bootstrap): the subsample of size s is the first s
         samples of one permutation, so every subsample contains the smaller ones.
+    progress : bool, optional
+        A progress bar with one step per size (each a ``tmx.bootstrap`` of its subsample).
+        Default: shown when run interactively, not under pytest or CI.
     ci, method, **options
         As in ``tmx.bootstrap`` (the default interval of the variance family is the
         jackknife's, centred on the bias-corrected estimate).
@@ -86,6 +93,8 @@ def convergence(
     xr.Dataset
         ``estimate``, ``low``, ``high`` (and ``uncorrected``, ``se`` for the jackknife) over
         ``size`` and ``layer`` (or ``unit``); ``width`` = high − low; attrs record the options.
+        Computed (numpy-backed) even for a lazy cube, as ``tmx.bootstrap``'s result is (its
+        Notes say why); ``progress=`` shows that work.
 
     Examples
     --------
@@ -102,21 +111,31 @@ def convergence(
     True
     """
     cube = check_cube(cube, measure="convergence")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+    seed = v.seed(seed)
+    show = resolve_progress(progress)
     total = cube.sizes["sample"]
     grid = _check_sizes(sizes, total)
     if by_layer == "auto":
         by_layer = "ratio_of_means" if measure is normalized_variance else "mean"
     order = np.random.default_rng(int(seed)).permutation(total)
     rows = []
-    for size in grid:
-        sub = cube.isel(sample=np.sort(order[:size]))
-        out = bootstrap(
-            measure, sub, n=n, seed=seed, ci=ci, by_layer=by_layer, method=method, **options
-        )
-        per_size = [k for k in ("excluded", "inactive") if k in out.coords]
-        rows.append(out.reset_coords(per_size))
+    with steps(len(grid), show, unit="size") as bar:
+        for size in grid:
+            sub = cube.isel(sample=np.sort(order[:size]))
+            out = bootstrap(
+                measure,
+                sub,
+                n=n,
+                seed=seed,
+                ci=ci,
+                by_layer=by_layer,
+                method=method,
+                progress=False,
+                **options,
+            )
+            per_size = [k for k in ("excluded", "inactive") if k in out.coords]
+            rows.append(out.reset_coords(per_size))
+            bar.advance()
     result = xr.concat(rows, dim="size", coords="minimal", compat="override", join="override")
     result = result.assign_coords(size=("size", np.asarray(grid, dtype=np.int64)))
     result["width"] = result["high"] - result["low"]
@@ -125,8 +144,13 @@ def convergence(
     result.attrs = {
         **rows[-1].attrs,
         **base_attrs(
-            cube, f"convergence({name})", n=int(n), seed=int(seed), ci=float(ci), by_layer=by_layer
+            cube,
+            f"convergence({name})",
+            n=int(n),
+            seed=int(seed),
+            ci=float(ci),
+            by_layer=by_layer,
+            sizes=grid,
         ),
-        "sizes": grid,
     }
     return result

@@ -71,6 +71,7 @@ import xarray as xr
 from dask.utils import parse_bytes
 
 from .._schema import check_cube
+from .._validate import flag
 from ._common import (
     ZERO_DIVS,
     base_attrs,
@@ -339,8 +340,7 @@ def _lazy_cells(
 def _check_options(per: Any, metric: Any, normalize: Any) -> None:
     choice(per, "per", PERS)
     choice(metric, "metric", METRICS)
-    if not isinstance(normalize, bool | np.bool_):
-        raise ValueError(f"normalize must be True or False; got {normalize!r}")
+    flag(normalize, "normalize")
     if per == "unit" and (metric != "euclidean" or normalize):
         raise ValueError(
             f"per='unit' compares scalars, for which metric={metric!r} / normalize={normalize!r} "
@@ -609,8 +609,7 @@ def normalized_distance(
     >>> bool(np.allclose(ds.nd, ds.td / ds.sd)), float(ds.nd[0])
     (True, 0.0)
     """
-    if not isinstance(parts, bool):
-        raise ValueError(f"parts must be True or False; got {parts!r}")
+    parts = flag(parts, "parts")
     ds = _distance_parts(
         cube,
         ("td", "sd", "nd"),

@@ -2,8 +2,8 @@
 
 b[i, j, u] = (g_j⁻¹ · a(g_j x_i))[u]: the (y, x) map of every channel of every layer with
 spatial axes is mapped back by the inverse of transformation j, at the map's own resolution
-(``tmx.transforms.invert``). Any invariance measure of b is the same-equivariance version of
-that measure, e.g. NVSE = ``normalized_variance(invert(cube, tset))``. A layer exactly
+(``tmx.transforms.invert_maps``). Any invariance measure of b is the same-equivariance version
+of that measure, e.g. NVSE = ``normalized_variance(invert(cube, transforms))``. A layer exactly
 equivariant to an exact group action (a circular convolution under cyclic shifts) has NVSE = 0.
 """
 
@@ -17,9 +17,10 @@ import numpy as np
 import xarray as xr
 from scipy import sparse
 
+from .._provenance import attr_value
 from .._schema import check_cube, units_by_layer
-from ..transforms import TransformationSet, from_dict
-from ..transforms import invert as invert_maps
+from .._version import __version__
+from ..transforms import TransformationSet, from_dict, invert_maps
 
 
 def _layer_grid(cube: xr.DataArray, name: str, idx: np.ndarray) -> tuple[int, int, int] | None:
@@ -51,7 +52,7 @@ _BASIS_BATCH = 512
 
 @functools.lru_cache(maxsize=512)
 def _operator(
-    tset: TransformationSet,
+    transforms: TransformationSet,
     j: int,
     size: tuple[int, int],
     input_size: int | tuple[int, int] | None,
@@ -68,11 +69,13 @@ def _operator(
     chain with a custom operation or a map too large for the operator.
     """
     h, w = size
-    if h * w > _MAX_OPERATOR_PIXELS or any(op.kind.category == "custom" for op in tset.elements[j]):
+    if h * w > _MAX_OPERATOR_PIXELS or any(
+        op.kind.category == "custom" for op in transforms.elements[j]
+    ):
         return None
     options: dict[str, Any] = {"interpolation": interpolation, "fill": fill}
     zero = np.zeros((1, h, w, 1), np.float32)
-    offset = np.asarray(invert_maps(tset, zero, j, input_size=input_size, **options))
+    offset = np.asarray(invert_maps(transforms, zero, j, input_size=input_size, **options))
     offset = offset.reshape(h * w)
     blocks = []
     for lo in range(0, h * w, _BASIS_BATCH):
@@ -80,7 +83,7 @@ def _operator(
         basis = np.zeros((k.size, h * w), np.float32)
         basis[np.arange(k.size), k] = 1.0
         cols = np.asarray(
-            invert_maps(tset, basis.reshape(-1, h, w, 1), j, input_size=input_size, **options)
+            invert_maps(transforms, basis.reshape(-1, h, w, 1), j, input_size=input_size, **options)
         ).reshape(k.size, h * w)
         blocks.append(sparse.csr_matrix(cols - offset))  # rows: one-hot k → column k of M
     matrix = sparse.vstack(blocks).T.tocsr()
@@ -89,7 +92,7 @@ def _operator(
 
 def _invert_block(
     block: np.ndarray,
-    tset: TransformationSet,
+    transforms: TransformationSet,
     shape: tuple[int, int, int],
     input_size: int | tuple[int, int] | None,
     options: dict[str, Any],
@@ -101,12 +104,12 @@ def _invert_block(
     out = np.empty(block.shape, np.float32)
     for jj in range(t):
         op = _operator(
-            tset, start + jj, (h, w), input_size, options["interpolation"], options["fill"]
+            transforms, start + jj, (h, w), input_size, options["interpolation"], options["fill"]
         )
         maps = np.asarray(block[:, jj], dtype=np.float32)
         if op is None:
             back = invert_maps(
-                tset, maps.reshape(s, *shape), start + jj, input_size=input_size, **options
+                transforms, maps.reshape(s, *shape), start + jj, input_size=input_size, **options
             )
             out[:, jj] = np.asarray(back).reshape(s, -1)
             continue
@@ -131,6 +134,9 @@ def invert(
 ) -> xr.DataArray:
     """The inverse-transformed cube b[i, j, u] = (g_j⁻¹ · a(g_j x_i))[u], lazily.
 
+    A whole cube, every transformation: ``tmx.transforms.invert_maps`` (formerly
+    ``tmx.transforms.invert``) maps one batch of feature maps back by one transformation.
+
     Parameters
     ----------
     cube : xr.DataArray
@@ -147,7 +153,9 @@ def invert(
     xr.DataArray
         Same dims; only the units of layers with spatial axes (whole (y, x, channel) grids), in
         the cube's order. ``attrs["equivariance_dropped_layers"]`` lists the layers without
-        spatial axes that were dropped.
+        spatial axes that were dropped; ``equivariance_transforms``, ``equivariance_input_size``,
+        ``equivariance_interpolation`` and ``equivariance_fill`` record the inverse's options
+        (None as ``"None"``) beside the cube's attrs, with ``tmx_version``.
 
     Raises
     ------
@@ -162,9 +170,9 @@ def invert(
     >>> import numpy as np, tmx
     >>> from tmx.measures.equivariance import invert
     >>> x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
-    >>> tset = tmx.transforms.rot90([0, 1, 2])
-    >>> maps = np.stack([tmx.transforms.apply(tset, x, j) for j in range(3)], axis=1)
-    >>> cube = tmx.from_array({"maps": maps}, transformation=tset,
+    >>> transforms = tmx.transforms.rot90([0, 1, 2])
+    >>> maps = np.stack([tmx.transforms.apply(transforms, x, j) for j in range(3)], axis=1)
+    >>> cube = tmx.from_array({"maps": maps}, transformation=transforms,
     ...                       attrs={"input_shape": (4, 4, 3)})
     >>> back = invert(cube)
     >>> dict(back.sizes)
@@ -192,7 +200,7 @@ def invert(
             raise ValueError(
                 "transforms does not match the cube's 'transform' coordinate (were "
                 "transformations selected or reordered?); pass the matching set, e.g. "
-                "tset[indices]"
+                "transforms[indices]"
             )
     if not transforms.invertible:
         bad = [
@@ -236,6 +244,10 @@ def invert(
         "equivariance": "inverted (same-equivariance)",
         "equivariance_transforms": transforms.description,
         "equivariance_dropped_layers": dropped,
+        "equivariance_input_size": attr_value(input_size),
+        "equivariance_interpolation": attr_value(interpolation),
+        "equivariance_fill": attr_value(fill),
+        "tmx_version": __version__,
     }
     return xr.DataArray(
         data, dims=template.dims, coords=template.coords, name=cube.name, attrs=attrs

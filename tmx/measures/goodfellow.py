@@ -35,7 +35,7 @@ import xarray as xr
 from scipy import stats
 
 from .._schema import check_cube
-from .._validate import str_array
+from .._validate import fraction, str_array
 from ._common import (
     base_attrs,
     choice,
@@ -53,16 +53,6 @@ LOCALS = ("all", "top")
 
 
 # -- validation ---------------------------------------------------------------------------------
-def _check_rate(rate: Any) -> float:
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, int | float | np.integer | np.floating)
-        or not 0 < rate < 1
-    ):
-        raise ValueError(f"rate must be a number in (0, 1); got {rate!r}")
-    return float(rate)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -205,7 +195,8 @@ def goodfellow(
         Over ``unit``: ``score`` = L / G (G = 0: +inf if L > 0, NaN if L = 0), ``local`` (L),
         ``global`` (G), ``threshold`` (t, float64), and for ``local="top"`` ``n_top`` (the number
         of samples used, ≥ Z with ties). attrs: ``measure`` = "goodfellow", N, T, the options
-        (``reference`` as the list of positions, ``top`` = Z).
+        (``reference`` as the list of positions, ``top`` = Z, "None" for ``local="all"``) and
+        ``tmx_version``, in the one attr encoding (booleans 0/1, None "None").
 
     Notes
     -----
@@ -244,7 +235,7 @@ def goodfellow(
     )
     threshold = choice(threshold, "threshold", THRESHOLDS)
     local = choice(local, "local", LOCALS)
-    rate = _check_rate(rate)
+    rate = fraction(rate, "rate")
     sign = int(choice(sign, "sign", (1, -1)))
     ref = _reference_positions(cube, reference)
     n, t = cube.sizes["sample"], cube.sizes["transformation"]

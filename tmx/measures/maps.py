@@ -86,7 +86,10 @@ import numpy as np
 import xarray as xr
 
 from .._batching import parse_memory
+from .._progress import resolve as resolve_progress
+from .._progress import steps
 from .._schema import check_cube, select_layer
+from .._validate import seed as check_seed
 from .._validate import str_array
 from ._common import base_attrs, choice
 
@@ -190,8 +193,7 @@ def _check_number(value: Any, name: str, low: float, high: float | None = None) 
 def _split(n: int, test_size: Any, seed: Any) -> np.ndarray:
     """Boolean held-out mask over the samples (see the module docstring)."""
     test_size = _check_number(test_size, "test_size", 0.0, 1.0)
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an int; got {seed!r}")
+    seed = check_seed(seed)
     n_test = round(test_size * n)
     if n_test < 2 or n - n_test < 2:
         raise ValueError(
@@ -290,6 +292,7 @@ def equivariance_map(
     test_size: float = 0.25,
     seed: int = 0,
     memory: int | str = 2**30,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Learned equivariance (Lenc & Vedaldi 2015, 2019): per transformation j, the linear map
     M_j (and bias b_j) with a(g_j x) ≈ M_j a(x) + b_j for one layer, fitted by ridge regression
@@ -326,6 +329,10 @@ def equivariance_map(
     memory : int or str, default 1 GiB
         Bytes (or a size such as ``"2GB"``); refuse the call when the float64 moments would
         exceed it.
+    progress : bool, optional
+        A progress bar over the sample blocks read (the cube's chunks for a dask-backed cube),
+        the one pass the fit and the R² need. Default: shown when run interactively, not
+        under pytest or CI.
 
     Returns
     -------
@@ -335,7 +342,10 @@ def equivariance_map(
         ``unit_out``/``unit_in`` (with ``channel_*``, ``y_*``, ``x_*`` coordinates) for
         ``"linear"`` and ``channel_out``/``channel_in`` for ``"conv1x1"``; attrs with the
         options, ``reference``, ``ridge_lambda`` (the absolute λ), ``n_train``, ``n_test``.
-        Read the map as ``ds["map"]`` (``ds.map`` is the Dataset method).
+        Read the map as ``ds["map"]`` (``ds.map`` is the Dataset method). Computed
+        (numpy-backed) even for a dask-backed cube: the maps solve a linear system on moments
+        summed over every training sample, streamed here block by block (``progress=``
+        shows it).
 
     Examples
     --------
@@ -366,6 +376,7 @@ def equivariance_map(
     )
     kind = choice(kind, "kind", KINDS)
     ridge = _check_number(ridge, "ridge", 0.0)
+    show = resolve_progress(progress)
     n, t = cube.sizes["sample"], cube.sizes["transformation"]
     layer, units = select_layer(cube, layer, "layer", source="cube")
     if reference is None:
@@ -404,21 +415,24 @@ def equivariance_map(
     uidx = _units_index(units)
     tidx = [ref, *sel]
     train, test = _Moments(p, p, j), _Moments(p, p, j)
-    for block in _blocks([src], n, 8 * len(units) * (1 + j)):
-        (part,) = _materialize([src[block][:, tidx][:, :, uidx]])  # (m, 1 + J, U)
-        m = part.shape[0]
-        rows_held = held[block]
-        if grid is not None:
-            positions = grid[2].shape[0]
-            part = part[:, :, grid[2]]  # (m, 1 + J, P, C)
-            x = part[:, 0].reshape(m * positions, p)
-            ys = np.swapaxes(part[:, 1:], 0, 1).reshape(j, m * positions, p)
-            rows_held = np.repeat(rows_held, positions)
-        else:
-            x = part[:, 0]
-            ys = np.swapaxes(part[:, 1:], 0, 1)
-        train.add(x[~rows_held], ys[:, ~rows_held])
-        test.add(x[rows_held], ys[:, rows_held])
+    blocks = _blocks([src], n, 8 * len(units) * (1 + j))
+    with steps(len(blocks), show, unit="block") as bar:
+        for block in blocks:
+            (part,) = _materialize([src[block][:, tidx][:, :, uidx]])  # (m, 1 + J, U)
+            m = part.shape[0]
+            rows_held = held[block]
+            if grid is not None:
+                positions = grid[2].shape[0]
+                part = part[:, :, grid[2]]  # (m, 1 + J, P, C)
+                x = part[:, 0].reshape(m * positions, p)
+                ys = np.swapaxes(part[:, 1:], 0, 1).reshape(j, m * positions, p)
+                rows_held = np.repeat(rows_held, positions)
+            else:
+                x = part[:, 0]
+                ys = np.swapaxes(part[:, 1:], 0, 1)
+            train.add(x[~rows_held], ys[:, ~rows_held])
+            test.add(x[rows_held], ys[:, rows_held])
+            bar.advance()
     maps, bias, lam = ridge_solve(train, ridge)
     r2, r2_unit = held_out_r2(test, maps, bias)
 
@@ -468,6 +482,7 @@ def equivalence(
     test_size: float = 0.25,
     seed: int = 0,
     memory: int | str = 2**30,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Learned equivalence (Lenc & Vedaldi 2015, 2019): the linear map E (and bias b) with
     b(x) ≈ E a(x) + b from the activations a of ``layer_a`` (of ``cube_a``) to those of
@@ -489,7 +504,7 @@ def equivalence(
         The input and output layers (may be omitted when the cube has one layer).
     transformation : int, default 0
         The transformation (position, in both cubes) whose samples are the rows.
-    kind, ridge, test_size, seed, memory
+    kind, ridge, test_size, seed, memory, progress
         As in ``equivariance_map``.
 
     Returns
@@ -497,7 +512,8 @@ def equivalence(
     xr.Dataset
         ``r2`` (scalar), ``r2_unit`` (out), ``map`` (out, in), ``bias`` (out) and
         ``held_out`` (sample); out is ``layer_b``'s units (``unit_out`` or ``channel_out``),
-        in ``layer_a``'s (``unit_in`` or ``channel_in``).
+        in ``layer_a``'s (``unit_in`` or ``channel_in``). Computed (numpy-backed) even for
+        dask-backed cubes, as ``equivariance_map``'s result.
 
     Examples
     --------
@@ -526,6 +542,7 @@ def equivalence(
     )
     kind = choice(kind, "kind", KINDS)
     ridge = _check_number(ridge, "ridge", 0.0)
+    show = resolve_progress(progress)
     n = cube_a.sizes["sample"]
     if cube_b.sizes["sample"] != n:
         raise ValueError(
@@ -565,17 +582,20 @@ def equivalence(
     src_a, src_b = cube_a.data, cube_b.data
     ia, ib = _units_index(units_a), _units_index(units_b)
     train, test = _Moments(p, q, 1), _Moments(p, q, 1)
-    for block in _blocks([src_a, src_b], n, 8 * (len(units_a) + len(units_b))):
-        x, y = _materialize([src_a[block, ta][:, ia], src_b[block, tb][:, ib]])
-        rows_held = held[block]
-        if kind == "conv1x1":
-            assert grid_a is not None and grid_b is not None  # set above for conv1x1
-            positions = grid_a[2].shape[0]
-            x = x[:, grid_a[2]].reshape(-1, p)
-            y = y[:, grid_b[2]].reshape(-1, q)
-            rows_held = np.repeat(rows_held, positions)
-        train.add(x[~rows_held], y[None, ~rows_held])
-        test.add(x[rows_held], y[None, rows_held])
+    blocks = _blocks([src_a, src_b], n, 8 * (len(units_a) + len(units_b)))
+    with steps(len(blocks), show, unit="block") as bar:
+        for block in blocks:
+            x, y = _materialize([src_a[block, ta][:, ia], src_b[block, tb][:, ib]])
+            rows_held = held[block]
+            if kind == "conv1x1":
+                assert grid_a is not None and grid_b is not None  # set above for conv1x1
+                positions = grid_a[2].shape[0]
+                x = x[:, grid_a[2]].reshape(-1, p)
+                y = y[:, grid_b[2]].reshape(-1, q)
+                rows_held = np.repeat(rows_held, positions)
+            train.add(x[~rows_held], y[None, ~rows_held])
+            test.add(x[rows_held], y[None, rows_held])
+            bar.advance()
     maps, bias, lam = ridge_solve(train, ridge)
     r2, r2_unit = held_out_r2(test, maps, bias)
 

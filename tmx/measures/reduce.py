@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any, cast, overload
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
 from .. import _schema
+from .. import _validate as v
+from .._provenance import attr_value
+from .._version import __version__
 from . import _jackknife as jk
 from ._common import ZERO_DIVS, channel_groups, check_per_unit, choice, divide, group_reduce
 
@@ -114,8 +118,7 @@ def by_layer(
     True
     """
     choice(reduce, "reduce", REDUCES)
-    if not isinstance(finite_only, bool):
-        raise ValueError(f"finite_only must be True or False; got {finite_only!r}")
+    finite_only = v.flag(finite_only, "finite_only")
     layers = _layers(per_unit)
     check_per_unit(per_unit, "by_layer")
     layer_of = _schema.layer_array(per_unit, "per_unit")
@@ -154,21 +157,16 @@ def by_layer(
                 values = xr.concat(per_layer, dim="layer", coords="minimal", compat="override")
                 out = out.assign_coords({name: values.drop_vars(_UNIT_COORDS, errors="ignore")})
         out = _with_inactive(out, per_unit, layers, layer_of)
-        out.attrs = {
-            **per_unit.attrs,
-            "reduce": reduce,
-            "finite_only": finite_only,
-            "zero_div": zero_div,
-        }
+        out.attrs = _attrs(per_unit, reduce=reduce, finite_only=finite_only, zero_div=zero_div)
         return out
     if isinstance(per_unit, xr.Dataset):
         return xr.Dataset(
             {
-                k: by_layer(v, reduce=reduce, finite_only=finite_only)
-                for k, v in per_unit.data_vars.items()
-                if "unit" in v.dims
+                k: by_layer(var, reduce=reduce, finite_only=finite_only)
+                for k, var in per_unit.data_vars.items()
+                if "unit" in var.dims
             },
-            attrs={**per_unit.attrs, "reduce": reduce, "finite_only": finite_only},
+            attrs=_attrs(per_unit, reduce=reduce, finite_only=finite_only),
         )
     rows, excluded = [], []
     for name in layers:
@@ -179,8 +177,17 @@ def by_layer(
         excluded.append(n_bad)
     out = _stack(rows, excluded, layers, layer_of, per_unit.name)
     out = _with_inactive(out, per_unit, layers, layer_of)
-    out.attrs = {**per_unit.attrs, "reduce": reduce, "finite_only": finite_only}
+    out.attrs = _attrs(per_unit, reduce=reduce, finite_only=finite_only)
     return out
+
+
+def _attrs(per_unit: xr.DataArray | xr.Dataset, **options: Any) -> dict[str, Any]:
+    """The per-unit result's attrs (its measure and options) with the reduction's options
+    added in the one attr encoding (``tmx._provenance``: ``finite_only`` as 0/1); the
+    ``tmx_version`` of the per-unit result is kept, the current one added where it has none."""
+    attrs = {**per_unit.attrs, **{k: attr_value(val) for k, val in options.items()}}
+    attrs.setdefault("tmx_version", __version__)
+    return attrs
 
 
 _UNIT_COORDS = ["layer", "channel", "y", "x", "unit", "units", "inactive"]
@@ -246,7 +253,8 @@ def by_channel(
     -------
     xr.DataArray
         Dims (..., ``layer``, ``channel``); a layer with fewer channels than the widest is
-        padded with NaN (and ``units`` = 0 there).
+        padded with NaN (and ``units`` = 0 there). Lazy for a dask-backed ``per_unit`` (the
+        values and the ``excluded`` coordinate; nothing is computed here), numpy otherwise.
 
     Examples
     --------
@@ -262,6 +270,7 @@ def by_channel(
     True
     """
     choice(reduce, "reduce", ("mean", "max", "min"))
+    finite_only = v.flag(finite_only, "finite_only")
     if not isinstance(per_unit, xr.DataArray):
         raise ValueError("per_unit must be a per-unit DataArray (a measure's result)")
     _layers(per_unit)
@@ -270,7 +279,7 @@ def by_channel(
     n_groups = len(groups["layer"])
     per_unit = per_unit.transpose(..., "unit")
     data = per_unit.data
-    finite = np.isfinite(data) if finite_only else np.ones(data.shape, bool)
+    finite = np.isfinite(data) if finite_only else np.ones_like(data, dtype=bool)
     n_finite = group_reduce(finite.astype(np.float64), codes, n_groups, "mean") * groups["units"]
     if reduce == "mean":
         total = group_reduce(np.where(finite, data, 0.0), codes, n_groups, "mean")
@@ -283,31 +292,36 @@ def by_channel(
     layers = list(dict.fromkeys(groups["layer"].tolist()))
     width = int(groups["channel"].max()) + 1
     row = np.array([layers.index(name) for name in groups["layer"]])
-    flat = row * width + groups["channel"]
+    # the (layer, channel) grid position of each group; the padding positions read a fill column
+    where = np.full(len(layers) * width, n_groups)
+    where[row * width + groups["channel"]] = np.arange(n_groups)
     lead = data.shape[:-1]
-    grid = np.full((*lead, len(layers) * width), np.nan)
-    excluded = np.zeros((*lead, len(layers) * width), np.int64)
-    units = np.zeros(len(layers) * width, np.int64)
-    values, n_finite = (np.asarray(v) for v in _compute(values, n_finite))
-    grid[..., flat] = values
-    excluded[..., flat] = (groups["units"] - n_finite).round().astype(np.int64)
-    units[flat] = groups["units"]
-    dims = (*per_unit.dims[:-1], "layer", "channel")
     shape = (*lead, len(layers), width)
+    excluded = _place((groups["units"] - n_finite).round().astype(np.int64), where, 0, shape)
+    units = np.append(groups["units"], 0)[where].astype(np.int64)
+    dims = (*per_unit.dims[:-1], "layer", "channel")
     coords = {k: c for k, c in per_unit.coords.items() if "unit" not in c.dims}
     coords.update(
         layer=("layer", np.array(layers, dtype=str)),
         channel=("channel", np.arange(width)),
         units=(("layer", "channel"), units.reshape(len(layers), width)),
-        excluded=(dims, excluded.reshape(shape)),
+        excluded=(dims, excluded),
     )
-    out = xr.DataArray(grid.reshape(shape), dims=dims, coords=coords, name=per_unit.name)
-    out.attrs = {**per_unit.attrs, "reduce": reduce, "finite_only": finite_only}
+    grid = _place(values, where, np.nan, shape)
+    out = xr.DataArray(grid, dims=dims, coords=coords, name=per_unit.name)
+    out.attrs = _attrs(per_unit, reduce=reduce, finite_only=finite_only)
     return out
 
 
-def _compute(*arrays):
-    """numpy arrays from numpy or dask (one compute for all)."""
-    import dask
-
-    return dask.compute(*arrays)
+def _place(values: Any, where: np.ndarray, fill: Any, shape: tuple[int, ...]) -> Any:
+    """``values`` (..., G) laid out on the (layer, channel) grid ``shape``: grid position k holds
+    ``values[..., where[k]]``, or ``fill`` where ``where[k]`` = G (a padding channel). numpy
+    or dask (lazy: the group axis is one chunk, as ``group_reduce`` returns it)."""
+    xp = da if isinstance(values, da.Array) else np
+    pad = xp.full((*values.shape[:-1], 1), fill, dtype=values.dtype)
+    if xp is da:
+        pad = pad.rechunk((*values.chunks[:-1], (1,)))
+    both = xp.concatenate([values, pad], axis=-1)
+    if xp is da:
+        both = both.rechunk({both.ndim - 1: -1})
+    return both[..., where].reshape(shape)

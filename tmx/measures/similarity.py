@@ -90,7 +90,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import _validate as v
 from .._batching import parse_memory
+from .._progress import Steps, steps
+from .._progress import resolve as resolve_progress
 from .._schema import check_cube, unit_index, units_by_layer
 from ._common import base_attrs, choice
 
@@ -183,8 +186,9 @@ def _rows_per_sample(groups: list[_Group]) -> int:
     return 1 if g.t is not None else int(g.src.shape[1])
 
 
-def _fetch(groups: list[_Group], index: Any) -> list[np.ndarray]:
-    """The float64 rows (sample-major, then transformation) of every group at ``index``."""
+def _fetch(groups: list[_Group], index: Any, bar: Steps) -> list[np.ndarray]:
+    """The float64 rows (sample-major, then transformation) of every group at ``index``
+    (``bar`` advances once: one read of the cube)."""
     parts = []
     for g in groups:
         x = g.src[index]
@@ -195,9 +199,11 @@ def _fetch(groups: list[_Group], index: Any) -> list[np.ndarray]:
         done = dask.compute(*[parts[i] for i in lazy])
         for i, x in zip(lazy, done, strict=True):
             parts[i] = x
-    return [
+    out = [
         np.asarray(x, dtype=np.float64).reshape(-1, g.p) for x, g in zip(parts, groups, strict=True)
     ]
+    bar.advance()
+    return out
 
 
 def _sample_blocks(groups: list[_Group], n: int) -> list[slice]:
@@ -210,31 +216,39 @@ def _sample_blocks(groups: list[_Group], n: int) -> list[slice]:
 
 
 # -- routes ---------------------------------------------------------------------------------------
-def _by_features(groups, pairs, n):
+def _add_block(xs, needed, means, comoments, count):
+    """Merge one block's rows ``xs`` into the running ``means`` and centred ``comoments`` (in
+    place; ``count`` rows merged so far), with Chan et al.'s pairwise update."""
+    m = xs[0].shape[0]
+    total = count + m
+    # relative to the block's first row (exactly 0 for a constant unit), then centred
+    centred = [x - x[0] for x in xs]
+    shifts = [d.mean(axis=0) for d in centred]
+    for d, sh in zip(centred, shifts, strict=True):
+        d -= sh
+    block_means = [x[0] + sh for x, sh in zip(xs, shifts, strict=True)]
+    deltas = [bm - mu for bm, mu in zip(block_means, means, strict=True)]
+    for g, h in needed:
+        c = comoments[g, h]
+        c += centred[g].T @ centred[h]
+        if count:
+            c += (count * m / total) * np.outer(deltas[g], deltas[h])
+    for mu, d in zip(means, deltas, strict=True):
+        mu += d * (m / total)
+
+
+def _by_features(groups, pairs, n, show):
     """Linear CKA (HSIC_0) of each pair from float64 centred cross-products, one pass."""
     needed = sorted({(g, h) for g, h in pairs} | {(g, g) for pair in pairs for g in pair})
     count = 0
     means = [np.zeros(g.p) for g in groups]
     comoments = {pair: np.zeros((groups[pair[0]].p, groups[pair[1]].p)) for pair in needed}
-    for block in _sample_blocks(groups, n):
-        xs = _fetch(groups, block)
-        m = xs[0].shape[0]
-        total = count + m
-        # relative to the block's first row (exactly 0 for a constant unit), then centred
-        centred = [x - x[0] for x in xs]
-        shifts = [d.mean(axis=0) for d in centred]
-        for d, sh in zip(centred, shifts, strict=True):
-            d -= sh
-        block_means = [x[0] + sh for x, sh in zip(xs, shifts, strict=True)]
-        deltas = [bm - mu for bm, mu in zip(block_means, means, strict=True)]
-        for g, h in needed:
-            c = comoments[g, h]
-            c += centred[g].T @ centred[h]
-            if count:
-                c += (count * m / total) * np.outer(deltas[g], deltas[h])
-        for mu, d in zip(means, deltas, strict=True):
-            mu += d * (m / total)
-        count = total
+    blocks = _sample_blocks(groups, n)
+    with steps(len(blocks), show, unit="block") as bar:
+        for block in blocks:
+            xs = _fetch(groups, block, bar)
+            _add_block(xs, needed, means, comoments, count)
+            count += xs[0].shape[0]
     norms = {g: np.linalg.norm(comoments[g, g]) ** 2 for g in range(len(groups))}
     out = []
     for g, h in pairs:
@@ -243,8 +257,9 @@ def _by_features(groups, pairs, n):
     return np.array(out), {}
 
 
-def _grams(groups, n):
-    """The Gram matrix X Xᵀ of every group over all rows, from products of sample blocks.
+def _grams(groups, n, show):
+    """The Gram matrix X Xᵀ of every group over all rows, from products of sample blocks
+    (block i is read once and block j > i once more for each pair: B (B + 1) / 2 reads).
 
     Features are taken relative to the first row (for the digits; no effect on the centred or
     RBF kernels, nor on HSIC_1): a constant layer has an exactly zero Gram matrix.
@@ -254,22 +269,27 @@ def _grams(groups, n):
     grams = [np.empty((rows, rows)) for _ in groups]
     blocks = _sample_blocks(groups, n)
     shifts = None
-    for i, bi in enumerate(blocks):
-        xi = _fetch(groups, bi)
-        if shifts is None:
-            shifts = [x[0].copy() for x in xi]
-        xi = [x - s for x, s in zip(xi, shifts, strict=True)]
-        ri = slice(bi.start * r, bi.stop * r)
-        for bj in blocks[i:]:
-            xj = (
-                xi if bj == bi else [x - s for x, s in zip(_fetch(groups, bj), shifts, strict=True)]
-            )
-            rj = slice(bj.start * r, bj.stop * r)
-            for gram, a, b in zip(grams, xi, xj, strict=True):
-                block = a @ b.T
-                gram[ri, rj] = block
-                gram[rj, ri] = block.T
+    reads = len(blocks) * (len(blocks) + 1) // 2
+    with steps(reads, show, unit="block") as bar:
+        for i, bi in enumerate(blocks):
+            xi = _fetch(groups, bi, bar)
+            if shifts is None:
+                shifts = [x[0].copy() for x in xi]
+            xi = [x - s for x, s in zip(xi, shifts, strict=True)]
+            ri = slice(bi.start * r, bi.stop * r)
+            for bj in blocks[i + 1 :]:
+                xj = [x - s for x, s in zip(_fetch(groups, bj, bar), shifts, strict=True)]
+                _put(grams, xi, xj, ri, slice(bj.start * r, bj.stop * r))
+            _put(grams, xi, xi, ri, ri)
     return grams
+
+
+def _put(grams, xi, xj, ri, rj):
+    """The blocks X_i X_jᵀ (and their transposes) of every group's Gram matrix."""
+    for gram, a, b in zip(grams, xi, xj, strict=True):
+        block = a @ b.T
+        gram[ri, rj] = block
+        gram[rj, ri] = block.T
 
 
 def _kernelize(gram, kernel, sigma, sigma_factor):
@@ -281,9 +301,9 @@ def _kernelize(gram, kernel, sigma, sigma_factor):
     return rbf_from_sq(sq, s), s
 
 
-def _by_gram(groups, pairs, n, kernel, estimator, sigma, sigma_factor):
+def _by_gram(groups, pairs, n, kernel, estimator, sigma, sigma_factor, show):
     kernels, sigmas = [], []
-    for gram in _grams(groups, n):
+    for gram in _grams(groups, n, show):
         k, s = _kernelize(gram, kernel, sigma, sigma_factor)
         if estimator == "full":
             centre_gram(k)
@@ -299,7 +319,29 @@ def _by_gram(groups, pairs, n, kernel, estimator, sigma, sigma_factor):
     return np.array(out), {"sigma": np.array(sigmas)}
 
 
-def _by_minibatch(groups, pairs, n, kernel, sigma, sigma_factor, k, epochs, seed, memory):
+def _batch_hsic(xs, b, pairs, kernel, sigma, sigma_factor, sigmas):
+    """HSIC_1 of every group with itself and of every pair on the minibatch rows ``b`` of the
+    fetched rows ``xs``; ``sigmas`` (RBF) are set from the first minibatch, then reused."""
+    kernels = []
+    for x in xs:
+        xb = x[b]
+        xb = xb - xb[0]  # HSIC_1 is unchanged by a shift; constant → exact 0
+        kernels.append(xb @ xb.T)
+    if kernel == "rbf":
+        sqs = [squared_distances(g) for g in kernels]
+        if sigmas is None:
+            sigmas = [
+                float(sigma) if sigma is not None else sigma_factor * median_distance(s)
+                for s in sqs
+            ]
+        kernels = [rbf_from_sq(s, sg) for s, sg in zip(sqs, sigmas, strict=True)]
+    for kk in kernels:
+        np.fill_diagonal(kk, 0.0)
+    self_h = [hsic_unbiased(kk, kk) for kk in kernels]
+    return self_h, [hsic_unbiased(kernels[g], kernels[h]) for g, h in pairs], sigmas
+
+
+def _by_minibatch(groups, pairs, n, kernel, sigma, sigma_factor, k, epochs, seed, memory, show):
     r = _rows_per_sample(groups)
     rows = n * r
     per_epoch = rows // k
@@ -309,35 +351,24 @@ def _by_minibatch(groups, pairs, n, kernel, sigma, sigma_factor, k, epochs, seed
     sum_xy = np.zeros(len(pairs))
     sum_self = np.zeros(len(groups))
     passes = 0
-    for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(rows)[: per_epoch * k]
-        batches = order.reshape(per_epoch, k)
-        for start in range(0, per_epoch, batches_per_read):
-            chunk = batches[start : start + batches_per_read]
-            samples = np.unique(chunk // r)
-            xs = _fetch(groups, samples)
-            passes += 1
-            # position of each row of the chunk among the fetched rows
-            where = np.searchsorted(samples, chunk // r) * r + chunk % r
-            for b in where:
-                kernels = []
-                for x in xs:
-                    xb = x[b]
-                    xb = xb - xb[0]  # HSIC_1 is unchanged by a shift; constant → exact 0
-                    kernels.append(xb @ xb.T)
-                if kernel == "rbf":
-                    sqs = [squared_distances(g) for g in kernels]
-                    if sigmas is None:
-                        sigmas = [
-                            float(sigma) if sigma is not None else sigma_factor * median_distance(s)
-                            for s in sqs
-                        ]
-                    kernels = [rbf_from_sq(s, sg) for s, sg in zip(sqs, sigmas, strict=True)]
-                for kk in kernels:
-                    np.fill_diagonal(kk, 0.0)
-                self_h = [hsic_unbiased(kk, kk) for kk in kernels]
-                sum_self += self_h
-                sum_xy += [hsic_unbiased(kernels[g], kernels[h]) for g, h in pairs]
+    reads = epochs * -(-per_epoch // batches_per_read)
+    with steps(reads, show, unit="read") as bar:
+        for epoch in range(epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(rows)[: per_epoch * k]
+            batches = order.reshape(per_epoch, k)
+            for start in range(0, per_epoch, batches_per_read):
+                chunk = batches[start : start + batches_per_read]
+                samples = np.unique(chunk // r)
+                xs = _fetch(groups, samples, bar)
+                passes += 1
+                # position of each row of the chunk among the fetched rows
+                where = np.searchsorted(samples, chunk // r) * r + chunk % r
+                for b in where:
+                    self_h, xy, sigmas = _batch_hsic(
+                        xs, b, pairs, kernel, sigma, sigma_factor, sigmas
+                    )
+                    sum_self += self_h
+                    sum_xy += xy
     n_batches = per_epoch * epochs
     mean_xy, mean_self = sum_xy / n_batches, sum_self / n_batches
     out = [cka_from_hsic(mean_xy[i], mean_self[g], mean_self[h]) for i, (g, h) in enumerate(pairs)]
@@ -365,8 +396,10 @@ def _compute(
     epochs,
     seed,
     memory,
+    show,
 ):
-    """CKA of every pair of groups (indices into ``groups``) and the route's information."""
+    """CKA of every pair of groups (indices into ``groups``) and the route's information;
+    ``show``: a progress bar over the reads of the cube."""
     rows = n * _rows_per_sample(groups)
     if estimator == "minibatch":
         if method != "auto":
@@ -380,7 +413,7 @@ def _compute(
                 f"{' × transformations' if _rows_per_sample(groups) > 1 else ''})"
             )
         values, info = _by_minibatch(
-            groups, pairs, n, kernel, sigma, sigma_factor, batch_size, epochs, seed, memory
+            groups, pairs, n, kernel, sigma, sigma_factor, batch_size, epochs, seed, memory, show
         )
         return values, {"method": "minibatch", **info}
     need = 4 if estimator == "unbiased" else 2
@@ -413,9 +446,9 @@ def _compute(
             "raise memory"
         )
     if method == "features":
-        values, info = _by_features(groups, pairs, n)
+        values, info = _by_features(groups, pairs, n, show)
     else:
-        values, info = _by_gram(groups, pairs, n, kernel, estimator, sigma, sigma_factor)
+        values, info = _by_gram(groups, pairs, n, kernel, estimator, sigma, sigma_factor, show)
     return values, {"method": method, "passes": 1, **info}
 
 
@@ -441,8 +474,7 @@ def _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, e
     for value, name, low in ((batch_size, "batch_size", 4), (epochs, "epochs", 1)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    v.seed(seed)
 
 
 def _check_transformation(transformation: Any, t: int, name: str) -> int | None:
@@ -480,6 +512,7 @@ def cka(
     epochs: int = 1,
     seed: int = 0,
     memory: int | str = 2**30,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """CKA between every pair of layers of one cube, or of two cubes on the same samples.
 
@@ -515,13 +548,20 @@ def cka(
     memory : int or str, default 2**30
         Bytes the computation may hold (or a size such as ``"2GB"``; at least 1 MiB); beyond
         it the full estimators are refused.
+    progress : bool, optional
+        A progress bar over the reads of the cube(s): one per sample block for
+        ``method="features"``, B (B + 1) / 2 for ``"gram"`` (B blocks: each pair of blocks of
+        the Gram matrix), one per group of minibatches for ``"minibatch"``. Default: shown when
+        run interactively, not under pytest or CI.
 
     Returns
     -------
     xr.DataArray
         ``cka`` over (layer_a, layer_b); with RBF the coordinates ``sigma_a`` / ``sigma_b``
         (the σ used per layer); ``attrs``: measure, n_samples, n_rows, kernel, estimator,
-        method, transformation, ... and ``tmx_version``.
+        method, transformation, ... and ``tmx_version``. Computed (numpy-backed) even for a
+        dask-backed cube: every estimator is a ratio of sums over all samples (the kernels'
+        σ from the median heuristic too), streamed block by block here; ``progress=`` shows it.
 
     Examples
     --------
@@ -549,6 +589,7 @@ def cka(
     same = cube_b is None
     cube_b = cube_a if same else check_cube(cube_b, "cube_b", measure="cka")
     memory = parse_memory(memory, default=2**30, minimum=2**20)
+    show = resolve_progress(progress)
     _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     n = cube_a.sizes["sample"]
     if cube_b.sizes["sample"] != n:
@@ -593,6 +634,7 @@ def cka(
         epochs=int(epochs),
         seed=int(seed),
         memory=int(memory),
+        show=show,
     )
     out = np.full((len(layers_a), len(layers_b)), np.nan)
     for value, (g, h) in zip(values, pairs, strict=True):
@@ -638,6 +680,7 @@ def cka_invariance(
     epochs: int = 1,
     seed: int = 0,
     memory: int | str = 2**30,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """Invariance as similarity: per layer and transformation j, the CKA over samples between
     the layer's activations at j (a(g_j x)) and at the ``reference`` transformation (a(x)).
@@ -656,14 +699,15 @@ def cka_invariance(
         A cube (sample, transformation, unit), numpy- or dask-backed (streamed).
     reference : int, default 0
         The transformation compared against (the identity in most sets).
-    kernel, sigma, sigma_factor, estimator, method, batch_size, epochs, seed, memory
+    kernel, sigma, sigma_factor, estimator, method, batch_size, epochs, seed, memory, progress
         As in ``cka``.
 
     Returns
     -------
     xr.DataArray
         ``cka_invariance`` over (transformation, layer), with the cube's coordinates along
-        ``transformation`` (1 at the reference).
+        ``transformation`` (1 at the reference). Computed (numpy-backed) even for a
+        dask-backed cube, as ``cka``'s result; ``progress=`` shows the reads.
 
     Examples
     --------
@@ -692,6 +736,7 @@ def cka_invariance(
         need={"transformations": "a transformation to compare with the reference"},
     )
     memory = parse_memory(memory, default=2**30, minimum=2**20)
+    show = resolve_progress(progress)
     _check_options(kernel, estimator, method, sigma, sigma_factor, batch_size, epochs, seed)
     t = cube.sizes["transformation"]
     ref = _check_transformation(reference, t, "reference")
@@ -718,6 +763,7 @@ def cka_invariance(
         epochs=int(epochs),
         seed=int(seed),
         memory=int(memory),
+        show=show,
     )
     out = values.reshape(len(layers), t).T
     coords: dict[str, Any] = {

@@ -25,6 +25,7 @@ import xarray as xr
 
 from .. import _schema
 from .._schema import check_cube
+from .._validate import flag
 from . import _jackknife as jk
 from ._common import (
     DISPERSIONS,
@@ -310,7 +311,7 @@ def transformation_variance(
     -------
     xr.DataArray
         Over ``unit`` with the cube's unit coordinates (pooled: one unit per channel), float64,
-        ``attrs`` recording the options, N and T.
+        ``attrs`` recording the options (None as "None"), N, T and ``tmx_version``.
 
     Examples
     --------
@@ -477,8 +478,7 @@ def normalized_variance(
     >>> sorted(tmx.normalized_variance(cube, parts=True).data_vars)
     ['nv', 'sv', 'tv']
     """
-    if not isinstance(parts, bool):
-        raise ValueError(f"parts must be True or False; got {parts!r}")
+    parts = flag(parts, "parts")
     ds = variance_parts(
         cube,
         dispersion=dispersion,

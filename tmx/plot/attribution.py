@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from .. import _validate as v
-from .overlay import display_image, resize_bilinear
+from .overlay import display_image, resize_half_pixel
 
 Normalization = Literal[
     "unsigned_max",
@@ -138,9 +138,7 @@ def attribution(
     """
     v.choice(normalization, "normalization", NORMALIZATIONS)
     blur = v.finite_real(blur, "blur")
-    overlay = v.finite_real(overlay, "overlay")
-    if not 0 <= overlay <= 1:
-        raise ValueError(f"overlay must be in [0, 1]; got {overlay}")
+    overlay = v.fraction(overlay, "overlay", low_open=False, high_open=False)
     max_samples = v.positive_int(max_samples, "max_samples")
     methods = attr if isinstance(attr, dict) else {"attribution": attr}
     if not methods:
@@ -172,7 +170,7 @@ def attribution(
             if imgs is not None:
                 shown, kw = display_image(imgs[i])
                 ax.imshow(shown, **kw)
-                norm = resize_bilinear(norm, shown.shape[:2])
+                norm = resize_half_pixel(norm, shown.shape[:2])
                 alpha = overlay
             else:
                 alpha = 1.0
@@ -225,7 +223,7 @@ def attribution_mask(
         mask = np.clip(
             np.abs(normalize_attribution(maps[i : i + 1], normalization)[0, ..., 0]), 0, 1
         )
-        mask = np.clip(resize_bilinear(mask, shown.shape[:2]), 0, 1)
+        mask = np.clip(resize_half_pixel(mask, shown.shape[:2]), 0, 1)
         axes[i, 0].imshow(shown, **kw)
         axes[i, 1].imshow(mask, cmap="gray", vmin=0, vmax=1)
         lo, hi = kw.get("vmin", 0.0), kw.get("vmax", 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,15 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from scipy import ndimage
 
+from .. import _validate as v
 from ._common import new_axes
 
 
-def resize_bilinear(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D map to ``shape`` by bilinear interpolation (pixels as areas).
+def resize_half_pixel(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D map to ``shape`` by bilinear interpolation on half-pixel centres.
+
+    Pixels are areas: the grid of heat maps drawn over images (formerly ``resize_bilinear``,
+    renamed apart from ``tmx.datasets.resize_align_corners``, whose corners are aligned).
 
     Uses ``scipy.ndimage.zoom(order=1, grid_mode=True, mode="nearest")``: each input cell
     covers an equal block of the output (half-pixel centres, like ``tf.image.resize``), and the
@@ -26,8 +31,8 @@ def resize_bilinear(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from tmx.plot.overlay import resize_bilinear
-    >>> resize_bilinear(np.array([[0.0, 1.0]]), (1, 4)).tolist()       # half-pixel centres
+    >>> from tmx.plot.overlay import resize_half_pixel
+    >>> resize_half_pixel(np.array([[0.0, 1.0]]), (1, 4)).tolist()     # half-pixel centres
     [[0.0, 0.25, 0.75, 1.0]]
     """
     hm = np.asarray(heatmap, dtype=np.float64)
@@ -63,6 +68,32 @@ def resize_bilinear(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
             out, ((0, max(0, out_h - out.shape[0])), (0, max(0, out_w - out.shape[1]))), mode="edge"
         )[:out_h, :out_w]
     return out
+
+
+def resize_bilinear(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Deprecated: ``resize_half_pixel`` (same arguments, same result).
+
+    Renamed apart from ``tmx.datasets.resize_align_corners`` (formerly
+    ``tmx.datasets.resize_bilinear``), which aligns the corners instead; warns a
+    ``DeprecationWarning`` and will be removed.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np
+    >>> from tmx.plot.overlay import resize_bilinear
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     out = resize_bilinear(np.array([[0.0, 1.0]]), (1, 4))
+    >>> out.tolist(), caught[0].category.__name__
+    ([[0.0, 0.25, 0.75, 1.0]], 'DeprecationWarning')
+    """
+    warnings.warn(
+        "tmx.plot.overlay.resize_bilinear is deprecated and will be removed; use "
+        "tmx.plot.overlay.resize_half_pixel instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return resize_half_pixel(heatmap, shape)
 
 
 def display_image(image: np.ndarray, what: str = "image") -> tuple[np.ndarray, dict[str, Any]]:
@@ -117,7 +148,7 @@ def overlay(
         finite range for display).
     heatmap : numpy.ndarray
         (h, w) values, resized to (H, W) by bilinear interpolation (see
-        ``resize_bilinear``: ``scipy.ndimage.zoom`` with ``order=1, grid_mode=True``, i.e.
+        ``resize_half_pixel``: ``scipy.ndimage.zoom`` with ``order=1, grid_mode=True``, i.e.
         each heat-map cell covers an equal block of image pixels). Non-finite cells are not
         drawn.
     alpha : float, default 0.5
@@ -154,8 +185,7 @@ def overlay(
     ([(8, 8), (8, 8)], 'conv1', 2)
     >>> plt.close(fig)
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}")
+    alpha = v.fraction(alpha, "alpha", low_open=False, high_open=False)
     base, kwargs = display_image(image)
     height, width = base.shape[:2]
     hm = np.asarray(heatmap)
@@ -164,7 +194,7 @@ def overlay(
             f"heatmap must be 2-D (h, w) to overlay an image of shape {np.shape(image)}; "
             f"got shape {hm.shape}"
         )
-    resized = np.ma.masked_invalid(resize_bilinear(hm, (height, width)))
+    resized = np.ma.masked_invalid(resize_half_pixel(hm, (height, width)))
     fig, ax = new_axes(ax, (5.2 if colorbar else 4.4, 4.4 * height / max(width, 1) + 0.3))
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     ax.imshow(base, interpolation="nearest", extent=extent, **kwargs)

@@ -10,6 +10,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
 from .. import transforms as _transforms
+from .._deprecation import renamed_keyword
 from ..transforms import TransformationSet
 
 
@@ -71,8 +72,9 @@ def _columns(n_transforms: int, max_transforms: int) -> list[int]:
     return np.rint(np.linspace(0, n_transforms - 1, max_transforms)).astype(int).tolist()
 
 
+@renamed_keyword("tset", "transforms")
 def transform_preview(
-    tset: TransformationSet,
+    transforms: TransformationSet,
     x: np.ndarray,
     *,
     n_samples: int = 4,
@@ -83,7 +85,7 @@ def transform_preview(
 
     Parameters
     ----------
-    tset : TransformationSet
+    transforms : TransformationSet
         The transformations, applied with ``tmx.transforms.apply_many``.
     x : numpy.ndarray
         NHWC inputs; the first ``n_samples`` are shown.
@@ -111,7 +113,7 @@ def transform_preview(
     Raises
     ------
     ValueError
-        If ``tset`` is not a TransformationSet, ``x`` is not a non-empty 4-D NHWC array, or
+        If ``transforms`` is not a TransformationSet, ``x`` is not a non-empty 4-D NHWC array, or
         ``n_samples`` / ``max_transforms`` is not a positive integer.
 
     Examples
@@ -123,8 +125,8 @@ def transform_preview(
     (6, 'rotation(90)')
     >>> plt.close(fig)
     """
-    if not isinstance(tset, TransformationSet):
-        raise ValueError(f"tset must be a TransformationSet; got {type(tset).__name__}")
+    if not isinstance(transforms, TransformationSet):
+        raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")
     for name, value in (("n_samples", n_samples), ("max_transforms", max_transforms)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -132,10 +134,10 @@ def transform_preview(
     if arr.ndim != 4 or 0 in arr.shape:
         raise ValueError(f"x must be a non-empty NHWC batch (N, H, W, C); got shape {arr.shape}")
     rows = min(int(n_samples), arr.shape[0])
-    columns = _columns(len(tset), int(max_transforms))
+    columns = _columns(len(transforms), int(max_transforms))
     batch = arr[:rows].astype(np.float32)
-    out = np.asarray(_transforms.apply_many(tset, batch, columns))
-    labels = [tset.labels[j] for j in columns]
+    out = np.asarray(_transforms.apply_many(transforms, batch, columns))
+    labels = [transforms.labels[j] for j in columns]
     n_cols = len(columns)
     height, width = arr.shape[1:3]
     cell = float(np.clip(15.0 / n_cols, 0.8, 1.3))  # inches per column: at most ~16 in wide

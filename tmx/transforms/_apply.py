@@ -5,7 +5,7 @@ and rolls and flips along one named axis, apply to batches of any rank (tables (
 sequences (N, L, C), token ids (N, L)). ``check_input`` says, before any graph is built, whether a
 set applies to inputs of a given shape and dtype.
 
-Everything is TensorFlow ops, so ``apply`` and ``invert`` run inside a ``tf.function``
+Everything is TensorFlow ops, so ``apply`` and ``invert_maps`` run inside a ``tf.function``
 (the forward-pass graph of the cube). Consecutive interpolated geometric operations of one
 transformation (rotation, translation, scale, shear with the same sampling options) are composed
 into one matrix and resampled once; their inverse is the exact inverse of that matrix. Flips,
@@ -14,12 +14,14 @@ quarter turns and cyclic shifts are exact index operations.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import _validate as v
+from .._deprecation import renamed_keyword
 from ._set import (
     FILLS,
     FLIP_AXIS,
@@ -166,8 +168,9 @@ def _op_axis(op: Op) -> int:
     return int(op.option("axis")) if op.kind == ROLL_AXIS else int(op.params["flip_axis"])
 
 
+@renamed_keyword("tset", "transforms")
 def check_input(
-    tset: TransformationSet,
+    transforms: TransformationSet,
     shape: Sequence[int | None],
     dtype: Any = "float32",
     *,
@@ -185,7 +188,7 @@ def check_input(
 
     Parameters
     ----------
-    tset : TransformationSet
+    transforms : TransformationSet
     shape : sequence of int or None
         The batch's shape, sample axis first (its length may be None).
     dtype : dtype-like, default "float32"
@@ -209,18 +212,19 @@ def check_input(
     Examples
     --------
     >>> import tmx
-    >>> tset = tmx.transforms.union(tmx.transforms.brightness(2.0), tmx.transforms.rotation(30))
-    >>> tmx.transforms.check_input(tset, (8, 28, 28, 1), "uint8")
+    >>> T = tmx.transforms
+    >>> transforms = T.union(T.brightness(2.0), T.rotation(30))
+    >>> tmx.transforms.check_input(transforms, (8, 28, 28, 1), "uint8")
     dtype('float32')
-    >>> tmx.transforms.check_input(tset[:1], (8, 16))
+    >>> tmx.transforms.check_input(transforms[:1], (8, 16))
     dtype('float32')
-    >>> tmx.transforms.check_input(tset, (8, 16))
+    >>> tmx.transforms.check_input(transforms, (8, 16))
     Traceback (most recent call last):
     ...
     ValueError: rotation(30) is a geometric transformation of images ...
     """
-    if not isinstance(tset, TransformationSet):
-        raise ValueError(f"tset must be a TransformationSet; got {type(tset).__name__}")
+    if not isinstance(transforms, TransformationSet):
+        raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")
     shape = tuple(None if s is None else int(s) for s in shape)
     rank = len(shape)
     if rank < 2:
@@ -233,10 +237,12 @@ def check_input(
     if dt.kind not in "fiub":
         raise ValueError(f"{name} must be numeric; got dtype {dt}")
     out = dt if dt.kind == "f" else np.dtype(np.float32) if rank == 4 else dt
-    chosen = range(len(tset)) if indices is None else [check_index(tset, j) for j in indices]
+    chosen = (
+        range(len(transforms)) if indices is None else [check_index(transforms, j) for j in indices]
+    )
     seen: set[Op] = set()
     for j in chosen:
-        for op in tset.elements[j]:
+        for op in transforms.elements[j]:
             if op in seen:
                 continue
             seen.add(op)
@@ -268,7 +274,7 @@ def check_input(
     return out
 
 
-def _as_inputs(tset: TransformationSet, x: Any, indices: Sequence[int]):
+def _as_inputs(transforms: TransformationSet, x: Any, indices: Sequence[int]):
     """(tensor, was_numpy): the batch to transform, in the dtype ``check_input`` returns."""
     tf = _tf()
     was_numpy = not tf.is_tensor(x)
@@ -279,7 +285,7 @@ def _as_inputs(tset: TransformationSet, x: Any, indices: Sequence[int]):
         x = tf.convert_to_tensor(arr)
     if x.shape.rank is None:
         raise ValueError("x must have a known rank")
-    dtype = check_input(tset, tuple(x.shape), x.dtype, indices=indices)
+    dtype = check_input(transforms, tuple(x.shape), x.dtype, indices=indices)
     if dtype != _np_dtype(x.dtype):
         x = tf.cast(x, tf.as_dtype(dtype))
     return x, was_numpy
@@ -420,12 +426,13 @@ def _to_output(y, was_numpy: bool):
     return y.numpy() if was_numpy else y
 
 
-def apply(tset: TransformationSet, x: Any, j: int, *, sample_index: Any = None) -> Any:
-    """Apply transformation ``j`` of ``tset`` to a batch.
+@renamed_keyword("tset", "transforms")
+def apply(transforms: TransformationSet, x: Any, j: int, *, sample_index: Any = None) -> Any:
+    """Apply transformation ``j`` of ``transforms`` to a batch.
 
     Parameters
     ----------
-    tset : TransformationSet
+    transforms : TransformationSet
     x : array-like or tf.Tensor, sample axis first
         NHWC images (batch, height, width, channels) for geometric transformations of images;
         any rank for the others: tables (N, features), sequences (N, L, C), token ids (N, L).
@@ -449,19 +456,20 @@ def apply(tset: TransformationSet, x: Any, j: int, *, sample_index: Any = None) 
     >>> np.argwhere(out[0, ..., 0] > 0.5).tolist()                       # now top-left
     [[0, 0]]
     >>> seq = np.arange(8, dtype=np.float32).reshape(1, 4, 2)           # (N, L, C)
-    >>> tset = tmx.transforms.product(
+    >>> transforms = tmx.transforms.product(
     ...     tmx.transforms.roll(1, axis="time"), tmx.transforms.brightness(2)
     ... )
-    >>> tmx.transforms.apply(tset, seq, 0)[0].tolist()
+    >>> tmx.transforms.apply(transforms, seq, 0)[0].tolist()
     [[12.0, 14.0], [0.0, 2.0], [4.0, 6.0], [8.0, 10.0]]
     """
-    j = check_index(tset, j)
-    x, was_numpy = _as_inputs(tset, x, [j])
-    return _to_output(_apply_chain(tset.elements[j], x, j, sample_index), was_numpy)
+    j = check_index(transforms, j)
+    x, was_numpy = _as_inputs(transforms, x, [j])
+    return _to_output(_apply_chain(transforms.elements[j], x, j, sample_index), was_numpy)
 
 
+@renamed_keyword("tset", "transforms")
 def apply_many(
-    tset: TransformationSet,
+    transforms: TransformationSet,
     x: Any,
     indices: Sequence[int] | None = None,
     *,
@@ -486,17 +494,20 @@ def apply_many(
     """
     tf = _tf()
     if indices is None:
-        indices = list(range(len(tset)))
+        indices = list(range(len(transforms)))
     else:
-        indices = [check_index(tset, j) for j in v.int_vector(indices, "indices")]
-    x, was_numpy = _as_inputs(tset, x, indices)
-    out = tf.stack([_apply_chain(tset.elements[j], x, j, sample_index) for j in indices], axis=1)
+        indices = [check_index(transforms, j) for j in v.int_vector(indices, "indices")]
+    x, was_numpy = _as_inputs(transforms, x, indices)
+    out = tf.stack(
+        [_apply_chain(transforms.elements[j], x, j, sample_index) for j in indices], axis=1
+    )
     return _to_output(out, was_numpy)
 
 
 # -- inverse ------------------------------------------------------------------------------------
-def invert(
-    tset: TransformationSet,
+@renamed_keyword("tset", "transforms")
+def invert_maps(
+    transforms: TransformationSet,
     fmap: Any,
     j: int,
     *,
@@ -505,6 +516,9 @@ def invert(
     fill: Fill | None = None,
 ) -> Any:
     """Map feature maps computed on transformed inputs back by the inverse of transformation j.
+
+    Formerly ``tmx.transforms.invert`` (a deprecated alias now): renamed apart from
+    ``tmx.invert``, which maps a whole activation cube back with this function.
 
     b = g_j⁻¹ · fmap, computed at the feature map's own resolution: rotations, scalings and
     shears act about the map's centre; pixel translations and cyclic shifts are rescaled by the
@@ -516,7 +530,7 @@ def invert(
 
     Parameters
     ----------
-    tset : TransformationSet
+    transforms : TransformationSet
     fmap : array-like or tf.Tensor, shape (batch, h, w, channels)
         Feature maps of any spatial size and channel count.
     j : int
@@ -535,19 +549,19 @@ def invert(
     Examples
     --------
     >>> import numpy as np, tmx
-    >>> tset = tmx.transforms.rot90([0, 1])
+    >>> transforms = tmx.transforms.rot90([0, 1])
     >>> fmap = np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1)
-    >>> turned = tmx.transforms.apply(tset, fmap, 1)
-    >>> bool(np.array_equal(tmx.transforms.invert(tset, turned, 1), fmap))
+    >>> turned = tmx.transforms.apply(transforms, fmap, 1)
+    >>> bool(np.array_equal(tmx.transforms.invert_maps(transforms, turned, 1), fmap))
     True
     >>> shift = tmx.transforms.translation(4, 0)                         # 4 px on a 8 px input
     >>> fmap = np.zeros((1, 4, 4, 1), np.float32); fmap[0, 1, 3, 0] = 1  # a 4 px map
-    >>> back = tmx.transforms.invert(shift, fmap, 0, input_size=8)      # moves 2 px left
+    >>> back = tmx.transforms.invert_maps(shift, fmap, 0, input_size=8)  # moves 2 px left
     >>> np.argwhere(back[0, ..., 0] > 0.5).tolist()
     [[1, 1]]
     """
-    j = check_index(tset, j)
-    chain = tset.elements[j]
+    j = check_index(transforms, j)
+    chain = transforms.elements[j]
     for op in chain:
         if not op.kind.invertible:
             why = (
@@ -556,7 +570,7 @@ def invert(
                 else "it was built with custom(..., inverse=None)"
             )
             raise ValueError(
-                f"transformation {j} ({tset.labels[j]}) of the set cannot be inverted on "
+                f"transformation {j} ({transforms.labels[j]}) of the set cannot be inverted on "
                 f"feature maps: {why}"
             )
     if interpolation is not None:
@@ -571,8 +585,8 @@ def invert(
     if input_size is None:
         if chain_needs_input_size(chain):
             raise ValueError(
-                f"input_size is required to invert transformation {j} ({tset.labels[j]}) on a "
-                "feature map: its pixel shifts are rescaled by the map's size relative to the "
+                f"input_size is required to invert transformation {j} ({transforms.labels[j]}) "
+                "on a feature map: its pixel shifts are rescaled by the map's size relative to the "
                 "input's; pass input_size=(H, W) of the model input (L of a sequence's)"
             )
         input_size = (height, width)
@@ -594,6 +608,31 @@ def invert(
         for op in reversed(run):
             x = _invert_op(op, x, scale_xy, interpolation, fill)
     return _to_output(x, was_numpy)
+
+
+def invert(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated: ``tmx.transforms.invert_maps`` (same arguments, same result).
+
+    Renamed apart from ``tmx.invert`` (the inverse-transformed activation cube); warns a
+    ``DeprecationWarning`` and will be removed.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, tmx
+    >>> fmap = np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     back = tmx.transforms.invert(tmx.transforms.rot90(1), fmap, 0)
+    >>> print(caught[0].message)
+    tmx.transforms.invert is deprecated and will be removed; use tmx.transforms.invert_maps instead
+    """
+    warnings.warn(
+        "tmx.transforms.invert is deprecated and will be removed; use "
+        "tmx.transforms.invert_maps instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return invert_maps(*args, **kwargs)
 
 
 def _invert_op(op: Op, x, scale_xy, interpolation, fill):

@@ -267,16 +267,17 @@ class TransformationSet:
     Examples
     --------
     >>> import tmx
-    >>> tset = tmx.transforms.product(tmx.transforms.rotation([0, 90]), tmx.transforms.scale(2))
-    >>> tset  # doctest: +ELLIPSIS
+    >>> T = tmx.transforms
+    >>> transforms = T.product(T.rotation([0, 90]), T.scale(2))
+    >>> transforms  # doctest: +ELLIPSIS
     TransformationSet(T=2, angle, scale: product(rotation(angles=[0, 90], ...), scale(...)))
-    >>> len(tset), tset.labels, tset.names
+    >>> len(transforms), transforms.labels, transforms.names
     (2, ('rotation(0)+scale(2)', 'rotation(90)+scale(2)'), ('angle', 'scale'))
-    >>> tset[1].labels, tset.invertible, tset.needs_images
+    >>> transforms[1].labels, transforms.invertible, transforms.needs_images
     (('rotation(90)+scale(2)',), True, True)
-    >>> tset.parameters["angle"].attrs["units"]
+    >>> transforms.parameters["angle"].attrs["units"]
     'degrees'
-    >>> tmx.transforms.from_dict(tset.to_json()) == tset
+    >>> tmx.transforms.from_dict(transforms.to_json()) == transforms
     True
     """
 
@@ -297,7 +298,8 @@ class TransformationSet:
         return len(self.elements)
 
     def __getitem__(self, index: int | slice | Sequence[int]) -> TransformationSet:
-        """A sub-set: ``tset[j]`` (one transformation), ``tset[a:b]`` or ``tset[[i, j]]``."""
+        """A sub-set: ``transforms[j]`` (one transformation), ``transforms[a:b]`` or
+        ``transforms[[i, j]]``."""
         if isinstance(index, slice):
             idx: Sequence[int] = range(*index.indices(len(self)))
         elif isinstance(index, int | np.integer):
@@ -472,11 +474,12 @@ def from_dict(spec: Mapping[str, Any] | str) -> TransformationSet:
     Examples
     --------
     >>> import tmx
-    >>> tset = tmx.transforms.union(tmx.transforms.identity(), tmx.transforms.flip("x"))
-    >>> spec = tset.to_dict()
+    >>> transforms = tmx.transforms.union(tmx.transforms.identity(), tmx.transforms.flip("x"))
+    >>> spec = transforms.to_dict()
     >>> spec["format"], len(spec["elements"])
     ('tmx.transforms', 2)
-    >>> tmx.transforms.from_dict(spec) == tset, tmx.transforms.from_dict(tset.to_json()) == tset
+    >>> back = tmx.transforms.from_dict(transforms.to_json())
+    >>> tmx.transforms.from_dict(spec) == transforms, back == transforms
     (True, True)
     """
     if isinstance(spec, str):
@@ -561,8 +564,8 @@ def identity(n: int = 1) -> TransformationSet:
     Examples
     --------
     >>> import tmx
-    >>> tset = tmx.transforms.identity(3)
-    >>> len(tset), tset.labels
+    >>> transforms = tmx.transforms.identity(3)
+    >>> len(transforms), transforms.labels
     (3, ('identity', 'identity', 'identity'))
     """
     n = v.positive_int(n, "n")
@@ -596,11 +599,11 @@ def rotation(
     Examples
     --------
     >>> import numpy as np, tmx
-    >>> tset = tmx.transforms.rotation([0, 90, 180])
-    >>> tset.labels, tset.parameters["angle"].attrs["units"]
+    >>> transforms = tmx.transforms.rotation([0, 90, 180])
+    >>> transforms.labels, transforms.parameters["angle"].attrs["units"]
     (('rotation(0)', 'rotation(90)', 'rotation(180)'), 'degrees')
     >>> img = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1)
-    >>> turned = tmx.transforms.apply(tset, img, 1)[0, ..., 0]
+    >>> turned = tmx.transforms.apply(transforms, img, 1)[0, ..., 0]
     >>> bool(np.allclose(turned, np.rot90(img[0, ..., 0]), atol=1e-5))
     True
     """
@@ -636,11 +639,12 @@ def translation(
     Examples
     --------
     >>> import numpy as np, tmx
-    >>> tset = tmx.transforms.translation([0, 1], 2)
-    >>> tset.labels
+    >>> transforms = tmx.transforms.translation([0, 1], 2)
+    >>> transforms.labels
     ('translation(0, 2)', 'translation(1, 2)')
     >>> img = np.zeros((1, 4, 4, 1), np.float32); img[0, 0, 0, 0] = 1
-    >>> np.argwhere(tmx.transforms.apply(tset, img, 1)[0, ..., 0] > 0.5).tolist()   # (row, col)
+    >>> moved = tmx.transforms.apply(transforms, img, 1)[0, ..., 0]
+    >>> np.argwhere(moved > 0.5).tolist()                              # (row, col)
     [[2, 1]]
     >>> tmx.transforms.translation(0.25, relative=True).labels
     ('translation(0.25w, 0h)',)
@@ -657,8 +661,7 @@ def translation(
                 f"dx and dy must have the same length or one of them be a scalar; "
                 f"got {len(xs)} and {len(ys)}"
             )
-    if not isinstance(relative, bool):
-        raise ValueError(f"relative must be True or False; got {relative!r}")
+    relative = v.flag(relative, "relative")
     kind = TRANSLATION_REL if relative else TRANSLATION
     opts = _sampling_options(interpolation, fill, fill_value)
     desc = f"translation(dx={_short_list(xs)}, dy={_short_list(ys)}"
@@ -678,11 +681,11 @@ def scale(
     Examples
     --------
     >>> import numpy as np, tmx
-    >>> tset = tmx.transforms.scale([1.0, 2.0])
-    >>> tset.labels, tset.names
+    >>> transforms = tmx.transforms.scale([1.0, 2.0])
+    >>> transforms.labels, transforms.names
     (('scale(1)', 'scale(2)'), ('scale',))
     >>> img = np.zeros((1, 5, 5, 1), np.float32); img[0, 1:4, 1:4, 0] = 1    # a 3×3 square
-    >>> int((tmx.transforms.apply(tset, img, 1) > 0.5).sum())                # zoomed to 5×5
+    >>> int((tmx.transforms.apply(transforms, img, 1) > 0.5).sum())   # zoomed to 5×5
     25
     """
     values = v.real_vector(factors, "factors", positive=True)
@@ -761,10 +764,10 @@ def flip(
     --------
     >>> import numpy as np, tmx
     >>> seq = np.arange(6, dtype=np.float32).reshape(1, 3, 2)       # (N, L, C)
-    >>> tset = tmx.transforms.flip(axis=["none", "time"])
-    >>> tmx.transforms.apply(tset, seq, 1)[0, :, 0].tolist()
+    >>> transforms = tmx.transforms.flip(axis=["none", "time"])
+    >>> tmx.transforms.apply(transforms, seq, 1)[0, :, 0].tolist()
     [4.0, 2.0, 0.0]
-    >>> tset.labels
+    >>> transforms.labels
     ('flip(none)', 'flip(axis=1)')
     """
     if axis is not None:
@@ -830,10 +833,10 @@ def roll(
     --------
     >>> import numpy as np, tmx
     >>> seq = np.arange(4, dtype=np.float32).reshape(1, 4, 1)       # (N, L, C)
-    >>> tset = tmx.transforms.roll([0, 1], axis="time")
-    >>> tmx.transforms.apply(tset, seq, 1)[0, :, 0].tolist()
+    >>> transforms = tmx.transforms.roll([0, 1], axis="time")
+    >>> tmx.transforms.apply(transforms, seq, 1)[0, :, 0].tolist()
     [3.0, 0.0, 1.0, 2.0]
-    >>> tset.labels
+    >>> transforms.labels
     ('roll(0, axis=1)', 'roll(1, axis=1)')
     """
     if not (isinstance(axis, str) and axis in ("x", "y", "xy")):
@@ -921,8 +924,7 @@ def gaussian_noise(std: Sequence[float] | np.ndarray | float, seed: int = 0) -> 
     ((2, 5, 3), True)
     """
     values = v.real_vector(std, "std", nonnegative=True)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    seed = v.seed(seed)
     return _single(
         NOISE,
         [(s,) for s in values],
@@ -972,9 +974,9 @@ def custom(
     ...     position = tf.range(tf.shape(x)[1], dtype=x.dtype)[None, :]
     ...     u = tf.cast(tf.math.floormod(x * 7919 + position * 104729, 1000), tf.float32)
     ...     return tf.where(u / 1000 >= p, x, tf.zeros_like(x))
-    >>> tset = tmx.transforms.custom(dropout, {"p": [0.0, 1.0]})
+    >>> transforms = tmx.transforms.custom(dropout, {"p": [0.0, 1.0]})
     >>> tokens = np.array([[5, 7, 9]])
-    >>> [tmx.transforms.apply(tset, tokens, j).tolist() for j in range(2)]
+    >>> [tmx.transforms.apply(transforms, tokens, j).tolist() for j in range(2)]
     [[[5, 7, 9]], [[0, 0, 0]]]
     """
     if not callable(fn):
@@ -1113,10 +1115,10 @@ def product(*sets: TransformationSet) -> TransformationSet:
     --------
     >>> import tmx
     >>> t = tmx.transforms
-    >>> tset = t.product(t.brightness([1, 2]), t.contrast([1, 3]))
-    >>> len(tset), tset.names
+    >>> transforms = t.product(t.brightness([1, 2]), t.contrast([1, 3]))
+    >>> len(transforms), transforms.names
     (4, ('brightness_factor', 'contrast_factor'))
-    >>> tset.labels[1]
+    >>> transforms.labels[1]
     'brightness(1)+contrast(3)'
     """
     resolved = _resolve_names(_check_sets(sets, "product"), share_same_meaning=False)
@@ -1136,10 +1138,11 @@ def union(*sets: TransformationSet) -> TransformationSet:
     Examples
     --------
     >>> import tmx
-    >>> tset = tmx.transforms.union(tmx.transforms.rotation(90), tmx.transforms.translation(3, 0))
-    >>> tset.labels
+    >>> T = tmx.transforms
+    >>> transforms = T.union(T.rotation(90), T.translation(3, 0))
+    >>> transforms.labels
     ('rotation(90)', 'translation(3, 0)')
-    >>> tset.parameters["angle"].values.tolist(), tset.parameters["dx"].values.tolist()
+    >>> transforms.parameters["angle"].values.tolist(), transforms.parameters["dx"].values.tolist()
     ([90.0, 0.0], [0.0, 3.0])
     """
     resolved = _resolve_names(_check_sets(sets, "union"), share_same_meaning=True)
@@ -1147,12 +1150,12 @@ def union(*sets: TransformationSet) -> TransformationSet:
     return TransformationSet(elements, f"union({', '.join(s.description for s in resolved)})")
 
 
-def check_index(tset: TransformationSet, j: Any) -> int:
+def check_index(transforms: TransformationSet, j: Any) -> int:
     """Validate a transformation index ``j`` (negative indices count from the end)."""
-    if not isinstance(tset, TransformationSet):
-        raise ValueError(f"tset must be a TransformationSet; got {type(tset).__name__}")
+    if not isinstance(transforms, TransformationSet):
+        raise ValueError(f"transforms must be a TransformationSet; got {type(transforms).__name__}")
     if isinstance(j, bool) or not isinstance(j, int | np.integer):
         raise ValueError(f"j must be an integer transformation index; got {j!r}")
-    if not -len(tset) <= j < len(tset):
-        raise ValueError(f"j={j} is out of range for a set of T={len(tset)} transformations")
-    return int(j) % len(tset)
+    if not -len(transforms) <= j < len(transforms):
+        raise ValueError(f"j={j} is out of range for a set of T={len(transforms)} transformations")
+    return int(j) % len(transforms)
