@@ -99,7 +99,14 @@ def test_single_output_functions_and_attrs():
 def test_chunk_independent_and_lazy():
     cube = random_cube(3, n=23, t=4)
     eager = normalized_variance(cube, parts=True, bias_correction="jackknife")
-    for chunks in ({"sample": 5}, {"sample": (1, 9, 13)}, {"sample": 4, "unit": 7}):
+    # up to 8 blocks form one chain of sums; 23 and 12 blocks make 3 and 2 chains to merge
+    for chunks in (
+        {"sample": 5},
+        {"sample": (1, 9, 13)},
+        {"sample": 4, "unit": 7},
+        {"sample": 1},
+        {"sample": 2, "unit": 7},
+    ):
         lazy = normalized_variance(cube.chunk(chunks), parts=True, bias_correction="jackknife")
         assert lazy["nv"].chunks is not None  # nothing computed yet
         xr.testing.assert_allclose(lazy.compute(), eager, rtol=1e-9, atol=1e-12)
@@ -132,15 +139,21 @@ def test_constant_units_stay_exact_under_the_jackknife():
     rng = np.random.default_rng(4)
     for dtype in (np.float32, np.float64):
         for offset in (0.0, 0.1, 1234.56789, 1e4):
-            a = rng.normal(size=(17, 4, 3))
+            a = rng.normal(size=(17, 4, 4))
             a[..., 1] = offset
-            cube = make_cube({"d": a.astype(dtype)}).chunk({"sample": (5, 1, 11)})
-            ds = normalized_variance(cube, parts=True, bias_correction="jackknife").compute()
-            assert ds.tv.values[1] == 0 and ds.sv.values[1] == 0 and ds.nv.values[1] == 1
-            assert (ds.sv_loo.values[:, 1] == 0).all() and ds.nv_se.values[1] == 0
-            assert ds.inactive.values.tolist() == [False, True, False]
-            nan = normalized_variance(cube, zero_div="nan", bias_correction="jackknife")
-            assert np.isnan(nan.values[1])
+            a[..., 3] = offset  # constant but in sample 7: one complement is constant
+            a[7, :, 3] = offset + 1.0
+            # one chain of block sums, then 17 blocks: three chains whose minima/maxima merge
+            for chunks in ({"sample": (5, 1, 11)}, {"sample": 1}):
+                cube = make_cube({"d": a.astype(dtype)}).chunk(chunks)
+                ds = normalized_variance(cube, parts=True, bias_correction="jackknife").compute()
+                assert ds.tv.values[1] == 0 and ds.sv.values[1] == 0 and ds.nv.values[1] == 1
+                assert (ds.sv_loo.values[:, 1] == 0).all() and ds.nv_se.values[1] == 0
+                assert ds.inactive.values.tolist() == [False, True, False, False]
+                assert (ds.sv_loo.values[:, 3] == 0).sum() == 1  # leaving sample 7 out
+                assert (ds.sv_loo.values[:, 3] > 0).sum() == 16
+                nan = normalized_variance(cube, zero_div="nan", bias_correction="jackknife")
+                assert np.isnan(nan.values[1])
 
 
 def test_inactive_units_are_counted_per_layer():

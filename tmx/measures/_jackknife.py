@@ -78,10 +78,44 @@ def _onehot(code: np.ndarray, groups: int, like: Any) -> Any:
 
 
 def group_sums(values: Any, code: np.ndarray, groups: int) -> Any:
-    """Σ_{i∈g} values[i, ...] for every group: shape (G, ...) (numpy or dask)."""
-    onehot = _onehot(code, groups, values)
-    dot = da.tensordot if isinstance(values, da.Array) else np.tensordot
-    return dot(onehot, values, axes=(1, 0))
+    """Σ_{i∈g} values[i, ...] for every group: shape (G, ...) (numpy or dask).
+
+    Per sample block, the block's rows sorted by group and added with ``np.add.reduceat``
+    (O(n U) additions, not the O(G n U) of an indicator-matrix product); the blocks' (G, ...)
+    sums are then added."""
+    if not isinstance(values, da.Array):
+        return _block_group_sums(np.asarray(values), code, groups)
+    codes = da.from_array(code, chunks=(values.chunks[0],))
+    rest = "".join(chr(ord("a") + k) for k in range(values.ndim - 1))
+    per_block = da.blockwise(
+        _one_block_group_sums,
+        "zg" + rest,
+        values,
+        "z" + rest,
+        codes,
+        "z",
+        groups=groups,
+        new_axes={"g": groups},
+        adjust_chunks={"z": 1},
+        dtype=np.float64,
+        meta=np.empty((0,) * (values.ndim + 1), dtype=np.float64),
+    )
+    return per_block.sum(axis=0)
+
+
+def _one_block_group_sums(values: np.ndarray, code: np.ndarray, groups: int) -> np.ndarray:
+    """(1, G, ...): one block's group sums, as dask's blockwise stacks them."""
+    return _block_group_sums(values, code, groups)[None]
+
+
+def _block_group_sums(values: np.ndarray, code: np.ndarray, groups: int) -> np.ndarray:
+    """(G, ...) group sums of the rows of ``values`` (numpy)."""
+    order = np.argsort(code, kind="stable")
+    present, starts = np.unique(code[order], return_index=True)
+    out = np.zeros((groups, *values.shape[1:]), dtype=np.float64)
+    if present.size:
+        out[present] = np.add.reduceat(values[order].astype(np.float64, copy=False), starts, axis=0)
+    return out
 
 
 _BLOCKS_PER_TASK = 8  # sample blocks added into one (4, G, T, U) accumulator per task
@@ -107,10 +141,13 @@ def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, A
     starts = np.cumsum((0, *s_chunks))
     token = tokenize(data, code, groups)
     name, step = "tmx-jackknife-sums-" + token, "tmx-jackknife-step-" + token
-    tasks = range(0, len(s_chunks), _BLOCKS_PER_TASK)
+    # chains of at most _BLOCKS_PER_TASK blocks, of even lengths (10 blocks: 5 + 5, not 8 + 2,
+    # so that two threads finish together)
+    n_chains = -(-len(s_chunks) // _BLOCKS_PER_TASK)
+    tasks = [c for c in np.array_split(np.arange(len(s_chunks)), n_chains) if c.size]
     layer: dict[Any, Any] = {}
-    for n_task, b0 in enumerate(tasks):
-        blocks = range(b0, min(len(s_chunks), b0 + _BLOCKS_PER_TASK))
+    for n_task, chain in enumerate(tasks):
+        blocks = [int(b) for b in chain]
         for j in range(len(t_chunks)):
             for k in range(len(u_chunks)):
                 # a chain: each step adds one block into the previous step's accumulator, so a
@@ -136,8 +173,23 @@ def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, A
     if len(tasks) == 1:
         out = per_task[0]
         return out[0], out[1], out[2], out[3]
-    sums = per_task[:, :2].sum(axis=0)
-    return sums[0], sums[1], per_task[:, 2].min(axis=0), per_task[:, 3].max(axis=0)
+    # the chains' accumulators merged in one task per (T, U) block: sums added, minima and
+    # maxima folded, without the slices and tree reductions of four separate dask reductions
+    merged = da.blockwise(
+        _merge_chains, "agju", per_task, "cagju", concatenate=False, dtype=np.float64
+    )
+    return merged[0], merged[1], merged[2], merged[3]
+
+
+def _merge_chains(parts: list[np.ndarray]) -> np.ndarray:
+    """(4, G, T, U) from each chain's (1, 4, G, T, U): S1 and S2 added (in chain order), the
+    minima's minimum and the maxima's maximum."""
+    out = parts[0][0].copy()
+    for part in parts[1:]:
+        np.add(out[:2], part[0, :2], out=out[:2])
+        np.minimum(out[2], part[0, 2], out=out[2])
+        np.maximum(out[3], part[0, 3], out=out[3])
+    return out
 
 
 def _chain_step(
@@ -207,16 +259,27 @@ def _power_sums_kernel(x, first, code, out):  # pragma: no cover - run compiled 
 def complement_constant(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(G, ...): True where the samples outside group g all hold one value, from the groups'
     minima and maxima (G, ...): the complement's minimum equals its maximum (NaN: never)."""
-    edge_lo = np.full((1, *low.shape[1:]), np.inf)
-    edge_hi = np.full((1, *high.shape[1:]), -np.inf)
     with np.errstate(invalid="ignore"):
-        before = np.minimum.accumulate(np.concatenate([edge_lo, low[:-1]]), axis=0)
-        after = np.minimum.accumulate(np.concatenate([edge_lo, low[:0:-1]]), axis=0)[::-1]
-        comp_lo = np.minimum(before, after)
-        before = np.maximum.accumulate(np.concatenate([edge_hi, high[:-1]]), axis=0)
-        after = np.maximum.accumulate(np.concatenate([edge_hi, high[:0:-1]]), axis=0)[::-1]
-        comp_hi = np.maximum(before, after)
+        comp_lo = np.minimum(
+            _exclusive_scan(low, np.minimum, np.inf),
+            _exclusive_scan(low[::-1], np.minimum, np.inf)[::-1],
+        )
+        comp_hi = np.maximum(
+            _exclusive_scan(high, np.maximum, -np.inf),
+            _exclusive_scan(high[::-1], np.maximum, -np.inf)[::-1],
+        )
         return comp_lo == comp_hi
+
+
+def _exclusive_scan(a: np.ndarray, op: Any, edge: float) -> np.ndarray:
+    """out[g] = op over a[:g] (``edge`` for g = 0), along axis 0: ``op.accumulate`` of the
+    shifted array, computed one slice at a time (``accumulate`` along a leading axis runs a
+    short inner loop per element, ~20× slower than elementwise work on the same data)."""
+    out = np.empty(a.shape, dtype=np.result_type(a, np.float64))
+    out[0] = edge
+    for g in range(1, a.shape[0]):
+        op(out[g - 1 : g], a[g - 1 : g], out=out[g : g + 1])
+    return out
 
 
 def leave_out_dispersion(
@@ -255,8 +318,8 @@ def leave_out_mean_dispersion(
         if kernel is None:
             return leave_out_dispersion(a, b, sizes, ddof, dispersion, lo, hi).mean(axis=1)
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-        const = np.ascontiguousarray(complement_constant(lo, hi))
-        return kernel(a, b, const, rest, float(ddof), dispersion == "std")
+        lo, hi = (np.ascontiguousarray(v, dtype=np.float64) for v in (lo, hi))
+        return kernel(a, b, lo, hi, rest, float(ddof), dispersion == "std")
 
     if isinstance(s1, da.Array):
         parts = [da.asarray(x).rechunk({0: -1, 1: -1}) for x in (s1, s2, low, high)]
@@ -271,23 +334,60 @@ def leave_out_mean_dispersion(
     return block(s1, s2, low, high)
 
 
-def _leave_out_kernel(s1, s2, const, rest, ddof, std):  # pragma: no cover - run compiled by numba
+def _leave_out_kernel(s1, s2, lo, hi, rest, ddof, std):  # pragma: no cover - run by numba
     """(G, U): mean over j of D(complement of group g at (j, u)) from the group sums; 0 where
-    ``const`` says the complement is constant (and its sum is not NaN)."""
+    the complement is constant (its minimum, over the other groups' minima ``lo``, equals its
+    maximum, over their maxima ``hi``; never when one of those is NaN) and its sum is not NaN.
+
+    The complement's extremes come from each (j, u)'s two smallest minima and two largest
+    maxima (``complement_constant`` without its (G, T, U) temporaries)."""
     g_count, t, u = s1.shape
     total1 = np.zeros((t, u))
     total2 = np.zeros((t, u))
     for g in range(g_count):
         total1 += s1[g]
         total2 += s2[g]
+    # per (j, u): the smallest minimum, its group and the second smallest; the same for the
+    # largest maximum; and how many groups have a NaN minimum or maximum
+    lo1 = np.full((t, u), np.inf)
+    lo2 = np.full((t, u), np.inf)
+    arg_lo = np.zeros((t, u), dtype=np.int64)
+    hi1 = np.full((t, u), -np.inf)
+    hi2 = np.full((t, u), -np.inf)
+    arg_hi = np.zeros((t, u), dtype=np.int64)
+    nans = np.zeros((t, u), dtype=np.int64)
+    for g in range(g_count):
+        for j in range(t):
+            for k in range(u):
+                a = lo[g, j, k]
+                b = hi[g, j, k]
+                if a != a or b != b:
+                    nans[j, k] += 1
+                    continue
+                if a < lo1[j, k]:
+                    lo2[j, k] = lo1[j, k]
+                    lo1[j, k] = a
+                    arg_lo[j, k] = g
+                elif a < lo2[j, k]:
+                    lo2[j, k] = a
+                if b > hi1[j, k]:
+                    hi2[j, k] = hi1[j, k]
+                    hi1[j, k] = b
+                    arg_hi[j, k] = g
+                elif b > hi2[j, k]:
+                    hi2[j, k] = b
     out = np.zeros((g_count, u))
     for g in range(g_count):
         for j in range(t):
             for k in range(u):
                 c1 = total1[j, k] - s1[g, j, k]
                 m2 = total2[j, k] - s2[g, j, k] - c1 * c1 / rest[g]
-                if const[g, j, k] and c1 == c1:
-                    m2 = 0.0
+                own_nan = lo[g, j, k] != lo[g, j, k] or hi[g, j, k] != hi[g, j, k]
+                if nans[j, k] - (1 if own_nan else 0) == 0 and g_count > 1 and c1 == c1:
+                    c_lo = lo2[j, k] if arg_lo[j, k] == g else lo1[j, k]
+                    c_hi = hi2[j, k] if arg_hi[j, k] == g else hi1[j, k]
+                    if c_lo == c_hi:
+                        m2 = 0.0
                 var = max(m2, 0.0) / (rest[g] - ddof)
                 out[g, k] += np.sqrt(var) if std else var
     return out / t
