@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import keras
 import numpy as np
 
 
@@ -37,3 +38,17 @@ def gaussian_noise(
 ) -> np.ndarray:
     """The gaussian distribution of interest's draws: ``draws("normal", ...)``."""
     return draws("normal", shape, positions, samples, noise, seed)
+
+
+def two_conv_cnn() -> keras.Model:
+    """(8, 8, 1) → two ReLU convolutions, global average pooling and three logits, with fixed
+    weights (the tiny model of the progress tests)."""
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="conv1")(inp)
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(3, name="logits")(h)
+    model = keras.Model(inp, out, name="cnn")
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model

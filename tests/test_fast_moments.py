@@ -90,25 +90,39 @@ values = np.load(sys.argv[1])
 chunks = ((5, 1, 7), (2, 4, 1), (3, 9, 8))
 cube = tmx.from_array({"dense": da.from_array(values, chunks=chunks)})
 parts = tmx.normalized_variance(cube, parts=True).compute()
+jk = tmx.normalized_variance(cube, parts=True, bias_correction="jackknife", jackknife_groups=5)
+jk = jk.compute()
 assert sys.modules["numba"] is None
 np.save(sys.argv[2], np.stack([parts.tv.values, parts.sv.values, parts.nv.values]))
+np.save(sys.argv[3], np.concatenate([jk.sv_loo.values, jk.tv_loo.values, jk.nv_se.values[None]]))
 """
 
 
 def test_fast_and_numpy_paths_give_the_same_measure(tmp_path):
     pytest.importorskip("numba")
     values = random_values(np.float32, seed=3)
+    values[:, :, 9] = 7.0  # constant but in sample 2: the complement of its group is constant
+    values[2, :, 9] = 8.0
     cube = make_cube({"dense": values}).chunk(CHUNKINGS[1])
     fast = tmx.normalized_variance(cube, parts=True).compute()
+    jk = tmx.normalized_variance(cube, parts=True, bias_correction="jackknife", jackknife_groups=5)
+    jk = jk.compute()
     np.save(tmp_path / "values.npy", values)
+    files = [tmp_path / f for f in ("values.npy", "slow.npy", "slow_jk.npy")]
     subprocess.run(
-        [sys.executable, "-c", _WITHOUT_NUMBA, tmp_path / "values.npy", tmp_path / "slow.npy"],
+        [sys.executable, "-c", _WITHOUT_NUMBA, *files],
         check=True,
         capture_output=True,
         timeout=300,
     )
     slow = np.load(tmp_path / "slow.npy")
     np.testing.assert_allclose(slow, [fast.tv, fast.sv, fast.nv], rtol=1e-13)
+    # the jackknife's leave-group-out values: compiled kernel vs numpy, exact zeros included
+    slow_jk = np.load(tmp_path / "slow_jk.npy")
+    fast_jk = np.concatenate([jk.sv_loo.values, jk.tv_loo.values, jk.nv_se.values[None]])
+    np.testing.assert_allclose(slow_jk, fast_jk, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(slow_jk == 0, fast_jk == 0)
+    assert (jk.sv_loo.values[:, 9] == 0).sum() == 1  # the group holding sample 2
 
 
 def test_nvse_on_uneven_chunks_equals_the_float64_reference():

@@ -21,26 +21,15 @@ from tmx import attribution as A
 from tmx import flows
 from tmx import transforms as T
 
+from .attribution_util import draws, two_conv_cnn
+
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(6, 8, 8, 1)).astype(np.float32)
 Y = np.array([0, 1, 2, 0, 1, 2])
 TSET = T.rot90([0, 1])
 
 
-def _cnn() -> keras.Model:
-    """Two convolutions, global average pooling and three logits, fixed weights."""
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="conv1")(inp)
-    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv2")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    out = keras.layers.Dense(3, name="logits")(h)
-    model = keras.Model(inp, out, name="cnn")
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
-
-
-MODEL = _cnn()
+MODEL = two_conv_cnn()
 
 
 def _shown(capfd: pytest.CaptureFixture[str]) -> str:
@@ -171,7 +160,6 @@ def test_noise_tunnel_passes_progress_on_or_counts_samples(capfd) -> None:
     # a method without progress: a bar over the samples; the mean of its noisy gradients
     plain = A.noise_tunnel(_plain_gradient, MODEL, X, 1, progress=True, **args)
     assert _finished(_shown(capfd), 6, "sample")
-    from tmx.attribution._doi import draws
 
     eps = draws("normal", X.shape[1:], np.arange(6), 3, 0.2, 1)
     rows = (X[:, None] + eps).reshape(-1, *X.shape[1:])

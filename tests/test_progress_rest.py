@@ -17,29 +17,16 @@ from scipy.special import softmax
 
 from tmx import attribution as A
 from tmx import flows
-from tmx.attribution._doi import draws
 from tmx.cube import unit_coords
 
+from .attribution_util import draws, two_conv_cnn
 from .flow_helpers import perturb
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(6, 8, 8, 1)).astype(np.float32)
 
 
-def _cnn() -> keras.Model:
-    """Two ReLU convolutions, global average pooling and three logits, fixed weights."""
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="conv1")(inp)
-    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv2")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    out = keras.layers.Dense(3, name="logits")(h)
-    model = keras.Model(inp, out, name="cnn")
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
-
-
-MODEL = _cnn()
+MODEL = two_conv_cnn()
 
 
 def _logits(x: np.ndarray) -> np.ndarray:

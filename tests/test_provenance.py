@@ -14,11 +14,10 @@ import pytest
 import xarray as xr
 
 import tmx
+from tmx import __version__, flows, introspect
 from tmx import attribution as A
-from tmx import flows, introspect
 from tmx._provenance import attr_value, cube_provenance, provenance
 from tmx._validate import choice, flag, fraction, seed
-from tmx._version import __version__
 
 RNG = np.random.default_rng(0)
 

@@ -46,13 +46,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     # checks, and that measures' choice is the shared one).
     ("tests/test_provenance.py", "tmx._provenance"): "tests the helper itself",
     ("tests/test_provenance.py", "tmx._validate"): "same",
-    ("tests/test_provenance.py", "tmx._version"): "same (tmx.__version__ is the public path)",
     ("tests/test_provenance.py", "tmx.measures._common"): "same",
     # The per-sample noise draws of attribution's distributions of interest (rng([seed, p]))
     # to rebuild noise_tunnel's / the metrics' inputs; no public function returns them
     # (tmx.attribution.shap_draws is GradientSHAP's). Could be rebuilt with numpy instead.
-    ("tests/test_progress_more.py", "tmx.attribution._doi"): "noise draws per sample",
-    ("tests/test_progress_rest.py", "tmx.attribution._doi"): "same",
     # Benchmarks whose baseline is an internal step (see their docstrings): the training
     # step's input pipeline, the fused moments kernel against its numpy path, and the
     # resampling kernels against their TensorFlow counterparts.
