@@ -68,6 +68,18 @@ def _quiet_loud(capfd, call, total: int, unit: str):
     return quiet, loud
 
 
+# -- cam --------------------------------------------------------------------------------------
+def test_cam_bar_over_the_forward_calls(capfd) -> None:
+    quiet, loud = _quiet_loud(
+        capfd, lambda **kw: A.cam(MODEL, X, 1, layer="conv2", batch_size=4, **kw), 2, "batch"
+    )
+    xr.testing.assert_identical(quiet, loud)
+    # CAM by hand: the logits' kernel column of class 1 over conv2's channels
+    acts = np.asarray(keras.Model(MODEL.inputs, MODEL.get_layer("conv2").output)(X), np.float64)
+    w = np.asarray(MODEL.get_layer("logits").kernel, np.float64)[:, 1]
+    np.testing.assert_allclose(quiet.values[..., 0], acts @ w, rtol=1e-5, atol=1e-6)
+
+
 # -- deletion / insertion -------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["deletion", "insertion"])
 def test_curves_bar_over_the_fractions(capfd, caplog, which) -> None:

@@ -231,11 +231,18 @@ def grad_cam_pp(
 
 
 def cam(
-    model: Any, x: Any, target: Any = None, *, layer: Any = None, batch_size: int = 64
+    model: Any,
+    x: Any,
+    target: Any = None,
+    *,
+    layer: Any = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     """CAM (Zhou et al. 2016): L = Σ_k w_kc A_k with w the kernel of the logits layer
     (``tmx.inspect.logits_layer``), for a model whose last spatial layer is globally pooled
-    into that layer. No ReLU, as in the paper.
+    into that layer. No ReLU, as in the paper. ``progress``: a bar over the forward calls to
+    the layer, one per ``batch_size`` samples (None: when run interactively).
 
     Examples
     --------
@@ -255,6 +262,7 @@ def cam(
     """
 
     batch_size = v.positive_int(batch_size, "batch_size")
+    show = _progress.resolve(progress)
     values, coords = _as_inputs(x)
     layer, name = _spatial_layer(model, layer, "cam")
     qoi = _target(model, values, target, batch_size)
@@ -262,7 +270,9 @@ def cam(
         raise ValueError("cam needs a class target (an int, one per sample, or None)")
     kernel = np.asarray(logits_layer(model).kernel, np.float64)
     head, _ = _rewired(model, layer, None)
-    acts = _head_values(head, values, batch_size).astype(np.float64)
+    calls = -(-values.shape[0] // batch_size)
+    with _progress.steps(calls, show, "batch") as bar:
+        acts = _head_values(head, values, batch_size, bar).astype(np.float64)
     if kernel.ndim != 2 or kernel.shape[0] != acts.shape[-1]:
         raise ValueError(
             f"cam needs the logits layer's kernel to map the {acts.shape[-1]} channels of "

@@ -741,13 +741,16 @@ def _compile_tail(tail: Any, qoi: _Qoi, x_shape: tuple, z_shape: tuple, batch: i
     return gradient, value
 
 
-def _head_values(head: Any, x: np.ndarray, batch: int) -> np.ndarray:
-    """The cut's activations of every row of ``x`` (float32), in fixed batches."""
+def _head_values(head: Any, x: np.ndarray, batch: int, bar: Any = None) -> np.ndarray:
+    """The cut's activations of every row of ``x`` (float32), in fixed batches; ``bar`` (a
+    ``tmx._progress`` bar) advances once per batch."""
 
     outs = []
     for a, b in _batches(x.shape[0], batch):
         h = head(tf.constant(pad_rows(np.ascontiguousarray(x[a:b], np.float32), batch)))
         outs.append(np.asarray(h, np.float32)[: b - a])
+        if bar is not None:
+            bar.advance()
     return np.concatenate(outs)
 
 
