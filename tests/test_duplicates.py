@@ -17,12 +17,7 @@ from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 import tmx
-from tmx.introspect.duplicates import (
-    _drop_self,
-    _neighbour_distances,
-    duplicate_groups,
-    duplicates,
-)
+from tmx.introspect.duplicates import duplicate_groups, duplicates
 
 OFFSET = 1000  # sample coordinate values differ from positions
 
@@ -263,13 +258,55 @@ def test_approximate_index_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.attrs["index"] == "approximate"
 
 
-def test_drop_self_and_missing_neighbours() -> None:
-    ind = np.array([[0, 1, 2], [0, 2, 1], [0, 1, 3], [-1, 3, 0]])
-    kept = _drop_self(ind)  # row 2 lacks itself: its last neighbour goes
-    np.testing.assert_array_equal(kept, [[1, 2], [0, 2], [0, 1], [-1, 0]])
-    x = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
-    dist = _neighbour_distances(x, kept)
-    np.testing.assert_array_equal(dist, [[5.0, 0.0], [5.0, 5.0], [0.0, 5.0], [np.inf, 1.0]])
+def test_approximate_rows_without_themselves_and_missing_neighbours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What an approximate index may return: a row whose list lacks the row itself (its exact
+    copy, at distance 0, stands in its place) and -1 where no neighbour was found (pynndescent
+    pads with -1). pynndescent 0.7 always lists each row first, so a stand-in index gives
+    both: the row's own index is dropped, else its farthest neighbour; -1 links nothing."""
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(8, 3))
+    x[1] = x[0]  # an exact copy
+    x[7] = x[5] + 1e-3  # a near copy that the index misses (7 is also the last row: x[-1])
+    graph = np.array(
+        [
+            [1, 2, 3],  # 0 lacks itself: keep its copy 1, drop its farthest listed (3)
+            [1, 3, 4],  # 1 lists itself but not its copy 0: the link 0-1 is row 0's only
+            [2, 3, 4],
+            [3, 2, 4],
+            [4, 2, 3],
+            [5, -1, -1],  # 5 found no neighbour: -1 is not the last row (its near copy 7)
+            [6, 2, 3],
+            [7, 4, -1],
+        ]
+    )
+    calls = []
+
+    class StandIn:
+        def __init__(self, data, *, n_neighbors, metric, random_state, n_jobs):
+            calls.append((data.shape, n_neighbors, metric, random_state))
+            self.neighbor_graph = (graph.copy(), None)
+
+    fake = types.ModuleType("pynndescent")
+    fake.NNDescent = StandIn  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynndescent", fake)
+    resp = _array(x)
+    out = duplicates(resp, k=2, index="approximate", threshold=0.01, normalize=False, seed=4)
+    assert calls == [((8, 3), 3, "euclidean", 4)]  # k + 1 neighbours: each row and k others
+    assert _found(out, "a") == [{0, 1}]
+    assert out["cluster_size"].values.tolist() == [[2]]
+    np.testing.assert_array_equal(out["cluster_mean"].values, [[0.0]])  # exact copies
+    # the distances a percentile threshold reads: the kept neighbours' (row 0 keeps 1 and 2;
+    # the others drop their own column); a missing one (-1) has none
+    kept = np.vstack([graph[0, :2], graph[1:, 1:]])
+    d = np.linalg.norm(x[kept] - x[:, None, :], axis=-1)[kept >= 0]
+    assert d.size == 13
+    pct = duplicates(resp, k=2, index="approximate", threshold=("percentile", 75), normalize=False)
+    np.testing.assert_allclose(pct["threshold"].values, [np.percentile(d, 25)])
+    # the control: the exact index finds the near pair the stand-in missed
+    exact = duplicates(resp, k=2, threshold=0.01, normalize=False)
+    assert _found(exact, "a") == [{0, 1}, {5, 7}]
 
 
 def test_approximate_index_missing(monkeypatch: pytest.MonkeyPatch) -> None:

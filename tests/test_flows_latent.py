@@ -1,5 +1,7 @@
 """transform / inverse / swap / interpolate of ``tmx.flows`` (``tmx/flows/_latent.py``)."""
 
+import logging
+
 import dask
 import dask.array as da
 import keras
@@ -290,13 +292,20 @@ def test_interpolate_with_a_model_checks_the_flow_layer(skip_model, cube):
 
 
 # -- eager and compiled paths ----------------------------------------------------------------------
-@pytest.fixture(params=["eager", "compiled"])
-def path(request, monkeypatch):
-    """Small jobs run eagerly, large ones compiled: force either (the threshold is the job size)."""
-    from tmx.flows import _latent
-
-    monkeypatch.setattr(_latent, "_COMPILE_WORK", float("inf") if request.param == "eager" else 0)
+@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
+def compiled(request):
+    """Small jobs run eagerly, large ones compiled: compile= forces either."""
     return request.param
+
+
+def _traces(caplog, direction=""):
+    """The DEBUG records of the "tmx" logger for traces of a compiled flow (one per trace)."""
+    prefix = f"flows: tracing {direction}"
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tmx" and r.levelno == logging.DEBUG and r.getMessage().startswith(prefix)
+    ]
 
 
 def _direct_inverse(f, values):
@@ -305,50 +314,101 @@ def _direct_inverse(f, values):
 
 
 @pytest.mark.parametrize("coupling", ["affine", "additive"])
-def test_transform_and_inverse_equal_the_direct_call(path, coupling, cube):
+def test_transform_and_inverse_equal_the_direct_call(compiled, coupling, cube, caplog):
     f = _trained(D, cube.values, coupling=coupling, seed=7)
     expected = _direct(f, cube.values)
-    z = transform(f, cube.values.reshape(-1, D), batch_size=5)  # numpy, a short last call
-    np.testing.assert_allclose(z.values, expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
-    back_expected = _direct_inverse(f, expected)
-    back = inverse(f, expected.reshape(-1, D), batch_size=16)
-    np.testing.assert_allclose(back.values, back_expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
-    # dask, uneven chunks along every axis (the unit axis is gathered into one chunk)
-    lazy = _chunked(cube, ((5, 7), (1, 2), (4, 2)))
-    zl = transform(f, lazy, batch_size=4)
-    assert zl.chunks is not None
-    np.testing.assert_allclose(zl.values, expected, rtol=1e-5, atol=1e-5)
-    zd = zl.copy(data=da.from_array(expected, chunks=((3, 9), (2, 1), (6,))))
+    with caplog.at_level(logging.DEBUG, logger="tmx"):
+        # numpy, a short last call
+        z = transform(f, cube.values.reshape(-1, D), batch_size=5, compile=compiled)
+        np.testing.assert_allclose(z.values, expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
+        back_expected = _direct_inverse(f, expected)
+        back = inverse(f, expected.reshape(-1, D), batch_size=16, compile=compiled)
+        np.testing.assert_allclose(back.values, back_expected.reshape(-1, D), rtol=1e-5, atol=1e-5)
+        # dask, uneven chunks along every axis (the unit axis is gathered into one chunk)
+        lazy = _chunked(cube, ((5, 7), (1, 2), (4, 2)))
+        zl = transform(f, lazy, batch_size=4, compile=compiled)
+        assert zl.chunks is not None
+        np.testing.assert_allclose(zl.values, expected, rtol=1e-5, atol=1e-5)
+        zd = zl.copy(data=da.from_array(expected, chunks=((3, 9), (2, 1), (6,))))
+        np.testing.assert_allclose(
+            inverse(f, zd, batch_size=8, compile=compiled).values,
+            back_expected,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    # the forced path ran: one trace per (direction, call shape) when compiled, none when eager;
+    # call shapes: batch_size rows, or the power of two >= a block's rows when fewer
+    forward = sorted(_traces(caplog, "forward"))
+    inverse_ = sorted(_traces(caplog, "inverse"))
+    if compiled:
+        # numpy: 36 rows in calls of 5; dask blocks of 5, 10, 7, 14 rows in calls of 4
+        assert forward == sorted(
+            f"flows: tracing forward for shape ({n}, {D}) (float32)" for n in (5, 4)
+        )
+        # numpy: calls of 16; dask blocks of 6, 3, 18, 9 rows: calls of 8 and of 4
+        assert inverse_ == sorted(
+            f"flows: tracing inverse for shape ({n}, {D}) (float32)" for n in (16, 8, 4)
+        )
+    else:
+        assert forward == inverse_ == []
+
+
+def test_a_repeat_call_does_not_recompile(cube, caplog):
+    f = _trained(D, cube.values, seed=8)
+    rows = f"({1 << (N_SAMPLES * N_TRANSFORMATIONS - 1).bit_length()}, {D})"  # 36 rows: 64
+    with caplog.at_level(logging.DEBUG, logger="tmx"):
+        z = transform(f, cube, compile=True)
+        # one (flow, direction, shape): one trace
+        assert _traces(caplog) == [f"flows: tracing forward for shape {rows} (float32)"]
+        for _ in range(3):
+            np.testing.assert_array_equal(transform(f, cube, compile=True).values, z.values)
+            lazy = _chunked(cube, (12, 3, 6))
+            np.testing.assert_array_equal(transform(f, lazy, compile=True).values, z.values)
+        assert len(_traces(caplog, "forward")) == 1
+        back = inverse(f, z, compile=True)
+        for _ in range(3):
+            np.testing.assert_array_equal(inverse(f, z, compile=True).values, back.values)
+        assert _traces(caplog, "inverse") == [f"flows: tracing inverse for shape {rows} (float32)"]
+        g = _trained(D, cube.values, seed=8)  # another flow object: its own compile
+        transform(g, cube, compile=True)
+        assert len(_traces(caplog, "forward")) == 2
+    # the compiled path computes the eager one's numbers (up to float rounding)
     np.testing.assert_allclose(
-        inverse(f, zd, batch_size=8).values, back_expected, rtol=1e-5, atol=1e-5
+        transform(f, cube, compile=False).values, z.values, rtol=1e-5, atol=1e-5
     )
 
 
-def test_a_repeat_call_does_not_recompile(monkeypatch, cube):
-    from tmx.flows import _latent
-
-    monkeypatch.setattr(_latent, "_COMPILE_WORK", 0)
-    f = _trained(D, cube.values, seed=8)
-    before = dict(_latent._TRACES)
-    z = transform(f, cube)
-    assert _latent._TRACES["forward"] == before["forward"] + 1  # one (flow, shape): one trace
-    for _ in range(3):
-        np.testing.assert_array_equal(transform(f, cube).values, z.values)
-        np.testing.assert_array_equal(transform(f, _chunked(cube, (12, 3, 6))).values, z.values)
-    assert _latent._TRACES["forward"] == before["forward"] + 1
-    back = inverse(f, z)
-    for _ in range(3):
-        np.testing.assert_array_equal(inverse(f, z).values, back.values)
-    assert _latent._TRACES["inverse"] == before["inverse"] + 1
-    g = _trained(D, cube.values, seed=8)  # another flow object: its own compile
-    transform(g, cube)
-    assert _latent._TRACES["forward"] == before["forward"] + 2
-
-
-def test_small_jobs_run_eagerly_and_never_trace(cube):
-    from tmx.flows import _latent
-
+def test_small_jobs_run_eagerly_and_never_trace(cube, caplog):
     f = _trained(D, cube.values, seed=9)
-    before = dict(_latent._TRACES)
-    inverse(f, transform(f, cube))
-    assert _latent._TRACES == before
+    with caplog.at_level(logging.DEBUG, logger="tmx"):
+        inverse(f, transform(f, cube))
+        swap(f, cube, cube, factor="a")
+        interpolate(f, cube, cube, factor="a", steps=2)
+    assert _traces(caplog) == []
+
+
+def test_swap_and_interpolate_take_compile(cube, caplog):
+    f = _trained(D, cube.values, seed=10)
+    a, b = cube.isel(transformation=0), cube.isel(transformation=1)
+    with caplog.at_level(logging.DEBUG, logger="tmx"):
+        eager = swap(f, a, b, factor="a", compile=False)
+        walk_eager = interpolate(f, a, b, factor="a", steps=3, compile=False)
+        assert _traces(caplog) == []
+        forced = swap(f, a, b, factor="a", compile=True)
+        # T(a) and T(b) share the forward trace (same shape); T⁻¹ has its own
+        assert sorted(_traces(caplog)) == [
+            f"flows: tracing {d} for shape (16, {D}) (float32)" for d in ("forward", "inverse")
+        ]
+        walk = interpolate(f, a, b, factor="a", steps=3, compile=True)
+        # T(a), T(b) reuse the (16, D) trace; T⁻¹ of 3 steps × 12 rows: a new (64, D) one
+        assert _traces(caplog)[2:] == [f"flows: tracing inverse for shape (64, {D}) (float32)"]
+    np.testing.assert_allclose(forced.values, eager.values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(walk.values, walk_eager.values, rtol=1e-5, atol=1e-5)
+    for call in (
+        lambda: transform(f, cube, compile=1),
+        lambda: inverse(f, transform(f, cube), compile="yes"),
+        lambda: swap(f, a, b, factor="a", compile=0),
+        lambda: interpolate(f, a, b, factor="a", compile=np.array([True])),
+    ):
+        with pytest.raises(ValueError, match=r"^compile must be True or False; got "):
+            call()

@@ -103,19 +103,39 @@ def test_full_grad_completeness_on_a_piecewise_linear_net(fold):
 
 
 def test_full_grad_every_bias_term_matters():
-    # The negative control: every site's term is far from 0, so leaving one out breaks the sum.
+    # The negative control of completeness: every bias site's term Σ b·∂y/∂b is far from 0, so
+    # leaving one out would break the sum the completeness test checks. The terms by hand, with
+    # Keras and TensorFlow only: a bias (BN: β) is added at every position, so ∂y/∂b sums the
+    # gradient at the site's output over positions, and b·∂y/∂b is the site's FullGrad term.
     model, x = _piecewise_net()
-    x = tf.constant(x)
-    wired, sites = tmx.attribution._fullgrad.bias_model(model)
-    assert [s["name"] for s in sites] == ["c1", "c2", "d1", "logits"]
-    zeros = [tf.zeros((x.shape[0], *s["shape"])) for s in sites]
-    np.testing.assert_allclose(wired([x, *zeros]), model(x), atol=1e-5)
+    res = tmx.attribution.full_grad(model, x, fold=False, return_delta=True)
+    sites = res.attrs["bias_sites"]
+    assert sites == ["c1", "bn", "c2", "d1", "logits"]
+    bn = model.get_layer("bn")
+    shifts = [bn.beta if name == "bn" else model.get_layer(name).bias for name in sites]
+    # the BN's bias in inference mode: β − γ·μ/√(σ² + ε) (its output is γ·z/√(σ² + ε) + that)
+    scale = keras.ops.convert_to_numpy(bn.gamma) / np.sqrt(
+        keras.ops.convert_to_numpy(bn.moving_variance) + bn.epsilon
+    )
+    bn_bias = keras.ops.convert_to_numpy(bn.beta) - scale * keras.ops.convert_to_numpy(
+        bn.moving_mean
+    )
+    biases = [
+        bn_bias if name == "bn" else keras.ops.convert_to_numpy(b)
+        for name, b in zip(sites, shifts, strict=True)
+    ]
+    xt = tf.constant(x)
     with tf.GradientTape() as tape:
-        tape.watch(zeros)
-        total = tf.reduce_sum(tf.reduce_max(wired([x, *zeros]), axis=1))
-    grads = tape.gradient(total, zeros)
-    terms = [float(tf.reduce_sum(g * s["bias"])) for g, s in zip(grads, sites, strict=True)]
-    assert min(abs(t) for t in terms) > 1e-3
+        tape.watch(xt)
+        y = tf.reduce_max(model(xt, training=False), axis=1)  # the default target: the top class
+        total = tf.reduce_sum(y)
+    grad_x, *grads = tape.gradient(total, [xt, *shifts])
+    terms = [float(np.sum(g.numpy() * b)) for g, b in zip(grads, biases, strict=True)]
+    # the terms complete the sum on this piecewise-linear net: Σ y = Σ x·∂y/∂x + Σ_sites terms
+    input_term = float(np.sum(grad_x.numpy() * x))
+    np.testing.assert_allclose(input_term + sum(terms), float(total), rtol=1e-5, atol=1e-4)
+    assert abs(float(total)) > 1.0  # not a dead network
+    assert min(abs(t) for t in terms) > 1e-3, dict(zip(sites, terms, strict=True))
 
 
 def test_full_grad_batch_and_order_independent():

@@ -16,115 +16,41 @@ import xarray as xr
 import tmx
 from tmx import __version__, flows, introspect
 from tmx import attribution as A
-from tmx._provenance import attr_value, cube_provenance, provenance
-from tmx._validate import choice, flag, fraction, seed
 
 RNG = np.random.default_rng(0)
 
 
-# -- the encoding ----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (True, 1),
-        (False, 0),
-        (np.bool_(True), 1),
-        (None, "None"),
-        ("none", "none"),  # a string option is kept as it is
-        (3, 3),
-        (np.int32(-4), -4),
-        (np.uint8(7), 7),
-        (np.float32(0.5), 0.5),
-        (np.float64(np.nan), "nan"),  # compared through str below
-        (np.str_("std"), "std"),
-        (b"raw", "raw"),
-        (np.array(2.5), 2.5),
-        ((1, 2), [1, 2]),
-        ([None, (True, np.int64(2))], ["None", [1, 2]]),
-        (np.arange(3), [0, 1, 2]),
-        (slice(1, 2), "slice(1, 2, None)"),
-        ({"a": 1}, "{'a': 1}"),
-    ],
-)
-def test_attr_value_encodes_one_way(value, expected):
-    got = attr_value(value)
-    if expected == "nan":
-        assert isinstance(got, float) and np.isnan(got)
-        return
-    assert got == expected
-    assert type(got) is type(expected)  # Python types, never numpy scalars or bools
-    if isinstance(got, list):
-        assert all(type(g) is type(e) for g, e in zip(got, expected, strict=True))
+# The helpers' own behaviour (tmx._provenance's encoding, tmx._validate's checks) is shown by
+# their doctests (run by --doctest-modules); this file checks it through public functions only.
 
 
-def test_provenance_records_function_options_and_version():
-    attrs = provenance("measure", "nv", by=None, parts=True, top=np.int64(3), ref=(0, 2))
-    assert attrs == {
-        "measure": "nv",
-        "by": "None",
-        "parts": 1,
-        "top": 3,
-        "ref": [0, 2],
-        "tmx_version": __version__,
-    }
-    assert next(iter(attrs)) == "measure" and list(attrs)[-1] == "tmx_version"
-
-
-def test_cube_provenance_copies_only_the_model_and_transforms():
-    cube_attrs = {"model_name": "m", "layers": ["a"], "model_weights_sha256": "ab", "x": 1}
-    assert cube_provenance(cube_attrs) == {
-        "cube_model_name": "m",
-        "cube_model_weights_sha256": "ab",
-    }
-
-
-# -- the shared checks -------------------------------------------------------------------------
-def test_seed():
-    assert seed(np.int64(5)) == 5 and type(seed(np.int64(5))) is int
-    assert seed(None, allow_none=True) is None
-    for bad in (-1, True, 1.0, "1", None):
-        with pytest.raises(ValueError, match=r"^seed must be a non-negative integer; got "):
-            seed(bad)
-    with pytest.raises(ValueError, match=r"^rng must be a non-negative integer or None; got -2"):
-        seed(-2, "rng", allow_none=True)
-
-
-def test_flag():
-    assert flag(np.bool_(True), "x") is True and flag(False, "x") is False
-    for bad in (0, 1, "True", None, np.array([True])):
-        with pytest.raises(ValueError, match=r"^parts must be True or False; got "):
-            flag(bad, "parts")
-
-
-def test_fraction():
-    assert fraction(np.float32(0.25), "q") == 0.25
-    assert fraction(0, "q", low_open=False) == 0.0 and fraction(1, "q", high_open=False) == 1.0
-    open_both = r"\(0, 1\)"
-    cases = [(0, {}, open_both), (1.0, {}, open_both), (np.nan, {}, open_both)]
-    cases += [(True, {}, open_both), ("0.5", {}, open_both)]
-    cases += [(-0.1, {"low_open": False}, r"\[0, 1\)"), (1.5, {"high_open": False}, r"\(0, 1\]")]
-    for value, kw, interval in cases:
-        with pytest.raises(ValueError, match=rf"^q must be a number in {interval}; got "):
-            fraction(value, "q", **kw)
-
-
-def test_choice_refuses_bools_and_unhashables():
-    assert choice("var", "d", ("std", "var")) == "var"
-    assert choice(np.int64(-1), "sign", (1, -1)) == -1
-    for bad in (True, False, np.bool_(True)):  # True == 1 would match 1 otherwise
-        with pytest.raises(ValueError, match=r"^sign must be one of \[1, -1\]; got "):
-            choice(bad, "sign", (1, -1))
-    for bad in (["std"], np.array(["std", "var"]), "STD", None):
-        with pytest.raises(ValueError, match=r"^d must be one of \['std', 'var'\]; got "):
-            choice(bad, "d", ("std", "var"))
-    with pytest.raises(ValueError, match=r"^d must be one of \[None, 'jackknife'\]; got 'none'"):
-        choice("none", "d", (None, "jackknife"))
-
-
-def test_measures_common_choice_is_the_validate_one():
-    from tmx.measures import _common
-
-    assert _common.choice is choice
+# -- the measures' choices: the shared check (bools and unhashables refused, exact strings) ------
+def test_measures_refuse_bools_unhashables_and_other_cases(cube):
+    cases = [
+        # True == 1 would match the option 1 without the shared check's bool test
+        (lambda: tmx.goodfellow(cube, sign=True), r"^sign must be one of \[1, -1\]; got True$"),
+        (lambda: tmx.goodfellow(cube, sign=np.bool_(False)), r"^sign must be one of \[1, -1\]"),
+        (
+            lambda: tmx.normalized_distance(cube, per=["channel"]),
+            r"^per must be one of \['unit', 'channel'\]; got \['channel'\]$",
+        ),
+        (
+            lambda: tmx.normalized_distance(cube, per=np.array(["unit", "channel"])),
+            r"^per must be one of \['unit', 'channel'\]; got array\(",
+        ),
+        (
+            lambda: tmx.bootstrap(tmx.normalized_variance, cube, method="JACKKNIFE"),
+            r"^method must be one of \['jackknife', 'bc', 'percentile'\]; got 'JACKKNIFE'$",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # a numpy integer is a valid choice, and gives the same numbers as the Python one
+    xr.testing.assert_identical(
+        tmx.goodfellow(cube, sign=np.int64(-1), reference=0),
+        tmx.goodfellow(cube, sign=-1, reference=0),
+    )
 
 
 # -- results of public functions ----------------------------------------------------------------
@@ -166,6 +92,9 @@ def test_measures_record_none_and_bools_one_way(cube):
     assert nv.attrs["by"] == "None" and nv.attrs["pool"] == "None"
     assert nv.attrs["bias_correction"] == "None" and nv.attrs["cube_model_name"] == "toy"
     assert nv.attrs["n_samples"] == 6 and nv.attrs["n_transformations"] == 3
+    assert next(iter(nv.attrs)) == "measure"  # the function first, then its options
+    # of the cube's attrs only the model and the transformations are copied (not fitted, note...)
+    assert {k for k in nv.attrs if k.startswith("cube_")} == {"cube_model_name"}
     nd = tmx.normalized_distance(cube, per="channel", normalize=True)
     _check_attrs(nd.attrs, "measure", "normalized_distance")
     assert nd.attrs["normalize"] == 1 and nd.attrs["per"] == "channel"

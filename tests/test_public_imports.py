@@ -24,32 +24,12 @@ _DOTTED = re.compile(r"tmx(\.\w+)+")
 # (file relative to the repository root, the private path or name it uses): what could not be
 # removed yet, each with the reason. Keep it short; every entry is a debt.
 ALLOWED: dict[tuple[str, str], str] = {
-    # The compile threshold (_COMPILE_WORK) of transform/inverse and its trace counter (_TRACES):
-    # forcing the XLA-compiled path on a test-sized job and counting its traces has no public
-    # knob or record yet (proposed: a DEBUG record of the "tmx" logger on each trace, and a
-    # public compile= choice on transform/inverse).
-    ("tests/test_flows_latent.py", "tmx.flows._latent"): "compile threshold and trace count",
-    # bias_model (the [x, δ_1..δ_K] → y rewired model) gives every bias site's term for the
-    # negative control of full_grad's completeness; no public function returns the terms.
-    ("tests/test_fullgrad.py", "tmx.attribution._fullgrad"): "per-site bias terms",
-    # The approximate index's edge case (a row whose neighbours lack itself) cannot be made
-    # to happen on purpose through tmx.introspect.duplicates.
-    ("tests/test_duplicates.py", "tmx.introspect.duplicates._drop_self"): "approximate k-NN edge",
-    ("tests/test_duplicates.py", "tmx.introspect.duplicates._neighbour_distances"): "same",
     # A store in the format tmx wrote before checksums (format 1) has no public writer, by
     # design; it is what the backward-compatible reader and resume are tested on.
     ("tests/test_store_integrity.py", "tmx.store._save"): "format-1 store (no checksums)",
     # A kill between the append's checks and the write that marks the store: no public point
     # to interrupt there (a failing forward pass stops it after the mark).
     ("tests/test_store_interop.py", "tmx.store._update_group_attrs"): "kill before the mark",
-    # Unit tests of the shared private helpers themselves (the one attr encoding, the shared
-    # checks, and that measures' choice is the shared one).
-    ("tests/test_provenance.py", "tmx._provenance"): "tests the helper itself",
-    ("tests/test_provenance.py", "tmx._validate"): "same",
-    ("tests/test_provenance.py", "tmx.measures._common"): "same",
-    # The per-sample noise draws of attribution's distributions of interest (rng([seed, p]))
-    # to rebuild noise_tunnel's / the metrics' inputs; no public function returns them
-    # (tmx.attribution.shap_draws is GradientSHAP's). Could be rebuilt with numpy instead.
     # Benchmarks whose baseline is an internal step (see their docstrings): the training
     # step's input pipeline, the fused moments kernel against its numpy path, and the
     # resampling kernels against their TensorFlow counterparts.
@@ -249,6 +229,8 @@ def test_tests_benchmarks_and_examples_use_public_paths_only() -> None:
     for folder in SCANNED:
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
+            if any(part.startswith(".") for part in path.relative_to(ROOT).parts):
+                continue  # hidden folders: virtual environments (benchmarks/.venv-*), caches
             for line, name in private_uses(path.read_text(encoding="utf-8")):
                 if (rel, name) in ALLOWED:
                     seen.add((rel, name))

@@ -56,8 +56,19 @@ def attr_value(value: Any) -> Any:
     (0.5, 3, 'std')
     >>> attr_value((1, [None, True], np.arange(2)))
     [1, ['None', 1], [0, 1]]
-    >>> attr_value(slice(2))
-    'slice(None, 2, None)'
+    >>> attr_value(slice(2)), attr_value({"a": 1}), attr_value(b"raw"), attr_value("none")
+    ('slice(None, 2, None)', "{'a': 1}", 'raw', 'none')
+
+    Python types only, never numpy scalars or bools (netCDF and Zarr store them as they are):
+
+    >>> scalars = (np.bool_(True), np.int32(-4), np.uint8(7), np.float32(0.5), np.array(2.5))
+    >>> [(attr_value(v), type(attr_value(v)).__name__) for v in scalars]
+    [(1, 'int'), (-4, 'int'), (7, 'int'), (0.5, 'float'), (2.5, 'float')]
+    >>> others = (np.float64("nan"), np.str_("std"), [np.int64(2), (None,)])
+    >>> [(attr_value(v), type(attr_value(v)).__name__) for v in others]
+    [(nan, 'float'), ('std', 'str'), ([2, ['None']], 'list')]
+    >>> [type(v).__name__ for v in attr_value([np.int64(2), np.float32(1.5), np.bool_(False)])]
+    ['int', 'float', 'int']
     """
     if value is None:
         return "None"
@@ -102,8 +113,10 @@ def provenance(kind_key: str, name: str, /, **options: Any) -> dict[str, Any]:
     >>> attrs = provenance("measure", "goodfellow", top=None, rate=0.01, normalize=True)
     >>> {k: v for k, v in attrs.items() if k != "tmx_version"}
     {'measure': 'goodfellow', 'top': 'None', 'rate': 0.01, 'normalize': 1}
-    >>> isinstance(attrs["tmx_version"], str)
-    True
+    >>> list(attrs)[0], list(attrs)[-1], isinstance(attrs["tmx_version"], str)
+    ('measure', 'tmx_version', True)
+    >>> provenance("method", "saliency", ref=(0, np.int64(2)), parts=False)["ref"]
+    [0, 2]
     """
     attrs: dict[str, Any] = {kind_key: str(name)}
     attrs.update({key: attr_value(value) for key, value in options.items()})
@@ -119,5 +132,7 @@ def cube_provenance(cube_attrs: Mapping[str, Any]) -> dict[str, Any]:
     --------
     >>> cube_provenance({"model_name": "cnn", "layers": ["a"], "transforms_description": "r"})
     {'cube_model_name': 'cnn', 'cube_transforms_description': 'r'}
+    >>> cube_provenance({"model_weights_sha256": "ab", "fitted": True, "x": 1})
+    {'cube_model_weights_sha256': 'ab'}
     """
     return {f"cube_{k}": attr_value(cube_attrs[k]) for k in CUBE_KEYS if k in cube_attrs}

@@ -84,6 +84,31 @@ def choice(value: Any, name: str, options: Iterable[_T]) -> _T:
     Traceback (most recent call last):
     ...
     ValueError: sign must be one of [1, -1]; got True
+    >>> int(choice(np.int64(-1), "sign", (1, -1)))
+    -1
+
+    Bools (Python or numpy), lists, arrays, another case and None are refused:
+
+    >>> for bad in (False, np.bool_(True)):
+    ...     try:
+    ...         choice(bad, "sign", (1, -1))
+    ...     except ValueError as err:
+    ...         print(str(err).split("; got")[0])
+    sign must be one of [1, -1]
+    sign must be one of [1, -1]
+    >>> for bad in (["std"], np.array(["std", "var"]), "STD", None):
+    ...     try:
+    ...         choice(bad, "d", ("std", "var"))
+    ...     except ValueError as err:
+    ...         print(err)
+    d must be one of ['std', 'var']; got ['std']
+    d must be one of ['std', 'var']; got array(['std', 'var'], dtype='<U3')
+    d must be one of ['std', 'var']; got 'STD'
+    d must be one of ['std', 'var']; got None
+    >>> choice("none", "bias_correction", (None, "jackknife"))
+    Traceback (most recent call last):
+    ...
+    ValueError: bias_correction must be one of [None, 'jackknife']; got 'none'
     """
     options = tuple(options)
     try:
@@ -112,6 +137,21 @@ def seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> int | N
     Traceback (most recent call last):
     ...
     ValueError: seed must be a non-negative integer; got -1
+    >>> type(seed(np.int64(5))).__name__, seed(np.int64(5))
+    ('int', 5)
+    >>> for bad in (True, 1.0, "1", None):
+    ...     try:
+    ...         seed(bad)
+    ...     except ValueError as err:
+    ...         print(err)
+    seed must be a non-negative integer; got True
+    seed must be a non-negative integer; got 1.0
+    seed must be a non-negative integer; got '1'
+    seed must be a non-negative integer; got None
+    >>> seed(-2, "rng", allow_none=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: rng must be a non-negative integer or None; got -2
     """
     if value is None and allow_none:
         return None
@@ -134,6 +174,17 @@ def flag(value: Any, name: str) -> bool:
     Traceback (most recent call last):
     ...
     ValueError: parts must be True or False; got 1
+    >>> flag(np.bool_(True), "parts") is True, flag(np.bool_(False), "parts") is False
+    (True, True)
+    >>> for bad in (0, "True", None, np.array([True])):
+    ...     try:
+    ...         flag(bad, "parts")
+    ...     except ValueError as err:
+    ...         print(err)
+    parts must be True or False; got 0
+    parts must be True or False; got 'True'
+    parts must be True or False; got None
+    parts must be True or False; got array([ True])
     """
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False; got {_describe(value)}")
@@ -152,6 +203,20 @@ def fraction(value: Any, name: str, *, low_open: bool = True, high_open: bool = 
     Traceback (most recent call last):
     ...
     ValueError: rate must be a number in (0, 1); got 1.0
+    >>> fraction(np.float32(0.25), "q"), fraction(0, "q", low_open=False)
+    (0.25, 0.0)
+    >>> for bad, ends in [(0, {}), (np.nan, {}), (True, {}), ("0.5", {}),
+    ...                   (-0.1, {"low_open": False}), (1.5, {"high_open": False})]:
+    ...     try:
+    ...         fraction(bad, "q", **ends)
+    ...     except ValueError as err:
+    ...         print(err)
+    q must be a number in (0, 1); got 0
+    q must be a number in (0, 1); got nan
+    q must be a number in (0, 1); got True
+    q must be a number in (0, 1); got '0.5'
+    q must be a number in [0, 1); got -0.1
+    q must be a number in (0, 1]; got 1.5
     """
     low, high = ("(" if low_open else "["), (")" if high_open else "]")
     ok = not isinstance(value, bool | np.bool_) and isinstance(value, numbers.Real)

@@ -284,9 +284,9 @@ def _flow_values(flow: Flow, inverse: bool, dtype: Any) -> Any:
 # job (24,000 rows of a 16-unit flow: ~0.1 s), less than what compiled calls save on a large one.
 # A call compiles when its rows times the flow's work per row reach _COMPILE_WORK (about 2 s of
 # eager work on one core); the choice depends on the input's size only (never on timings or on
-# earlier calls), so equal inputs always give equal numbers.
+# earlier calls), so equal inputs always give equal numbers.  A caller's ``compile=`` True/False
+# forces either path.  Every trace of a compiled function logs one DEBUG record on "tmx".
 _COMPILE_WORK = 2e9
-_TRACES: dict[str, int] = {"forward": 0, "inverse": 0}  # traces of compiled calls (tests count)
 
 
 def _work(flow: Flow, d: int) -> int:
@@ -317,10 +317,16 @@ class _Path:
         """The compiled function, traced on first use (once, whatever thread)."""
         with self.lock:
             if self.compiled is None:
-                bind = self.bind
+                bind, direction, spec = self.bind, self.direction, self.spec
 
                 def run(x: Any) -> Any:
-                    _TRACES[self.direction] += 1
+                    # runs once per trace (never per call): the record counts traces
+                    log.debug(
+                        "flows: tracing %s for shape %s (%s)",
+                        direction,
+                        tuple(spec.shape.as_list()),
+                        spec.dtype.name,
+                    )
                     return bind()(x)
 
                 fn = tf.function(
@@ -442,15 +448,18 @@ def _map_last(
     new: str,
     batch_size: int,
     progress: bool | Steps = False,
+    compile: bool | None = None,
 ) -> xr.DataArray:
     """T or T⁻¹ along dim ``core`` (renamed ``new``), lazily for dask-backed arrays; a bar
-    over the calls (``progress``, or a caller's bar) only when computed here (numpy-backed)."""
+    over the calls (``progress``, or a caller's bar) only when computed here (numpy-backed);
+    XLA-compiled when ``compile``, or (None) when the job is large."""
     d = arr.sizes[core]
     lazy = isinstance(arr.data, da.Array)
     if lazy and arr.chunks is not None and len(arr.chunks[arr.get_axis_num(core)]) > 1:
         arr = arr.chunk({core: -1})
     rows = arr.size // max(d, 1)
-    compiled = rows * _work(flow, d) >= _COMPILE_WORK  # the whole job's size decides
+    # the whole job's size decides, unless the caller forces a path
+    compiled = rows * _work(flow, d) >= _COMPILE_WORK if compile is None else compile
     out = xr.apply_ufunc(
         _RowMap(flow, direction, batch_size, compiled, False if lazy else progress),
         arr,
@@ -522,6 +531,11 @@ def _batch_size(batch_size: Any) -> int:
     return v.positive_int(batch_size, "batch_size")
 
 
+def _compile(compile: Any) -> bool | None:
+    """``compile=``: None (the job's size decides), else True or False."""
+    return None if compile is None else v.flag(compile, "compile")
+
+
 def _unit_coords(flow: Flow, d: int) -> dict[str, Any]:
     coords: dict[str, Any] = {}
     uc = flow.unit_coords or {}
@@ -539,7 +553,12 @@ def _unit_coords(flow: Flow, d: int) -> dict[str, Any]:
 
 # -- public functions ------------------------------------------------------------------------------
 def transform(
-    flow: Flow, responses: Any, *, batch_size: int = 4096, progress: bool | None = None
+    flow: Flow,
+    responses: Any,
+    *,
+    batch_size: int = 4096,
+    progress: bool | None = None,
+    compile: bool | None = None,
 ) -> xr.DataArray:
     r"""The latent code ``z̃ = T(z)`` of responses, labeled by factor.
 
@@ -570,6 +589,13 @@ def transform(
         None: when run interactively (a terminal, not under pytest or CI). A dask-backed
         ``responses`` gives a lazy result: nothing runs until it is computed (under dask's
         ``ProgressBar`` for a bar).
+    compile : bool or None, default None
+        Whether the flow's calls run XLA-compiled (``tf.function(jit_compile=True)``, traced
+        once per flow, direction, batch shape and dtype, each trace logged at DEBUG on the
+        ``"tmx"`` logger) or eagerly.  None: by the job's size (see Returns); True or False
+        forces either path.  XLA's trace and compile cost about 0.3–1 s, which pays off on
+        large jobs only.  Both paths compute the same map; only the last bits of float
+        rounding differ (~1e-6 relative), so ``compile`` is not recorded in ``attrs``.
 
     Returns
     -------
@@ -587,7 +613,7 @@ def transform(
         Small jobs run eagerly; a job whose rows times the flow's work per row reach about
         2·10⁹ multiply-adds runs XLA-compiled (traced once per flow, direction and batch shape),
         which rounds differently in the last bits (~1e-6 relative); the choice depends on the
-        job's size only.
+        job's size only (never on timings or earlier calls), unless ``compile`` forces it.
 
     Examples
     --------
@@ -604,17 +630,24 @@ def transform(
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
-    return _transform(flow, responses, "responses", batch_size, resolve_progress(progress))
+    compile = _compile(compile)
+    show = resolve_progress(progress)
+    return _transform(flow, responses, "responses", batch_size, show, compile)
 
 
 def _transform(
-    flow: Flow, responses: Any, name: str, batch_size: int, progress: bool | Steps = False
+    flow: Flow,
+    responses: Any,
+    name: str,
+    batch_size: int,
+    progress: bool | Steps = False,
+    compile: bool | None = None,
 ) -> xr.DataArray:
     d = _units(flow)
     arr = _as_labeled(responses, name, "unit")
     _check_units(flow, arr, name, d)
     names, dims = _blocks(flow, d)
-    out = _map_last(flow, "forward", arr, "unit", "latent", batch_size, progress)
+    out = _map_last(flow, "forward", arr, "unit", "latent", batch_size, progress, compile)
     out = out.assign_coords(latent=np.arange(d), factor=("latent", _factor_per_dim(names, dims)))
     out.name = "latent"
     out.attrs = {"description": "latent code T(z) of an interpretation flow"}
@@ -623,7 +656,12 @@ def _transform(
 
 
 def inverse(
-    flow: Flow, z: Any, *, batch_size: int = 4096, progress: bool | None = None
+    flow: Flow,
+    z: Any,
+    *,
+    batch_size: int = 4096,
+    progress: bool | None = None,
+    compile: bool | None = None,
 ) -> xr.DataArray:
     r"""Map a latent code back to the layer's units: ``z = T⁻¹(z̃)``.
 
@@ -641,6 +679,10 @@ def inverse(
         A progress bar over the flow's calls when they run here (numpy-backed ``z``); None:
         when run interactively. A dask-backed ``z`` gives a lazy result (see
         :func:`transform`).
+    compile : bool or None, default None
+        XLA-compiled (True) or eager (False) calls of ``T⁻¹``; None: by the job's size (see
+        :func:`transform`).  Not recorded in ``attrs``: the numbers differ by float rounding
+        only.
 
     Returns
     -------
@@ -665,10 +707,17 @@ def inverse(
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
-    return _inverse(flow, z, batch_size, resolve_progress(progress))
+    compile = _compile(compile)
+    return _inverse(flow, z, batch_size, resolve_progress(progress), compile)
 
 
-def _inverse(flow: Flow, z: Any, batch_size: int, progress: bool | Steps = False) -> xr.DataArray:
+def _inverse(
+    flow: Flow,
+    z: Any,
+    batch_size: int,
+    progress: bool | Steps = False,
+    compile: bool | None = None,
+) -> xr.DataArray:
     d = _units(flow)
     arr = _as_labeled(z, "z", "latent")
     if arr.sizes["latent"] != d:
@@ -685,7 +734,7 @@ def _inverse(flow: Flow, z: Any, batch_size: int, progress: bool | Steps = False
             )
     drop = [k for k, c in arr.coords.items() if "latent" in c.dims]
     arr = arr.drop_vars(drop)
-    out = _map_last(flow, "inverse", arr, "latent", "unit", batch_size, progress)
+    out = _map_last(flow, "inverse", arr, "latent", "unit", batch_size, progress, compile)
     out = out.assign_coords(_unit_coords(flow, d))
     out.name = "activation"
     out.attrs = {"description": "units T⁻¹(z̃) decoded by an interpretation flow"}
@@ -726,11 +775,16 @@ def _labeled_pair(a: Any, b: Any) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 def _pair(
-    flow: Flow, a_arr: xr.DataArray, b_arr: xr.DataArray, batch_size: int, bar: Steps
+    flow: Flow,
+    a_arr: xr.DataArray,
+    b_arr: xr.DataArray,
+    batch_size: int,
+    bar: Steps,
+    compile: bool | None = None,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """(T(a), T(b) with T(a)'s dims and coordinates), the calls on ``bar``."""
-    za = _transform(flow, a_arr, "a", batch_size, bar)
-    zb = _transform(flow, b_arr, "b", batch_size, bar)
+    za = _transform(flow, a_arr, "a", batch_size, bar, compile)
+    zb = _transform(flow, b_arr, "b", batch_size, bar, compile)
     # b's values on a's labels (no alignment: b's rows pair with a's rows by position)
     zb = za.copy(data=zb.transpose(*za.dims).data)
     return za, zb
@@ -750,6 +804,7 @@ def swap(
     factor: str | Sequence[str],
     batch_size: int = 4096,
     progress: bool | None = None,
+    compile: bool | None = None,
 ) -> xr.DataArray:
     r"""Replace factor blocks of ``a``'s latent code by ``b``'s and decode: a counterfactual.
 
@@ -780,6 +835,10 @@ def swap(
         lazy result, computed later under dask's ``ProgressBar`` for a bar).  None: when run
         interactively (a terminal, not under pytest or CI).  The numbers are the same with or
         without it.
+    compile : bool or None, default None
+        XLA-compiled (True) or eager (False) calls of the flow (T and T⁻¹); None: by each
+        job's size (see :func:`transform`).  Not recorded in ``attrs``: the numbers differ by
+        float rounding only.
 
     Returns
     -------
@@ -803,6 +862,7 @@ def swap(
     """
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
+    compile = _compile(compile)
     show = resolve_progress(progress)
     a_arr, b_arr = _labeled_pair(a, b)
     rows = _rows_of(a_arr, "unit")
@@ -816,11 +876,11 @@ def swap(
     )
     total = _pair_calls(a_arr, b_arr, batch_size) + (0 if lazy else _calls(rows, batch_size))
     with steps(total, show, unit="batch") as bar:
-        za, zb = _pair(flow, a_arr, b_arr, batch_size, bar)
+        za, zb = _pair(flow, a_arr, b_arr, batch_size, bar, compile)
         names, mask = _factor_mask(za, factor)
         keep = xr.DataArray(mask, dims=("latent",))
         z = za.copy(data=xr.where(keep, zb, za).transpose(*za.dims).data)
-        out = _inverse(flow, z, batch_size, bar)
+        out = _inverse(flow, z, batch_size, bar, compile)
     out.attrs["function"] = "flows.swap"
     out.attrs["swapped"] = names
     out.attrs["formula"] = "T^-1(z~) with z~_F = T(b)_F for F in swapped, z~_G = T(a)_G otherwise"
@@ -963,6 +1023,7 @@ def interpolate(
     x: Any = None,
     batch_size: int = 256,
     progress: bool | None = None,
+    compile: bool | None = None,
 ) -> xr.DataArray | xr.Dataset:
     r"""Walk factor blocks of ``a``'s latent code towards ``b``'s, decoded at each step.
 
@@ -1014,6 +1075,10 @@ def interpolate(
         ``model`` they are computed here, under dask's ``ProgressBar`` when ``progress``.
         None: when run interactively (a terminal, not under pytest or CI).  The numbers are
         the same with or without it.
+    compile : bool or None, default None
+        XLA-compiled (True) or eager (False) calls of the flow (T and T⁻¹; the model's tail
+        is a ``tf.function`` either way); None: by each job's size (see :func:`transform`).
+        Not recorded in ``attrs``: the numbers differ by float rounding only.
 
     Returns
     -------
@@ -1043,6 +1108,7 @@ def interpolate(
     flow = _check_flow(flow)
     batch_size = _batch_size(batch_size)
     steps = v.positive_int(steps, "steps")
+    compile = _compile(compile)
     show = resolve_progress(progress)
     a_arr, b_arr = _labeled_pair(a, b)
     rows = _rows_of(a_arr, "unit")
@@ -1061,7 +1127,9 @@ def interpolate(
     if model is not None:
         total += steps * -(-rows // batch_size)
     with _bar(total, show) as bar:  # (``steps`` is the argument here, not the bar's maker)
-        return _interpolate(flow, a_arr, b_arr, factor, steps, model, x, batch_size, bar, show)
+        return _interpolate(
+            flow, a_arr, b_arr, factor, steps, model, x, batch_size, bar, show, compile
+        )
 
 
 def _interpolate(
@@ -1075,10 +1143,11 @@ def _interpolate(
     batch_size: int,
     bar: Steps,
     show: bool,
+    compile: bool | None = None,
 ) -> xr.DataArray | xr.Dataset:
     """``interpolate``'s work, every call here on ``bar`` (a dask computation under dask's
     bar when ``show``)."""
-    za, zb = _pair(flow, a_arr, b_arr, batch_size, bar)
+    za, zb = _pair(flow, a_arr, b_arr, batch_size, bar, compile)
     names, mask = _factor_mask(za, factor)
     alpha = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     al = xr.DataArray(alpha.astype(za.dtype), dims=("step",))
@@ -1087,7 +1156,7 @@ def _interpolate(
     z = xr.where(keep, mixed, za).transpose("step", *za.dims)
     z = z.assign_coords(step=np.arange(steps), alpha=("step", alpha))
     z.attrs = dict(za.attrs)
-    activation = _inverse(flow, z, batch_size, bar)
+    activation = _inverse(flow, z, batch_size, bar, compile)
     activation.attrs["function"] = "flows.interpolate"
     activation.attrs["interpolated"] = names
     activation.attrs["formula"] = (
