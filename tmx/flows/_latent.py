@@ -774,6 +774,20 @@ def _labeled_pair(a: Any, b: Any) -> tuple[xr.DataArray, xr.DataArray]:
     return a_arr, b_arr
 
 
+def _pair_job(
+    flow: Any, a: Any, b: Any, batch_size: Any, compile: Any, progress: Any
+) -> tuple[Flow, int, bool | None, bool, xr.DataArray, xr.DataArray, int, bool]:
+    """The checked arguments of ``swap`` / ``interpolate``: (flow, batch_size, compile, show,
+    a, b labeled, their rows, whether either is lazy)."""
+    flow = _check_flow(flow)
+    batch_size = _batch_size(batch_size)
+    compile = _compile(compile)
+    show = resolve_progress(progress)
+    a_arr, b_arr = _labeled_pair(a, b)
+    lazy = _lazy(a_arr) or _lazy(b_arr)
+    return flow, batch_size, compile, show, a_arr, b_arr, _rows_of(a_arr, "unit"), lazy
+
+
 def _pair(
     flow: Flow,
     a_arr: xr.DataArray,
@@ -860,13 +874,9 @@ def swap(
     >>> np.allclose(z[:, 0], za[:, 0], atol=1e-5), np.allclose(z[:, 1], zb[:, 1], atol=1e-5)
     (True, True)
     """
-    flow = _check_flow(flow)
-    batch_size = _batch_size(batch_size)
-    compile = _compile(compile)
-    show = resolve_progress(progress)
-    a_arr, b_arr = _labeled_pair(a, b)
-    rows = _rows_of(a_arr, "unit")
-    lazy = _lazy(a_arr) or _lazy(b_arr)
+    flow, batch_size, compile, show, a_arr, b_arr, rows, lazy = _pair_job(
+        flow, a, b, batch_size, compile, progress
+    )
     log.info(
         "swap: factor %r of %d row(s) of %d unit(s)%s",
         factor,
@@ -1105,14 +1115,10 @@ def interpolate(
     >>> bool(np.allclose(walk.isel(step=0).values, a, atol=1e-5))  # α = 0 gives a back
     True
     """
-    flow = _check_flow(flow)
-    batch_size = _batch_size(batch_size)
     steps = v.positive_int(steps, "steps")
-    compile = _compile(compile)
-    show = resolve_progress(progress)
-    a_arr, b_arr = _labeled_pair(a, b)
-    rows = _rows_of(a_arr, "unit")
-    lazy = _lazy(a_arr) or _lazy(b_arr)
+    flow, batch_size, compile, show, a_arr, b_arr, rows, lazy = _pair_job(
+        flow, a, b, batch_size, compile, progress
+    )
     log.info(
         "interpolate: factor %r of %d row(s) of %d unit(s) in %d step(s)%s%s",
         factor,
