@@ -10,6 +10,7 @@ client has its own dashboard).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 from collections.abc import Iterator
@@ -81,6 +82,23 @@ class Steps:
         self.done += n
         if self._bar is not None:
             self._bar.update(self.done, [(k, v) for k, v in values.items()], finalize=None)
+
+
+def quiet(func: Any) -> dict[str, Any]:
+    """``{"progress": False}`` for a function that takes ``progress``, else ``{}``: the
+    keywords that keep a function called inside another long call from showing its own bar.
+
+    Examples
+    --------
+    >>> from tmx._progress import quiet
+    >>> quiet(lambda x, progress=None: x), quiet(lambda x: x)
+    ({'progress': False}, {})
+    """
+    try:
+        accepts = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # pragma: no cover - callables without a signature
+        return {}
+    return {"progress": False} if "progress" in accepts else {}
 
 
 @contextlib.contextmanager

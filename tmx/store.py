@@ -306,6 +306,15 @@ async def _collect(agen: Any) -> list[str]:
     return [k async for k in agen]
 
 
+def _write_parts(fd: int, parts: Sequence[Any]) -> None:
+    """Every byte of ``parts``, one after the other, to the open file ``fd`` (``os.write``
+    may write less than it is given)."""
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while len(view):
+            view = view[os.write(fd, view) :]
+
+
 class _Loc:
     """A store's location and the few raw operations tmx needs besides Zarr's: read, write
     (whole objects, atomically), list and delete keys (``"activation/c/0/1/2"``)."""
@@ -441,20 +450,14 @@ class _LocalLoc(_Loc):
         if not atomic:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                for part in parts:
-                    view = memoryview(part).cast("B")
-                    while len(view):
-                        view = view[os.write(fd, view) :]
+                _write_parts(fd, parts)
             finally:
                 os.close(fd)
             return
         tmp = f"{target}.{uuid.uuid4().hex}.partial"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            for part in parts:
-                view = memoryview(part).cast("B")
-                while len(view):
-                    view = view[os.write(fd, view) :]
+            _write_parts(fd, parts)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)

@@ -312,13 +312,16 @@ def _row_params(qoi: _Qoi, samples: np.ndarray, batch: int) -> np.ndarray:
     return pad_rows(qoi.indices[samples], batch)
 
 
-def _qoi_values(model, qoi: _Qoi, z: np.ndarray, batch: int) -> np.ndarray:
-    """Q at every row of ``z`` (one point per sample), batched."""
+def _qoi_values(model, qoi: _Qoi, z: np.ndarray, batch: int, bar: Any = None) -> np.ndarray:
+    """Q at every row of ``z`` (one point per sample), batched; ``bar`` (a ``tmx._progress``
+    bar) advances once per compiled call."""
     _, value = _functions(model, qoi, z.shape[1:], batch)
     out = np.empty(z.shape[0], np.float64)
     for a, b in _batches(z.shape[0], batch):
         params = _row_params(qoi, np.arange(a, b), batch)
         out[a:b] = np.asarray(value(pad_rows(z[a:b], batch), params))[: b - a]
+        if bar is not None:
+            bar.advance()
     return out
 
 

@@ -3,8 +3,6 @@ insertion curves (Xplique's / RISE's). All seeded per sample position and batche
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -37,27 +35,6 @@ def _qoi(model: Any, values: np.ndarray, target: Any, batch_size: int):
         values.shape[0],
         lambda: _predict(model, values, batch_size),
     )
-
-
-def _qoi_steps(model: Any, q: Any, z: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
-    """Q at every row of ``z`` (``_qoi_values``), one compiled call of ``batch_size`` rows at a
-    time and one ``bar`` step per call: the calls ``_qoi_values`` makes, so the same numbers."""
-    out = np.empty(z.shape[0], np.float64)
-    for a, b in _batches(z.shape[0], batch_size):
-        part = q if q.params is None else dataclasses.replace(q, params=q.params[a:b])
-        out[a:b] = _qoi_values(model, part, z[a:b], batch_size)
-        bar.advance()
-    return out
-
-
-def _quiet(method: Callable[..., Any]) -> dict[str, Any]:
-    """``{"progress": False}`` for a method that takes ``progress`` (no bars inside a metric's
-    own), else ``{}``."""
-    try:
-        accepts = inspect.signature(method).parameters
-    except (TypeError, ValueError):  # pragma: no cover - callables without a signature
-        return {}
-    return {"progress": False} if "progress" in accepts else {}
 
 
 def _attribution(out: Any) -> np.ndarray:
@@ -178,8 +155,8 @@ def infidelity(
     q_rows = type(q)(q.kind, None if q.params is None else np.repeat(q.params, samples, 0), q.fn)
     calls = -(-n // batch_size) + -(-(n * samples) // batch_size)
     with _progress.steps(calls, show, "batch") as bar:
-        f_x = _qoi_steps(model, q, values, batch_size, bar)
-        f_p = _qoi_steps(model, q_rows, rows, batch_size, bar).reshape(n, samples)
+        f_x = _qoi_values(model, q, values, batch_size, bar)
+        f_p = _qoi_values(model, q_rows, rows, batch_size, bar).reshape(n, samples)
     dot = (pert.astype(np.float64).reshape(n, samples, -1) * phi.reshape(n, 1, -1)).sum(-1)
     diff = f_x[:, None] - f_p
     if normalize:
@@ -274,7 +251,7 @@ def sensitivity_max(
         samples,
         radius,
     )
-    quiet = _quiet(method)
+    quiet = _progress.quiet(method)
     if perturbation is None:
         pert = draws("uniform", shape, np.arange(n), samples, radius, seed)
         rows = (values[:, None] + pert).reshape(n * samples, *shape)

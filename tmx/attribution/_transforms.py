@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -77,11 +76,7 @@ def over_transforms(
     if not callable(method):
         raise ValueError(f"method must be an attribution function; got {method!r}")
     show = _progress.resolve(progress)
-    quiet: dict[str, Any]
-    try:
-        quiet = {"progress": False} if "progress" in inspect.signature(method).parameters else {}
-    except (TypeError, ValueError):  # pragma: no cover - callables without a signature
-        quiet = {}
+    quiet = _progress.quiet(method)
     values, coords = _as_inputs(x)
     n = values.shape[0]
     if target is None:

@@ -69,14 +69,6 @@ def assign(n: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
     return code, np.bincount(code, minlength=groups).astype(np.float64)
 
 
-def _onehot(code: np.ndarray, groups: int, like: Any) -> Any:
-    """(G, N) indicator matrix, chunked along N like ``like``'s first axis when it is dask."""
-    onehot = (code[None, :] == np.arange(groups)[:, None]).astype(np.float64)
-    if isinstance(like, da.Array):
-        return da.from_array(onehot, chunks=((groups,), like.chunks[0]))
-    return onehot
-
-
 def group_sums(values: Any, code: np.ndarray, groups: int) -> Any:
     """Σ_{i∈g} values[i, ...] for every group: shape (G, ...) (numpy or dask).
 
