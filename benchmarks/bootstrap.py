@@ -7,10 +7,10 @@ A cube of ``n × t × units`` float32 values (default 1000 × 8 × 5600: 171 MiB
 sparse ReLU-like units), in memory and chunked by 100 samples. Rows, medians of ``--repeats``
 runs in the same process, ratio to one NV pass (``tmx.normalized_variance(cube).compute()``):
 
-- ``bootstrap(normalized_variance, cube, n=1000, by_layer="mean")`` with its defaults: the
+- ``bootstrap(normalized_variance, cube, n=1000, reduce="mean")`` with its defaults: the
   studentised jackknife interval (one pass: the estimate and the per-group sums). Target
   ≤ 3 × one NV pass.
-- the same with ``by_layer="ratio_of_means"`` (the layer value tmx reports by default).
+- the same with ``reduce="ratio_of_means"`` (the layer value tmx reports by default).
 - ``method="bc", over="sample"`` with ``n`` replicates: multiplicity-weighted sums, in as many
   passes as the replicates' sums need within the default ``memory`` (1 GiB); the former
   default, for reference (``--skip-bc`` leaves it out: it takes minutes).
@@ -67,16 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [("one NV pass (baseline)", one)]
     rows.append(
         (
-            'bootstrap(nv, by_layer="mean"), default (jackknife)',
-            median_seconds(lambda: tmx.bootstrap(nv, cube, by_layer="mean"), args.repeats),
+            'bootstrap(nv, reduce="mean"), default (jackknife)',
+            median_seconds(lambda: tmx.bootstrap(nv, cube, reduce="mean"), args.repeats),
         )
     )
     rows.append(
         (
-            'bootstrap(nv, by_layer="ratio_of_means"), default',
-            median_seconds(
-                lambda: tmx.bootstrap(nv, cube, by_layer="ratio_of_means"), args.repeats
-            ),
+            'bootstrap(nv, reduce="ratio_of_means"), default',
+            median_seconds(lambda: tmx.bootstrap(nv, cube, reduce="ratio_of_means"), args.repeats),
         )
     )
     if not args.skip_bc:
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def bc():
             out["r"] = tmx.bootstrap(
-                nv, cube, n=args.replicates, method="bc", over="sample", by_layer="mean"
+                nv, cube, n=args.replicates, method="bc", over="sample", reduce="mean"
             )
 
         seconds = median_seconds(bc, 1, warmup=False)

@@ -16,7 +16,7 @@ the small-N estimates. Printed per layer, for each layer summary:
 
 Summaries: the unit mean of NV (the peers' layer value), the plain ratio of means Σ TV / Σ SV,
 and the jackknifed ratio of means (``bias_correction="jackknife"``); intervals: the default
-(``tmx.bootstrap(normalized_variance, cube, by_layer=...)``: the studentised jackknife) and the
+(``tmx.bootstrap(normalized_variance, cube, reduce=...)``: the studentised jackknife) and the
 former default (``method="bc", over="sample"``, multinomial resampling). With ``--figure`` the
 convergence curve of one large data set (``tmx.convergence``) is drawn as well.
 """
@@ -45,13 +45,13 @@ def layer_values(cube, boot: int) -> dict[str, dict]:
     import tmx
 
     nv = tmx.normalized_variance(cube)
-    default = tmx.bootstrap(tmx.normalized_variance, cube, by_layer="ratio_of_means")
-    unit_mean_ci = tmx.bootstrap(tmx.normalized_variance, cube, by_layer="mean")
+    default = tmx.bootstrap(tmx.normalized_variance, cube, reduce="ratio_of_means")
+    unit_mean_ci = tmx.bootstrap(tmx.normalized_variance, cube, reduce="mean")
     old = tmx.bootstrap(
-        tmx.normalized_variance, cube, n=boot, over="sample", method="bc", by_layer="mean"
+        tmx.normalized_variance, cube, n=boot, over="sample", method="bc", reduce="mean"
     )
     old_ratio = tmx.bootstrap(
-        tmx.normalized_variance, cube, n=boot, over="sample", method="bc", by_layer="ratio_of_means"
+        tmx.normalized_variance, cube, n=boot, over="sample", method="bc", reduce="ratio_of_means"
     )
     plain = tmx.by_layer(tmx.normalized_variance(cube, parts=True), reduce="ratio_of_means")
 

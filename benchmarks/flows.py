@@ -6,7 +6,8 @@ Run: .venv/bin/python -m benchmarks.flows [--repeats 3] [--pairs 20000] [--epoch
 
 Configuration (the issue's): D = 64 units, 4 blocks, one hidden layer of 128 ReLU units per
 coupling network, batch 256, Adam (learning rate 1e-3), the factor loss with gyoza's semantics.
-tmx: ``tmx.flows.flow(64, blocks=4, hidden=(128,), coupling=...)``, i.e. per block
+tmx: ``tmx.flows.flow(64, blocks=4, hidden=(128,), coupling=...)``, i.e. a ``Standardize``
+first layer (fixed, not trained: each unit's mean and standard deviation) then per block
 ``ActNorm(data) → Coupling(checkerboard) → Permute(checkerboard) → Coupling → Householder(2)``,
 each coupling network ``Dense(128, relu) → Dense(32)`` (additive) or ``Dense(64)`` (affine: a
 log-scale and a shift per transformed unit), on the 32-unit conditioning half.
@@ -50,7 +51,8 @@ Rows (throughputs; ratio = tmx / baseline):
 
 Baseline (a), the limit: a hand-written loop with the same compute and no flow abstractions
 (``PlainFlow``). The same Dense stacks (count, sizes, activations, initial weights copied from a
-tmx flow built with the same seed, checked to give the same z and logdet), the same ActNorm,
+tmx flow built with the same seed, checked to give the same z and logdet), the same
+Standardize and ActNorm,
 couplings and Householder reflections, written on a fixed unit layout in which each coupling's
 two halves are contiguous (split by slicing, one concat per block; the checkerboard permutation
 becomes a swap of the halves and costs nothing), ActNorm initialised eagerly from the first
@@ -96,9 +98,9 @@ venv, or with ``--skip-gyoza``, the gyoza rows are skipped with a message.
 sequential, so differences under ~10 % are noise): the plain loop with the other ``jit``, without
 jitter and with a float32 loss (what XLA, dequantisation and float64 cost); tmx's Flow in the
 plain loop's step and batching, with the inline loss and then with ``tmx.flows.factor_loss``
-(what the layers and the loss function cost over the plain compute); ``fit``'s host batching
-alone (``_fit._batches``); ``fit`` with ``validation=0``, with the other ``jit``, and with
-``validation=0.1`` (the default; per-epoch held-out loss and invert check).
+(what the layers and the loss function cost over the plain compute); ``fit`` with
+``validation=0``, with the other ``jit``, and with ``validation=0.1`` (the default; per-epoch
+held-out loss and invert check).
 
 Threads: ``--threads 1`` (default) sets TensorFlow's intra- and inter-op pools to one thread on
 every side (gyoza's too). This machine is shared: with TensorFlow's default pools (``--threads
@@ -218,13 +220,22 @@ class PlainFlow:
         import keras
         import tensorflow as tf
 
-        from tmx.flows.layers import ActNorm, Householder, Permute
+        from tmx.flows.layers import ActNorm, Householder, Permute, Standardize
 
         self.coupling = coupling
         self.clamp = clamp
         self.order = np.r_[0:D:2, 1:D:2]
         self.h = D // 2
         layers = list(template.flow_layers)
+        # tmx.flows.flow's first layer (standardize=True, the default): a fixed affine map
+        # by each unit's mean and standard deviation, not trained
+        self.standardize = None
+        if layers and isinstance(layers[0], Standardize):
+            first = layers.pop(0)
+            self.standardize = tuple(
+                tf.constant(keras.ops.convert_to_numpy(w)[self.order])
+                for w in (first.loc, first.log_scale)
+            )
         if len(layers) != 5 * BLOCKS:
             raise ValueError(f"expected {5 * BLOCKS} layers; got {len(layers)}")
         self.blocks = []
@@ -301,6 +312,10 @@ class PlainFlow:
 
         logdet = tf.zeros(tf.shape(x)[:1], x.dtype)
         h = self.h
+        if self.standardize is not None:
+            loc, log_scale = self.standardize
+            x = (x - loc) * tf.exp(-log_scale)
+            logdet = logdet - tf.reduce_sum(log_scale)
         for blk in self.blocks:
             x = (x - blk["loc"]) * tf.exp(-blk["log_scale"])
             logdet = logdet - tf.reduce_sum(blk["log_scale"])
@@ -323,6 +338,10 @@ class PlainFlow:
             x_t, ld1 = self._couple(x_t, self._net(blk["net1"], x_c), -1)
             z = tf.concat([x_t, x_c], axis=1) * tf.exp(blk["log_scale"]) + blk["loc"]
             logdet = logdet + ld1 + ld2 + tf.reduce_sum(blk["log_scale"])
+        if self.standardize is not None:
+            loc, log_scale = self.standardize
+            z = z * tf.exp(log_scale) + loc
+            logdet = logdet + tf.reduce_sum(log_scale)
         return z, logdet
 
 
@@ -618,7 +637,6 @@ def profile(
     import inspect
 
     import tmx
-    from tmx.flows import _fit
 
     dims = data["dims"]
     first = x["a"][:BATCH]
@@ -655,17 +673,6 @@ def profile(
         epoch = plain_trainer(f, dims, tmx_flow=True, tmx_loss=True, jit=True, noise=noise)
         timed("  the same, jit=True", epoch, x["a"], x["b"])
 
-    train = _fit._Arrays(x["a"], x["b"], x["rho"], 0, len(x["a"]))
-
-    def batching():
-        rng = np.random.default_rng(0)
-        for _ in _fit._batches(train, BATCH, rng, len(train)):
-            pass
-
-    res["fit's host batching alone (_fit._batches)"] = (
-        median_seconds(batching, args.repeats),
-        trained,
-    )
     _, history, _ = fit_tmx(data, coupling, args.epochs, 0)
     res["tmx.flows.fit, validation=0"] = (steady(list(history["seconds"].values)), trained)
     if "jit" in inspect.signature(tmx.flows.fit).parameters:

@@ -19,8 +19,12 @@ the same process, in interleaved rounds (one run of every row per round):
   then ``tmx.sample_variance``, then their ratio). The forward batches each run needs are
   counted with ``tmx.cube.forward_runner(cube).batches``.
 
-``--numpy-moments`` computes the block moments with numpy (``block_moments`` per reduction, the
-path taken without numba). ``--distributed`` adds NV end to end on a
+``--numpy-moments`` computes the block moments with numpy, the path tmx takes when numba is not
+installed: the benchmark re-runs itself (the same module with the same arguments) in
+a child interpreter in which ``import numba`` fails (``sys.modules["numba"] = None`` before tmx
+is imported, as tests/test_fast_moments.py does), so tmx's kernels fall back to their numpy
+code (the table's header says which path ran; the child checks at its end that numba is still
+blocked); its output is printed as it comes. ``--distributed`` adds NV end to end on a
 ``dask.distributed.LocalCluster`` of 2 worker processes (1 thread each) and checks it equals the
 local result.
 """
@@ -28,9 +32,13 @@ local result.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -69,6 +77,38 @@ def bare_loop(model, tset, x: np.ndarray, layers: list[str], batch: int):
     return run
 
 
+# the child of --numpy-moments: numba made unimportable before tmx is imported, then this module
+# run as a script with the same arguments
+_WITHOUT_NUMBA = """
+import runpy, sys
+sys.modules["numba"] = None  # import numba raises ImportError: tmx takes its numpy path
+sys.argv = ["benchmarks.measures", *sys.argv[1:]]
+runpy.run_module("benchmarks.measures", run_name="__main__", alter_sys=True)
+"""
+
+
+def numba_blocked() -> bool:
+    """Whether this interpreter is the child of ``--numpy-moments`` (numba unimportable)."""
+    return "numba" in sys.modules and sys.modules["numba"] is None
+
+
+def moments_path() -> str:
+    """Which path computes the block moments here: numba's kernel, or numpy."""
+    if numba_blocked():
+        return "numpy (numba not importable)"
+    return "numba" if importlib.util.find_spec("numba") else "numpy (numba not installed)"
+
+
+def run_without_numba(argv: list[str]) -> int:
+    """Run this benchmark with ``argv`` in a child interpreter without numba; its exit status.
+
+    Its output goes to this process's standard output and error as it comes.
+    """
+    root = Path(__file__).resolve().parent.parent
+    sys.stdout.flush()
+    return subprocess.run([sys.executable, "-c", _WITHOUT_NUMBA, *argv], cwd=root).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -79,13 +119,14 @@ def main() -> None:
     parser.add_argument(
         "--numpy-moments",
         action="store_true",
-        help="the block moments in numpy (the path without numba), for a before/after",
+        help=(
+            "the block moments in numpy, for a before/after: the benchmark re-run in a child "
+            "interpreter where numba cannot be imported (tmx's path without numba)"
+        ),
     )
     args = parser.parse_args()
-    if args.numpy_moments:
-        from tmx.measures import _common
-
-        _common._COMPILED[_common._both_kernel] = None
+    if args.numpy_moments and not numba_blocked():
+        sys.exit(run_without_numba(sys.argv[1:]))
     start = time.perf_counter()
     n, t, batch = args.n, args.t, args.batch
     model = small_cnn()
@@ -162,7 +203,7 @@ def main() -> None:
     print(
         f"small CNN 28x28, N={n}, T={t} rotations, {units} units in {len(layers)} layers "
         f"(cube {n * t * units * 4 / 2**30:.2f} GiB float32, never materialised); batch {batch}; "
-        f"medians of {args.repeats}; {os.cpu_count()} CPU cores"
+        f"medians of {args.repeats}; {os.cpu_count()} CPU cores; block moments in " + moments_path()
     )
     print(f"{'what':46s} {'seconds':>8s} {'× bare':>7s} {'target':>7s}")
     for name, sec, target in rows:
@@ -176,6 +217,8 @@ def main() -> None:
         print("distributed == local: max |difference| 0 within rtol 1e-6 (asserted)")
     misses = [name for name, sec, target in rows if target is not None and sec / base > target]
     print("targets missed: " + (", ".join(misses) if misses else "none"))
+    if args.numpy_moments:
+        assert numba_blocked(), "numba was importable: the moments may not be the numpy path"
     print(f"total wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -1,51 +1,71 @@
-"""Cost of the store's checksums: save, open and a full read with them against without.
+"""Cost of the store's checksums, through public calls only: ``tmx.save`` against plain Zarr
+writes of the same chunks, and ``tmx.open`` reading a store with checksums against the same
+store without them.
 
 Run: flock /tmp/tmx-bench.lock .venv/bin/python -m benchmarks.store [--mib 192]
-[--chunk-mib 8] [--repeats 5]
+[--chunk-mib 8] [--repeats 7]
 
 An in-memory cube of ReLU-like float32 activations (half zeros, the rest |normal|), of
 ``--mib`` MiB in chunks of about ``--chunk-mib`` MiB (samples × all 16 transformations × 4096
-units), so that the save is all encoding and writing (no forward pass hides the cost).
-Per codec (zstd level 1, the default, and no compression), measured in the same run, like
-with like -- the same writer (one file per chunk written by tmx, no Zarr call per chunk) and
-the same reader (one dask task per chunk reading its file), only the checks differ:
+units), so that the save is all encoding and writing (no forward pass hides the cost). Per
+codec (zstd level 1, the default, and no compression), measured in the same run:
 
-- "without": a store without checksums (format 1, ``tmx.store._save(..., checksums=False)``):
-  no ``crc32c`` codec, no records; ``tmx.open`` reads it without checks.
-- "with": ``tmx.save`` (format 2): the ``crc32c`` codec, a 36-byte record per chunk (the
-  chunk file's CRC-32C bound to its position, the input digest) under a flat key, every chunk
-  written even when all-NaN; ``tmx.open`` lists every chunk and record and reads the records,
-  and each read task checks the codec's CRC-32C and the record.
+- "save: tmx.save / zarr+crc32c": ``tmx.save`` (format 2: the data chunks with the ``crc32c``
+  codec, a 36-byte record and a done flag per chunk, the coordinates, the manifest, the
+  lock) against ``dask.array.store`` of the same dask array into a plain Zarr array
+  (``zarr.create_array``, the same shape, chunks, fill value, serializer and compressors,
+  ``crc32c`` included, every chunk written): what tmx adds to a plain Zarr write that
+  checksums its chunks too.
+- "save: tmx.save / zarr": the same against a plain Zarr array without the ``crc32c`` codec:
+  the whole cost of the checksums and of tmx's bookkeeping against the plainest write.
+- "read: with / without": ``tmx.open(store).data.sum()`` on the ``tmx.save`` store (format 2:
+  each read task checks the chunk's CRC-32C and its record) against the same on a copy of
+  that store rewritten as format 1 (tmx before checksums: no ``crc32c`` codec, no records),
+  which ``tmx.open`` reads with the same reader, without the checks -- like for like, the
+  cost of the checks on a read. The copy is made with plain Zarr from the documented layout
+  (``_as_format_1``), outside the timing.
+- "read: from_zarr / with": ``dask.array.from_zarr`` of the format-2 store's ``activation``
+  array (Zarr decodes each chunk and checks its ``crc32c``; no record checked) against
+  tmx's checked read.
+- "... 1 thread": the same save and read calls under ``dask.config.set(scheduler=
+  "synchronous")``: every chunk encoded and written (read and decoded) in this one thread.
+  Read their CPU time: the cost itself, without the thread scheduling that makes wall
+  times noisy on a shared machine.
+- "open: with / without": ``tmx.open`` alone (format 2 lists every chunk and record and
+  reads the records; format 1 lists nothing), the two stores of the read rows.
+- "verify / read without": ``tmx.verify`` of the format-2 store (one full checked read, a
+  thread pool) against the unchecked full read of the format-1 copy.
 
-Two reference rows put both against plain Zarr on the same data (what tmx did before it
-wrote chunk files itself): ``zarr.Array`` writes of each chunk (with the ``crc32c`` codec)
-and ``dask.array.from_zarr`` reads of the "with" store's activation array (no tmx checks).
-
-Times are medians of ``--repeats`` runs (default 7, after one warm-up each), wall and CPU
-time (this process, all threads), the variants alternating (ABBA); the ratio with / without
-is the median of the per-round ratios. ``tmx.verify`` (one full checked read, a
-thread pool) is reported against the full read. The goal of issue 23: ≤ 5 % on save and on
-read. Every timing runs on this machine's shared cores: run it alone (``flock
-/tmp/tmx-bench.lock``); the load average is printed before and after.
+Times are medians of ``--repeats`` rounds (default 7, after one warm-up each), wall and CPU
+time (this process, all threads); in each round the variants run back to back, in
+alternating order (ABBA), and a ratio is the median of the per-round ratios. The goal of
+issue 23: ≤ 5 % on save and on read. Every timing runs on this machine's shared cores: run
+it alone (``flock /tmp/tmx-bench.lock``); the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.codecs
 
-from tmx import store as tstore
+import tmx
+from tmx.store import DATA_NAME, DIGEST_NAME, DONE_NAME
 
 T, U = 16, 4096
 
@@ -102,45 +122,125 @@ def _ratio(times: dict, a: tuple[str, str], b: tuple[str, str], kind: str) -> fl
     )
 
 
-def _per_chunk(paths: dict[str, str], data: xr.DataArray, repeats: int) -> dict:
-    """CPU time of writing and of reading every chunk in one thread (no dask), each
-    variant's writer and reader as ``save`` and ``open`` build them: the checks' own cost,
-    without the thread scheduling that makes wall times noisy on a shared machine."""
-    # the same blocks again: the files (and the records read at open) stay what they were
-    blocks = {
-        ix: np.asarray(data.data.blocks[ix].compute())
-        for ix in (tuple(int(i) for i in x) for x in np.ndindex(*data.data.numblocks))
+def _as_format_1(path: str) -> None:
+    """Rewrite the tmx store at ``path`` (format 2) as format 1, the format tmx wrote before
+    checksums, with plain Zarr only, from the documented layout (``tmx.store``'s docstring):
+    ``activation`` re-created with codecs ``bytes`` + the same compressor, no ``crc32c``, its
+    values written again; no ``_tmx_chunks_digest``; ``_tmx_chunks_done`` a plain Zarr bool
+    array (chunks ``(1, 1, 1)``, default compressors, ``/`` chunk keys) with every flag set;
+    ``tmx_format_version: 1``."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    data = group[DATA_NAME]
+    assert isinstance(data, zarr.Array)
+    values = data[...]
+    meta = json.loads((Path(path) / DATA_NAME / "zarr.json").read_text())
+    grid = tuple(-(-n // c) for n, c in zip(data.shape, data.chunks, strict=True))
+    spec = {"shape": data.shape, "chunks": data.chunks, "dtype": data.dtype}
+    compressors = [c for c in data.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
+    del group[DATA_NAME], group[DIGEST_NAME], group[DONE_NAME]
+    slash = {"name": "default", "separator": "/"}
+    group.create_array(
+        DATA_NAME,
+        **spec,
+        fill_value=np.nan,
+        dimension_names=meta["dimension_names"],
+        attributes=meta["attributes"],
+        serializer=zarr.codecs.BytesCodec(endian="little"),
+        compressors=compressors or None,
+        chunk_key_encoding=slash,
+        config={"write_empty_chunks": True},
+    )[...] = values
+    group.create_array(
+        DONE_NAME,
+        shape=grid,
+        chunks=(1, 1, 1),
+        dtype=bool,
+        fill_value=False,
+        dimension_names=("_tmx_sample_chunk", "_tmx_transformation_chunk", "_tmx_unit_chunk"),
+        chunk_key_encoding=slash,
+    )[...] = True
+    group.attrs["tmx_format_version"] = 1
+
+
+def _one_thread(fn: Callable[[str], object]) -> Callable[[str], None]:
+    """``fn`` run by dask's synchronous scheduler: every task in this thread."""
+
+    def run(variant: str) -> None:
+        with dask.config.set(scheduler="synchronous"):
+            fn(variant)
+
+    return run
+
+
+def _codec_rows(data: xr.DataArray, tmp: str, compression: str | None, repeats: int) -> list:
+    """The rows of one codec: (codec, label, wall A, wall B, B/A, cpu A, cpu B, B/A)."""
+    paths = {
+        v: os.path.join(tmp, f"{v}-{compression}.zarr")
+        for v in ("tmx", "zarr+crc32c", "zarr", "with", "without")
     }
-    tools = {}
-    for v in ("without", "with"):
-        loc = tstore._as_loc(paths[v])
-        loaded = tstore._load(loc)
-        manifest = loaded.manifest
-        expected = tstore._expected_records(loc, manifest) if v == "with" else None
-        codec = tstore._ChunkCodec(loaded.meta, np.nan)
-        reader = tstore._ChunkReader(
-            loc, manifest["shape"], manifest["chunks"], codec, checked=v == "with"
+    tmx.save(data, paths["with"], progress=False, compression=compression)
+    shutil.copytree(paths["with"], paths["without"])
+    _as_format_1(paths["without"])
+    ref = zarr.open_array(os.path.join(paths["with"], DATA_NAME), mode="r")
+    plain = [c for c in ref.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
+
+    def write(variant: str) -> None:
+        if variant == "tmx":
+            tmx.save(data, paths["tmx"], progress=False, compression=compression)
+            return
+        out = zarr.create_array(
+            paths[variant],
+            shape=ref.shape,
+            chunks=ref.chunks,
+            dtype=ref.dtype,
+            fill_value=np.nan,
+            serializer=ref.serializer,
+            compressors=ref.compressors if variant == "zarr+crc32c" else (plain or None),
+            config={"write_empty_chunks": True},
         )
-        writer = tstore._writer(loc, manifest, v == "with")
-        indices = [tuple(int(i) for i in ix) for ix in np.ndindex(*data.data.numblocks)]
-        tools[v] = (reader, writer, expected, indices)
-    times: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for r in range(repeats):
-        for v in ("without", "with") if r % 2 == 0 else ("with", "without"):
-            reader, writer, expected, indices = tools[v]
-            cpu = time.process_time()
-            for index in indices:
-                writer(blocks[index], index)
-            times.setdefault(("write 1 thread", v), {"cpu": []})["cpu"].append(
-                time.process_time() - cpu
-            )
-            cpu = time.process_time()
-            for index in indices:
-                reader(index, None if expected is None else expected[index])
-            times.setdefault(("read 1 thread", v), {"cpu": []})["cpu"].append(
-                time.process_time() - cpu
-            )
-    return times
+        da.store(data.data, out, lock=False)
+
+    def clear(variant: str) -> None:
+        shutil.rmtree(paths[variant], ignore_errors=True)
+
+    def read(variant: str) -> None:
+        if variant == "from_zarr":
+            da.from_zarr(ref).sum().compute()
+            return
+        tmx.open(paths[variant]).data.sum().compute()
+
+    saves, reads = ("tmx", "zarr+crc32c", "zarr"), ("with", "without", "from_zarr")
+    resets = {"save": clear, "save 1 thread": clear}
+    times = _timed({"save": write, "save 1 thread": _one_thread(write)}, saves, repeats, resets)
+    times.update(_timed({"read": read, "read 1 thread": _one_thread(read)}, reads, repeats))
+    times.update(_timed({"open": lambda v: tmx.open(paths[v])}, ("with", "without"), repeats))
+    times.update(_timed({"verify": lambda v: tmx.verify(paths[v])}, ("with",), repeats))
+    rows = []
+    pairs = [
+        ("save", "tmx", "zarr+crc32c"),
+        ("save", "tmx", "zarr"),
+        ("save 1 thread", "tmx", "zarr+crc32c"),
+        ("save 1 thread", "tmx", "zarr"),
+        ("read", "with", "without"),
+        ("read", "from_zarr", "with"),
+        ("read 1 thread", "with", "without"),
+        ("read 1 thread", "from_zarr", "with"),
+        ("open", "with", "without"),
+    ]
+    for step, b, a in pairs:
+        row: list = [str(compression), f"{step}: {b} / {a}"]
+        for kind in ("wall", "cpu"):
+            ka, kb = (step, a), (step, b)
+            ma, mb = statistics.median(times[ka][kind]), statistics.median(times[kb][kind])
+            row += [ma, mb, _ratio(times, ka, kb, kind)]
+        rows.append(tuple(row))
+    row = [str(compression), "verify / read without"]
+    for kind in ("wall", "cpu"):  # different rounds: the ratio of the medians
+        ma = statistics.median(times[("read", "without")][kind])
+        mb = statistics.median(times[("verify", "with")][kind])
+        row += [ma, mb, mb / ma]
+    rows.append(tuple(row))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,118 +254,29 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"cube {data.shape} float32, {data.nbytes / 2**20:.0f} MiB in "
         f"{data.data.npartitions} chunks of {data.data.chunksize[0] * T * U * 4 / 2**20:.1f} MiB; "
-        f"medians of {args.repeats} runs"
+        f"medians of {args.repeats} rounds"
     )
     tmp = tempfile.mkdtemp(prefix="tmx-bench-store-")
     rows = []
     try:
         for compression in ("zstd", None):
-            paths = {
-                v: os.path.join(tmp, f"{v}-{compression}.zarr") for v in ("without", "with", "zarr")
-            }
-
-            def write(variant: str, compression=compression, paths=paths) -> None:
-                if variant == "zarr":  # plain Zarr writes of the same chunks
-                    arr = zarr.open_array(os.path.join(paths["with"], "activation"), mode="r")
-                    out = zarr.create_array(
-                        paths["zarr"],
-                        shape=arr.shape,
-                        chunks=arr.chunks,
-                        dtype=arr.dtype,
-                        fill_value=np.nan,
-                        serializer=arr.serializer,
-                        compressors=arr.compressors,
-                        config={"write_empty_chunks": True},
-                    )
-                    da.store(data.data, out, lock=False)
-                    return
-                tstore._save(
-                    data,
-                    paths[variant],
-                    resume=False,
-                    overwrite=False,
-                    progress=False,
-                    compression=compression,
-                    break_lock=False,
-                    checksums=variant == "with",
-                )
-
-            def read(variant: str, paths=paths) -> None:
-                if variant == "zarr":  # dask.array.from_zarr of the same chunks, no checks
-                    arr = zarr.open_array(os.path.join(paths["with"], "activation"), mode="r")
-                    da.from_zarr(arr).sum().compute()
-                    return
-                tstore.open(paths[variant]).data.sum().compute()
-
-            def clear(variant: str, paths=paths) -> None:
-                shutil.rmtree(paths[variant], ignore_errors=True)
-
-            steps = {
-                "save": write,
-                "open": lambda v, paths=paths: tstore.open(paths[v]),
-                "full read": read,
-            }
-            write("with")  # the plain-Zarr rows copy its metadata
-            times = _timed(
-                {"save": write}, ("without", "with", "zarr"), args.repeats, {"save": clear}
-            )
-            times.update(_timed({"open": steps["open"]}, ("without", "with"), args.repeats))
-            times.update(_timed({"full read": read}, ("without", "with", "zarr"), args.repeats))
-            verify = {"wall": [], "cpu": []}
-            for _ in range(args.repeats):
-                wall, cpu = time.perf_counter(), time.process_time()
-                tstore.verify(paths["with"])
-                verify["wall"].append(time.perf_counter() - wall)
-                verify["cpu"].append(time.process_time() - cpu)
-            times[("verify", "with")] = verify
-            codec = str(compression)
-            per_chunk = _per_chunk(paths, data, 2 * args.repeats + 1)
-            for step in ("write 1 thread", "read 1 thread"):
-                a, b = (step, "without"), (step, "with")
-                ma = statistics.median(per_chunk[a]["cpu"])
-                mb = statistics.median(per_chunk[b]["cpu"])
-                rows.append(
-                    (
-                        codec,
-                        step,
-                        float("nan"),
-                        float("nan"),
-                        float("nan"),
-                        ma,
-                        mb,
-                        _ratio(per_chunk, a, b, "cpu"),
-                    )
-                )
-            pairs = [(s_, (s_, "without"), (s_, "with")) for s_ in steps]
-            pairs += [
-                ("verify vs full read", ("full read", "without"), ("verify", "with")),
-                ("save: plain zarr vs with", ("save", "with"), ("save", "zarr")),
-                ("read: from_zarr vs with", ("full read", "with"), ("full read", "zarr")),
-            ]
-            for label, a, b in pairs:
-                paired = label in steps  # same rounds: paired ratios
-                row = [codec, label]
-                for kind in ("wall", "cpu"):
-                    ma, mb = statistics.median(times[a][kind]), statistics.median(times[b][kind])
-                    row += [ma, mb, _ratio(times, a, b, kind) if paired else mb / ma]
-                rows.append(tuple(row))
+            rows += _codec_rows(data, tmp, compression, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"{'codec':<6} {'step':<26} {'wall A':>7} {'wall B':>7} {'B/A':>6}   "
+        f"{'codec':<6} {'step: B / A':<40} {'wall A':>7} {'wall B':>7} {'B/A':>6}   "
         f"{'cpu A':>7} {'cpu B':>7} {'B/A':>6}"
     )
     for codec, step, wa, wb, wr, ca, cb, cr in rows:
         print(
-            f"{codec:<6} {step:<26} {wa:>7.3f} {wb:>7.3f} {wr:>6.3f}   "
+            f"{codec:<6} {step:<40} {wa:>7.3f} {wb:>7.3f} {wr:>6.3f}   "
             f"{ca:>7.3f} {cb:>7.3f} {cr:>6.3f}"
         )
     print(
-        "seconds, medians; A, B: without, with (the reference rows name theirs). B/A: for "
-        "save, open and full read the median of the per-round ratios (each round runs A and "
-        "B back to back); cpu: CPU time of this process, all threads (less sensitive than "
-        "wall time to other processes on a shared machine); write/read 1 thread: every "
-        "chunk written (read) by one thread, no dask, CPU time only (the checks' own cost)"
+        "seconds, medians; B/A: the median of the per-round ratios (each round runs the "
+        "variants back to back), except verify (the ratio of the medians); cpu: CPU time of "
+        "this process, all threads (less sensitive than wall time to other processes on a "
+        "shared machine); 1 thread: dask's synchronous scheduler, read the CPU time"
     )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

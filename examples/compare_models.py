@@ -53,7 +53,7 @@ for name, model in models.items():
     # the layer value that does not move with N: Σ TV / Σ SV, jackknife bias-corrected, with its
     # 95 % jackknife interval over samples (tmx.bootstrap's default for the variance family: one
     # pass over the cube)
-    results[name] = tmx.bootstrap(tmx.normalized_variance, cube, by_layer="ratio_of_means")
+    results[name] = tmx.bootstrap(tmx.normalized_variance, cube, reduce="ratio_of_means")
     scores = tmx.evaluate(model, x, x.label, rotations, batch_size=600)
     accuracy[name] = scores["accuracy"]
 

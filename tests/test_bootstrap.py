@@ -69,7 +69,7 @@ def test_intervals_are_seeded_cover_the_estimate_and_shrink_with_n_samples():
 
 def test_per_layer_intervals_including_ratio_of_means():
     cube = cube_a()
-    out = bootstrap(normalized_variance, cube, n=50, seed=0, by_layer="mean", method="bc")
+    out = bootstrap(normalized_variance, cube, n=50, seed=0, reduce="mean", method="bc")
     assert out.estimate.dims == ("layer",)
     np.testing.assert_allclose(out.estimate, by_layer(normalized_variance(cube)), rtol=1e-10)
     seed_style = bootstrap(
@@ -77,7 +77,7 @@ def test_per_layer_intervals_including_ratio_of_means():
         cube,
         n=50,
         seed=0,
-        by_layer="ratio_of_means",
+        reduce="ratio_of_means",
         dispersion="var",
         zero_div="nan",
         method="bc",
@@ -111,7 +111,7 @@ def test_other_measures_use_the_loop():
         ({"over": "units"}, "over must be"),
         ({"ci": 1.5}, "ci must lie"),
         ({"seed": "a"}, "seed must be"),
-        ({"by_layer": "sum"}, "by_layer must be one of"),
+        ({"reduce": "sum"}, "reduce must be one of"),
         ({"parts": True}, "parts=True"),
     ],
 )
@@ -186,7 +186,7 @@ def test_memory_budget_bounds_the_replicates_and_never_changes_the_numbers():
     from .measures_util import make_cube
 
     cube = make_cube({"d": rng.normal(size=(40, 8, 500)) + rng.normal(size=(40, 1, 500))})
-    kwargs = {"n": 400, "seed": 2, "method": "bc", "over": "sample", "by_layer": "mean"}
+    kwargs = {"n": 400, "seed": 2, "method": "bc", "over": "sample", "reduce": "mean"}
     tracemalloc.start()
     small = bootstrap(normalized_variance, cube, memory=2**22, **kwargs)
     _, peak_small = tracemalloc.get_traced_memory()

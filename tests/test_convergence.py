@@ -31,7 +31,7 @@ def test_each_size_is_the_measure_on_the_first_samples_of_one_permutation():
     order = np.random.default_rng(3).permutation(400)
     for s in (20, 80, 400):
         sub = cube.isel(sample=np.sort(order[:s]))
-        expected = bootstrap(normalized_variance, sub, by_layer="ratio_of_means")
+        expected = bootstrap(normalized_variance, sub, reduce="ratio_of_means")
         for key in ("estimate", "low", "high", "uncorrected"):
             np.testing.assert_allclose(curve[key].sel(size=s), expected[key], rtol=1e-12)
     assert curve.estimate.dims == ("size", "layer")
@@ -50,9 +50,9 @@ def test_width_shrinks_like_one_over_root_n():
 def test_per_unit_lazy_and_other_measures():
     cube = _cube(120)
     lazy = convergence(
-        normalized_variance, cube.chunk({"sample": 17}), sizes=(30, 120), by_layer=None
+        normalized_variance, cube.chunk({"sample": 17}), sizes=(30, 120), reduce=None
     )
-    eager = convergence(normalized_variance, cube, sizes=(30, 120), by_layer=None)
+    eager = convergence(normalized_variance, cube, sizes=(30, 120), reduce=None)
     assert lazy.estimate.dims == ("size", "unit")
     np.testing.assert_allclose(lazy.estimate, eager.estimate, rtol=1e-9)
     other = convergence(
@@ -60,7 +60,7 @@ def test_per_unit_lazy_and_other_measures():
         cube,
         sizes=(30, 60),
         n=20,
-        by_layer="mean",
+        reduce="mean",
     )
     assert other.attrs["method"] == "bc" and other.estimate.dims == ("size", "layer")
 

@@ -194,7 +194,7 @@ def test_errors():
 
 def test_default_interval_is_the_studentised_jackknife():
     cube = make_cube({"d": _sparse(np.random.default_rng(6), 35)})
-    out = bootstrap(normalized_variance, cube, by_layer="ratio_of_means", ci=0.9)
+    out = bootstrap(normalized_variance, cube, reduce="ratio_of_means", ci=0.9)
     parts = normalized_variance(cube, parts=True, bias_correction="jackknife")
     layer = by_layer(parts, reduce="ratio_of_means")
     half = stats.t.ppf(0.95, 34) * layer["jackknife_se"].values
@@ -205,8 +205,8 @@ def test_default_interval_is_the_studentised_jackknife():
     np.testing.assert_allclose(out.uncorrected, layer["uncorrected"], rtol=1e-12)
     # per unit and the unit mean as well; other measures and reduces keep the bootstrap
     assert bootstrap(normalized_variance, cube).attrs["method"] == "jackknife"
-    assert bootstrap(normalized_variance, cube, by_layer="mean").attrs["method"] == "jackknife"
-    median = bootstrap(normalized_variance, cube, by_layer="median", n=20)
+    assert bootstrap(normalized_variance, cube, reduce="mean").attrs["method"] == "jackknife"
+    median = bootstrap(normalized_variance, cube, reduce="median", n=20)
     assert median.attrs["method"] == "bc"
 
 
@@ -247,7 +247,7 @@ def _coverage(draw, truth, reps, n, dispersion):
     rng = np.random.default_rng(11)
     for _ in range(reps):
         cube = make_cube({"l": draw(rng, n)})
-        out = bootstrap(normalized_variance, cube, by_layer="ratio_of_means", dispersion=dispersion)
+        out = bootstrap(normalized_variance, cube, reduce="ratio_of_means", dispersion=dispersion)
         low, high, est = (float(out[k].values[0]) for k in ("low", "high", "estimate"))
         hits += low <= truth <= high
         widths.append(high - low)

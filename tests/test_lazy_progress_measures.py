@@ -144,7 +144,7 @@ def test_anova_stays_a_graph() -> None:
 # -- bootstrap: computed (its Notes say why), the same numbers for every chunking ---------------
 @pytest.mark.parametrize("method", ["jackknife", "bc"])
 def test_bootstrap_computes_a_lazy_cube_with_the_numbers_of_the_numpy_cube(method: str) -> None:
-    kwargs = {"n": 20, "method": method, "by_layer": "mean"}
+    kwargs = {"n": 20, "method": method, "reduce": "mean"}
     eager = tmx.bootstrap(tmx.normalized_variance, _cube(), **kwargs)
     for chunks in ((3, 5, 3), (11,)):
         lazy = tmx.bootstrap(tmx.normalized_variance, _cube(chunks=chunks), **kwargs)

@@ -37,7 +37,7 @@ CALLS = {
     "distance": lambda c: tmx.normalized_distance(c, per="channel"),
     "goodfellow": lambda c: tmx.goodfellow(c)["score"],
     "anova": lambda c: tmx.anova_invariance(c)["reject"].astype(float),
-    "bootstrap": lambda c: tmx.bootstrap(tmx.normalized_variance, c, by_layer="ratio_of_means")[
+    "bootstrap": lambda c: tmx.bootstrap(tmx.normalized_variance, c, reduce="ratio_of_means")[
         "estimate"
     ],
     "convergence": lambda c: tmx.convergence(tmx.normalized_variance, c, sizes=(6, 12))["estimate"],

@@ -250,13 +250,13 @@ def test_reductions_record_finite_only_as_0_or_1(cube, tmp_path):
 
 def test_bootstrap_convergence_and_invert_attrs(cube, tmp_path):
     boot = tmx.bootstrap(
-        tmx.normalized_variance, cube, n=8, method="percentile", by_layer="mean", seed=np.int64(3)
+        tmx.normalized_variance, cube, n=8, method="percentile", reduce="mean", seed=np.int64(3)
     )
     _check_attrs(boot.attrs, "measure", "bootstrap(normalized_variance)")
     assert boot.attrs["seed"] == 3 and boot.attrs["over"] == ["sample", "transformation"]
     jack = tmx.bootstrap(tmx.normalized_variance, cube)  # the jackknife, by unit
     _check_attrs(jack.attrs, "measure", "bootstrap(normalized_variance)")
-    assert jack.attrs["by_layer"] == "None" and jack.attrs["method"] == "jackknife"
+    assert jack.attrs["reduce"] == "None" and jack.attrs["method"] == "jackknife"
     curve = tmx.convergence(tmx.normalized_variance, cube, sizes=(3, 6), n=8)
     _check_attrs(curve.attrs, "measure", "convergence(normalized_variance)")
     assert curve.attrs["sizes"] == [3, 6]

@@ -22,36 +22,8 @@ SCANNED = ("tests", "benchmarks", "examples")
 _DOTTED = re.compile(r"tmx(\.\w+)+")
 
 # (file relative to the repository root, the private path or name it uses): what could not be
-# removed yet, each with the reason. Keep it short; every entry is a debt.
-ALLOWED: dict[tuple[str, str], str] = {
-    # A store in the format tmx wrote before checksums (format 1) has no public writer, by
-    # design; it is what the backward-compatible reader and resume are tested on.
-    ("tests/test_store_integrity.py", "tmx.store._save"): "format-1 store (no checksums)",
-    # A kill between the append's checks and the write that marks the store: no public point
-    # to interrupt there (a failing forward pass stops it after the mark).
-    ("tests/test_store_interop.py", "tmx.store._update_group_attrs"): "kill before the mark",
-    # Benchmarks whose baseline is an internal step (see their docstrings): the training
-    # step's input pipeline, the fused moments kernel against its numpy path, and the
-    # resampling kernels against their TensorFlow counterparts.
-    ("benchmarks/flows.py", "tmx.flows._fit"): "fit's input pipeline timed alone",
-    ("benchmarks/measures.py", "tmx.measures._common"): "numba kernel vs numpy path",
-    ("benchmarks/transforms.py", "tmx.transforms._apply"): "resampling kernels timed alone",
-    ("benchmarks/transforms.py", "tmx.transforms._apply._resample"): "same",
-    ("benchmarks/transforms.py", "tmx.transforms._apply._tf_params"): "same",
-    # familiarity's fit and its score timed apart (the score against scikit-learn's).
-    ("benchmarks/introspect.py", "tmx.introspect.familiarity._load"): "fit and score timed apart",
-    ("benchmarks/introspect.py", "tmx.introspect.familiarity._fit"): "same",
-    ("benchmarks/introspect.py", "tmx.introspect.familiarity._score"): "same",
-    # The cost of checksums: a format-1 store (no checksums) written by the same writer, and
-    # the per-chunk reader and writer timed without dask's scheduling.
-    ("benchmarks/store.py", "tmx.store._save"): "format-1 store as the baseline",
-    ("benchmarks/store.py", "tmx.store._as_loc"): "per-chunk reader and writer timed alone",
-    ("benchmarks/store.py", "tmx.store._load"): "same",
-    ("benchmarks/store.py", "tmx.store._expected_records"): "same",
-    ("benchmarks/store.py", "tmx.store._ChunkCodec"): "same",
-    ("benchmarks/store.py", "tmx.store._ChunkReader"): "same",
-    ("benchmarks/store.py", "tmx.store._writer"): "same",
-}
+# removed yet, each with the reason. Every entry is a debt; it is empty, keep it so.
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _private(segment: str) -> bool:

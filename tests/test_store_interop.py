@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -321,13 +322,23 @@ def test_an_append_killed_before_it_marks_the_store_leaves_it_reading_as_before(
     save(_part(0, 10, 4), path)
     expected = tmx_open(path).compute()
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
+    # the kill: when the append puts the group's zarr.json in place (the write that marks the
+    # store incomplete), the file rename of a local store's writer is interrupted; every other
+    # file is put in place as usual
+    mark, real_replace, kills = os.path.realpath(path / "zarr.json"), os.replace, []
 
-    monkeypatch.setattr(tstore, "_update_group_attrs", killed)
+    def replace(src, dst, *args, **kwargs):
+        if os.path.realpath(dst) == mark:
+            kills.append(os.fspath(src))
+            raise KeyboardInterrupt
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         save(_part(10, 22, 4), path, append=True, break_lock=True)
     monkeypatch.undo()
+    assert len(kills) == 1  # the kill did happen, at the mark
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["tmx_complete"] is True
     xr.testing.assert_identical(tmx_open(path).compute(), expected)
     assert tmx.verify(path) == 6
     save(_part(10, 22, 4), path, append=True)

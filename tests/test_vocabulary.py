@@ -189,3 +189,45 @@ def test_the_two_resizes_differ_on_the_same_input():
     centres = resize_half_pixel(img, (4, 4))
     np.testing.assert_allclose(corners[0], [0.0, 1 / 3, 2 / 3, 1.0])
     np.testing.assert_allclose(centres[0], [0.0, 0.25, 0.75, 1.0])
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap / convergence: reduce= (the keyword of tmx.by_layer), by_layer= deprecated
+
+
+def _small_cube():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(40, 3, 4)) + rng.normal(size=(40, 1, 4))
+    return tmx.from_array({"d": values})
+
+
+@pytest.mark.parametrize("reduce", ["mean", "ratio_of_means"])
+def test_bootstrap_by_layer_warns_and_equals_reduce(reduce):
+    cube = _small_cube()
+    new = tmx.bootstrap(tmx.normalized_variance, cube, reduce=reduce)
+    with pytest.warns(DeprecationWarning, match=r"by_layer= is deprecated.*use reduce="):
+        old = tmx.bootstrap(tmx.normalized_variance, cube, by_layer=reduce)
+    assert new.sizes == {"layer": 1}
+    assert new.identical(old)
+    assert old.attrs["reduce"] == reduce and "by_layer" not in old.attrs
+
+
+def test_bootstrap_by_layer_and_reduce_together_is_a_type_error():
+    with pytest.raises(TypeError, match=r"got both by_layer= .* and reduce="):
+        tmx.bootstrap(tmx.normalized_variance, _small_cube(), reduce="mean", by_layer="mean")
+
+
+def test_bootstrap_by_layer_still_checks_its_value():
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="reduce must be one"):
+        tmx.bootstrap(tmx.normalized_variance, _small_cube(), by_layer="sum")
+
+
+def test_convergence_by_layer_warns_and_equals_reduce():
+    cube = _small_cube()
+    new = tmx.convergence(tmx.normalized_variance, cube, sizes=(10, 40), reduce="mean")
+    with pytest.warns(DeprecationWarning, match="convergence\\(\\): by_layer="):
+        old = tmx.convergence(tmx.normalized_variance, cube, sizes=(10, 40), by_layer="mean")
+    assert new.identical(old)
+    auto = tmx.convergence(tmx.normalized_variance, cube, sizes=(10, 40))
+    assert auto.attrs["reduce"] == "ratio_of_means"
+    assert not auto.identical(new)

@@ -961,10 +961,10 @@ def report(
     )
     log.info("NV per layer with jackknife intervals")
     ratio = tmx.bootstrap(
-        tmx.normalized_variance, cube, by_layer="ratio_of_means", progress=show
+        tmx.normalized_variance, cube, reduce="ratio_of_means", progress=show
     ).compute()
     mean = tmx.bootstrap(
-        tmx.normalized_variance, cube, by_layer="mean", zero_div="nan", progress=show
+        tmx.normalized_variance, cube, reduce="mean", zero_div="nan", progress=show
     ).compute()
     layers = _layer_table(ratio, mean, units)
     paths.update(_write_table(layers, out, "layers"))

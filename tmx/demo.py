@@ -145,7 +145,7 @@ def run(config: Config = Config()) -> dict[str, Path]:
         "NVSE rot90": tmx.bootstrap(tmx.normalized_variance, inverted, **layer_value),
         # dead units (SV = 0) have no NV and are left out, as on tmx run's page
         "NV rotation, unit mean": tmx.bootstrap(
-            tmx.normalized_variance, cube, by_layer="mean", zero_div="nan"
+            tmx.normalized_variance, cube, reduce="mean", zero_div="nan"
         ),
     }
     _step("normalized variance and same-equivariance with jackknife intervals", start)

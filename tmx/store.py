@@ -76,7 +76,9 @@ one array per coordinate, named like the coordinate
 Chunk files, records and done flags are written by tmx itself -- exactly the bytes Zarr
 writes, each file whole (a temporary file renamed into place) or each object put whole --
 and read by tmx itself, one file per dask task, without Zarr's per-call machinery: this is
-what keeps the checks' cost within a few per cent (``benchmarks/store.py``).
+what keeps the checks' cost within a few per cent of a save or a compressed read
+(``benchmarks/store.py``; an uncompressed read from the page cache pays more, see the user
+guide's "Guarantees" page).
 
 The lock: for a local store a file ``<store>.tmx-lock`` next to it (JSON: host, pid,
 process start, start time, a token), held for the whole of a save, resume, overwrite or
@@ -2547,7 +2549,6 @@ def save(
         progress=progress,
         compression=compression,
         break_lock=break_lock,
-        checksums=True,
     )
 
 
@@ -2583,11 +2584,10 @@ def _save(
     progress: bool | None,
     compression: str | None,
     break_lock: bool,
-    checksums: bool,
     append: bool = False,
 ) -> str:
-    """``save``; ``checksums=False`` writes a format-1 store (no checksums), as tmx did
-    before them (for ``benchmarks/store.py``'s baseline and the tests of format 1)."""
+    """The work of ``save`` (arguments checked here): a new store is written in format 2;
+    a resumed store keeps its format (``_save_locked``)."""
     resume = _flag(resume, "resume")
     overwrite = _flag(overwrite, "overwrite")
     append = _flag(append, "append")
@@ -2638,7 +2638,6 @@ def _save(
                 overwrite,
                 progress,
                 compression,
-                checksums,
                 state,
             )
     return loc.root if isinstance(loc, _LocalLoc) else loc.label
@@ -2654,10 +2653,10 @@ def _save_locked(
     overwrite: bool,
     progress: bool,
     compression: str | None,
-    checksums: bool,
     state: str,
 ) -> None:
     _check_state(path, state, resume, overwrite, False)
+    checksums = True  # format 2; a resumed store keeps its own format (1 has no checksums)
     if state == "empty":
         for leftover in _leftovers(path) or []:
             path.delete(leftover)

@@ -39,35 +39,17 @@ PAGES = ROOT / "docs" / "tutorials"
 IMG = PAGES / "img"
 MANIFEST = IMG / "manifest.json"
 
-_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-_SKIP = re.compile(r"^\s*<!--\s*docs-run:\s*skip\s*\(.*\)\s*-->\s*$")
+sys.path.insert(0, str(ROOT))
+from tests.docs_blocks import parse_page  # noqa: E402  (the one parser, shared with the docs test)
+
 _IMAGE = re.compile(r"!\[[^\]]*\]\(img/(?P<page>[\w-]+)/(?P<file>[\w.-]+\.png)\)")
-_OTHER_DIRECTIVE = re.compile(r"^\s*<!--\s*docs-run:")
 
 
-def python_blocks(text: str) -> list[str]:
-    """The page's fenced Python blocks, in order, without those marked ``skip``."""
-    lines = text.splitlines()
-    blocks: list[str] = []
-    i = 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        fence, info = m["fence"], m["info"].strip().lower()
-        j = i + 1
-        while j < len(lines) and not lines[j].startswith(fence):
-            j += 1
-        if info in ("python", "py", "python3"):
-            k, skipped = i - 1, False
-            while k >= 0 and (not lines[k].strip() or _OTHER_DIRECTIVE.match(lines[k])):
-                skipped |= bool(_SKIP.match(lines[k]))
-                k -= 1
-            if not skipped:
-                blocks.append("\n".join(lines[i + 1 : j]))
-        i = j + 1
-    return blocks
+def python_blocks(text: str, name: str = "page") -> list[str]:
+    """The page's Python blocks, in order, as printed: without those marked ``skip`` and
+    without applying ``replace`` directives (``tests/docs_blocks.py`` parses them, as the docs
+    test does)."""
+    return [block.code for block in parse_page(text, name) if block.skip is None]
 
 
 def referenced_images(name: str) -> set[str]:
@@ -80,7 +62,7 @@ def page_hash(name: str) -> str:
     import tmx
 
     h = hashlib.sha256()
-    for block in python_blocks((PAGES / f"{name}.md").read_text(encoding="utf-8")):
+    for block in python_blocks((PAGES / f"{name}.md").read_text(encoding="utf-8"), name):
         h.update(block.encode())
     h.update(Path(__file__).read_bytes())
     h.update(tmx.__version__.encode())
@@ -95,7 +77,7 @@ def run_page(name: str) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     page = PAGES / f"{name}.md"
-    blocks = python_blocks(page.read_text(encoding="utf-8"))
+    blocks = python_blocks(page.read_text(encoding="utf-8"), name)
     scratch = Path(tempfile.mkdtemp(prefix=f"tmx-tutorial-{name}-"))
     cwd, argv = Path.cwd(), sys.argv
     namespace: dict = {"__name__": "__main__", "__file__": str(page)}

@@ -42,6 +42,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import _deprecation
 from .._batching import parse_memory
 from .._progress import dask_bar, steps
 from .._progress import resolve as resolve_progress
@@ -424,7 +425,7 @@ def _vectorised(
     cube: xr.DataArray,
     draws: tuple[int, int, tuple[str, ...]],
     options: dict[str, Any],
-    by_layer: str | None,
+    reduce: str | None,
     memory: int,
     progress: bool,
 ) -> tuple[xr.DataArray, int]:
@@ -478,15 +479,15 @@ def _vectorised(
                 coords=coords,
                 attrs=template.attrs,
             )
-            if by_layer == "ratio_of_means":
+            if reduce == "ratio_of_means":
                 layer = _by_layer(parts, reduce="ratio_of_means")
                 assert isinstance(layer, xr.DataArray)  # ratio_of_means gives one DataArray
                 reps = layer
             else:
                 reps = parts[_VECTORISED[measure]].rename(template.name)
                 reps.attrs = dict(template.attrs)
-                if by_layer is not None:
-                    reps = _by_layer(reps, reduce=by_layer)
+                if reduce is not None:
+                    reps = _by_layer(reps, reduce=reduce)
             rows.append(reps)
     out = rows[0] if len(rows) == 1 else xr.concat(rows, dim="replicate", coords="minimal")
     return out, passes
@@ -527,14 +528,14 @@ def _loop(
     return xr.concat(results, dim="replicate", coords="minimal", compat="override")
 
 
-def _resolve_method(method: Any, measure: Callable, options: dict, over, by_layer) -> str:
+def _resolve_method(method: Any, measure: Callable, options: dict, over, reduce) -> str:
     """None → "jackknife" where it applies (the variance family, samples resampled, a smooth
     layer summary), "bc" elsewhere; an explicit "jackknife" where it does not apply is an error."""
     applies = (
         measure in _VECTORISED
         and options.get("by") is None
         and "sample" in over
-        and by_layer in _JACKKNIFE_REDUCES
+        and reduce in _JACKKNIFE_REDUCES
     )
     if method is None:
         return "jackknife" if applies else "bc"
@@ -543,7 +544,7 @@ def _resolve_method(method: Any, measure: Callable, options: dict, over, by_laye
         raise ValueError(
             "method='jackknife' needs a variance-family measure (transformation_variance, "
             "sample_variance, normalized_variance) without by=..., with 'sample' in over and "
-            f"by_layer in {list(_JACKKNIFE_REDUCES)}; use method='bc' or 'percentile'"
+            f"reduce in {list(_JACKKNIFE_REDUCES)}; use method='bc' or 'percentile'"
         )
     return method
 
@@ -552,7 +553,7 @@ def _jackknife_interval(
     measure: Callable,
     cube: xr.DataArray,
     ci: float,
-    by_layer: str | None,
+    reduce: str | None,
     options: dict,
     progress: bool = False,
 ) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray, int]:
@@ -565,7 +566,7 @@ def _jackknife_interval(
     with dask_bar(progress and is_lazy(parts)):
         parts = parts.compute()
     sizes = np.asarray(parts["jackknife_size"].values, dtype=np.float64)
-    if by_layer == "ratio_of_means":
+    if reduce == "ratio_of_means":
         layer = _by_layer(parts, reduce="ratio_of_means")
         extra = ["jackknife_se", "uncorrected"]
         se, raw = (layer[k].drop_vars(extra, errors="ignore") for k in extra)
@@ -578,7 +579,7 @@ def _jackknife_interval(
         )
     else:
         loo = parts[f"{var}_loo"]
-    if by_layer == "mean":
+    if reduce == "mean":
         ok = np.isfinite(raw) & np.isfinite(loo).all("jackknife")
         raw = _by_layer(raw.where(ok), reduce="mean")
         loo = _by_layer(loo.where(ok), reduce="mean")
@@ -590,7 +591,7 @@ def _jackknife_result(
     measure: Callable,
     cube: xr.DataArray,
     ci: float,
-    by_layer: str | None,
+    reduce: str | None,
     options: dict[str, Any],
     return_replicates: bool,
     progress: bool = False,
@@ -604,7 +605,7 @@ def _jackknife_result(
             "(method='jackknife', the default for the variance family, draws none)"
         )
     options = dict(options)
-    value, se, raw, n_groups = _jackknife_interval(measure, cube, ci, by_layer, options, progress)
+    value, se, raw, n_groups = _jackknife_interval(measure, cube, ci, reduce, options, progress)
     half = student_t.ppf(0.5 + ci / 2, n_groups - 1) * np.asarray(se.values)
     estimate = value.rename(getattr(measure, "__name__", "measure"))
     out = xr.Dataset(
@@ -626,7 +627,7 @@ def _jackknife_result(
             f"bootstrap({name})",
             over=["sample"],
             ci=float(ci),
-            by_layer=by_layer,
+            reduce=reduce,
             bias_correction="jackknife",
         ),
         "method": "jackknife",
@@ -644,11 +645,12 @@ def bootstrap(
     over: str | Sequence[str] = ("sample", "transformation"),
     seed: int = 0,
     ci: float = 0.95,
-    by_layer: str | None = None,
+    reduce: str | None = None,
     method: str | None = None,
     return_replicates: bool = False,
     memory: int | str | None = None,
     progress: bool | None = None,
+    by_layer: Any = _deprecation.UNSET,
     **options: Any,
 ) -> xr.Dataset:
     """Bootstrap confidence intervals of a measure, per unit or per layer.
@@ -668,13 +670,13 @@ def bootstrap(
         Seed of the resampling (``numpy.random.default_rng``): same seed, same intervals.
     ci : float, default 0.95
         Coverage of the percentile interval.
-    by_layer : str, optional
-        Bootstrap the per-layer summary instead of the per-unit values: a ``reduce`` of
+    reduce : str, optional
+        Bootstrap the per-layer summary instead of the per-unit values: the ``reduce=`` of
         ``tmx.by_layer`` ("mean", "median", …, or "ratio_of_means" for the variance
-        family).
+        family). ``by_layer=``, its former name, still works and warns.
     method : {None, "jackknife", "bc", "percentile"}, default None
         None: "jackknife" where it applies (the variance family without ``by``, with
-        "sample" in ``over`` and ``by_layer`` None, "mean" or "ratio_of_means"), "bc"
+        "sample" in ``over`` and ``reduce`` None, "mean" or "ratio_of_means"), "bc"
         elsewhere.
 
         "jackknife": the studentised delete-m jackknife interval over samples,
@@ -693,7 +695,7 @@ def bootstrap(
         bias-corrected percentile interval (Efron 1987): with z0 = Φ⁻¹(share of replicates below
         the estimate, ties counted half), the quantile levels Φ(2 z0 ± z_(1+ci)/2). Both
         bootstrap the plain estimate; they are the only choice for other measures, for
-        ``by_layer`` "median", "max", "min", and for ``over="transformation"``.
+        ``reduce`` "median", "max", "min", and for ``over="transformation"``.
     return_replicates : bool, default False
         Also return the replicates (dim ``replicate``).
     memory : int or str, optional
@@ -708,6 +710,8 @@ def bootstrap(
     progress : bool, optional
         A progress bar over the cube's blocks (and passes; over replicates for the loop path).
         Default: shown when run interactively, not under pytest or CI.
+    by_layer : str, optional
+        Deprecated name of ``reduce`` (``DeprecationWarning``).
     **options
         Passed to the measure (e.g. ``dispersion="var"``, ``pool="mean"``).
 
@@ -728,7 +732,7 @@ def bootstrap(
     >>> cube = xr.DataArray(a, dims=("sample", "transformation", "unit"),
     ...     coords={"layer": ("unit", ["d"] * 3), "channel": ("unit", [0, 1, 2]),
     ...             "y": ("unit", [-1] * 3), "x": ("unit", [-1] * 3)})
-    >>> out = tmx.bootstrap(tmx.normalized_variance, cube, by_layer="ratio_of_means")
+    >>> out = tmx.bootstrap(tmx.normalized_variance, cube, reduce="ratio_of_means")
     >>> out.attrs["method"]
     'jackknife'
     >>> bool(out.low.item() < out.estimate.item() < out.high.item())
@@ -752,6 +756,7 @@ def bootstrap(
     cube's pass again for each of ``estimate``, ``low`` and ``high`` read separately. The result
     is small (a few values per unit or per layer).
     """
+    reduce = _deprecation.renamed("bootstrap", "by_layer", "reduce", by_layer, reduce, None)
     over = _check_over(over)
     cube = check_cube(
         cube,
@@ -764,15 +769,15 @@ def bootstrap(
     seed = check_seed(seed)
     if not isinstance(ci, float | int) or not 0 < ci < 1:
         raise ValueError(f"ci must lie strictly between 0 and 1; got {ci!r}")
-    if by_layer is not None:
-        choice(by_layer, "by_layer", REDUCES)
+    if reduce is not None:
+        choice(reduce, "reduce", REDUCES)
     if not callable(measure):
         raise ValueError(f"measure must be a callable measure; got {measure!r}")
     if options.get("parts"):
-        raise ValueError("parts=True is not bootstrapped; use by_layer='ratio_of_means'")
+        raise ValueError("parts=True is not bootstrapped; use reduce='ratio_of_means'")
     progress = resolve_progress(progress)
     memory = parse_memory(memory, default=_MEMORY, minimum=2**20)
-    method = _resolve_method(method, measure, options, over, by_layer)
+    method = _resolve_method(method, measure, options, over, reduce)
     name = getattr(measure, "__name__", "measure")
     if method == "jackknife":
         log.info(
@@ -780,7 +785,7 @@ def bootstrap(
             name,
             cube.sizes["sample"],
         )
-        return _jackknife_result(measure, cube, ci, by_layer, options, return_replicates, progress)
+        return _jackknife_result(measure, cube, ci, reduce, options, return_replicates, progress)
     if "jackknife_groups" in options or options.get("bias_correction") is not None:
         raise ValueError(
             "bias_correction and jackknife_groups apply to method='jackknife' (the default "
@@ -798,15 +803,15 @@ def bootstrap(
     passes = 1
     if vectorised:
         draws = (int(seed), int(n), over)
-        reps, passes = _vectorised(measure, cube, draws, options, by_layer, memory, progress)
+        reps, passes = _vectorised(measure, cube, draws, options, reduce, memory, progress)
     else:
-        if by_layer == "ratio_of_means":
-            raise ValueError("by_layer='ratio_of_means' needs a variance-family measure")
+        if reduce == "ratio_of_means":
+            raise ValueError("reduce='ratio_of_means' needs a variance-family measure")
         n_s, n_t = cube.sizes["sample"], cube.sizes["transformation"]
         w, v = _draws(int(seed), 0, int(n) + 1, n_s, n_t, over)  # every replicate at once
         reps = _loop(measure, cube, w, v, options, progress)
-        if by_layer is not None:
-            reps = _by_layer(reps, reduce=by_layer)
+        if reduce is not None:
+            reps = _by_layer(reps, reduce=reduce)
     reps = reps.transpose("replicate", ...)
     values = np.asarray(reps.values, dtype=np.float64)
     low, high = interval(values[0], values[1:], ci, method)
@@ -829,7 +834,7 @@ def bootstrap(
             over=list(over),
             seed=int(seed),
             ci=float(ci),
-            by_layer=by_layer,
+            reduce=reduce,
         ),
         "method": method,
         "path": "vectorised" if vectorised else "loop",

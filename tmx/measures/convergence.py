@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import _deprecation
 from .. import _validate as v
 from .._progress import resolve as resolve_progress
 from .._progress import steps
@@ -52,11 +53,12 @@ def convergence(
     *,
     sizes: Sequence[int] | None = None,
     n: int = 1000,
-    by_layer: str | None = "auto",
+    reduce: str | None = "auto",
     seed: int = 0,
     ci: float = 0.95,
     method: str | None = None,
     progress: bool | None = None,
+    by_layer: Any = _deprecation.UNSET,
     **options: Any,
 ) -> xr.Dataset:
     """A measure's estimate and interval at nested subsamples of increasing size.
@@ -74,16 +76,19 @@ def convergence(
         from min(N, 10) to N.
     n : int, default 1000
         Bootstrap replicates (unused by the jackknife interval).
-    by_layer : str or None, default "auto"
+    reduce : str or None, default "auto"
         The layer summary (as in ``tmx.bootstrap``); None: per unit. "auto":
         "ratio_of_means" for ``normalized_variance`` (the layer value that does not move with
-        N), "mean" for other measures.
+        N), "mean" for other measures. ``by_layer=``, its former name, still works and
+        warns.
     seed : int, default 0
         Seed of the sample order (and of the bootstrap): the subsample of size s is the first s
         samples of one permutation, so every subsample contains the smaller ones.
     progress : bool, optional
         A progress bar with one step per size (each a ``tmx.bootstrap`` of its subsample).
         Default: shown when run interactively, not under pytest or CI.
+    by_layer : str, optional
+        Deprecated name of ``reduce`` (``DeprecationWarning``).
     ci, method, **options
         As in ``tmx.bootstrap`` (the default interval of the variance family is the
         jackknife's, centred on the bias-corrected estimate).
@@ -110,13 +115,14 @@ def convergence(
     >>> bool(curve.width.isel(size=-1) < curve.width.isel(size=0))
     True
     """
+    reduce = _deprecation.renamed("convergence", "by_layer", "reduce", by_layer, reduce, "auto")
     cube = check_cube(cube, measure="convergence")
     seed = v.seed(seed)
     show = resolve_progress(progress)
     total = cube.sizes["sample"]
     grid = _check_sizes(sizes, total)
-    if by_layer == "auto":
-        by_layer = "ratio_of_means" if measure is normalized_variance else "mean"
+    if reduce == "auto":
+        reduce = "ratio_of_means" if measure is normalized_variance else "mean"
     order = np.random.default_rng(int(seed)).permutation(total)
     rows = []
     with steps(len(grid), show, unit="size") as bar:
@@ -128,7 +134,7 @@ def convergence(
                 n=n,
                 seed=seed,
                 ci=ci,
-                by_layer=by_layer,
+                reduce=reduce,
                 method=method,
                 progress=False,
                 **options,
@@ -149,7 +155,7 @@ def convergence(
             n=int(n),
             seed=int(seed),
             ci=float(ci),
-            by_layer=by_layer,
+            reduce=reduce,
             sizes=grid,
         ),
     }

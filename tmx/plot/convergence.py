@@ -25,7 +25,7 @@ def convergence(
     Parameters
     ----------
     curve : xr.Dataset
-        The result of ``tmx.convergence(..., by_layer=...)``: ``estimate``, ``low``, ``high``
+        The result of ``tmx.convergence(..., reduce=...)``: ``estimate``, ``low``, ``high``
         over ``size`` and ``layer``.
     layers : list of str, optional
         Layers to draw (default: all).
@@ -56,7 +56,7 @@ def convergence(
         )
     if "size" not in curve.dims or "layer" not in curve.dims:
         raise ValueError(
-            "curve must lie over 'size' and 'layer' (tmx.convergence(..., by_layer=...)); "
+            "curve must lie over 'size' and 'layer' (tmx.convergence(..., reduce=...)); "
             f"got dims {dict(curve.sizes)}"
         )
     names = [str(x) for x in curve["layer"].values]

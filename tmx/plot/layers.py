@@ -56,7 +56,7 @@ def _series(obj: Any, label: str | None, what: str) -> _Series:
         if missing:
             raise ValueError(
                 f"{what} is a Dataset without {missing}; expected a bootstrap result with "
-                "'estimate', 'low' and 'high' over 'layer' (tmx.bootstrap(..., by_layer=...))"
+                "'estimate', 'low' and 'high' over 'layer' (tmx.bootstrap(..., reduce=...))"
             )
         layers = _layers_of(obj, what)
         est = _values(obj["estimate"], f"{what}['estimate']")
@@ -181,7 +181,7 @@ def layer_curves(
     results : xr.DataArray, xr.Dataset, or a list or dict of those
         A per-layer result (a DataArray over ``layer``, e.g. from ``tmx.by_layer``) or a
         bootstrap result (a Dataset with ``estimate``, ``low`` and ``high`` over ``layer``,
-        from ``tmx.bootstrap(..., by_layer=...)``). A list or dict draws several series (several
+        from ``tmx.bootstrap(..., reduce=...)``). A list or dict draws several series (several
         measures, or several models) on one axes; dict keys label the series.
     labels : sequence of str, optional
         Legend labels, one per result (override dict keys). By default the measure's readable
