@@ -18,7 +18,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import numpy as np
+from dask.utils import format_bytes, parse_bytes
 
 GIB = 2**30
 MIB = 2**20
@@ -134,8 +136,6 @@ def parse_memory(
     if memory is None:
         return default_memory() if default is None else int(default)
     if isinstance(memory, str):
-        from dask.utils import parse_bytes
-
         try:
             value = parse_bytes(memory)
         except (ValueError, TypeError) as exc:
@@ -151,8 +151,6 @@ def parse_memory(
     if value <= 0:
         raise ValueError(f"{name} must be a positive number of bytes; got {memory!r}")
     if value < minimum:
-        from dask.utils import format_bytes
-
         raise ValueError(
             f"{name} must be a number of bytes >= {format_bytes(minimum)}; got {memory!r}"
         )
@@ -171,8 +169,6 @@ def scheduler_threads() -> int:
     ...     scheduler_threads()
     3
     """
-    import dask
-
     workers = dask.config.get("num_workers", None)
     return max(1, int(workers)) if workers else max(1, os.cpu_count() or 1)
 

@@ -16,6 +16,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import keras
+from dask.diagnostics import ProgressBar
+
 
 def interactive() -> bool:
     """True when a person is likely watching: stderr is a terminal, not pytest, not CI.
@@ -74,8 +77,6 @@ class Steps:
         self.done = 0
         self._bar = None
         if enabled and total > 0:
-            import keras
-
             self._bar = keras.utils.Progbar(total, unit_name=unit, stateful_metrics=list(values))
 
     def advance(self, n: int = 1, **values: float) -> None:
@@ -131,6 +132,4 @@ def dask_bar(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     """
     if not enabled:
         return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
-
     return ProgressBar()

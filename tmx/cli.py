@@ -53,12 +53,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
-from . import _progress, _schema
+from . import _page, _progress, _schema
+from . import introspect as ti
+from . import plot as tplot
 from . import transforms as T
+from .analysis import evaluate
+from .cube import activations
+from .inspect import load_model
+from .measures import anova_invariance, bootstrap, normalized_variance
+from .store import open as open_cube
+from .store import save as save_cube
 
 __all__ = ["SpecError", "main", "parse", "parse_all", "report", "run"]
 
@@ -518,8 +531,6 @@ def _load_array(path: str | os.PathLike[str], what: str) -> Any:
         except ValueError as err:
             raise ValueError(f"{what} {str(path)!r} is not a plain .npy array: {err}") from None
     if p.is_dir():
-        import zarr
-
         try:
             node = zarr.open(str(p), mode="r")
         except Exception as err:  # zarr raises several types for a folder it cannot read
@@ -542,8 +553,6 @@ def _first(x: Any, n: int | None) -> Any:
     if n is None or n >= x.shape[0]:
         return x
     if type(x).__module__.startswith("zarr"):
-        import dask.array as da
-
         return da.from_zarr(x)[:n]
     return x[:n]
 
@@ -667,7 +676,6 @@ def run(
     ...     sorted(paths), dict(cube.sizes), len(cube.attrs["tmx_run"]["accuracy"]["accuracy"])
     (['cube.zarr'], {'sample': 6, 'transformation': 4, 'unit': 77}, 4)
     """
-    import tmx
 
     specs = None
     if isinstance(transforms, T.TransformationSet):
@@ -684,7 +692,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
 
     log.info("loading the model %s (safe_mode=%s)", model, safe_mode)
-    net = tmx.inspect.load_model(model, safe_mode=safe_mode)
+    net = load_model(model, safe_mode=safe_mode)
     x = _load_array(data, "data") if isinstance(data, str | os.PathLike) else data
     x = _first(x, samples)
     n = int(x.shape[0])
@@ -699,7 +707,7 @@ def run(
     accuracy = None
     if y is not None:
         log.info("accuracy under each transformation (a forward pass of the model's output)")
-        scores = tmx.evaluate(
+        scores = evaluate(
             net,
             x,
             y,
@@ -714,7 +722,7 @@ def run(
             "output": str(scores.attrs.get("output", "")),
             "from_logits": bool(scores.attrs.get("from_logits", False)),
         }
-    cube = tmx.activations(
+    cube = activations(
         net,
         x,
         tset,
@@ -739,7 +747,7 @@ def run(
         "accuracy": accuracy,
     }
     log.info("computing the cube %s and saving it to %s", dict(cube.sizes), store)
-    tmx.save(cube, store, overwrite=overwrite, progress=progress)
+    save_cube(cube, store, overwrite=overwrite, progress=progress)
     paths = {STORE: store}
     if page:
         paths.update(
@@ -788,16 +796,12 @@ def _images_for(cube: xr.DataArray, images: Any, info: dict[str, Any]) -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def _accuracy_figure(table: pd.DataFrame, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     n = len(table)
     fig, ax = plt.subplots(figsize=(min(max(4.0, 0.35 * n + 2), 14.0), 3.6))
     ax.plot(np.arange(n), table["accuracy"], "o-")
@@ -924,18 +928,11 @@ def report(
     ...     sorted(paths)[:4], "Invariance" in paths["report.html"].read_text()
     (['layers.csv', 'layers.parquet', 'nv_per_layer.png', 'nv_units.png'], True)
     """
-    import dask
-    import matplotlib
 
     matplotlib.use("Agg")
 
-    import tmx
-    import tmx.plot
-    from tmx import _page
-    from tmx import introspect as ti
-
     show = _progress.resolve(progress)
-    cube = tmx.open(store)
+    cube = open_cube(store)
     info = dict(cube.attrs.get("tmx_run") or {})
     out = Path(out) if out is not None else Path(store).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
@@ -943,8 +940,8 @@ def report(
     paths: dict[str, Path] = {}
 
     log.info("per-unit NV and ANOVA (one pass over the store)")
-    parts = tmx.normalized_variance(cube, parts=True, zero_div="nan")
-    anova = tmx.anova_invariance(cube, alpha=ALPHA)
+    parts = normalized_variance(cube, parts=True, zero_div="nan")
+    anova = anova_invariance(cube, alpha=ALPHA)
     with _progress.dask_bar(show):
         parts, anova = dask.compute(parts, anova)
     unit_coords = {k: c for k, c in cube.coords.items() if c.dims == ("unit",)}
@@ -960,11 +957,9 @@ def report(
         coords=unit_coords,
     )
     log.info("NV per layer with jackknife intervals")
-    ratio = tmx.bootstrap(
-        tmx.normalized_variance, cube, reduce="ratio_of_means", progress=show
-    ).compute()
-    mean = tmx.bootstrap(
-        tmx.normalized_variance, cube, reduce="mean", zero_div="nan", progress=show
+    ratio = bootstrap(normalized_variance, cube, reduce="ratio_of_means", progress=show).compute()
+    mean = bootstrap(
+        normalized_variance, cube, reduce="mean", zero_div="nan", progress=show
     ).compute()
     layers = _layer_table(ratio, mean, units)
     paths.update(_write_table(layers, out, "layers"))
@@ -990,7 +985,7 @@ def report(
 
     log.info("figures")
     figures: dict[str, tuple[Path | None, str]] = {}
-    fig = tmx.plot.layer_curves(
+    fig = tplot.layer_curves(
         {"NV (Σ TV / Σ SV, jackknife)": ratio, "NV, mean of the units": mean},
         title="Invariance per layer (0 = invariant)",
         ylabel="normalized variance",
@@ -999,14 +994,14 @@ def report(
     figures["nv_per_layer"] = (paths["nv_per_layer.png"], "NV per layer with 95 % intervals")
     spatial = [n for n in names if (cube["y"].where(cube["layer"] == n) >= 0).any()]
     heat = spatial[-1] if spatial else names[-1]
-    fig = tmx.plot.unit_heatmap(units["nv"], heat, title=f"NV per unit, {heat}")
+    fig = tplot.unit_heatmap(units["nv"], heat, title=f"NV per unit, {heat}")
     paths["nv_units.png"] = _save(fig, out / "nv_units.png")
     figures["nv_units"] = (paths["nv_units.png"], f"NV of every unit of {heat}")
     pics = _images_for(cube, images, info)
     if pics is not None and tset is not None and len(pics.shape) == 4:
         try:
             first = np.asarray(_first(pics, 4))
-            fig = tmx.plot.transform_preview(tset, first, n_samples=4)
+            fig = tplot.transform_preview(tset, first, n_samples=4)
             paths["transforms.png"] = _save(fig, out / "transforms.png")
             figures["transforms"] = (paths["transforms.png"], "The transformations")
         except ValueError as err:
@@ -1222,7 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from . import demo
+        from . import demo  # a cycle: the demo runs tmx.cli.run
 
         demo.main(["--out", args.out, *(["--tiny"] if args.tiny else [])])
         return 0

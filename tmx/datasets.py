@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
+from scipy import ndimage
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from . import _validate as v
 from ._provenance import provenance
@@ -155,8 +158,6 @@ def resize_align_corners(images: np.ndarray, size: int) -> np.ndarray:
     >>> resize_align_corners(np.array([[[0.0, 1.0], [2.0, 3.0]]]), 3)[0].tolist()   # corners kept
     [[0.0, 0.5, 1.0], [1.0, 1.5, 2.0], [2.0, 2.5, 3.0]]
     """
-    from scipy import ndimage
-
     images = np.asarray(images, dtype=np.float64)
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must have shape (n, h, h); got {images.shape}")
@@ -246,8 +247,6 @@ def digits(
     >>> round(float(data.x_train.mean()), 6), round(float(data.x_train.std()), 6)  # standardised
     (0.0, 1.0)
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     if isinstance(size, bool | np.bool_) or not isinstance(size, numbers.Integral) or size < 8:
         raise ValueError(f"size must be an integer of at least 8; got {v._describe(size)}")

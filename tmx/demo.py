@@ -45,10 +45,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 import xarray as xr
+from scipy import stats
 
+from . import _page, cli, datasets, models
+from . import introspect as ti
+from . import plot as tplot
+from . import transforms as T
 from ._provenance import provenance
+from .analysis import analyze
+from .cube import activations
+from .measures import (
+    anova_invariance,
+    bootstrap,
+    by_layer,
+    convergence,
+    goodfellow,
+    invert,
+    normalized_variance,
+)
+from .store import open as open_cube
 
 log = logging.getLogger("tmx")
 
@@ -88,18 +109,13 @@ def _write_inputs(out: Path, model, x: xr.DataArray) -> tuple[Path, Path, Path]:
 
 def run(config: Config = Config()) -> dict[str, Path]:
     """Run the demo; returns the paths written."""
-    import tensorflow as tf
-
-    import tmx
-    from tmx import cli
-    from tmx import transforms as T
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per cube: retracing notes are noise
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = tmx.datasets.digits(config.size, seed=config.seed)
-    model = tmx.models.trained_small_cnn(seed=config.seed, epochs=config.epochs, size=config.size)
+    data = datasets.digits(config.size, seed=config.seed)
+    model = models.trained_small_cnn(seed=config.seed, epochs=config.epochs, size=config.size)
     x = data.as_dataarray("test")
     if config.samples is not None:
         x = x.isel(sample=slice(0, config.samples))
@@ -123,7 +139,7 @@ def run(config: Config = Config()) -> dict[str, Path]:
         command=f"tmx run {model_path} {data_path} --transforms '{spec}' --labels {labels_path}",
     )
     store = paths[cli.STORE]
-    cube = tmx.open(store)
+    cube = open_cube(store)
     _step(f"tmx run: cube {dict(cube.sizes)} saved to {store} and reopened", start)
 
     shifts = T.translation(
@@ -132,24 +148,24 @@ def run(config: Config = Config()) -> dict[str, Path]:
         fill_value=background,
     )
     quarter_turns = T.rot90([0, 1, 2, 3])
-    shift_cube = tmx.activations(model, x, shifts).load()
-    turn_cube = tmx.activations(model, x, quarter_turns).load()
-    inverted = tmx.invert(turn_cube)
+    shift_cube = activations(model, x, shifts).load()
+    turn_cube = activations(model, x, quarter_turns).load()
+    inverted = invert(turn_cube)
 
     # the layer value: Σ TV / Σ SV with the jackknife's bias correction and interval (the
     # default of tmx.bootstrap for the variance family); the unit mean moves with N
     layer_value: dict[str, Any] = {"by_layer": "ratio_of_means"}
     results = {
-        "NV rotation": tmx.bootstrap(tmx.normalized_variance, cube, **layer_value),
-        "NV translation": tmx.bootstrap(tmx.normalized_variance, shift_cube, **layer_value),
-        "NVSE rot90": tmx.bootstrap(tmx.normalized_variance, inverted, **layer_value),
+        "NV rotation": bootstrap(normalized_variance, cube, **layer_value),
+        "NV translation": bootstrap(normalized_variance, shift_cube, **layer_value),
+        "NVSE rot90": bootstrap(normalized_variance, inverted, **layer_value),
         # dead units (SV = 0) have no NV and are left out, as on tmx run's page
-        "NV rotation, unit mean": tmx.bootstrap(
-            tmx.normalized_variance, cube, reduce="mean", zero_div="nan"
+        "NV rotation, unit mean": bootstrap(
+            normalized_variance, cube, reduce="mean", zero_div="nan"
         ),
     }
     _step("normalized variance and same-equivariance with jackknife intervals", start)
-    curve = tmx.convergence(tmx.normalized_variance, cube, seed=config.seed)
+    curve = convergence(normalized_variance, cube, seed=config.seed)
     _step(f"NV against the number of digits: sizes {curve['size'].values.tolist()}", start)
     loaded = cube.load()
     # intervals around the plain estimate: see the module's docstring (why not bootstrap ones)
@@ -161,8 +177,8 @@ def run(config: Config = Config()) -> dict[str, Path]:
     )
     _step("ANOVA fraction and Goodfellow score with jackknife intervals", start)
 
-    groups = tmx.transforms.seed_groups(config.group_n, size=config.size, fill_value=background)
-    analysis = tmx.analyze(model, x, y, groups, layers=list(cube.attrs["layers"]), zero_div="nan")
+    groups = T.seed_groups(config.group_n, size=config.size, fill_value=background)
+    analysis = analyze(model, x, y, groups, layers=list(cube.attrs["layers"]), zero_div="nan")
     _step("analysis over the seed package's seven groups", start)
 
     introspection = _introspect(loaded)
@@ -191,14 +207,9 @@ def run(config: Config = Config()) -> dict[str, Path]:
 
 
 def _save_convergence(curve, out: Path) -> Path:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    import tmx.plot
-
-    fig = tmx.plot.convergence(curve, title="NV under rotations against the number of digits")
+    fig = tplot.convergence(curve, title="NV under rotations against the number of digits")
     path = out / "convergence.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -232,18 +243,15 @@ def layer_jackknife(
     Returns a Dataset over ``layer``: ``estimate`` (θ̂), ``low``, ``high``, ``se``; attrs
     ``method`` = "jackknife-plain", ``groups``, ``ci``, ``tmx_version``.
     """
-    from scipy import stats
-
-    import tmx
 
     n = cube.sizes["sample"]
     g = int(min(groups, n))
     code = np.random.default_rng(20261206).permutation(n) % g
     sizes = np.bincount(code, minlength=g).astype(np.float64)
-    estimate = tmx.by_layer(statistic(cube), reduce="mean")
+    estimate = by_layer(statistic(cube), reduce="mean")
     leave_out = xr.concat(
         [
-            tmx.by_layer(statistic(cube.isel(sample=np.flatnonzero(code != k))), reduce="mean")
+            by_layer(statistic(cube.isel(sample=np.flatnonzero(code != k))), reduce="mean")
             for k in range(g)
         ],
         dim="jackknife",
@@ -271,22 +279,17 @@ def layer_jackknife(
 
 
 def _anova_reject(cube):
-    import tmx
-
-    return tmx.anova_invariance(cube, alpha=0.01).reject.astype(float).rename("anova_reject")
+    return anova_invariance(cube, alpha=0.01).reject.astype(float).rename("anova_reject")
 
 
 def _goodfellow_score(cube):
-    import tmx
-
     # the reference is rotation(0), the untransformed digit; the local rate is taken over all
     # cells (local="top", the 2009 paper's, selects a few samples: too discrete to bootstrap)
-    return tmx.goodfellow(cube, reference=0, local="all")["score"].rename("goodfellow_score")
+    return goodfellow(cube, reference=0, local="all")["score"].rename("goodfellow_score")
 
 
 def _introspect(cube) -> dict:
     """PFA and IUA over every rotated digit."""
-    from tmx import introspect as ti
 
     recipe = ti.pfa_recipe(ti.pfa(cube, transformation="stack"), "kl")
     inactive = ti.iua(cube, transformation="stack")
@@ -294,8 +297,6 @@ def _introspect(cube) -> dict:
 
 
 def _print_introspection(result: dict, report_store: Path) -> None:
-    from tmx import introspect as ti
-
     recipe, inactive = result["recipe"], result["inactive"]
     report = ti.open_report(report_store)
     print()
@@ -337,24 +338,19 @@ def _summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     for name in layers:
         row = [name]
         for res in results.values():
-            stats = ["estimate", "low", "high", *(["uncorrected"] if "uncorrected" in res else [])]
+            fields = ["estimate", "low", "high", *(["uncorrected"] if "uncorrected" in res else [])]
             if name in res.layer.values:
                 sel = res.sel(layer=name)
-                row += [f"{float(sel[s]):.6g}" for s in stats]
+                row += [f"{float(sel[s]):.6g}" for s in fields]
                 row.append(_interval_kind(res))
             else:
-                row += [""] * (len(stats) + 1)
+                row += [""] * (len(fields) + 1)
         rows.append(row)
     return header, rows
 
 
 def _write(out, results, analysis) -> dict[str, Path]:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import tmx
 
     paths: dict[str, Path] = {}
 
@@ -385,9 +381,9 @@ def _write(out, results, analysis) -> dict[str, Path]:
         ),
     ]
     for filename, keys, title, ylabel in curves:
-        fig = tmx.plot.layer_curves({k: results[k] for k in keys}, title=title, ylabel=ylabel)
+        fig = tplot.layer_curves({k: results[k] for k in keys}, title=title, ylabel=ylabel)
         save(fig, filename)
-    save(tmx.plot.accuracy_scatter(analysis), "accuracy_vs_nv.png")
+    save(tplot.accuracy_scatter(analysis), "accuracy_vs_nv.png")
 
     summary = out / "summary.csv"
     header, rows = _summary_rows(results)
@@ -404,9 +400,6 @@ def _write(out, results, analysis) -> dict[str, Path]:
 
 def _section(results, analysis, paths, config) -> str:
     """The demo's section of report.html: its summary table, figures and the seed groups."""
-    import pandas as pd
-
-    from tmx import _page
 
     header, rows = _summary_rows(results)
     keep = [i for i, h in enumerate(header) if not h.endswith(" interval")]
@@ -477,14 +470,12 @@ def _print_table(results, analysis, paths) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tmx.cli import logging_to_stderr
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo-output", help="output folder")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long configuration")
     args = parser.parse_args(argv)
     config = TINY if args.tiny else Config()
-    with logging_to_stderr():
+    with cli.logging_to_stderr():
         run(Config(**{**config.__dict__, "out": Path(args.out)}))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _validate as v
 from ._version import __version__
+from .datasets import digits
 
 __all__ = ["cache_path", "default_cache_dir", "small_cnn", "trained_small_cnn"]
 
@@ -307,8 +308,6 @@ def _size(size: object) -> int:
 def _train(
     *, seed: int, epochs: int, size: int, verbose: bool, dtype: keras.DTypePolicy | None = None
 ) -> keras.Model:
-    from .datasets import digits
-
     data = digits(size, seed=seed)
     keras.utils.set_random_seed(seed)
     model = small_cnn((size, size, 1), 10, seed=seed, dtype=dtype)

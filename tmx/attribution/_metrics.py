@@ -210,7 +210,11 @@ def sensitivity_max(
     ``method`` explains the N inputs, then the N × ``samples`` perturbed inputs in calls of
     about 1024 rows (a whole number of ``batch_size`` batches); ``progress``: a bar over the
     rows explained (None: when run interactively), the method's own bar off; the numbers are
-    the same with or without it.
+    the same with or without it. A random method (``smoothgrad``, ``noise_tunnel``,
+    ``gradient_shap``, or ``attribute`` with a random ``doi``) seeds its draws by the row's
+    position within one call, so when N × ``samples`` > 1024 each chunk draws as a call of
+    its own: the result is deterministic for a given ``seed``, but differs from explaining
+    all the perturbed rows in one call of the method.
 
     Examples
     --------

@@ -31,12 +31,14 @@ import xarray as xr
 
 from .. import _batching
 from .. import _validate as v
+from .. import inspect as _inspect
 from .._memo import memo, per_object
 from .._progress import Steps, dask_bar, steps
 from .._progress import resolve as resolve_progress
 from .._provenance import provenance
 from .._schema import unit_coords
 from .._validate import str_array
+from ..inspect import load_model
 from .layers import (
     ActNorm,
     AdditiveCoupling,
@@ -935,7 +937,6 @@ def _flow_layer(flow: Flow) -> str:
 
 def _rewired(model: Any, layer: str) -> tuple[Any, Any, tuple[int, ...], Any]:
     """(tail model, compiled tail, the layer's shape without batch, the tail's input specs)."""
-    from .. import inspect as _inspect
 
     def build() -> tuple[Any, Any, tuple[int, ...], Any]:
         desc = _descriptor(layer)
@@ -1171,8 +1172,6 @@ def _interpolate(
     )
     if model is None:
         return activation
-
-    from ..inspect import load_model
 
     model = load_model(model)
     d = _units(flow)

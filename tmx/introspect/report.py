@@ -19,12 +19,14 @@ distances meaningful), then
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from .. import _deprecation
@@ -372,7 +374,6 @@ def save_report(report: xr.Dataset, path: str | os.PathLike[str], *, format: str
     >>> bool(np.array_equal(back["familiarity"].values, rep["familiarity"].values))
     True
     """
-    import json
 
     path = Path(path)
     if format is None:
@@ -495,7 +496,6 @@ def report_table(report: xr.Dataset):
     >>> table.shape, table.columns.tolist()[:4]
     ((12, 10), ['sample', 'layer', 'label', 'duplicate_cluster'])
     """
-    import pandas as pd
 
     n, layers = report.sizes["sample"], [str(v) for v in report["layer"].values]
     columns: dict[str, Any] = {

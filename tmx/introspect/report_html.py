@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from matplotlib import colormaps
+from matplotlib import image as mpimg
 
 from .. import _validate
 
@@ -75,7 +77,6 @@ def _hex(rgba: Any) -> str:
 
 def _categorical(values: np.ndarray) -> tuple[list[str], dict[Any, str]]:
     """A colour per sample from a categorical value, and the legend."""
-    from matplotlib import colormaps
 
     uniques = list(dict.fromkeys(values.tolist()))
     try:
@@ -89,7 +90,6 @@ def _categorical(values: np.ndarray) -> tuple[list[str], dict[Any, str]]:
 
 def _continuous(values: np.ndarray) -> tuple[list[str], tuple[float, float]]:
     """Viridis colours between the 2nd and 98th percentiles of the finite values."""
-    from matplotlib import colormaps
 
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -106,7 +106,6 @@ def _continuous(values: np.ndarray) -> tuple[list[str], tuple[float, float]]:
 
 def _png(image: np.ndarray) -> str:
     """A PNG data URI of an image (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), min-max scaled."""
-    from matplotlib import image as mpimg
 
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 3 and img.shape[-1] == 1:

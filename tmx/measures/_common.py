@@ -35,6 +35,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from .._provenance import cube_provenance, provenance
 from .._schema import layer_array, units_by_layer
@@ -343,8 +345,6 @@ def moments_both(data: Any) -> tuple[Any, Any]:
     if not isinstance(data, da.Array):
         along_t, along_s = block_moments_both(np.asarray(data))
         return along_t[:, :, 0], along_s[:, 0]
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     s_chunks, t_chunks, u_chunks = data.chunks
     # the common references of the blocks along a reduced axis with several blocks

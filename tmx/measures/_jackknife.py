@@ -41,6 +41,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from scipy.sparse import csr_matrix
 
 from ._common import compiled, minus
 
@@ -125,8 +128,6 @@ def shifted_power_sums(data: Any, code: np.ndarray, groups: int) -> tuple[Any, A
     if not isinstance(data, da.Array):
         out = _block_power_sums(np.asarray(data), np.asarray(data[0:1]), code, groups)[0]
         return out[0], out[1], out[2], out[3]
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     first = data[0:1]
     s_chunks, t_chunks, u_chunks = data.chunks
@@ -214,7 +215,6 @@ def _block_power_sums(
     if kernel is not None and x.ndim == 3 and x.dtype in (np.float32, np.float64):
         kernel(np.ascontiguousarray(x), np.ascontiguousarray(first[0]), block_code, out[0])
         return out
-    from scipy.sparse import csr_matrix
 
     # the (G, s) indicator of the block's samples, sparse: each sample's row is added once
     member = csr_matrix((np.ones(s), (block_code, np.arange(s))), shape=(groups, s))

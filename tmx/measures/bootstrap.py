@@ -41,6 +41,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from .. import _deprecation
 from .._batching import parse_memory
@@ -106,7 +108,6 @@ def interval(
 
     Non-finite replicates are left out; a position whose estimate is not finite gets NaN.
     """
-    from scipy.stats import norm
 
     estimate = np.asarray(estimate, dtype=np.float64)
     finite = np.isfinite(replicates)
@@ -597,7 +598,6 @@ def _jackknife_result(
     progress: bool = False,
 ) -> xr.Dataset:
     """The studentised jackknife interval θ_J ± t_(G−1) SE_J, as a bootstrap-shaped Dataset."""
-    from scipy.stats import t as student_t
 
     if return_replicates:
         raise ValueError(
