@@ -79,16 +79,7 @@ def test_demo_pipeline_runs_and_writes_its_outputs(tmp_path, monkeypatch, capsys
 
 def _cube(rng, n=24, t=3, units=6, shift=0.0):
     a = rng.normal(size=(n, t, units)) + shift * np.arange(t)[None, :, None]
-    return xr.DataArray(
-        a,
-        dims=("sample", "transformation", "unit"),
-        coords={
-            "layer": ("unit", ["a"] * 3 + ["b"] * 3),
-            "channel": ("unit", np.arange(units)),
-            "y": ("unit", [-1] * units),
-            "x": ("unit", [-1] * units),
-        },
-    )
+    return tmx.from_array({"a": a[..., :3], "b": a[..., 3:]})
 
 
 def test_layer_jackknife_of_a_mean_is_the_standard_error_of_group_means():

@@ -154,7 +154,7 @@ def run(config: Config = Config()) -> dict[str, Path]:
 
     # the layer value: Σ TV / Σ SV with the jackknife's bias correction and interval (the
     # default of tmx.bootstrap for the variance family); the unit mean moves with N
-    layer_value: dict[str, Any] = {"by_layer": "ratio_of_means"}
+    layer_value: dict[str, Any] = {"reduce": "ratio_of_means"}
     results = {
         "NV rotation": bootstrap(normalized_variance, cube, **layer_value),
         "NV translation": bootstrap(normalized_variance, shift_cube, **layer_value),
