@@ -23,7 +23,7 @@ codec (zstd level 1, the default, and no compression), measured in the same run:
   that store rewritten as format 1 (tmx before checksums: no ``crc32c`` codec, no records),
   which ``tmx.open`` reads with the same reader, without the checks -- like for like, the
   cost of the checks on a read. The copy is made with plain Zarr from the documented layout
-  (``_as_format_1``), outside the timing.
+  (``tests/store_formats.py``), outside the timing.
 - "read: from_zarr / with": ``dask.array.from_zarr`` of the format-2 store's ``activation``
   array (Zarr decodes each chunk and checks its ``crc32c``; no record checked) against
   tmx's checked read.
@@ -46,14 +46,12 @@ it alone (``flock /tmp/tmx-bench.lock``); the load average is printed before and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,7 +63,8 @@ import zarr
 import zarr.codecs
 
 import tmx
-from tmx.store import DATA_NAME, DIGEST_NAME, DONE_NAME
+from tests.store_formats import as_format_1
+from tmx.store import DATA_NAME
 
 T, U = 16, 4096
 
@@ -122,46 +121,6 @@ def _ratio(times: dict, a: tuple[str, str], b: tuple[str, str], kind: str) -> fl
     )
 
 
-def _as_format_1(path: str) -> None:
-    """Rewrite the tmx store at ``path`` (format 2) as format 1, the format tmx wrote before
-    checksums, with plain Zarr only, from the documented layout (``tmx.store``'s docstring):
-    ``activation`` re-created with codecs ``bytes`` + the same compressor, no ``crc32c``, its
-    values written again; no ``_tmx_chunks_digest``; ``_tmx_chunks_done`` a plain Zarr bool
-    array (chunks ``(1, 1, 1)``, default compressors, ``/`` chunk keys) with every flag set;
-    ``tmx_format_version: 1``."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    data = group[DATA_NAME]
-    assert isinstance(data, zarr.Array)
-    values = data[...]
-    meta = json.loads((Path(path) / DATA_NAME / "zarr.json").read_text())
-    grid = tuple(-(-n // c) for n, c in zip(data.shape, data.chunks, strict=True))
-    spec = {"shape": data.shape, "chunks": data.chunks, "dtype": data.dtype}
-    compressors = [c for c in data.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
-    del group[DATA_NAME], group[DIGEST_NAME], group[DONE_NAME]
-    slash = {"name": "default", "separator": "/"}
-    group.create_array(
-        DATA_NAME,
-        **spec,
-        fill_value=np.nan,
-        dimension_names=meta["dimension_names"],
-        attributes=meta["attributes"],
-        serializer=zarr.codecs.BytesCodec(endian="little"),
-        compressors=compressors or None,
-        chunk_key_encoding=slash,
-        config={"write_empty_chunks": True},
-    )[...] = values
-    group.create_array(
-        DONE_NAME,
-        shape=grid,
-        chunks=(1, 1, 1),
-        dtype=bool,
-        fill_value=False,
-        dimension_names=("_tmx_sample_chunk", "_tmx_transformation_chunk", "_tmx_unit_chunk"),
-        chunk_key_encoding=slash,
-    )[...] = True
-    group.attrs["tmx_format_version"] = 1
-
-
 def _one_thread(fn: Callable[[str], object]) -> Callable[[str], None]:
     """``fn`` run by dask's synchronous scheduler: every task in this thread."""
 
@@ -180,7 +139,7 @@ def _codec_rows(data: xr.DataArray, tmp: str, compression: str | None, repeats: 
     }
     tmx.save(data, paths["with"], progress=False, compression=compression)
     shutil.copytree(paths["with"], paths["without"])
-    _as_format_1(paths["without"])
+    as_format_1(paths["without"])
     ref = zarr.open_array(os.path.join(paths["with"], DATA_NAME), mode="r")
     plain = [c for c in ref.compressors if not isinstance(c, zarr.codecs.Crc32cCodec)]
 

@@ -25,6 +25,7 @@ from tmx import store as tstore
 from tmx.store import StoreDamagedError, save
 from tmx.store import open as tmx_open
 
+from .store_formats import as_format_1
 from .test_store import Counter, _expected, _files, _lazy_cube, _set_group_attr
 
 CHUNK_000 = "chunk (0, 0, 0) (samples 0..3, transformations 0..4, units 0..29)"
@@ -232,52 +233,9 @@ def test_open_with_other_chunks_still_checks_every_chunk(tmp_path):
 # stores written before checksums
 
 
-def _as_format_1(path: Path) -> None:
-    """Rewrite the tmx store at ``path`` (format 2) as a store of format 1, the format tmx
-    wrote before checksums, with plain Zarr only.
-
-    Written from the documented layout (the module docstring of ``tmx.store`` and the user
-    guide's "Guarantees" page), independently of tmx's writer: the ``activation`` array
-    re-created with the same shape, chunks, data type, fill value NaN, dimension names and
-    attributes but codecs ``bytes`` + ``zstd`` (no ``crc32c``), its values written again; no
-    ``_tmx_chunks_digest`` array; ``_tmx_chunks_done`` a plain Zarr bool array (one element
-    per chunk of the grid, chunks ``(1, 1, 1)``, Zarr's default compressors, ``/`` chunk key
-    separator, fill ``false``) with every flag set; group attribute ``tmx_format_version: 1``.
-    """
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    data = group["activation"]
-    assert isinstance(data, zarr.Array)
-    values = data[...]
-    meta = json.loads((path / "activation" / "zarr.json").read_text())
-    grid = tuple(-(-n // c) for n, c in zip(data.shape, data.chunks, strict=True))
-    spec = dict(shape=data.shape, chunks=data.chunks, dtype=data.dtype)
-    del group["activation"], group[tstore.DIGEST_NAME], group[tstore.DONE_NAME]
-    slash = {"name": "default", "separator": "/"}
-    group.create_array(
-        "activation",
-        **spec,
-        fill_value=np.nan,
-        dimension_names=meta["dimension_names"],
-        attributes=meta["attributes"],
-        serializer=zarr.codecs.BytesCodec(endian="little"),
-        compressors=[zarr.codecs.ZstdCodec(level=1)],
-        chunk_key_encoding=slash,
-    )[...] = values
-    group.create_array(
-        tstore.DONE_NAME,
-        shape=grid,
-        chunks=(1, 1, 1),
-        dtype=bool,
-        fill_value=False,
-        dimension_names=("_tmx_sample_chunk", "_tmx_transformation_chunk", "_tmx_unit_chunk"),
-        chunk_key_encoding=slash,
-    )[...] = True
-    group.attrs["tmx_format_version"] = 1
-
-
 def test_a_store_without_checksums_still_opens_and_resumes_in_its_format(tmp_path):
     path = _saved(tmp_path)
-    _as_format_1(path)
+    as_format_1(path)
     meta = json.loads((path / "activation" / "zarr.json").read_text())
     assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd"]
     assert not (path / tstore.DIGEST_NAME).exists()
