@@ -27,7 +27,7 @@ import zarr
 
 from .. import _deprecation
 from .. import _validate as v
-from .._batching import parse_memory
+from .._batching import pad_rows, parse_memory
 from .._progress import Steps
 from .._progress import resolve as resolve_progress
 from .._provenance import provenance
@@ -178,13 +178,6 @@ def _batches(
         for i in range(0, full, batch):  # offset slices: linear in the block
             yield a[i : i + batch], b[i : i + batch], r[i : i + batch]
         carry = (a[full:], b[full:], r[full:])
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """``x`` with zero rows appended up to ``rows`` (the compiled evaluation's fixed size)."""
-    if x.shape[0] == rows:
-        return x
-    return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
 
 
 def _unit_statistics(arrays: _Arrays, limit: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
@@ -745,9 +738,9 @@ class _Compiled:
             a, b, r = arrays.rows(s, min(stop, s + rows))
             m = a.shape[0]
             loss, err = self.eval(
-                _pad_rows(a, rows),
-                _pad_rows(b, rows),
-                _pad_rows(r, rows),
+                pad_rows(a, rows),
+                pad_rows(b, rows),
+                pad_rows(r, rows),
                 np.array([self.opts.seed + 1, -1 - s], np.int64),
             )
             total += float(np.sum(np.asarray(loss, np.float64)[:m]))
