@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
+
+# one build at a time: two threads asking for the same result (dask tasks of one job) get the
+# same object, built once (a compiled function traced once); reentrant, as a build may ask for
+# another memoised result
+_LOCK = threading.RLock()
+_MISSING = object()
 
 
 def per_object() -> weakref.WeakKeyDictionary[Any, dict[Hashable, Any]]:
@@ -27,7 +34,7 @@ def memo(
     build: Callable[[], Any],
 ) -> Any:
     """``build()`` memoised under (``owner``, ``key``); not memoised when ``owner`` cannot be
-    weakly referenced.
+    weakly referenced.  Thread-safe: concurrent callers of one key get one result, built once.
 
     Examples
     --------
@@ -38,14 +45,29 @@ def memo(
     >>> build = lambda: calls.append(1) or len(calls)
     >>> memo(store, model, "graph", build), memo(store, model, "graph", build)   # built once
     (1, 1)
+    >>> import threading, time
+    >>> slow = lambda: calls.append(1) or time.sleep(0.05) or len(calls)
+    >>> threads = [threading.Thread(target=memo, args=(store, model, "slow", slow))
+    ...            for _ in range(4)]
+    >>> for t in threads: t.start()
+    >>> for t in threads: t.join()
+    >>> len(calls)                             # four threads at once: built once more, not 4
+    2
     >>> del model; _ = gc.collect()
     >>> len(store)                             # the results went with the object
     0
     """
-    try:
-        results = store.setdefault(owner, {})
-    except TypeError:
+    with _LOCK:
+        try:
+            results = store.setdefault(owner, {})
+        except TypeError:  # not weakly referenceable
+            results = None
+    if results is None:
         return build()
-    if key not in results:
-        results[key] = build()
-    return results[key]
+    found = results.get(key, _MISSING)  # a hit needs no lock
+    if found is not _MISSING:
+        return found
+    with _LOCK:
+        if key not in results:
+            results[key] = build()
+        return results[key]

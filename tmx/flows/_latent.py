@@ -154,9 +154,15 @@ def _flow_attrs(
 
 # -- the flow's values, without its log-determinants ---------------------------------------------
 # ``transform``/``inverse`` only need T(x) (or T⁻¹(y)): the values below follow each layer's own
-# arithmetic (the same ops on the same operands, so the same numbers), without Keras's per-call
-# machinery, the log-determinants nor the custom-gradient wrappers of the unit gathers.  Layers
-# of other types (and networks other than plain Dense stacks) are called as they are.
+# arithmetic (the same elementwise ops on the same operands), without Keras's per-call
+# machinery, the log-determinants nor the custom-gradient wrappers of the unit gathers.  The
+# units travel in a working order instead of being gathered back into their own order after
+# every layer: a permutation only relabels them, per-unit weights (ActNorm, Householder vectors)
+# are read in the working order, and a coupling takes its two halves as slices when they are
+# contiguous (a checkerboard flow gathers its units twice per call, on entry and on exit, where
+# the layers one by one would gather five times per block).  Only the Householder reflections'
+# sums over units run in another order, which rounds in the last bits.  Layers of other types
+# (and networks other than plain Dense stacks) are called as they are, in the units' own order.
 def _plain_dense(layer: Any, dtype: Any) -> bool:
     return (
         type(layer) is keras.layers.Dense
@@ -197,76 +203,127 @@ def _network_values(network: Any, dtype: Any) -> Any:
     return bind
 
 
-def _layer_values(layer: Any, inverse: bool, dtype: Any) -> Any:
-    """A binder of ``x ↦ y`` for one flow layer (``y`` of ``call``, or ``x`` of ``inverse``):
-    ``bind()`` reads the weights (once per job) and returns the function of a batch."""
+def _gather_step(index: np.ndarray) -> Any:
+    """A binder of ``x ↦ x[:, index]``."""
+    const = tf.constant(index, tf.int32)
+    return lambda: lambda x: tf.gather(x, const, axis=1)
+
+
+def _in_order(weights: Any, order: np.ndarray | None) -> Any:
+    """Per-unit ``weights`` (last axis: units) read in the working ``order`` (None: their own)."""
+    return weights if order is None else tf.gather(weights, tf.constant(order, tf.int32), axis=-1)
+
+
+def _actnorm_values(layer: Any, inverse: bool, dtype: Any, order: np.ndarray | None) -> Any:
+    """ActNorm.call / _inverse (initialised: checked) on units in the working ``order``."""
+
+    def bind() -> Any:
+        loc = _in_order(tf.cast(layer.loc.value, dtype), order)
+        log_scale = _in_order(tf.cast(layer.log_scale.value, dtype), order)
+        if inverse:
+            scale = tf.exp(log_scale)
+            return lambda x: x * scale + loc
+        scale = tf.exp(-log_scale)
+        return lambda x: (x - loc) * scale
+
+    return bind
+
+
+def _householder_values(layer: Any, inverse: bool, dtype: Any, order: np.ndarray | None) -> Any:
+    """Householder._reflect on units in the working ``order``."""
+    reflections = range(layer.reflections - 1, -1, -1) if inverse else range(layer.reflections)
+
+    def bind() -> Any:
+        u = _in_order(layer._unit_vectors(dtype), order)
+        rows = [u[r : r + 1] for r in reflections]
+
+        def reflect(x: Any) -> Any:
+            for u_r in rows:
+                x = x - 2.0 * tf.reduce_sum(x * u_r, axis=1, keepdims=True) * u_r
+            return x
+
+        return reflect
+
+    return bind
+
+
+def _coupling_values(layer: Any, inverse: bool, dtype: Any, cond_first: bool) -> Any:
+    """_Coupling.call / _inverse on units laid out as [conditioning, transformed] halves
+    (``cond_first``) or [transformed, conditioning], each half in the layer's own order; the
+    output keeps the layout."""
     kind = type(layer)
-    if kind is Flow:
+    bind_net = _network_values(layer.network, dtype)
+    k, n = int(layer._cond.size), int(layer._trans.size)
+
+    def bind() -> Any:
+        net = bind_net()
+
+        def coupling(x: Any) -> Any:
+            x_c, x_t = (x[:, :k], x[:, k:]) if cond_first else (x[:, n:], x[:, :n])
+            params = tf.cast(net(x_c), x.dtype)
+            if kind is AdditiveCoupling:
+                y_t = x_t - params if inverse else x_t + params
+            else:
+                s = layer.clamp * tf.tanh(params[:, :n] / layer.clamp)
+                shift = params[:, n:]
+                y_t = (x_t - shift) * tf.exp(-s) if inverse else x_t * tf.exp(s) + shift
+            return tf.concat([x_c, y_t] if cond_first else [y_t, x_c], axis=1)
+
+        return coupling
+
+    return bind
+
+
+def _layer_values(layer: Any, inverse: bool, dtype: Any) -> Any:
+    """A binder of ``x ↦ y`` for one flow layer of another type (``y`` of ``call``, or ``x`` of
+    ``inverse``), on units in their own order."""
+    if type(layer) is Flow:
         return _flow_values(layer, inverse, dtype)
-    if kind in (ActNorm, Standardize):  # ActNorm.call / _inverse (initialised: checked)
-
-        def bind_actnorm() -> Any:
-            loc = tf.cast(layer.loc.value, dtype)
-            log_scale = tf.cast(layer.log_scale.value, dtype)
-            if inverse:
-                scale = tf.exp(log_scale)
-                return lambda x: x * scale + loc
-            scale = tf.exp(-log_scale)
-            return lambda x: (x - loc) * scale
-
-        return bind_actnorm
-    if kind is Permute:
-        index = tf.constant(layer._inverse_indices if inverse else layer._indices, tf.int32)
-        return lambda: lambda x: tf.gather(x, index, axis=1)
-    if kind is Householder:  # Householder._reflect
-        order = range(layer.reflections - 1, -1, -1) if inverse else range(layer.reflections)
-
-        def bind_householder() -> Any:
-            u = layer._unit_vectors(dtype)
-            rows = [u[r : r + 1] for r in order]
-
-            def reflect(x: Any) -> Any:
-                for u_r in rows:
-                    x = x - 2.0 * tf.reduce_sum(x * u_r, axis=1, keepdims=True) * u_r
-                return x
-
-            return reflect
-
-        return bind_householder
-    if kind in (AdditiveCoupling, AffineCoupling):  # _Coupling.call / _inverse
-        cond = tf.constant(layer._cond, tf.int32)
-        trans = tf.constant(layer._trans, tf.int32)
-        merge = tf.constant(layer._merge, tf.int32)
-        bind_net = _network_values(layer.network, dtype)
-        n = int(layer._trans.size)
-
-        def bind_coupling() -> Any:
-            net = bind_net()
-
-            def coupling(x: Any) -> Any:
-                x_c = tf.gather(x, cond, axis=1)
-                x_t = tf.gather(x, trans, axis=1)
-                params = tf.cast(net(x_c), x.dtype)
-                if kind is AdditiveCoupling:
-                    y_t = x_t - params if inverse else x_t + params
-                else:
-                    s = layer.clamp * tf.tanh(params[:, :n] / layer.clamp)
-                    shift = params[:, n:]
-                    y_t = (x_t - shift) * tf.exp(-s) if inverse else x_t * tf.exp(s) + shift
-                return tf.gather(tf.concat([x_c, y_t], axis=1), merge, axis=1)
-
-            return coupling
-
-        return bind_coupling
     if inverse:
         return lambda: lambda x: layer.inverse(x)[0]
     return lambda: lambda x: layer(x)[0]
 
 
 def _flow_values(flow: Flow, inverse: bool, dtype: Any) -> Any:
-    """A binder of ``x ↦ T(x)`` (or ``T⁻¹``): ``bind()`` reads the weights, once per job."""
+    """A binder of ``x ↦ T(x)`` (or ``T⁻¹``): ``bind()`` reads the weights, once per job.
+
+    ``order[i]`` is the unit held in column ``i`` of the working layout (the identity at entry
+    and exit)."""
     layers = list(reversed(flow.flow_layers) if inverse else flow.flow_layers)
-    binders = [_layer_values(la, inverse, dtype) for la in layers]
+    d = _units(flow)
+    identity = np.arange(d)
+    order = identity
+    binders: list[Any] = []
+
+    def own() -> np.ndarray | None:
+        return None if np.array_equal(order, identity) else order
+
+    def relayout(target: np.ndarray) -> None:
+        nonlocal order
+        if not np.array_equal(order, target):
+            binders.append(_gather_step(np.argsort(order, kind="stable")[target]))
+            order = target
+
+    for layer in layers:
+        kind = type(layer)
+        if kind in (ActNorm, Standardize):
+            binders.append(_actnorm_values(layer, inverse, dtype, own()))
+        elif kind is Householder:
+            binders.append(_householder_values(layer, inverse, dtype, own()))
+        elif kind is Permute:
+            # y[:, j] = x[:, g[j]]: the same columns now hold other unit labels
+            g = layer._inverse_indices if inverse else layer._indices
+            order = np.argsort(g, kind="stable")[order]
+        elif kind in (AdditiveCoupling, AffineCoupling):
+            halves = np.concatenate([layer._trans, layer._cond])
+            cond_first = not np.array_equal(order, halves)
+            if cond_first:
+                relayout(layer._order)
+            binders.append(_coupling_values(layer, inverse, dtype, cond_first))
+        else:
+            relayout(identity)
+            binders.append(_layer_values(layer, inverse, dtype))
+    relayout(identity)
 
     def bind() -> Any:
         steps = [b() for b in binders]
@@ -616,6 +673,10 @@ def transform(
         2·10⁹ multiply-adds runs XLA-compiled (traced once per flow, direction and batch shape),
         which rounds differently in the last bits (~1e-6 relative); the choice depends on the
         job's size only (never on timings or earlier calls), unless ``compile`` forces it.
+        Either path agrees with ``flow(x)[0]`` to float32 rounding, not bit for bit: the units
+        travel through the layers in a working order (one gather on entry and one on exit,
+        per-unit weights read in that order) instead of being gathered back after every
+        layer, so the Householder reflections' sums over units round differently.
 
     Examples
     --------
